@@ -1,0 +1,449 @@
+r"""Activation functions, each paired with its Gaussian kernel.
+
+Every activation knows four Gaussian expectations, with :math:`u = \sqrt q z` and
+:math:`(u_1,u_2)` of variance ``q`` and correlation ``c``:
+
+* :meth:`Activation.mean` :math:`\mathbb E[\phi(u)]`,
+* :meth:`Activation.second_moment` :math:`\mathbb E[\phi(u)^2]`,
+* :meth:`Activation.kernel` :math:`\mathbb E[\phi(u_1)\phi(u_2)]`,
+* :meth:`Activation.derivative_kernel` :math:`\mathbb E[\phi'(u_1)\phi'(u_2)]`.
+
+The base class computes them by Gauss-Hermite quadrature; subclasses override them with
+closed forms where one exists (linear, ReLU, erf, and every step function, the quantized
+activations among them). Activations are called on numpy arrays or torch tensors.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import special
+
+from . import gaussian
+from ._validate import check_levels, check_positive
+
+__all__ = [
+    "Activation",
+    "StepActivation",
+    "QuantizedActivation",
+    "Linear",
+    "ReLU",
+    "Erf",
+    "Tanh",
+    "HardTanh",
+    "CallableActivation",
+    "get_activation",
+]
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+class Activation:
+    """Base class: a scalar nonlinearity with Gauss-Hermite expectations.
+
+    Subclasses define :meth:`_numpy` and :meth:`_torch` (the function) and
+    :meth:`_numpy_derivative`; quadrature is accurate to about 1e-10 for smooth functions and
+    to a few 1e-4 for functions with kinks (``hardtanh``).
+    """
+
+    name = "activation"
+    #: number of Gauss-Hermite nodes (per dimension for the pair rule)
+    quadrature_nodes = (160, 96)
+
+    def __call__(self, x):
+        return self._torch(x) if _is_torch(x) else self._numpy(np.asarray(x, dtype=np.float64))
+
+    def derivative(self, x):
+        """phi'(x) on numpy arrays."""
+        return self._numpy_derivative(np.asarray(x, dtype=np.float64))
+
+    # --- Gaussian expectations (quadrature defaults) ---------------------------------------
+    def mean(self, q):
+        return gaussian.expect(self._numpy, q, self.quadrature_nodes[0])
+
+    def second_moment(self, q):
+        return gaussian.expect(lambda x: self._numpy(x) ** 2, q, self.quadrature_nodes[0])
+
+    def kernel(self, q, c):
+        return gaussian.expect_pair(self._numpy, self._numpy, q, c, self.quadrature_nodes[1])
+
+    def derivative_kernel(self, q, c):
+        d = self._numpy_derivative
+        return gaussian.expect_pair(d, d, q, c, self.quadrature_nodes[1])
+
+    #: whether the derivative has Dirac masses (step functions): then chi(c=1) is infinite
+    has_jumps = False
+    #: whether phi is odd, so that with sigma_b = 0 the correlation map is odd and c* = 0
+    odd = False
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Linear(Activation):
+    r"""phi(x) = x. Closed forms: E[phi^2] = q, K = q c, E[phi' phi'] = 1."""
+
+    name, odd = "linear", True
+
+    def _numpy(self, x):
+        return x
+
+    def _torch(self, x):
+        return x
+
+    def _numpy_derivative(self, x):
+        return np.ones_like(x)
+
+    def mean(self, q):
+        return np.zeros_like(np.asarray(q, np.float64))
+
+    def second_moment(self, q):
+        return np.asarray(q, np.float64) * 1.0
+
+    def kernel(self, q, c):
+        return np.asarray(q, np.float64) * np.asarray(c, np.float64)
+
+    def derivative_kernel(self, q, c):
+        return np.ones(np.broadcast(np.asarray(q), np.asarray(c)).shape)
+
+
+class ReLU(Activation):
+    r"""phi(x) = max(x, 0), with the arc-cosine kernel of degree 1 (Cho & Saul 2009).
+
+    .. math:: K = \frac{q}{2\pi}\bigl(\sqrt{1-c^2} + (\pi - \arccos c)\,c\bigr),\qquad
+              \mathbb E[\phi'\phi'] = \frac{\pi - \arccos c}{2\pi}.
+    """
+
+    name = "relu"
+
+    def _numpy(self, x):
+        return np.maximum(x, 0.0)
+
+    def _torch(self, x):
+        return x.clamp_min(0)
+
+    def _numpy_derivative(self, x):
+        return (x > 0).astype(np.float64)
+
+    def mean(self, q):
+        return np.sqrt(np.asarray(q, np.float64) / (2.0 * np.pi))
+
+    def second_moment(self, q):
+        return 0.5 * np.asarray(q, np.float64)
+
+    def kernel(self, q, c):
+        q, c = np.asarray(q, np.float64), np.asarray(c, np.float64)
+        return q / (2 * np.pi) * (np.sqrt(np.clip(1 - c * c, 0, None)) + (np.pi - np.arccos(c)) * c)
+
+    def derivative_kernel(self, q, c):
+        q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
+        return (np.pi - np.arccos(c)) / (2 * np.pi)
+
+
+class Erf(Activation):
+    r"""phi(x) = erf(x), with Williams' (1997) arcsine kernel.
+
+    .. math:: K = \frac{2}{\pi}\arcsin\frac{2qc}{1+2q},\qquad
+              \mathbb E[\phi'\phi'] = \frac{4}{\pi}\,\bigl((1+2q)^2 - 4q^2c^2\bigr)^{-1/2}.
+    """
+
+    name, odd = "erf", True
+
+    def _numpy(self, x):
+        return special.erf(x)
+
+    def _torch(self, x):
+        import torch
+
+        return torch.erf(x)
+
+    def _numpy_derivative(self, x):
+        return 2.0 / np.sqrt(np.pi) * np.exp(-x * x)
+
+    def mean(self, q):
+        return np.zeros_like(np.asarray(q, np.float64))
+
+    def second_moment(self, q):
+        q = np.asarray(q, np.float64)
+        return 2.0 / np.pi * np.arcsin(2 * q / (1 + 2 * q))
+
+    def kernel(self, q, c):
+        q, c = np.asarray(q, np.float64), np.asarray(c, np.float64)
+        return 2.0 / np.pi * np.arcsin(2 * q * c / (1 + 2 * q))
+
+    def derivative_kernel(self, q, c):
+        q, c = np.asarray(q, np.float64), np.asarray(c, np.float64)
+        return 4.0 / np.pi / np.sqrt((1 + 2 * q) ** 2 - 4 * q * q * c * c)
+
+
+class Tanh(Activation):
+    """phi(x) = tanh(x); Gauss-Hermite quadrature (accurate to ~1e-10)."""
+
+    name, odd = "tanh", True
+
+    def _numpy(self, x):
+        return np.tanh(x)
+
+    def _torch(self, x):
+        return x.tanh()
+
+    def _numpy_derivative(self, x):
+        return 1.0 / np.cosh(x) ** 2
+
+
+class HardTanh(Activation):
+    """phi(x) = clip(x, -1, 1), the N -> infinity limit of the quantized activations.
+
+    Quadrature of a function with kinks: accurate to a few 1e-4, enough for figures.
+    """
+
+    name, odd = "hardtanh", True
+    quadrature_nodes = (400, 200)
+
+    def _numpy(self, x):
+        return np.clip(x, -1.0, 1.0)
+
+    def _torch(self, x):
+        return x.clamp(-1, 1)
+
+    def _numpy_derivative(self, x):
+        return (np.abs(x) < 1).astype(np.float64)
+
+    def second_moment(self, q):
+        # closed form: E[min(u^2, 1)] = q (1 - 2 Phi(-a)) - 2 sqrt(q) phi(a) + 2 Phi(-a), a = 1/sqrt(q)
+        q = np.asarray(q, np.float64)
+        a = 1.0 / np.sqrt(q)
+        tail = special.ndtr(-a)
+        return q * (1 - 2 * tail) - 2 * np.sqrt(q) * np.exp(-0.5 * a * a) / gaussian.SQRT2PI + 2 * tail
+
+    def mean(self, q):
+        return np.zeros_like(np.asarray(q, np.float64))
+
+
+class CallableActivation(Activation):
+    """Any scalar function ``f`` (numpy-vectorised), with Gauss-Hermite expectations.
+
+    The derivative, needed for chi, is ``derivative`` if given, else a central difference
+    with step ``1e-5`` (error ~1e-10 for smooth ``f``).
+    """
+
+    def __init__(self, f, derivative=None, name=None):
+        if not callable(f):
+            raise ValueError(f"activation must be a name, an Activation or a callable, got {f!r}")
+        self._f = f
+        self._df = derivative
+        self.name = name or getattr(f, "__name__", "callable")
+
+    def _numpy(self, x):
+        return np.asarray(self._f(x), dtype=np.float64)
+
+    def _torch(self, x):
+        return self._f(x)
+
+    def _numpy_derivative(self, x):
+        if self._df is not None:
+            return np.asarray(self._df(x), dtype=np.float64)
+        h = 1e-5
+        return (self._numpy(x + h) - self._numpy(x - h)) / (2 * h)
+
+    def __repr__(self):
+        return f"CallableActivation({self.name})"
+
+
+class StepActivation(Activation):
+    r"""A step function :math:`\phi(x) = v_0 + \sum_i \Delta_i H(x - g_i)`.
+
+    Parameters
+    ----------
+    thresholds : array_like, shape (M,)
+        Strictly increasing thresholds :math:`g_i`.
+    values : array_like, shape (M + 1,)
+        The output level on each of the ``M + 1`` cells; :math:`\Delta_i = v_{i+1} - v_i`.
+
+    Notes
+    -----
+    ``phi(x) = values[k]`` where ``k`` is the number of thresholds ``<= x``. All four Gaussian
+    expectations are finite sums over thresholds (see :mod:`qmf_lite.gaussian`); the
+    derivative kernel is infinite at ``c = 1`` (the Dirac masses of :math:`\phi'` coincide).
+    """
+
+    name = "step"
+    has_jumps = True
+
+    def __init__(self, thresholds, values):
+        g = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
+        v = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        if g.ndim != 1 or g.size < 1 or not np.all(np.isfinite(g)):
+            raise ValueError("thresholds must be a non-empty 1-d array of finite numbers")
+        if np.any(np.diff(g) <= 0):
+            raise ValueError("thresholds must be strictly increasing")
+        if v.shape != (g.size + 1,) or not np.all(np.isfinite(v)):
+            raise ValueError(f"values must be finite with one more entry than thresholds ({g.size + 1})")
+        self._set(g, v)
+
+    def _set(self, g, v):
+        self.thresholds = g
+        self.values = v
+        self.jumps = np.diff(v)
+        self.odd = bool(np.allclose(g, -g[::-1], rtol=0, atol=1e-14 * (1 + np.abs(g).max()))
+                        and np.allclose(v, -v[::-1], rtol=0, atol=1e-14 * (1 + np.abs(v).max())))
+        self._integrals = {}
+        self._torch_cache = {}
+
+    # --- the function ------------------------------------------------------------------------
+    def _numpy(self, x):
+        return self.values[np.searchsorted(self.thresholds, x, side="right")]
+
+    def _torch(self, x):
+        import torch
+
+        key = (x.device, x.dtype)
+        if key not in self._torch_cache:
+            self._torch_cache[key] = (
+                torch.as_tensor(self.thresholds, dtype=x.dtype, device=x.device),
+                torch.as_tensor(self.values, dtype=x.dtype, device=x.device),
+            )
+        g, v = self._torch_cache[key]
+        # right=True counts the thresholds <= x, like searchsorted(side="right")
+        return v[torch.bucketize(x, g, right=True)]
+
+    def _numpy_derivative(self, x):
+        return np.zeros_like(x)
+
+    # --- closed-form expectations ------------------------------------------------------------
+    def _normalised(self, q):
+        q = np.asarray(q, np.float64)
+        return self.thresholds / np.sqrt(q)[..., None]
+
+    def mean(self, q):
+        return gaussian.step_mean(self._normalised(q), self.jumps, self.values[0])
+
+    def second_moment(self, q):
+        a = self._normalised(q)
+        mean = gaussian.step_mean(a, self.jumps, self.values[0])
+        return gaussian.step_variance(a, self.jumps) + mean * mean
+
+    def density_sum(self, q, rho):
+        """S(rho) = sum_ij D_i D_j exp(-(a_i^2 + a_j^2 - 2 rho a_i a_j) / (2 (1 - rho^2))) at ``q``."""
+        a = self.thresholds / np.sqrt(float(q))
+        return gaussian.step_density_sum(a, self.jumps, rho)
+
+    def derivative_kernel(self, q, c):
+        r"""E[phi'(u1) phi'(u2)] = sum_ij D_i D_j p_c(a_i, a_j) / q; ``inf`` at |c| = 1."""
+        q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
+        out = np.empty(q.shape)
+        for qv in np.unique(q):
+            sel = q == qv
+            cc = c[sel]
+            with np.errstate(divide="ignore"):
+                pref = 1.0 / (2 * np.pi * np.sqrt(1.0 - cc * cc) * qv)
+            out[sel] = np.where(np.abs(cc) < 1, pref * self.density_sum(qv, np.clip(cc, -1, 1)), np.inf)
+        return out
+
+    def arcsine_integral(self, q):
+        """The cached :class:`~qmf_lite.gaussian.ArcsineIntegral` of this activation at ``q``."""
+        key = float(q)
+        if key not in self._integrals:
+            if len(self._integrals) > 64:
+                self._integrals.clear()
+            self._integrals[key] = gaussian.ArcsineIntegral(lambda rho: self.density_sum(key, rho))
+        return self._integrals[key]
+
+    def kernel(self, q, c):
+        r"""E[phi(u1) phi(u2)] = E[phi^2] - (1/2pi) int_{arcsin c}^{pi/2} S(sin t) dt."""
+        q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
+        out = np.empty(q.shape)
+        for qv in np.unique(q):
+            sel = q == qv
+            g = self.arcsine_integral(qv)
+            out[sel] = self.second_moment(qv) - g(np.arcsin(c[sel])) / (2 * np.pi)
+        return out
+
+    def __repr__(self):
+        return f"StepActivation(thresholds={self.thresholds!r}, values={self.values!r})"
+
+
+class QuantizedActivation(StepActivation):
+    r"""The N-level uniform quantized activation.
+
+    .. math:: \phi_N(x) = A\Bigl(-1 + \frac{2}{N-1}\sum_{k=0}^{N-2} H(x - g_k)\Bigr),\qquad
+              g_k = D\,\bigl(k - \tfrac{N-2}{2}\bigr).
+
+    Parameters
+    ----------
+    levels : int
+        Number of output levels ``N >= 2``.
+    spacing : float, optional
+        Threshold spacing ``D > 0``. The default ``2 A / (N - 1)`` puts each threshold midway
+        between two output levels, so that phi_N rounds hardtanh to the nearest level.
+    scale : float
+        Output range ``A > 0``: the levels are ``A (-1 + 2k/(N-1))``.
+
+    Examples
+    --------
+    >>> phi = QuantizedActivation(4)
+    >>> phi.values
+    array([-1.        , -0.33333333,  0.33333333,  1.        ])
+    >>> phi([-0.5, 0.1, 2.0])
+    array([-0.33333333,  0.33333333,  1.        ])
+    """
+
+    def __init__(self, levels, spacing=None, scale=1.0):
+        levels = check_levels(levels)
+        scale = float(check_positive(scale, "scale", allow_array=False))
+        spacing = 2.0 * scale / (levels - 1) if spacing is None else float(
+            check_positive(spacing, "spacing", allow_array=False))
+        self.levels, self.spacing, self.scale = levels, spacing, scale
+        k = np.arange(levels - 1, dtype=np.float64)
+        thresholds = spacing * (k - (levels - 2) / 2.0)
+        values = scale * (-1.0 + 2.0 * np.arange(levels) / (levels - 1))
+        self._set(thresholds, values)
+        self.odd = True
+        self.name = f"quantized(N={levels})"
+
+    @property
+    def step(self):
+        """The jump between adjacent levels, ``2 A / (N - 1)``."""
+        return 2.0 * self.scale / (self.levels - 1)
+
+    def density_sum(self, q, rho):
+        # uniform thresholds: the O(N) factorised sum
+        d = self.spacing / np.sqrt(float(q))
+        return self.step ** 2 * gaussian.uniform_density_sum(d, self.levels - 1, rho)
+
+    def __eq__(self, other):
+        return isinstance(other, QuantizedActivation) and (
+            (self.levels, self.spacing, self.scale) == (other.levels, other.spacing, other.scale))
+
+    def __hash__(self):
+        return hash((self.levels, self.spacing, self.scale))
+
+    def __repr__(self):
+        return f"QuantizedActivation(levels={self.levels}, spacing={self.spacing!r}, scale={self.scale!r})"
+
+
+_NAMED = {
+    "linear": Linear,
+    "relu": ReLU,
+    "tanh": Tanh,
+    "erf": Erf,
+    "hardtanh": HardTanh,
+    "sign": lambda: QuantizedActivation(2),
+}
+
+
+def get_activation(activation) -> Activation:
+    """Turn a name, an :class:`Activation` or a callable into an :class:`Activation`.
+
+    Names: ``"linear"``, ``"relu"``, ``"tanh"``, ``"erf"``, ``"sign"`` (the 2-level quantized
+    activation, ``sign(x)`` with ``sign(0) = 1``) and ``"hardtanh"``.
+    """
+    if isinstance(activation, Activation):
+        return activation
+    if isinstance(activation, str):
+        try:
+            return _NAMED[activation.lower()]()
+        except KeyError:
+            raise ValueError(
+                f"activation name must be one of {sorted(_NAMED)}, got {activation!r}") from None
+    return CallableActivation(activation)

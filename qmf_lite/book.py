@@ -1,0 +1,45 @@
+"""Small helpers the chapters share: gluing numbers into the prose, and one figure style.
+
+Kept free of heavy imports so that a chapter's first cell stays fast.
+"""
+from __future__ import annotations
+
+__all__ = ["glue", "use_style", "COLORS"]
+
+#: a colour-blind-safe cycle (Okabe-Ito)
+COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
+
+
+def glue(name, value, display=False):
+    """Store ``value`` under ``name`` for ``{glue:text}`` roles in the book (myst-nb).
+
+    Where myst-nb is not installed (Colab) nothing is stored; the value is returned either way,
+    so the cell still prints it when asked.
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # numpy scalars print as np.float64(...), which {glue:text} cannot format
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:  # pragma: no cover - Colab
+        return value
+    _glue(name, value, display=display)
+    return value
+
+
+def use_style():
+    """The book's matplotlib style: readable fonts, light grid, colour-blind-safe colours."""
+    import matplotlib as mpl
+    from cycler import cycler
+
+    mpl.rcParams.update({
+        "figure.figsize": (6.4, 4.0),
+        "figure.dpi": 100,
+        "savefig.dpi": 110,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.prop_cycle": cycler(color=COLORS),
+        "legend.frameon": False,
+        "font.size": 11,
+    })

@@ -1,0 +1,173 @@
+r"""Gaussian expectations: quadrature for any activation, closed forms for step functions.
+
+Two kinds of expectation appear in the mean-field maps, with ``z, z1, z2`` independent
+standard normals and
+
+.. math::  u = \sqrt{q}\, z,\qquad
+           (u_1, u_2) = \sqrt{q}\,\bigl(z_1,\; c z_1 + \sqrt{1-c^2}\, z_2\bigr).
+
+* one-dimensional, :math:`\mathbb E[f(u)]`, computed with Gauss-Hermite quadrature;
+* two-dimensional, :math:`\mathbb E[f(u_1) g(u_2)]`, with a tensor Gauss-Hermite rule.
+
+For a step function :math:`\phi(x) = v_0 + \sum_i \Delta_i H(x - g_i)` the same expectations
+are finite sums over thresholds (normalised thresholds :math:`a_i = g_i/\sqrt q`):
+
+.. math::
+   \mathbb E[\phi(u)] &= v_0 + \sum_i \Delta_i \Phi(-a_i), \\
+   \operatorname{Var}\phi(u) &= \sum_{ij} \Delta_i\Delta_j\,
+        \Phi(\min(a_i,a_j))\,\Phi(-\max(a_i,a_j)), \\
+   \mathbb E[\phi'(u_1)\phi'(u_2)] &= \frac{1}{q}\sum_{ij}\Delta_i\Delta_j\, p_c(a_i, a_j), \\
+   \mathbb E[\phi(u_1)\phi(u_2)] &= \mathbb E[\phi(u)^2] - \frac{1}{2\pi}\int_{\arcsin c}^{\pi/2}
+        \sum_{ij}\Delta_i\Delta_j \exp\Bigl(-\frac{a_i^2+a_j^2-2a_ia_j\sin t}{2\cos^2 t}\Bigr)\,dt,
+
+with :math:`p_c` the standard bivariate normal density of correlation :math:`c`. The last line
+is Price's theorem integrated from :math:`c = 1`, where the kernel equals the second moment.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numpy.polynomial import chebyshev as _cheb
+from scipy import special
+
+SQRT2PI = np.sqrt(2.0 * np.pi)
+
+
+@functools.lru_cache(maxsize=8)
+def hermite_rule(n: int):
+    """Nodes and weights of the ``n``-point Gauss-Hermite rule for the standard normal.
+
+    Returns ``(x, w)`` with ``sum(w * f(x)) ~= E[f(z)]``, ``z ~ N(0, 1)``.
+    """
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    return x, w / SQRT2PI
+
+
+def expect(f, q, n: int = 160):
+    r"""E[f(sqrt(q) z)] for z ~ N(0, 1), by ``n``-point Gauss-Hermite quadrature.
+
+    ``q`` may be an array; the result has its shape. Exact for polynomials of degree < 2n,
+    geometrically convergent for functions analytic in a strip (tanh, erf).
+    """
+    q = np.asarray(q, dtype=np.float64)
+    x, w = hermite_rule(n)
+    vals = f(np.sqrt(q)[..., None] * x)
+    return np.sum(vals * w, axis=-1)
+
+
+def expect_pair(f, g, q, c, n: int = 96, chunk: int = 256):
+    r"""E[f(u1) g(u2)] for (u1, u2) ~ N(0, q [[1, c], [c, 1]]) by tensor Gauss-Hermite.
+
+    ``q`` and ``c`` broadcast; the work is chunked to keep memory small.
+    """
+    q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
+    out = np.empty(q.shape)
+    x, w = hermite_rule(n)
+    z1, z2 = x[:, None], x[None, :]
+    ww = w[:, None] * w[None, :]
+    qf, cf, of = q.ravel(), c.ravel(), out.reshape(-1)
+    for start in range(0, qf.size, chunk):
+        sl = slice(start, start + chunk)
+        s = np.sqrt(qf[sl])[:, None, None]
+        cc = cf[sl][:, None, None]
+        u1 = s * z1
+        u2 = s * (cc * z1 + np.sqrt(np.clip(1.0 - cc * cc, 0.0, None)) * z2)
+        of[sl] = np.sum(f(u1) * g(u2) * ww, axis=(-2, -1))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Step functions: phi(x) = v0 + sum_i jumps_i * H(x - thresholds_i)
+# ---------------------------------------------------------------------------------------------
+
+def step_mean(a, jumps, v0):
+    """E[phi(u)] for normalised thresholds ``a`` (last axis) and jump sizes ``jumps``."""
+    return v0 + np.sum(jumps * special.ndtr(-a), axis=-1)
+
+
+def step_variance(a, jumps):
+    r"""Var phi(u) = sum_ij D_i D_j Phi(min(a_i,a_j)) Phi(-max(a_i,a_j)), in O(N).
+
+    With the thresholds sorted, the double sum is
+    :math:`\sum_j \Delta_j\Phi(-a_j)\,[\Delta_j\Phi(a_j) + 2\sum_{i<j}\Delta_i\Phi(a_i)]`,
+    a cumulative sum. Every term is non-negative, so there is no cancellation.
+    """
+    lower = jumps * special.ndtr(a)
+    upper = jumps * special.ndtr(-a)
+    before = np.cumsum(lower, axis=-1) - lower
+    return np.sum(upper * (lower + 2.0 * before), axis=-1)
+
+
+def _rotated_exponents(x, rho, plus):
+    """x^2 / (4 (1 +- rho)) with the 0/0 limit at rho = -+1 taken as 0 for x = 0."""
+    denom = 4.0 * (1.0 + rho) if plus else 4.0 * (1.0 - rho)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = np.where(x == 0.0, 0.0, x * x / denom)
+    return e
+
+
+def step_density_sum(a, jumps, rho):
+    r"""S(rho) = sum_ij D_i D_j exp(-(a_i^2 + a_j^2 - 2 rho a_i a_j) / (2 (1 - rho^2))).
+
+    ``a`` and ``jumps`` are 1-d; ``rho`` any shape in [-1, 1]. Written in rotated coordinates,
+    :math:`\frac{(a_i+a_j)^2}{4(1+\rho)} + \frac{(a_i-a_j)^2}{4(1-\rho)}`, which has finite
+    limits at ``rho = +-1``. Direct O(N^2) sum; see :func:`uniform_density_sum` for O(N).
+    """
+    rho = np.asarray(rho, np.float64)[..., None, None]
+    s = a[:, None] + a[None, :]
+    r = a[:, None] - a[None, :]
+    expo = _rotated_exponents(s, rho, True) + _rotated_exponents(r, rho, False)
+    return np.sum(np.exp(-expo) * (jumps[:, None] * jumps[None, :]), axis=(-2, -1))
+
+
+def uniform_density_sum(d, m, rho):
+    r"""S(rho) for ``m`` unit jumps at uniformly spaced, centred thresholds ``a_i = d (i - (m-1)/2)``.
+
+    With ``s = i + j - (m - 1)`` and ``r = i - j`` the summand factorises,
+    :math:`e^{-d^2 s^2/(4(1+\rho))}\, e^{-d^2 r^2/(4(1-\rho))}`, and for each ``r`` the ``s`` run
+    over ``-k, -k+2, ..., k`` with ``k = m - 1 - |r|``: a cumulative sum over every other index.
+    O(m) exponentials instead of O(m^2).
+    """
+    rho = np.asarray(rho, np.float64)[..., None]
+    k = np.arange(m, dtype=np.float64)
+    es = np.exp(-_rotated_exponents(d * k, rho, True))      # E_s, s = 0..m-1
+    er = np.exp(-_rotated_exponents(d * k, rho, False))     # E_r, r = 0..m-1
+    # T(k) = sum_{s=-k,-k+2,..,k} E_|s|
+    doubled = 2.0 * es
+    doubled[..., 0] = es[..., 0]
+    t = np.empty_like(es)
+    t[..., 0::2] = np.cumsum(doubled[..., 0::2], axis=-1)
+    t[..., 1::2] = np.cumsum(doubled[..., 1::2], axis=-1)
+    tr = t[..., ::-1]                                       # T(m - 1 - r), r = 0..m-1
+    return er[..., 0] * tr[..., 0] + 2.0 * np.sum(er[..., 1:] * tr[..., 1:], axis=-1)
+
+
+class ArcsineIntegral:
+    r"""The function :math:`G(\theta) = \int_\theta^{\pi/2} S(\sin t)\,dt` on [-pi/2, pi/2].
+
+    ``S`` is a callable of rho. It is smooth (indeed flat at the end points, where the
+    off-diagonal terms vanish like ``exp(-C / cos^2 t)``), so a Chebyshev interpolant in
+    ``x = 2 theta / pi`` converges fast; the degree is doubled until the trailing
+    coefficients fall below ``tol`` relative to the largest. The antiderivative is then exact
+    for the interpolant, and one fit serves any number of correlations.
+    """
+
+    def __init__(self, density_sum, tol: float = 1e-13, max_degree: int = 1 << 14):
+        deg = 32
+        while True:
+            coef = _cheb.chebinterpolate(lambda x: density_sum(np.sin(0.5 * np.pi * x)), deg)
+            scale = np.max(np.abs(coef))
+            tail = np.max(np.abs(coef[-max(4, deg // 16):]))
+            if tail <= tol * scale or deg >= max_degree:
+                break
+            deg *= 2
+        self.degree = deg
+        self.converged = bool(tail <= tol * scale) if scale > 0 else True
+        # G(theta) = (pi/2) * (P(1) - P(x)), with P the antiderivative of the interpolant.
+        self._anti = _cheb.chebint(coef)
+        self._top = _cheb.chebval(1.0, self._anti)
+
+    def __call__(self, theta):
+        x = np.asarray(theta, np.float64) * (2.0 / np.pi)
+        return 0.5 * np.pi * (self._top - _cheb.chebval(x, self._anti))

@@ -1,0 +1,280 @@
+r"""Mean-field maps of a wide random network (pre-activation convention).
+
+Layer :math:`h^l = W^l \phi(h^{l-1}) + b^l` with :math:`W_{ij}\sim\mathcal N(0,\sigma_w^2/n)` and
+:math:`b_i\sim\mathcal N(0,\sigma_b^2)`. As the width ``n`` grows, the pre-activations of two
+inputs become jointly Gaussian with a variance ``q`` and a correlation ``c`` that evolve by
+
+.. math::
+   q^{l+1} &= \sigma_w^2\,\mathbb E[\phi(\sqrt{q^l} z)^2] + \sigma_b^2, \\
+   c^{l+1} &= \bigl(\sigma_w^2\,\mathbb E[\phi(u_1)\phi(u_2)] + \sigma_b^2\bigr)/q^*, \\
+   \chi(c) &= \frac{\partial c^{l+1}}{\partial c^l} = \sigma_w^2\,\mathbb E[\phi'(u_1)\phi'(u_2)],
+
+the last by Price's theorem, with :math:`(u_1, u_2)` of variance :math:`q^*` and correlation ``c``
+(Poole et al. 2016; Schoenholz et al. 2017).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import optimize
+
+from ._validate import check_correlation, check_int, check_nonnegative, check_positive
+from .activations import get_activation
+
+__all__ = [
+    "variance_map",
+    "fixed_point_q",
+    "covariance_map",
+    "correlation_map",
+    "chi",
+    "fixed_point_c",
+    "depth_scale",
+    "iterate_maps",
+]
+
+
+def _params(sigma_w, sigma_b):
+    return check_positive(sigma_w, "sigma_w"), check_nonnegative(sigma_b, "sigma_b")
+
+
+def variance_map(q, activation, sigma_w, sigma_b):
+    r"""One layer of the variance map, :math:`\sigma_w^2\,\mathbb E[\phi(\sqrt q z)^2] + \sigma_b^2`.
+
+    Parameters
+    ----------
+    q : array_like
+        Pre-activation variance(s), ``q > 0``.
+    activation : str, Activation or callable
+    sigma_w, sigma_b : array_like
+        Weight and bias standard deviations, ``sigma_w > 0``, ``sigma_b >= 0``; broadcast with ``q``.
+
+    Examples
+    --------
+    >>> float(variance_map(2.0, "relu", 1.0, 0.5))
+    1.25
+    """
+    q = check_positive(q, "q")
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    act = get_activation(activation)
+    q, sw, sb = np.broadcast_arrays(q, sigma_w, sigma_b)
+    out = sw * sw * act.second_moment(q) + sb * sb
+    return out[()] if out.ndim == 0 else out
+
+
+def _fixed_point_q_scalar(act, sw, sb, q0, q_max=1e12):
+    f = lambda q: sw * sw * act.second_moment(q) + sb * sb - q  # noqa: E731
+    f0 = f(q0)
+    if f0 == 0.0:
+        return q0
+    if f0 < 0:  # the map lowers q: the largest fixed point below q0 (maybe 0)
+        lo = q0
+        while True:
+            hi, lo = lo, lo / 4.0
+            if lo < 1e-300:
+                return 0.0
+            if f(lo) >= 0:
+                break
+    else:  # the map raises q: the smallest fixed point above q0 (maybe none: q diverges)
+        hi = q0
+        while True:
+            lo, hi = hi, hi * 4.0
+            if hi > q_max:
+                return np.inf
+            if f(hi) <= 0:
+                break
+    return optimize.brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+
+
+def fixed_point_q(activation, sigma_w, sigma_b, *, q0=1.0):
+    r"""The fixed point :math:`q^* = \sigma_w^2\,\mathbb E[\phi(\sqrt{q^*}z)^2] + \sigma_b^2`.
+
+    Found with a root finder, not by iterating the map (which can converge over tens of
+    layers when its slope is close to 1). When the map has several fixed points, the one
+    returned is the one that iterating from ``q0`` reaches: ``0.0`` if ``q`` decays to zero,
+    ``inf`` if it grows without bound (linear or ReLU nets in their unbounded phase).
+
+    Examples
+    --------
+    >>> round(float(fixed_point_q("relu", 1.0, 0.5)), 12)
+    0.5
+    """
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    q0 = float(check_positive(q0, "q0", allow_array=False))
+    act = get_activation(activation)
+    sw, sb = np.broadcast_arrays(sigma_w, sigma_b)
+    out = np.array([_fixed_point_q_scalar(act, float(a), float(b), q0) for a, b in zip(sw.ravel(), sb.ravel())])
+    out = out.reshape(sw.shape)
+    return out[()] if out.ndim == 0 else out
+
+
+def covariance_map(q, c, activation, sigma_w, sigma_b):
+    r"""The next layer's covariance :math:`\sigma_w^2\,\mathbb E[\phi(u_1)\phi(u_2)] + \sigma_b^2`.
+
+    ``(u1, u2)`` have variance ``q`` each and correlation ``c``; valid at any ``q``, not only at
+    the fixed point. ``q`` and ``c`` broadcast; ``sigma_w`` and ``sigma_b`` must be scalars.
+    """
+    q = check_positive(q, "q")
+    c = check_correlation(c)
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    if sigma_w.ndim or sigma_b.ndim:
+        raise ValueError("sigma_w and sigma_b must be scalars in covariance_map")
+    act = get_activation(activation)
+    out = sigma_w**2 * act.kernel(q, c) + sigma_b**2
+    return out[()] if np.ndim(out) == 0 else out
+
+
+def _per_parameter(c, activation, sigma_w, sigma_b, fn):
+    """Evaluate ``fn(act, c_array, sw, sb, q_star)`` once for each distinct (sigma_w, sigma_b)."""
+    c = check_correlation(c)
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    act = get_activation(activation)
+    c, sw, sb = np.broadcast_arrays(c, sigma_w, sigma_b)
+    out = np.empty(c.shape)
+    pairs = np.stack([sw.ravel(), sb.ravel()], axis=1)
+    for a, b in np.unique(pairs, axis=0):
+        sel = (sw == a) & (sb == b)
+        q_star = _fixed_point_q_scalar(act, a, b, 1.0)
+        if not (0 < q_star < np.inf):
+            raise ValueError(
+                f"the variance map has no finite positive fixed point at sigma_w={a}, sigma_b={b} "
+                f"(q* = {q_star}); the correlation map is undefined there")
+        out[sel] = fn(act, c[sel], a, b, q_star)
+    return out[()] if out.ndim == 0 else out
+
+
+def correlation_map(c, activation, sigma_w, sigma_b):
+    r"""One layer of the correlation map at the variance fixed point :math:`q^*`.
+
+    .. math:: c^{l+1} = \bigl(\sigma_w^2\,\mathbb E[\phi(u_1)\phi(u_2)] + \sigma_b^2\bigr) / q^*
+
+    Parameters
+    ----------
+    c : array_like
+        Correlations in [-1, 1].
+    activation : str, Activation or callable
+    sigma_w, sigma_b : array_like
+        Broadcast with ``c``.
+
+    Examples
+    --------
+    For ``sign`` with ``sigma_b = 0`` this is the arcsine kernel, ``(2/pi) arcsin c``:
+
+    >>> round(float(correlation_map(0.5, "sign", 1.0, 0.0)), 12)
+    0.333333333333
+    """
+    def fn(act, c, sw, sb, q_star):
+        return (sw * sw * act.kernel(q_star, c) + sb * sb) / q_star
+
+    return _per_parameter(c, activation, sigma_w, sigma_b, fn)
+
+
+def chi(c, activation, sigma_w, sigma_b):
+    r"""Slope of the correlation map, :math:`\chi(c) = \sigma_w^2\,\mathbb E[\phi'(u_1)\phi'(u_2)]` at :math:`q^*`.
+
+    For step (quantized) activations :math:`\phi'` is a sum of Dirac masses and
+    :math:`\chi(c)\to\infty` as ``c -> 1``; ``chi(1)`` returns ``inf``.
+
+    Examples
+    --------
+    >>> round(float(chi(0.0, "sign", 1.0, 0.0)), 12)  # 2/pi
+    0.636619772368
+    """
+    def fn(act, c, sw, sb, q_star):
+        return sw * sw * act.derivative_kernel(q_star, c)
+
+    return _per_parameter(c, activation, sigma_w, sigma_b, fn)
+
+
+def _fixed_point_c_scalar(act, sw, sb):
+    c_of = lambda c: correlation_map(c, act, sw, sb)  # noqa: E731
+    chi1 = chi(1.0, act, sw, sb)
+    if np.isfinite(chi1) and chi1 <= 1.0:
+        return 1.0  # ordered phase: c = 1 attracts
+    if sb == 0.0 and act.odd:
+        return 0.0  # the map is odd in c, so c = 0 is a fixed point, and it is the stable one
+    grid = np.linspace(-1.0, 1.0, 201)[:-1]
+    g = c_of(grid) - grid
+    # the stable fixed point: where c_next - c crosses from positive to negative, nearest to 1
+    cross = np.nonzero((g[:-1] >= 0) & (g[1:] < 0))[0]
+    if g[-1] < 0 and (cross.size == 0 or cross[-1] < len(g) - 2):
+        lo = grid[-1]
+        # between the last grid point and 1 the map may cross back: bracket from below 1
+        if c_of(lo) - lo < 0:
+            lo, hi = grid[cross[-1]], grid[cross[-1] + 1]
+        else:
+            hi = 1.0 - 1e-12
+    else:
+        k = cross[-1]
+        lo, hi = grid[k], grid[k + 1]
+    return optimize.brentq(lambda c: c_of(c) - c, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps)
+
+
+def fixed_point_c(activation, sigma_w, sigma_b):
+    r"""The stable fixed point :math:`c^*` of the correlation map.
+
+    ``c = 1`` is always a fixed point; it is the stable one when :math:`\chi(1)\le 1` (the
+    ordered phase). Otherwise (the chaotic phase, and always for quantized activations, whose
+    :math:`\chi(1)` is infinite) the stable fixed point lies below 1; with ``sigma_b = 0`` and an
+    odd activation it is exactly 0.
+
+    Examples
+    --------
+    >>> float(fixed_point_c("sign", 1.0, 0.0))
+    0.0
+    """
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    act = get_activation(activation)
+    sw, sb = np.broadcast_arrays(sigma_w, sigma_b)
+    out = np.array([_fixed_point_c_scalar(act, float(a), float(b)) for a, b in zip(sw.ravel(), sb.ravel())])
+    out = out.reshape(sw.shape)
+    return out[()] if out.ndim == 0 else out
+
+
+def depth_scale(activation, sigma_w, sigma_b):
+    r"""Correlation depth scale :math:`\xi_c = -1/\ln\chi(c^*)`.
+
+    Deviations of ``c`` from ``c*`` shrink like :math:`e^{-l/\xi_c}`; ``inf`` at criticality
+    (:math:`\chi(c^*) = 1`). Schoenholz et al. (2017) found nets trainable to about
+    :math:`6\xi_c` layers.
+
+    Examples
+    --------
+    >>> round(float(depth_scale("sign", 1.0, 0.0)), 6)  # -1/ln(2/pi)
+    2.213582
+    """
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    act = get_activation(activation)
+    sw, sb = np.broadcast_arrays(sigma_w, sigma_b)
+    vals = []
+    for a, b in zip(sw.ravel(), sb.ravel()):
+        cs = _fixed_point_c_scalar(act, float(a), float(b))
+        x = float(chi(cs, act, float(a), float(b)))
+        vals.append(np.inf if x == 1.0 else -1.0 / np.log(x))
+    out = np.array(vals).reshape(sw.shape)
+    return out[()] if out.ndim == 0 else out
+
+
+def iterate_maps(q0, c0, activation, sigma_w, sigma_b, depth):
+    r"""Iterate the joint (q, c) maps from a pair of inputs of variance ``q0`` and correlation ``c0``.
+
+    Unlike :func:`correlation_map`, which sits at :math:`q^*`, this follows ``q`` as well:
+    :math:`q^{l+1}` from the variance map and
+    :math:`c^{l+1} = (\sigma_w^2 \mathbb E[\phi(u_1)\phi(u_2)]_{q^l, c^l} + \sigma_b^2)/q^{l+1}`.
+    It is the infinite-width prediction that a torch simulation should match layer by layer.
+
+    Returns
+    -------
+    q, c : ndarray, shape (depth + 1,) + broadcast shape of (q0, c0)
+    """
+    q0 = check_positive(q0, "q0")
+    c0 = check_correlation(c0, "c0")
+    depth = check_int(depth, "depth", 0)
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    act = get_activation(activation)
+    q, c = np.broadcast_arrays(q0, c0)
+    qs, cs = [q.astype(float)], [c.astype(float)]
+    for _ in range(depth):
+        q_next = sigma_w**2 * act.second_moment(qs[-1]) + sigma_b**2
+        cov = sigma_w**2 * act.kernel(qs[-1], cs[-1]) + sigma_b**2
+        qs.append(q_next)
+        cs.append(np.clip(cov / q_next, -1.0, 1.0))
+    return np.array(qs), np.array(cs)

@@ -1,0 +1,62 @@
+"""Shared fixtures: the repository root, the table of contents, and the built book."""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+
+
+def toc_files():
+    """Every file named in _toc.yml, as paths relative to the root without suffix."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                files.append(e["file"])
+            walk(e.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+def chapter_notebooks():
+    return [ROOT / f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").exists()]
+
+
+def _jupyter_book():
+    exe = pathlib.Path(sys.executable).with_name("jupyter-book")
+    return str(exe) if exe.exists() else shutil.which("jupyter-book")
+
+
+@pytest.fixture(scope="session")
+def built_book():
+    """The HTML of the book, built with warnings as errors.
+
+    Sphinx builds incrementally: after the README's build command this finds nothing to do
+    and returns in seconds; on a fresh clone it builds (and executes) every chapter.
+    """
+    exe = _jupyter_book()
+    if exe is None:
+        pytest.fail("jupyter-book is not installed: pip install -r requirements.txt")
+    proc = subprocess.run([exe, "build", str(ROOT), "-W", "-n", "--keep-going"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=3000)
+    if proc.returncode != 0:
+        pytest.fail("book build failed:\n" + (proc.stdout + proc.stderr)[-6000:])
+    return HTML
+
+
+@pytest.fixture(scope="session")
+def in_ci():
+    return bool(os.environ.get("CI"))

@@ -122,22 +122,29 @@ def covariance_map(q, c, activation, sigma_w, sigma_b):
     return out[()] if np.ndim(out) == 0 else out
 
 
+def _q_star_checked(act, sw, sb):
+    q_star = _fixed_point_q_scalar(act, float(sw), float(sb), 1.0)
+    if not (0 < q_star < np.inf):
+        raise ValueError(
+            f"the variance map has no finite positive fixed point at sigma_w={float(sw)}, sigma_b={float(sb)} "
+            f"(q* = {q_star}); the correlation map is undefined there")
+    return q_star
+
+
 def _per_parameter(c, activation, sigma_w, sigma_b, fn):
     """Evaluate ``fn(act, c_array, sw, sb, q_star)`` once for each distinct (sigma_w, sigma_b)."""
     c = check_correlation(c)
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     act = get_activation(activation)
+    if sigma_w.ndim == 0 and sigma_b.ndim == 0:  # the common case: one network, many c
+        out = np.asarray(fn(act, c, float(sigma_w), float(sigma_b), _q_star_checked(act, sigma_w, sigma_b)))
+        return out[()] if out.ndim == 0 else out
     c, sw, sb = np.broadcast_arrays(c, sigma_w, sigma_b)
     out = np.empty(c.shape)
     pairs = np.stack([sw.ravel(), sb.ravel()], axis=1)
     for a, b in np.unique(pairs, axis=0):
         sel = (sw == a) & (sb == b)
-        q_star = _fixed_point_q_scalar(act, a, b, 1.0)
-        if not (0 < q_star < np.inf):
-            raise ValueError(
-                f"the variance map has no finite positive fixed point at sigma_w={a}, sigma_b={b} "
-                f"(q* = {q_star}); the correlation map is undefined there")
-        out[sel] = fn(act, c[sel], a, b, q_star)
+        out[sel] = fn(act, c[sel], a, b, _q_star_checked(act, a, b))
     return out[()] if out.ndim == 0 else out
 
 

@@ -1,0 +1,85 @@
+"""Speed of the maps, the trade-off and the torch simulation: prints figures and ratios.
+
+Run: python benchmarks/bench_maps.py. Targets (2 CPU cores): correlation_map over 1e4 values of
+c for N = 16 < 50 ms; chi over the same < 10 ms; simulate_correlations at width 1024, depth 50,
+16 nets < 10 s; the Fig. 2 data set (70 values of N) < 0.1 s; chi_max(10**6) < 1 s.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+import qmf_lite as qmf
+from qmf_lite import tradeoff
+
+
+def best_of(fn, repeat=5):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def row(name, seconds, target):
+    print(f"{name:58s} {seconds * 1e3:10.2f} ms   target {target * 1e3:8.0f} ms   ({seconds / target:5.2f} of target)")
+
+
+def main():
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}")
+    phi = qmf.QuantizedActivation(16)
+    c = np.linspace(-1, 1, 10_000)
+
+    def cmap_cold():
+        phi._integrals.clear()  # include the Chebyshev fit of the arcsine integral
+        qmf.correlation_map(c, phi, 1.0, 0.0)
+
+    row("correlation_map, N = 16, 1e4 values of c (cold)", best_of(cmap_cold), 0.050)
+    row("correlation_map, N = 16, 1e4 values of c (fit cached)", best_of(lambda: qmf.correlation_map(c, phi, 1.0, 0.0)), 0.050)
+    row("chi, N = 16, 1e4 values of c", best_of(lambda: qmf.chi(c, phi, 1.0, 0.0)), 0.010)
+
+    fig2 = list(range(3, 65)) + [125, 128, 255, 256, 512, 515, 1024, 1025]
+
+    def fig2_cold():
+        tradeoff._chi_max_cached.cache_clear()
+        for n in fig2:
+            qmf.chi_max(n)
+
+    row(f"chi_max for the Fig. 2 set ({len(fig2)} values of N), cold", best_of(fig2_cold), 0.100)
+
+    def million():
+        tradeoff._chi_max_cached.cache_clear()
+        qmf.chi_max(10**6)
+
+    row("chi_max(10**6), cold", best_of(million, 3), 1.0)
+
+    # the published approach for comparison: a float32 grid scan over 2000 spacings
+    def grid_scan(n):
+        d = np.linspace(0.001, 2.0, 2000, dtype=np.float32)
+        j = (np.arange(n - 1) - (n - 2) / 2).astype(np.float32)
+        t = d[:, None] * j[None, :]
+        s = np.exp(-0.5 * t * t).sum(1) / np.float32(np.sqrt(2 * np.pi))
+        from scipy.special import ndtr
+        lo = ndtr(t).astype(np.float32)
+        up = (1 - lo).astype(np.float32)
+        before = np.cumsum(lo, 1) - lo
+        v = (up * (lo + 2 * before)).sum(1)
+        return float((s * s / v).max())
+
+    t = time.perf_counter()
+    chi_scan = grid_scan(1025)
+    t_scan = time.perf_counter() - t
+    gap_scan, gap = 1 - chi_scan, qmf.chi_max(1025, complement=True)[0]
+    print(f"grid scan (2000 spacings, float32) at N = 1025: {t_scan * 1e3:.0f} ms, "
+          f"1 - chi off by {abs(gap_scan - gap) / gap:.1%} (ours {gap:.6e}, scan {gap_scan:.6e})")
+
+    t = time.perf_counter()
+    qmf.simulate_correlations(phi, 1.0, 0.0, depth=50, width=1024, c0=0.5, n_nets=16, seed=0)
+    row("simulate_correlations, width 1024, depth 50, 16 nets", time.perf_counter() - t, 10.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Activations and their Gaussian expectations against independent computations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, special, stats
+
+import qmf_lite as qmf
+from qmf_lite.gaussian import step_density_sum, uniform_density_sum
+
+
+def pdf(x):
+    return np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+
+
+@pytest.mark.parametrize("levels", [2, 3, 4, 7, 16])
+def test_quantized_levels_and_thresholds(levels):
+    phi = qmf.QuantizedActivation(levels, scale=2.0)
+    assert phi.values == pytest.approx(2.0 * (-1 + 2 * np.arange(levels) / (levels - 1)))
+    assert phi.thresholds.size == levels - 1
+    assert phi.thresholds == pytest.approx(-phi.thresholds[::-1], abs=1e-15)
+    assert np.diff(phi.thresholds) == pytest.approx(phi.spacing)
+    # default spacing: thresholds midway between levels, i.e. rounding hardtanh to the nearest level
+    x = np.linspace(-2.5, 2.5, 1001) + 1e-9
+    nearest = phi.values[np.argmin(np.abs(np.clip(x, -2, 2)[:, None] - phi.values[None, :]), axis=1)]
+    assert np.array_equal(phi(x), nearest)
+
+
+def test_quantized_on_torch_keeps_dtype_and_matches_numpy():
+    phi = qmf.QuantizedActivation(5, spacing=0.3)
+    x = torch.linspace(-2, 2, 401, dtype=torch.float64)
+    y = phi(x)
+    assert y.dtype == torch.float64 and y.device == x.device
+    assert np.array_equal(y.numpy(), phi(x.numpy()))
+    assert phi(torch.zeros(3, dtype=torch.float32)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("levels,spacing", [(2, None), (3, 0.7), (4, None), (16, 0.2)])
+@pytest.mark.parametrize("q", [0.05, 0.6, 3.0])
+def test_step_moments_against_quad(levels, spacing, q):
+    phi = qmf.QuantizedActivation(levels, spacing)
+    pts = list(phi.thresholds / np.sqrt(q))
+    m1 = integrate.quad(lambda z: phi(np.sqrt(q) * z) * pdf(z), -12, 12, points=pts, limit=400, epsabs=1e-13)[0]
+    m2 = integrate.quad(lambda z: phi(np.sqrt(q) * z) ** 2 * pdf(z), -12, 12, points=pts, limit=400, epsabs=1e-13)[0]
+    assert phi.mean(q) == pytest.approx(m1, abs=1e-10)
+    assert phi.second_moment(q) == pytest.approx(m2, abs=1e-10)
+
+
+def kernel_by_quad(phi, q, c):
+    """E[phi(u1) phi(u2)] as a 1-d quadrature over z1 of the exact conditional mean over z2."""
+    a = phi.thresholds / np.sqrt(q)
+    s = np.sqrt(1 - c * c)
+
+    def inner(z1):
+        return phi.values[0] + np.sum(phi.jumps * special.ndtr((c * z1 - a) / s))
+
+    f = lambda z1: phi(np.sqrt(q) * z1) * inner(z1) * pdf(z1)  # noqa: E731
+    return integrate.quad(f, -12, 12, points=list(a), limit=500, epsabs=1e-13, epsrel=1e-12)[0]
+
+
+@pytest.mark.parametrize("levels,spacing", [(3, 0.7), (4, None), (8, 0.25), (16, None)])
+@pytest.mark.parametrize("c", [-0.95, -0.3, 0.0, 0.4, 0.9, 0.999])
+def test_step_kernel_against_quad(levels, spacing, c):
+    phi = qmf.QuantizedActivation(levels, spacing)
+    q = 0.37
+    assert phi.kernel(q, c) == pytest.approx(kernel_by_quad(phi, q, c), abs=1e-8)
+
+
+def test_step_kernel_end_points_exact():
+    phi = qmf.QuantizedActivation(6, 0.3)
+    q = 0.8
+    assert phi.kernel(q, 1.0) == pytest.approx(phi.second_moment(q), abs=1e-15)
+    assert phi.kernel(q, -1.0) == pytest.approx(-phi.second_moment(q), abs=1e-12)  # odd phi
+
+
+@pytest.mark.parametrize("c", [-0.8, 0.0, 0.5, 0.99])
+def test_step_derivative_kernel_against_scipy_density(c):
+    phi = qmf.QuantizedActivation(5, 0.4)
+    q = 0.5
+    a = phi.thresholds / np.sqrt(q)
+    mvn = stats.multivariate_normal(mean=[0, 0], cov=[[1, c], [c, 1]])
+    pts = np.array([[x, y] for x in a for y in a])
+    expected = np.sum(np.outer(phi.jumps, phi.jumps).ravel() * mvn.pdf(pts)) / q
+    assert phi.derivative_kernel(q, c) == pytest.approx(expected, rel=1e-12)
+    assert phi.derivative_kernel(q, 1.0) == np.inf
+
+
+def test_uniform_density_sum_equals_direct_sum():
+    for m in (1, 2, 3, 8, 15):
+        d = 0.37
+        a = d * (np.arange(m) - (m - 1) / 2)
+        rho = np.array([-1.0, -0.7, 0.0, 0.3, 0.99, 1.0])
+        assert uniform_density_sum(d, m, rho) == pytest.approx(step_density_sum(a, np.ones(m), rho), rel=1e-13)
+
+
+def test_nonuniform_step_activation_matches_quantized():
+    phi = qmf.QuantizedActivation(4, 0.5, scale=1.5)
+    step = qmf.StepActivation(phi.thresholds, phi.values)
+    for c in (-0.5, 0.2, 0.95):
+        assert step.kernel(0.7, c) == pytest.approx(phi.kernel(0.7, c), abs=1e-14)
+        assert step.derivative_kernel(0.7, c) == pytest.approx(phi.derivative_kernel(0.7, c), rel=1e-13)
+
+
+KINKS = {"relu": [0.0], "linear": [], "erf": [], "tanh": []}
+
+
+def nested_quad_expect(f, g, q, c, kinks):
+    """E[f(u1) g(u2)] by nested adaptive quadrature, with break points at the kinks of f and g."""
+    s, r = np.sqrt(1 - c * c), np.sqrt(q)
+
+    def inner(z1):
+        pts = [(k / r - c * z1) / s for k in kinks]
+        pts = [p for p in pts if -12 < p < 12] or None
+        return integrate.quad(lambda z2: g(r * (c * z1 + s * z2)) * pdf(z2), -12, 12, points=pts,
+                              epsabs=1e-13, epsrel=1e-12, limit=200)[0]
+
+    pts = [k / r for k in kinks] or None
+    return integrate.quad(lambda z1: f(r * z1) * inner(z1) * pdf(z1), -12, 12, points=pts,
+                          epsabs=1e-12, epsrel=1e-12, limit=200)[0]
+
+
+@pytest.mark.parametrize("name", ["relu", "erf", "tanh", "linear"])
+@pytest.mark.parametrize("q,c", [(0.5, 0.3), (2.0, -0.6), (1.3, 0.97)])
+def test_smooth_kernels_against_nested_quad(name, q, c):
+    act = qmf.get_activation(name)
+    f = lambda x: float(act(x))  # noqa: E731
+    d = lambda x: float(act.derivative(x))  # noqa: E731
+    assert act.kernel(q, c) == pytest.approx(nested_quad_expect(f, f, q, c, KINKS[name]), abs=1e-8)
+    assert act.derivative_kernel(q, c) == pytest.approx(nested_quad_expect(d, d, q, c, KINKS[name]), abs=1e-8)
+
+
+@pytest.mark.parametrize("name", ["relu", "erf", "tanh", "hardtanh"])
+@pytest.mark.parametrize("q", [0.3, 1.0, 4.0])
+def test_second_moments_against_quad(name, q):
+    act = qmf.get_activation(name)
+    expected = integrate.quad(lambda z: act(np.sqrt(q) * z) ** 2 * pdf(z), -12, 12,
+                              points=[-1 / np.sqrt(q), 0, 1 / np.sqrt(q)], epsabs=1e-13, limit=200)[0]
+    assert act.second_moment(q) == pytest.approx(expected, abs=1e-10)
+
+
+def test_callable_activation_uses_quadrature():
+    act = qmf.get_activation(np.sin)
+    # E[sin(u1) sin(u2)] = exp(-q) sinh(q c)
+    q, c = 0.8, 0.4
+    assert act.kernel(q, c) == pytest.approx(np.exp(-q) * np.sinh(q * c), abs=1e-10)
+    # E[cos(u1) cos(u2)] = exp(-q) cosh(q c), through the finite-difference derivative
+    assert act.derivative_kernel(q, c) == pytest.approx(np.exp(-q) * np.cosh(q * c), abs=1e-8)
+
+
+MC_SAMPLES = 400_000
+
+
+@pytest.mark.parametrize("levels", [3, 4, 16])
+@pytest.mark.parametrize("c", [-0.5, 0.3, 0.9])
+def test_step_kernel_against_monte_carlo(levels, c):
+    """Closed form within 4 standard errors of a Monte Carlo mean of phi(u1) phi(u2)."""
+    rng = np.random.default_rng(levels * 100 + int(10 * c))
+    phi = qmf.QuantizedActivation(levels)
+    q = 0.2
+    z1, z2 = rng.standard_normal((2, MC_SAMPLES))
+    prod = phi(np.sqrt(q) * z1) * phi(np.sqrt(q) * (c * z1 + np.sqrt(1 - c * c) * z2))
+    se = prod.std(ddof=1) / np.sqrt(MC_SAMPLES)
+    assert abs(prod.mean() - phi.kernel(q, c)) < 4 * se
+
+
+def test_named_activations_and_bad_names():
+    assert isinstance(qmf.get_activation("sign"), qmf.QuantizedActivation)
+    assert qmf.get_activation("sign").levels == 2
+    with pytest.raises(ValueError, match="activation name"):
+        qmf.get_activation("swish")
+    with pytest.raises(ValueError, match="activation"):
+        qmf.get_activation(42)

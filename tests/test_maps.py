@@ -1,0 +1,202 @@
+"""Mean-field maps: exact kernels, fixed points, properties, bad input, and torch simulation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import qmf_lite as qmf
+
+C_GRID = np.linspace(-1, 1, 41)
+
+
+@pytest.mark.parametrize("activation", ["sign", qmf.QuantizedActivation(2, scale=3.0)])
+@pytest.mark.parametrize("sigma_w", [0.5, 1.0, 2.7])
+def test_sign_gives_the_arcsine_kernel_exactly(activation, sigma_w):
+    assert qmf.correlation_map(C_GRID, activation, sigma_w, 0.0) == pytest.approx(
+        2 / np.pi * np.arcsin(C_GRID), abs=2e-15)
+    inner = C_GRID[1:-1]
+    assert qmf.chi(inner, activation, sigma_w, 0.0) == pytest.approx(
+        2 / np.pi / np.sqrt(1 - inner**2), rel=1e-13)
+
+
+def test_erf_and_relu_maps_have_their_closed_forms():
+    q_star = qmf.fixed_point_q("erf", 1.5, 0.1)
+    expected = (1.5**2 * 2 / np.pi * np.arcsin(2 * q_star * C_GRID / (1 + 2 * q_star)) + 0.01) / q_star
+    assert qmf.correlation_map(C_GRID, "erf", 1.5, 0.1) == pytest.approx(expected, abs=1e-14)
+    # ReLU with sigma_w^2 < 2: q* = sigma_b^2 / (1 - sigma_w^2 / 2)
+    assert qmf.fixed_point_q("relu", 1.2, 0.3) == pytest.approx(0.09 / (1 - 0.72), rel=1e-12)
+
+
+def test_variance_map_reference_values_for_16_levels():
+    """The numbers quoted in THEORY.md: q* moves fast with sigma_w near the optimum."""
+    phi = qmf.QuantizedActivation(16)
+    assert qmf.fixed_point_q(phi, 0.95, 0.0) == pytest.approx(0.0137, abs=5e-4)
+    assert qmf.fixed_point_q(phi, 1.006, 0.0) == pytest.approx(0.159, abs=2e-3)
+    assert qmf.fixed_point_q(phi, 1.05, 0.0) == pytest.approx(0.277, abs=2e-3)
+    q = qmf.fixed_point_q(phi, 1.006, 0.0)
+    assert qmf.variance_map(q, phi, 1.006, 0.0) == pytest.approx(q, rel=1e-12)
+    # the variance map's own slope there is about 0.9
+    h = 1e-6 * q
+    slope = (qmf.variance_map(q + h, phi, 1.006, 0.0) - qmf.variance_map(q - h, phi, 1.006, 0.0)) / (2 * h)
+    assert 0.85 < slope < 0.95
+
+
+def test_variance_map_broadcasts():
+    out = qmf.variance_map(np.array([[0.5], [1.0]]), "tanh", np.array([1.0, 2.0]), 0.1)
+    assert out.shape == (2, 2)
+    assert out[1, 1] == pytest.approx(qmf.variance_map(1.0, "tanh", 2.0, 0.1))
+
+
+def test_fixed_point_q_limits():
+    assert qmf.fixed_point_q("linear", 1.5, 0.0) == np.inf
+    assert qmf.fixed_point_q(qmf.QuantizedActivation(3), 0.2, 0.0) == 0.0  # q decays: odd N, zero level
+    assert qmf.fixed_point_q("linear", 0.5, 1.0) == pytest.approx(1 / (1 - 0.25), rel=1e-12)
+
+
+def test_tanh_fixed_points_in_both_phases():
+    assert qmf.fixed_point_c("tanh", 0.8, 0.05) == 1.0  # ordered
+    c_star = qmf.fixed_point_c("tanh", 2.5, 0.3)          # chaotic
+    assert 0 < c_star < 1
+    assert qmf.correlation_map(c_star, "tanh", 2.5, 0.3) == pytest.approx(c_star, abs=1e-12)
+    assert qmf.chi(c_star, "tanh", 2.5, 0.3) < 1
+
+
+@pytest.mark.parametrize("levels", [3, 4, 16])
+def test_quantized_fixed_point_with_bias(levels):
+    phi = qmf.QuantizedActivation(levels)
+    c_star = qmf.fixed_point_c(phi, 1.2, 0.2)
+    assert 0 < c_star < 1
+    assert qmf.correlation_map(c_star, phi, 1.2, 0.2) == pytest.approx(c_star, abs=1e-12)
+    assert qmf.chi(c_star, phi, 1.2, 0.2) < 1
+    assert qmf.chi(1.0, phi, 1.2, 0.2) == np.inf
+
+
+def test_depth_scale_of_sign_and_zero_bias():
+    assert qmf.depth_scale("sign", 1.3, 0.0) == pytest.approx(-1 / math.log(2 / math.pi), rel=1e-13)
+    phi = qmf.QuantizedActivation(8)
+    assert qmf.fixed_point_c(phi, 1.1, 0.0) == 0.0
+    assert qmf.depth_scale(phi, 1.1, 0.0) == pytest.approx(-1 / math.log(qmf.chi(0.0, phi, 1.1, 0.0)), rel=1e-14)
+
+
+def test_chi_is_the_derivative_of_the_correlation_map():
+    phi = qmf.QuantizedActivation(5)
+    c = np.array([-0.7, -0.1, 0.3, 0.8])
+    h = 1e-6
+    fd = (qmf.correlation_map(c + h, phi, 1.3, 0.1) - qmf.correlation_map(c - h, phi, 1.3, 0.1)) / (2 * h)
+    assert qmf.chi(c, phi, 1.3, 0.1) == pytest.approx(fd, rel=1e-7)
+
+
+quantized = st.builds(qmf.QuantizedActivation, st.integers(2, 24),
+                      st.one_of(st.none(), st.floats(0.05, 1.5)), st.floats(0.5, 2.0))
+sigma_w_st = st.floats(0.6, 3.0)
+sigma_b_st = st.floats(0.0, 1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(quantized, sigma_w_st, sigma_b_st)
+def test_map_properties(phi, sigma_w, sigma_b):
+    assume(0 < qmf.fixed_point_q(phi, sigma_w, sigma_b) < np.inf)  # else the map is undefined (tested below)
+    c = np.linspace(-1, 1, 21)
+    out = qmf.correlation_map(c, phi, sigma_w, sigma_b)
+    assert np.all(out >= -1 - 1e-12) and np.all(out <= 1 + 1e-12)    # a correlation
+    assert out[-1] == pytest.approx(1.0, abs=1e-12)                   # c = 1 is fixed
+    assert np.all(np.diff(out) > -1e-12)                               # monotone in c
+    assert np.all(qmf.chi(c[1:-1], phi, sigma_w, sigma_b) >= 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(quantized, sigma_w_st)
+def test_chi_at_zero_is_at_most_one_without_bias(phi, sigma_w):
+    """chi(0) is a squared correlation (Cauchy-Schwarz) and, for quantized phi, strictly below 1."""
+    q = qmf.fixed_point_q(phi, sigma_w, 0.0)
+    assume(0 < q < np.inf)  # odd N: the variance can die out, q* = 0
+    x = qmf.chi(0.0, phi, sigma_w, 0.0)
+    assert 0 < x < 1
+    d = phi.spacing / math.sqrt(q)
+    assert x == pytest.approx(qmf.chi_zero(phi.levels, d), rel=1e-10)   # depends on D/sqrt(q*) alone
+
+
+BAD = [
+    (lambda: qmf.QuantizedActivation(1), "levels"),
+    (lambda: qmf.QuantizedActivation(2.5), "levels"),
+    (lambda: qmf.QuantizedActivation("3"), "levels"),
+    (lambda: qmf.QuantizedActivation(float("nan")), "levels"),
+    (lambda: qmf.QuantizedActivation(4, spacing=0.0), "spacing"),
+    (lambda: qmf.QuantizedActivation(4, spacing=-1.0), "spacing"),
+    (lambda: qmf.QuantizedActivation(4, spacing=float("nan")), "spacing"),
+    (lambda: qmf.QuantizedActivation(4, scale=0.0), "scale"),
+    (lambda: qmf.variance_map(1.0, "tanh", 0.0, 0.0), "sigma_w"),
+    (lambda: qmf.variance_map(1.0, "tanh", -1.0, 0.0), "sigma_w"),
+    (lambda: qmf.variance_map(1.0, "tanh", float("nan"), 0.0), "sigma_w"),
+    (lambda: qmf.variance_map(1.0, "tanh", 1.0, -0.1), "sigma_b"),
+    (lambda: qmf.variance_map(float("nan"), "tanh", 1.0, 0.0), "q"),
+    (lambda: qmf.variance_map(-1.0, "tanh", 1.0, 0.0), "q"),
+    (lambda: qmf.correlation_map(1.5, "tanh", 1.0, 0.0), "c"),
+    (lambda: qmf.correlation_map([0.0, -1.01], "tanh", 1.0, 0.0), "c"),
+    (lambda: qmf.correlation_map(float("nan"), "tanh", 1.0, 0.0), "c"),
+    (lambda: qmf.chi(2.0, "sign", 1.0, 0.0), "c"),
+    (lambda: qmf.chi(0.0, "sign", -1.0, 0.0), "sigma_w"),
+    (lambda: qmf.fixed_point_q("tanh", 0.0, 0.0), "sigma_w"),
+    (lambda: qmf.fixed_point_c("tanh", 1.0, -1.0), "sigma_b"),
+    (lambda: qmf.depth_scale("tanh", float("nan"), 0.0), "sigma_w"),
+    (lambda: qmf.chi_max(1), "levels"),
+    (lambda: qmf.chi_max(3.5), "levels"),
+    (lambda: qmf.max_depth(True), "levels"),
+    (lambda: qmf.optimal_init(4, spacing=-0.1), "spacing"),
+    (lambda: qmf.chi_zero(4, 0.0), "spacing"),
+    (lambda: qmf.simulate_correlations("tanh", 1.0, 0.0, depth=2, width=8, c0=1.2), "c0"),
+    (lambda: qmf.simulate_correlations("tanh", 1.0, 0.0, depth=-1, width=8, c0=0.2), "depth"),
+]
+
+
+@pytest.mark.parametrize("call,name", BAD, ids=[f"{n}-{i}" for i, (_, n) in enumerate(BAD)])
+def test_bad_input_raises_value_error_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        call()
+
+
+def test_correlation_map_without_fixed_point_is_an_error():
+    with pytest.raises(ValueError, match="fixed point"):
+        qmf.correlation_map(0.5, "linear", 2.0, 0.0)
+
+
+@pytest.mark.parametrize("activation,sigma_w,sigma_b,q0,c0", [
+    (qmf.QuantizedActivation(4), 1.4, 0.1, 0.5, 0.6),
+    ("tanh", 1.5, 0.2, 1.0, 0.3),
+])
+def test_torch_simulation_matches_iterated_maps(activation, sigma_w, sigma_b, q0, c0):
+    """Per-layer empirical q and c of 16 nets of width 1024 against the infinite-width maps.
+
+    Tolerance: 4 standard errors over nets (fluctuations O(1/sqrt(width)) per net) plus the
+    O(1/width) finite-width bias, taken as 2/width.
+    """
+    width, depth, n_nets = 1024, 8, 16
+    res = qmf.simulate_correlations(activation, sigma_w, sigma_b, depth=depth, width=width, c0=c0, q0=q0,
+                                    n_nets=n_nets, seed=3, device="cpu")
+    q_th, c_th = qmf.iterate_maps(q0, c0, activation, sigma_w, sigma_b, depth)
+    assert res.q.shape == res.c.shape == (depth + 1,)
+    tol_c = 4 * res.c_sem + 2 / width
+    tol_q = 4 * res.q_sem + 2 * q_th / width
+    assert np.all(np.abs(res.c - c_th) < tol_c), (res.c, c_th, tol_c)
+    assert np.all(np.abs(res.q - q_th) < tol_q), (res.q, q_th, tol_q)
+    # and the tolerance is meaningful: the maps of a net with a 10% larger sigma_w are rejected
+    q_off, c_off = qmf.iterate_maps(q0, c0, activation, 1.1 * sigma_w, sigma_b, depth)
+    assert np.any(np.abs(res.c - c_off) > tol_c) or np.any(np.abs(res.q - q_off) > tol_q)
+
+
+def test_torch_simulation_is_seeded():
+    a = qmf.simulate_correlations("erf", 1.2, 0.0, depth=3, width=64, c0=0.5, n_nets=2, seed=7, device="cpu")
+    b = qmf.simulate_correlations("erf", 1.2, 0.0, depth=3, width=64, c0=0.5, n_nets=2, seed=7, device="cpu")
+    c = qmf.simulate_correlations("erf", 1.2, 0.0, depth=3, width=64, c0=0.5, n_nets=2, seed=8, device="cpu")
+    assert np.array_equal(a.c, b.c) and not np.array_equal(a.c, c.c)
+
+
+def test_covariance_of_circle_inputs():
+    theta, h0 = qmf.circle_inputs(12, 256, q0=0.7, seed=1)
+    cov = qmf.simulate_covariance("sign", 1.0, 0.0, h0, layers=[0, 1], device="cpu", dtype=None)
+    assert cov[0] == pytest.approx(0.7 * np.cos(theta[:, None] - theta[None, :]), abs=1e-5)
+    assert np.diag(cov[1]) == pytest.approx(np.ones(12), abs=0.2)

@@ -1,0 +1,169 @@
+"""The trade-off: reference values, fitted slopes, the initialization, large N, the CLI."""
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+import sys
+
+import mpmath
+import numpy as np
+import pytest
+
+import qmf_lite as qmf
+from qmf_lite.cli import main
+
+REFERENCE = {3: (0.190174, 1.2240), 4: (0.118846, 0.9957), 16: (0.011543, 0.3352)}
+FIG2_N = list(range(3, 65)) + [125, 128, 255, 256, 512, 515, 1024, 1025]
+
+
+@pytest.mark.parametrize("levels", sorted(REFERENCE))
+def test_reference_values(levels):
+    gap, spacing = REFERENCE[levels]
+    chi, d = qmf.chi_max(levels)
+    assert round(1 - chi, 6) == gap
+    assert round(d, 4) == spacing
+
+
+def test_chi_max_is_a_maximum():
+    chi, d = qmf.chi_max(7)
+    grid = d * np.linspace(0.5, 1.5, 2001)
+    assert qmf.chi_zero(7, grid).max() <= chi + 1e-15
+    assert qmf.chi_zero(7, d) == pytest.approx(chi, abs=1e-15)
+
+
+def test_fitted_slopes_of_figure_2():
+    n = np.array(FIG2_N)
+    gaps = np.array([qmf.chi_max(k, complement=True)[0] for k in FIG2_N])
+    spacings = np.array([qmf.chi_max(k)[1] for k in FIG2_N])
+    slope_chi = np.polyfit(np.log(n + 1), np.log(gaps), 1)[0]
+    slope_d = np.polyfit(np.log(n + 1), np.log(spacings), 1)[0]
+    assert slope_chi == pytest.approx(-1.82, abs=0.01)
+    assert slope_d == pytest.approx(-0.88, abs=0.01)
+
+
+@pytest.mark.parametrize("levels", [3, 4, 9, 16])
+def test_optimal_init_reaches_chi_max(levels):
+    init = qmf.optimal_init(levels)
+    assert init.sigma_b == 0.0
+    assert qmf.fixed_point_q(init.activation, init.sigma_w, 0.0) == pytest.approx(init.q_star, rel=1e-9)
+    assert init.normalized_spacing == pytest.approx(qmf.chi_max(levels)[1], rel=1e-12)
+    xi = qmf.depth_scale(init.activation, init.sigma_w, 0.0)
+    assert xi == pytest.approx(-1 / math.log(qmf.chi_max(levels)[0]), rel=1e-8)
+    assert init.max_depth == pytest.approx(6 * xi, rel=1e-8) == pytest.approx(qmf.max_depth(levels), rel=1e-8)
+    # moving sigma_w away from the optimum lowers chi(0)
+    for factor in (0.9, 1.1):
+        assert qmf.chi(0.0, init.activation, factor * init.sigma_w, 0.0) < init.chi
+
+
+def test_optimal_init_with_other_scale_and_spacing():
+    a = qmf.optimal_init(6)
+    b = qmf.optimal_init(6, scale=2.0, spacing=0.5)
+    assert b.chi == a.chi and b.normalized_spacing == pytest.approx(a.normalized_spacing)
+    assert b.activation.spacing == 0.5 and b.activation.scale == 2.0
+    # sigma_w = D / (D_opt sqrt(E[phi^2])); E[phi^2] scales with A^2
+    assert b.sigma_w == pytest.approx(a.sigma_w * (0.5 / a.activation.spacing) / 2.0, rel=1e-12)
+
+
+def test_sign_has_no_optimal_spacing():
+    chi, d = qmf.chi_max(2)
+    assert chi == pytest.approx(2 / math.pi) and math.isnan(d)
+    init = qmf.optimal_init(2)
+    assert init.q_star == 1.0 and init.sigma_w == pytest.approx(1.0)
+
+
+def independent_gap(levels, spacing, digits=40):
+    """1 - S^2/V in multiprecision: no cancellation problem at 40 digits."""
+    mpmath.mp.dps = digits
+    d = mpmath.mpf(spacing)
+    t = [d * (mpmath.mpf(i) - mpmath.mpf(levels - 2) / 2) for i in range(levels - 1)]
+    # thresholds are symmetric: S = 2 sum over t > 0 (+ pdf(0) for even N)
+    pos = [x for x in t if x > 0]
+    s = 2 * sum(mpmath.npdf(x) for x in pos) + (mpmath.npdf(0) if levels % 2 == 0 else 0)
+    upper = [mpmath.ncdf(-x) for x in t]
+    lower = [1 - u for u in upper]
+    acc, before = mpmath.mpf(0), mpmath.mpf(0)
+    for lo, up in zip(lower, upper):
+        acc += up * (lo + 2 * before)
+        before += lo
+    return float(1 - s * s / acc)
+
+
+@pytest.mark.parametrize("levels", [5, 64, 3000])
+def test_quantization_error_against_multiprecision(levels):
+    d = qmf.chi_max(levels)[1]
+    for spacing in (d, 1.3 * d):
+        assert qmf.quantization_error(levels, spacing) == pytest.approx(independent_gap(levels, spacing), rel=1e-12)
+
+
+def test_large_n_without_cancellation():
+    levels = 20_000
+    gap, d = qmf.chi_max(levels, complement=True)
+    assert gap == pytest.approx(independent_gap(levels, d), rel=1e-10)
+    naive = 1 - qmf.tradeoff._naive_parts(levels, d)[0] ** 2 / qmf.tradeoff._naive_parts(levels, d)[1]
+    assert abs(naive - gap) / gap > 1e-10  # what the cancellation-free path avoids
+
+
+def test_million_levels():
+    gap, d = qmf.chi_max(10**6, complement=True)
+    assert 1.5e-11 < gap < 1.65e-11
+    # uniform-quantizer asymptotics: the granular error dominates, gap ~ D^2 / 12
+    assert gap == pytest.approx(d * d / 12, rel=0.01)
+
+
+def test_levels_for_depth():
+    assert qmf.levels_for_depth(500) == (16, 4)
+    n, bits = qmf.levels_for_depth(2000)
+    assert qmf.max_depth(n) >= 2000 > qmf.max_depth(n - 1)
+    assert bits == math.ceil(math.log2(n))
+    assert qmf.levels_for_depth(5) == (2, 1)
+
+
+def test_lloyd_max_known_values():
+    # Max (1960): N = 2 distortion 1 - 2/pi; N = 4: 0.1175
+    assert qmf.lloyd_max(2)[2] == pytest.approx(1 - 2 / math.pi, rel=1e-10)
+    t, y, dist = qmf.lloyd_max(4)
+    assert dist == pytest.approx(0.11748, abs=1e-5)
+    assert t == pytest.approx([-0.9816, 0, 0.9816], abs=1e-4)
+
+
+@pytest.mark.parametrize("levels", [3, 8])
+def test_lloyd_max_activation_chi_is_one_minus_distortion(levels):
+    act = qmf.lloyd_max_activation(levels, q_star=1.0)
+    sigma_w = 1.0 / math.sqrt(float(act.second_moment(1.0)))  # puts q* at 1
+    assert qmf.fixed_point_q(act, sigma_w, 0.0) == pytest.approx(1.0, rel=1e-9)
+    assert qmf.chi(0.0, act, sigma_w, 0.0) == pytest.approx(1 - qmf.lloyd_max(levels)[2], rel=1e-9)
+    assert 1 - qmf.lloyd_max(levels)[2] > qmf.chi_max(levels)[0]  # non-uniform beats uniform
+
+
+def run_cli(*args):
+    out = io.StringIO()
+    main(list(args), out=out)
+    return out.getvalue()
+
+
+def test_cli_levels():
+    text = run_cli("init", "--levels", "16")
+    init = qmf.optimal_init(16)
+    for key in ("sigma_w", "sigma_b", "spacing", "thresholds", "chi", "xi", "L_max"):
+        assert key in text
+    assert f"{init.sigma_w:.6f}" in text and f"{init.max_depth:.1f}" in text
+
+
+def test_cli_depth():
+    text = run_cli("init", "--depth", "500")
+    assert "N = 16 (4 bits)" in text
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["init", "--levels", "1"], "levels"),
+    (["init", "--levels", "x"], "--levels"),
+    (["init", "--depth", "-3"], "depth"),
+    (["init"], "required"),
+    (["init", "--levels", "4", "--spacing", "0"], "spacing"),
+])
+def test_cli_errors_exit_2_with_one_line(args, needle):
+    proc = subprocess.run([sys.executable, "-m", "qmf_lite", *args], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "error" in lines[0]

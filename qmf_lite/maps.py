@@ -246,7 +246,7 @@ def depth_scale(activation, sigma_w, sigma_b):
     Examples
     --------
     >>> round(float(depth_scale("sign", 1.0, 0.0)), 6)  # -1/ln(2/pi)
-    2.213582
+    2.214434
     """
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     act = get_activation(activation)

@@ -264,7 +264,7 @@ def optimal_init(levels, scale=1.0, spacing=None):
     --------
     >>> init = optimal_init(16)
     >>> round(init.sigma_w, 4), init.sigma_b
-    (1.0042, 0.0)
+    (1.0058, 0.0)
     """
     levels = check_levels(levels)
     act = QuantizedActivation(levels, spacing, scale)

@@ -69,6 +69,10 @@ class Activation:
 
     def derivative_kernel(self, q, c):
         d = self._numpy_derivative
+        q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
+        if np.all(np.abs(c) == 1):  # u2 = +-u1: a one-dimensional integral (chi(1) in phase diagrams)
+            return np.where(c > 0, gaussian.expect(lambda x: d(x) ** 2, q, self.quadrature_nodes[0]),
+                            gaussian.expect(lambda x: d(x) * d(-x), q, self.quadrature_nodes[0]))
         return gaussian.expect_pair(d, d, q, c, self.quadrature_nodes[1])
 
     #: whether the derivative has Dirac masses (step functions): then chi(c=1) is infinite

@@ -198,20 +198,15 @@ def _fixed_point_c_scalar(act, sw, sb):
         return 1.0  # ordered phase: c = 1 attracts
     if sb == 0.0 and act.odd:
         return 0.0  # the map is odd in c, so c = 0 is a fixed point, and it is the stable one
-    grid = np.linspace(-1.0, 1.0, 201)[:-1]
+    # scan for the crossing nearest to 1 where c_next - c goes from >= 0 to < 0; the cusp of a
+    # quantized map can put it within 1e-3 of 1, so the grid also approaches 1 geometrically
+    grid = np.concatenate([np.linspace(-1.0, 0.99, 200), 1.0 - np.logspace(-2.2, -13, 40)])
     g = c_of(grid) - grid
-    # the stable fixed point: where c_next - c crosses from positive to negative, nearest to 1
     cross = np.nonzero((g[:-1] >= 0) & (g[1:] < 0))[0]
-    if g[-1] < 0 and (cross.size == 0 or cross[-1] < len(g) - 2):
-        lo = grid[-1]
-        # between the last grid point and 1 the map may cross back: bracket from below 1
-        if c_of(lo) - lo < 0:
-            lo, hi = grid[cross[-1]], grid[cross[-1] + 1]
-        else:
-            hi = 1.0 - 1e-12
-    else:
-        k = cross[-1]
-        lo, hi = grid[k], grid[k + 1]
+    if cross.size == 0:
+        return 1.0 if g[-1] >= 0 else -1.0  # within 1e-13 of an end point
+    k = cross[-1]
+    lo, hi = grid[k], grid[k + 1]
     return optimize.brentq(lambda c: c_of(c) - c, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps)
 
 

@@ -200,3 +200,12 @@ def test_covariance_of_circle_inputs():
     cov = qmf.simulate_covariance("sign", 1.0, 0.0, h0, layers=[0, 1], device="cpu", dtype=None)
     assert cov[0] == pytest.approx(0.7 * np.cos(theta[:, None] - theta[None, :]), abs=1e-5)
     assert np.diag(cov[1]) == pytest.approx(np.ones(12), abs=0.2)
+
+
+def test_fixed_point_c_close_to_one():
+    """With a bias a 16-level net's c* sits within 1e-2 of 1: the scan must find it there."""
+    phi = qmf.QuantizedActivation(16)
+    c_star = qmf.fixed_point_c(phi, 1.0, 0.5)
+    assert 0.99 < c_star < 1
+    assert qmf.correlation_map(c_star, phi, 1.0, 0.5) == pytest.approx(c_star, abs=1e-12)
+    assert qmf.chi(c_star, phi, 1.0, 0.5) < 1

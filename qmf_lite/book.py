@@ -4,7 +4,7 @@ Kept free of heavy imports so that a chapter's first cell stays fast.
 """
 from __future__ import annotations
 
-__all__ = ["glue", "use_style", "COLORS"]
+__all__ = ["glue", "use_style", "table", "COLORS"]
 
 #: a colour-blind-safe cycle (Okabe-Ito)
 COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
@@ -43,3 +43,20 @@ def use_style():
         "legend.frameon": False,
         "font.size": 11,
     })
+
+
+def table(rows, headers, formats=None):
+    """A rendered HTML table of ``rows`` (sequences) under ``headers``, for display in a chapter.
+
+    ``formats`` holds one format spec per column (``".4f"``, ``"d"``, ``".3e"``; ``None`` for str()).
+    """
+    from html import escape
+
+    from IPython.display import HTML
+
+    formats = formats or [None] * len(headers)
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(v) if f is None else format(v, f))}</td>" for v, f in zip(r, formats)) + "</tr>"
+        for r in rows)
+    return HTML(f'<table class="table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')

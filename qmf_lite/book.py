@@ -13,17 +13,17 @@ COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#00
 def glue(name, value, display=False):
     """Store ``value`` under ``name`` for ``{glue:text}`` roles in the book (myst-nb).
 
-    Where myst-nb is not installed (Colab) nothing is stored; the value is returned either way,
-    so the cell still prints it when asked.
+    Where myst-nb is not installed (Colab) nothing is stored. Returns None, so that a glue
+    call at the end of a cell adds no output.
     """
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()  # numpy scalars print as np.float64(...), which {glue:text} cannot format
     try:
         from myst_nb import glue as _glue
     except ImportError:  # pragma: no cover - Colab
-        return value
+        return None
     _glue(name, value, display=display)
-    return value
+    return None
 
 
 def use_style():

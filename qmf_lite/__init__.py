@@ -69,3 +69,7 @@ from .simulate import (  # noqa: E402
 )
 
 __all__ += ["SimulationResult", "circle_inputs", "default_device", "simulate_correlations", "simulate_covariance"]
+
+from .ste import QuantAct, ste_chi1, ste_slope  # noqa: E402
+
+__all__ += ["QuantAct", "ste_chi1", "ste_slope"]

@@ -31,27 +31,27 @@ __all__ = ["QuantAct", "quantize", "ste_clip", "ste_slope", "ste_chi1"]
 
 
 def quantize(x, levels, spacing, scale):
-    r"""The uniform N-level staircase in closed form, with tensors that broadcast.
+    r"""The uniform N-level staircase in closed form, with parameters that broadcast with ``x``.
 
-    ``count = clamp(floor(x / D + N / 2), 0, N - 1)`` thresholds lie at or below ``x``, and
-    the output is ``A (-1 + 2 count / (N - 1))``: the same function as
-    :class:`~qmf_lite.QuantizedActivation`, but with ``levels``, ``spacing`` and ``scale`` that
-    may differ from network to network in a batch.
+    ``count = clamp(floor(x / D + N / 2), 0, N - 1)`` thresholds lie at or below ``x``, and the
+    output is ``A (2 count / (N - 1) - 1)``, in the same order of operations as
+    :attr:`QuantizedActivation.values <qmf_lite.QuantizedActivation>`, so that in float64 the two
+    agree bit for bit. Unlike :class:`~qmf_lite.QuantizedActivation` (a table look-up), the
+    parameters may differ from network to network in a batch, and autograd differentiates it
+    (to zero almost everywhere: see :class:`QuantAct` for a useful backward pass).
     """
-    count = torch.clamp(torch.floor(x / spacing + levels / 2), min=0)
-    count = torch.minimum(count, levels - 1 + torch.zeros_like(count))
-    return scale * (-1 + 2 * count / (levels - 1))
+    as_t = lambda v: torch.as_tensor(v, dtype=x.dtype, device=x.device)  # noqa: E731
+    levels, spacing, scale = as_t(levels), as_t(spacing), as_t(scale)
+    count = torch.floor(x / spacing + levels / 2)
+    count = torch.clamp(count, torch.zeros_like(levels), levels - 1)
+    return (count * 2 / (levels - 1) - 1) * scale
 
 
 class _STE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, levels, spacing, scale, slope, clip):
-        # count = clamp(floor(x / D + N / 2), 0, N - 1); output A (2 count / (N - 1) - 1), in the
-        # same order of operations as QuantizedActivation.values, so the two agree bit for bit
-        count = torch.addcmul(levels / 2, x, 1 / spacing).floor_()
-        count = torch.clamp(count, torch.zeros_like(levels), levels - 1)
         ctx.save_for_backward((x.abs() <= clip) * slope)
-        return torch.div(count * 2, levels - 1).sub_(1).mul_(scale)
+        return quantize(x, levels, spacing, scale)
 
     @staticmethod
     def backward(ctx, grad):

@@ -153,3 +153,21 @@ def test_mnist_loader_rejects_bad_checksums(tmp_path, mnist_server):
 def test_real_mnist_checksums_are_the_published_ones():
     assert qdata.MNIST_FILES["train-images-idx3-ubyte.gz"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
     assert len(qdata.MNIST_FILES) == 4
+
+
+def test_empirical_ntk_equals_per_example_gradients():
+    from qmf_lite.ntk import empirical_ntk
+
+    torch.manual_seed(0)
+    specs = [NetSpec(3, 1.2, 0.1, seed=0), NetSpec(5, 0.9, 0.0, seed=1)]
+    model = QuantizedMLPBatch(specs, 6, 3, 4, 16, device="cpu", dtype=torch.float64)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    theta = empirical_ntk(model, x, output=1)
+    for b in range(2):
+        grads = []
+        for i in range(5):
+            model.zero_grad()
+            model(x[i:i + 1])[b, 0, 1].backward()
+            grads.append(torch.cat([p.grad[b].reshape(-1) for p in model.parameters()]))
+        g = torch.stack(grads)
+        assert torch.allclose(theta[b], g @ g.T, rtol=1e-10, atol=1e-10)

@@ -1,0 +1,51 @@
+r"""The empirical neural tangent kernel of a batch of quantized MLPs, with the STE.
+
+For a scalar output :math:`f(x)` the NTK is
+:math:`\Theta(x, x') = \sum_\theta \partial_\theta f(x)\,\partial_\theta f(x')`. In an MLP the gradient
+with respect to a weight matrix is an outer product, :math:`\partial f/\partial W^{l} = a^{l-1}\otimes\delta^{l}`
+(activations of the layer below, back-propagated error at layer ``l``), so
+
+.. math:: \Theta(x, x') = \sum_l \bigl(\langle a^{l-1}(x), a^{l-1}(x')\rangle + [\text{bias}]\bigr)\,
+          \langle\delta^l(x), \delta^l(x')\rangle + \langle a^L(x), a^L(x')\rangle + 1,
+
+where the last two terms are the readout's. One forward and one backward pass over the whole
+batch of inputs give every :math:`a^l` and :math:`\delta^l`, and the kernel follows from Gram matrices,
+without ever forming per-example gradients. The backward pass uses the straight-through estimator.
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["empirical_ntk"]
+
+
+def empirical_ntk(model, x, output=0):
+    """The NTK of output ``output`` of every network in ``model`` on the inputs ``x``.
+
+    Parameters
+    ----------
+    model : :class:`qmf_lite.training.QuantizedMLPBatch`
+    x : tensor, shape (n, features)
+    output : int
+        Which output (logit) is ``f``.
+
+    Returns
+    -------
+    tensor, shape (B, n, n)
+    """
+    x = x.to(model.w_out.device)
+    hs = model.preactivations(x)
+    for h in hs:
+        h.retain_grad()
+    acts = [model.phi(h) for h in hs]
+    f = torch.baddbmm(model.b_out, acts[-1], model.w_out)[..., output]
+    f.sum().backward()  # rows are independent, so each row of h.grad is that input's own gradient
+    with torch.no_grad():
+        gram = lambda a: torch.bmm(a, a.transpose(1, 2))  # noqa: E731
+        xb = x.unsqueeze(0).expand(len(model.specs), -1, -1)
+        theta = gram(xb) * gram(hs[0].grad)                       # first layer: no bias
+        for l in range(1, len(hs)):
+            theta += (gram(acts[l - 1]) + 1.0) * gram(hs[l].grad)  # weights and biases of layer l
+        theta += gram(acts[-1]) + 1.0                              # readout weights and bias
+    model.zero_grad(set_to_none=True)
+    return theta.detach()

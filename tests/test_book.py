@@ -33,7 +33,7 @@ def test_colab_setup_cell_uses_configured_repository(nb_path):
     first = next(c for c in nb["cells"] if c["cell_type"] == "code")
     src = "".join(first["source"])
     assert "except ImportError" in src and "import qmf_lite" in src
-    assert f"git+{url}" in src, f"{nb_path.name}: set-up cell does not install from {url}"
+    assert f"git+{url}" in src, f"{nb_path.name}: set-up cell does not install from {url}; run python scripts/sync_colab_url.py"
 
 
 @pytest.mark.parametrize("nb_path", chapter_notebooks(), ids=lambda p: p.stem)

@@ -81,7 +81,8 @@ def _fixed_point_q_scalar(act, sw, sb, q0, q_max=1e12):
                 return np.inf
             if f(hi) <= 0:
                 break
-    return optimize.brentq(f, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500)
+    # relative tolerance only: q* can be as small as sigma_b^2, far below any absolute tolerance
+    return optimize.brentq(f, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
 
 
 def fixed_point_q(activation, sigma_w, sigma_b, *, q0=1.0):

@@ -9,6 +9,13 @@ import sys
 
 import pytest
 import yaml
+from hypothesis import settings
+
+# CI runs the property tests on a fixed sequence of examples, so that a run is reproducible;
+# locally each run explores new ones.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"

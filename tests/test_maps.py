@@ -93,7 +93,7 @@ def test_chi_is_the_derivative_of_the_correlation_map():
 quantized = st.builds(qmf.QuantizedActivation, st.integers(2, 24),
                       st.one_of(st.none(), st.floats(0.05, 1.5)), st.floats(0.5, 2.0))
 sigma_w_st = st.floats(0.6, 3.0)
-sigma_b_st = st.floats(0.0, 1.0)
+sigma_b_st = st.one_of(st.just(0.0), st.floats(1e-3, 1.0))  # below 1e-3, q* ~ sigma_b^2 reaches 1e-290 and round-off
 
 
 @settings(max_examples=40, deadline=None)

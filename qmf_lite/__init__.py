@@ -17,6 +17,7 @@ from .maps import (
     fixed_point_q,
     iterate_maps,
     variance_map,
+    variance_map_slope,
 )
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "StepActivation",
     "get_activation",
     "variance_map",
+    "variance_map_slope",
     "fixed_point_q",
     "covariance_map",
     "correlation_map",

@@ -22,6 +22,7 @@ from .activations import get_activation
 
 __all__ = [
     "variance_map",
+    "variance_map_slope",
     "fixed_point_q",
     "covariance_map",
     "correlation_map",
@@ -58,6 +59,23 @@ def variance_map(q, activation, sigma_w, sigma_b):
     q, sw, sb = np.broadcast_arrays(q, sigma_w, sigma_b)
     out = sw * sw * act.second_moment(q) + sb * sb
     return out[()] if out.ndim == 0 else out
+
+
+def variance_map_slope(q, activation, sigma_w, sigma_b):
+    r"""Slope :math:`\partial q^{l+1}/\partial q^l` of the variance map, by a central difference.
+
+    At a fixed point it decides stability (below 1: attracting) and speed: ``q^l`` approaches
+    ``q*`` like ``slope^l``, so a slope near 1 means tens of layers. The relative step is 1e-5,
+    accurate to about 1e-9 for the smooth dependence of :math:`\mathbb E[\phi^2]` on ``q``.
+
+    Examples
+    --------
+    >>> round(float(variance_map_slope(1.0, "relu", 1.2, 0.3)), 9)  # sigma_w^2 / 2
+    0.72
+    """
+    q = check_positive(q, "q")
+    h = 1e-5 * q
+    return (variance_map(q + h, activation, sigma_w, sigma_b) - variance_map(q - h, activation, sigma_w, sigma_b)) / (2 * h)
 
 
 def _fixed_point_q_scalar(act, sw, sb, q0, q_max=1e12):

@@ -37,6 +37,13 @@ def _params(sigma_w, sigma_b):
     return check_positive(sigma_w, "sigma_w"), check_nonnegative(sigma_b, "sigma_b")
 
 
+def _over_params(fn, sigma_w, sigma_b):
+    """``fn(sw, sb)`` (scalars) over the broadcast of ``sigma_w`` and ``sigma_b``."""
+    sw, sb = np.broadcast_arrays(sigma_w, sigma_b)
+    out = np.array([fn(float(a), float(b)) for a, b in zip(sw.ravel(), sb.ravel())], dtype=float).reshape(sw.shape)
+    return out[()] if out.ndim == 0 else out
+
+
 def variance_map(q, activation, sigma_w, sigma_b):
     r"""One layer of the variance map, :math:`\sigma_w^2\,\mathbb E[\phi(\sqrt q z)^2] + \sigma_b^2`.
 
@@ -119,10 +126,7 @@ def fixed_point_q(activation, sigma_w, sigma_b, *, q0=1.0):
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     q0 = float(check_positive(q0, "q0", allow_array=False))
     act = get_activation(activation)
-    sw, sb = np.broadcast_arrays(sigma_w, sigma_b)
-    out = np.array([_fixed_point_q_scalar(act, float(a), float(b), q0) for a, b in zip(sw.ravel(), sb.ravel())])
-    out = out.reshape(sw.shape)
-    return out[()] if out.ndim == 0 else out
+    return _over_params(lambda a, b: _fixed_point_q_scalar(act, a, b, q0), sigma_w, sigma_b)
 
 
 def covariance_map(q, c, activation, sigma_w, sigma_b):
@@ -210,9 +214,9 @@ def chi(c, activation, sigma_w, sigma_b):
     return _per_parameter(c, activation, sigma_w, sigma_b, fn)
 
 
-def _fixed_point_c_scalar(act, sw, sb):
-    c_of = lambda c: correlation_map(c, act, sw, sb)  # noqa: E731
-    chi1 = chi(1.0, act, sw, sb)
+def _fixed_point_c_scalar(act, sw, sb, q_star):
+    c_of = lambda c: (sw * sw * act.kernel(q_star, c) + sb * sb) / q_star  # noqa: E731
+    chi1 = sw * sw * float(act.derivative_kernel(q_star, 1.0))
     if np.isfinite(chi1) and chi1 <= 1.0:
         return 1.0  # ordered phase: c = 1 attracts
     if sb == 0.0 and act.odd:
@@ -225,8 +229,8 @@ def _fixed_point_c_scalar(act, sw, sb):
     if cross.size == 0:
         return 1.0 if g[-1] >= 0 else -1.0  # within 1e-13 of an end point
     k = cross[-1]
-    lo, hi = grid[k], grid[k + 1]
-    return optimize.brentq(lambda c: c_of(c) - c, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps)
+    return optimize.brentq(lambda c: float(c_of(c)) - c, grid[k], grid[k + 1], xtol=1e-15,
+                           rtol=4 * np.finfo(float).eps)
 
 
 def fixed_point_c(activation, sigma_w, sigma_b):
@@ -244,10 +248,7 @@ def fixed_point_c(activation, sigma_w, sigma_b):
     """
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     act = get_activation(activation)
-    sw, sb = np.broadcast_arrays(sigma_w, sigma_b)
-    out = np.array([_fixed_point_c_scalar(act, float(a), float(b)) for a, b in zip(sw.ravel(), sb.ravel())])
-    out = out.reshape(sw.shape)
-    return out[()] if out.ndim == 0 else out
+    return _over_params(lambda a, b: _fixed_point_c_scalar(act, a, b, _q_star_checked(act, a, b)), sigma_w, sigma_b)
 
 
 def depth_scale(activation, sigma_w, sigma_b):
@@ -264,14 +265,13 @@ def depth_scale(activation, sigma_w, sigma_b):
     """
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     act = get_activation(activation)
-    sw, sb = np.broadcast_arrays(sigma_w, sigma_b)
-    vals = []
-    for a, b in zip(sw.ravel(), sb.ravel()):
-        cs = _fixed_point_c_scalar(act, float(a), float(b))
-        x = float(chi(cs, act, float(a), float(b)))
-        vals.append(np.inf if x == 1.0 else -1.0 / np.log(x))
-    out = np.array(vals).reshape(sw.shape)
-    return out[()] if out.ndim == 0 else out
+
+    def one(a, b):
+        q_star = _q_star_checked(act, a, b)
+        x = a * a * float(act.derivative_kernel(q_star, _fixed_point_c_scalar(act, a, b, q_star)))
+        return np.inf if x == 1.0 else -1.0 / np.log(x)
+
+    return _over_params(one, sigma_w, sigma_b)
 
 
 def iterate_maps(q0, c0, activation, sigma_w, sigma_b, depth):

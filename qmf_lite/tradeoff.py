@@ -29,7 +29,7 @@ from scipy import optimize, special
 
 from ._validate import check_int, check_levels, check_positive
 from .activations import QuantizedActivation, StepActivation
-from .gaussian import SQRT2PI
+from .gaussian import SQRT2PI, step_variance
 from .maps import depth_scale as _depth_scale
 
 __all__ = [
@@ -53,11 +53,7 @@ def _naive_parts(levels, spacing):
     """S = sum_i pdf(t_i) and V = Var(psi) for unit steps, each a sum of positive terms."""
     j = np.arange(levels - 1) - (levels - 2) / 2.0
     t = np.multiply.outer(spacing, j)
-    s = np.sum(_pdf(t), axis=-1)
-    lower, upper = special.ndtr(t), special.ndtr(-t)
-    before = np.cumsum(lower, axis=-1) - lower
-    v = np.sum(upper * (lower + 2.0 * before), axis=-1)
-    return s, v
+    return np.sum(_pdf(t), axis=-1), step_variance(t, np.ones(levels - 1))
 
 
 def chi_zero(levels, spacing):

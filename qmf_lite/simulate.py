@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ._progress import progress as _progress
 from ._validate import check_correlation, check_int, check_nonnegative, check_positive
 from .activations import get_activation
 from .maps import fixed_point_q
@@ -127,11 +128,7 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
         qs.append(sq.mean(dim=1))
         cs.append((h[..., 0] * h[..., 1]).mean(dim=1) / torch.sqrt(sq[:, 0] * sq[:, 1]))
 
-    layers = range(depth)
-    if progress:
-        from tqdm.auto import tqdm
-
-        layers = tqdm(layers, desc="layers")
+    layers = _progress(range(depth), progress, desc="layers")
     with torch.no_grad():
         record(h)
         for _ in layers:
@@ -200,11 +197,7 @@ def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, s
         if l in layers:
             out[l] = (h.transpose(1, 2) @ h / width).mean(0).double().cpu().numpy()
 
-    steps = range(1, layers[-1] + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="layers")
+    steps = _progress(range(1, layers[-1] + 1), progress, desc="layers")
     with torch.no_grad():
         record(0, h)
         for l in steps:

@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from ._progress import progress as _progress
 from ._validate import check_int, check_levels, check_positive
 from .activations import QuantizedActivation
 from .maps import fixed_point_q
@@ -30,7 +31,7 @@ from .simulate import default_device
 from .ste import ste_clip, ste_quantize, ste_slope
 from .tradeoff import optimal_init
 
-__all__ = ["NetSpec", "QuantizedMLPBatch", "train", "run_grid", "GridResult"]
+__all__ = ["NetSpec", "QuantizedMLPBatch", "train", "run_grid", "GridResult", "halfway_depth"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,11 +127,7 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False):
     opt = torch.optim.SGD(model.parameters(), lr=lr, foreach=True)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     record = {}
-    it = range(1, steps[-1] + 1)
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(it, desc=f"depth {model.depth}", leave=False)
+    it = _progress(range(1, steps[-1] + 1), progress, desc=f"depth {model.depth}", leave=False)
     if 0 in steps:
         record[0] = (_accuracy(model, x_tr, y_tr), _accuracy(model, x_te, y_te))
     B = len(model.specs)
@@ -155,19 +152,40 @@ class GridResult:
     config: dict
     seconds: float
 
-    def table(self, value="test_acc", step=None, sigma_w=None):
-        """``(levels, depths, array[levels, depths])`` of ``value`` averaged over seeds."""
+    def table(self, value="test_acc", step=None, by="levels"):
+        """``(keys, depths, array[keys, depths])`` of ``value`` at ``step``, averaged over the other
+        grid axes (seeds, and ``sigma_w`` or ``levels``); ``by`` is ``"levels"`` or ``"sigma_w"``."""
+        if by not in ("levels", "sigma_w"):
+            raise ValueError(f"by must be 'levels' or 'sigma_w', got {by!r}")
         step = max(r["step"] for r in self.rows) if step is None else step
-        rows = [r for r in self.rows if r["step"] == step and (sigma_w is None or abs(r["sigma_w"] - sigma_w) < 1e-12)]
-        levels = sorted({r["levels"] for r in rows})
+        rows = [r for r in self.rows if r["step"] == step]
+        keys = sorted({r[by] for r in rows})
         depths = sorted({r["depth"] for r in rows})
-        grid = np.full((len(levels), len(depths)), np.nan)
-        for i, n in enumerate(levels):
+        grid = np.full((len(keys), len(depths)), np.nan)
+        for i, k in enumerate(keys):
             for j, d in enumerate(depths):
-                vals = [r[value] for r in rows if r["levels"] == n and r["depth"] == d]
+                vals = [r[value] for r in rows if r[by] == k and r["depth"] == d]
                 if vals:
                     grid[i, j] = float(np.mean(vals))
-        return levels, depths, grid
+        return keys, depths, grid
+
+
+def halfway_depth(depths, accuracy, chance):
+    r"""The depth at which accuracy falls halfway from its best value to ``chance``.
+
+    Beyond the best depth, the first depth whose accuracy is below
+    :math:`\text{chance} + (\max - \text{chance})/2` and the one before it bracket the crossing,
+    interpolated linearly in :math:`\log L`. NaN if the accuracy never falls that low.
+    """
+    depths, accuracy = np.asarray(depths, float), np.asarray(accuracy, float)
+    half = chance + 0.5 * (accuracy.max() - chance)
+    best = int(np.argmax(accuracy))
+    below = [j for j in range(best + 1, len(depths)) if accuracy[j] < half]
+    if not below:
+        return float("nan")
+    j = below[0]
+    t = (accuracy[j - 1] - half) / (accuracy[j - 1] - accuracy[j])
+    return float(np.exp(np.log(depths[j - 1]) + t * (np.log(depths[j]) - np.log(depths[j - 1]))))
 
 
 def _key(config):
@@ -214,12 +232,7 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     specs = [NetSpec.optimal(n, seed) if sigma_w is None else NetSpec(n, sw, 0.0, seed)
              for n in levels for sw in ([None] if sigma_w is None else sigma_w) for seed in seeds]
     rows, t0 = [], time.perf_counter()
-    it = depths
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(depths, desc="depths")
-    for depth in it:
+    for depth in _progress(depths, progress, desc="depths"):
         config = {"specs": [dataclasses.asdict(s) for s in specs], "depth": depth, "steps": steps, "width": width,
                   "lr": lr, "batch_size": batch_size, "dataset": data.name, "n_train": len(data.y_train)}
         path = cache_dir("grid") / f"{_key(config)}.json" if cache else None

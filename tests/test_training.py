@@ -171,3 +171,22 @@ def test_empirical_ntk_equals_per_example_gradients():
             grads.append(torch.cat([p.grad[b].reshape(-1) for p in model.parameters()]))
         g = torch.stack(grads)
         assert torch.allclose(theta[b], g @ g.T, rtol=1e-10, atol=1e-10)
+
+
+def test_halfway_depth_interpolates_in_log_depth():
+    from qmf_lite.training import halfway_depth
+
+    # best 0.9 at depth 4; half-way between 0.9 and chance 0.1 is 0.5, crossed between 16 (0.7) and 64 (0.3)
+    assert halfway_depth([4, 16, 64], [0.9, 0.7, 0.3], chance=0.1) == pytest.approx(32.0)
+    assert np.isnan(halfway_depth([4, 16], [0.9, 0.8], chance=0.1))
+
+
+def test_grid_table_by_sigma_w(tmp_path, monkeypatch):
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
+    res = run_grid([3], [2, 3], sigma_w=[1.3, 0.9], seeds=(0, 1), steps=(5,), width=8, progress=False, device="cpu")
+    keys, depths, acc = res.table(by="sigma_w")
+    assert keys == [0.9, 1.3] and depths == [2, 3] and acc.shape == (2, 2)
+    mean = np.mean([r["test_acc"] for r in res.rows if r["sigma_w"] == 1.3 and r["depth"] == 3])
+    assert acc[1, 1] == pytest.approx(mean)
+    with pytest.raises(ValueError, match="by"):
+        res.table(by="seed")

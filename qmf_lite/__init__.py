@@ -1,11 +1,59 @@
 """qmf_lite: mean-field theory of quantized deep networks, numerics and torch simulations.
 
-The public API (see ``API.md`` of the book) is re-exported here.
+>>> import qmf_lite as qmf
+>>> chi, d_opt = qmf.chi_max(16)
+>>> round(1 - chi, 6), round(d_opt, 4)
+(0.011543, 0.3352)
+
+What is public, and where it lives
+----------------------------------
+Everything a reader calls is reachable from this one namespace; the submodules organise the
+code, one concept each, and imports flow one way, from the mathematics towards torch:
+
+========================  ==========================================================  =========
+module                    concept                                                     needs
+========================  ==========================================================  =========
+``activations``           activations, each with its closed-form Gaussian kernel      numpy
+``gaussian``              Gaussian expectations: quadrature, step-function sums, MC   numpy
+``maps``                  variance and correlation maps, fixed points, depth scales   numpy
+``tradeoff``              chi_max(N), the optimal initialization, L_max, Lloyd-Max    numpy
+``simulate``              wide random networks in torch (Fig. 1)                      torch
+``ste``                   the straight-through estimator and its slope rule           torch
+``training``              batched quantized MLPs, SGD, the cached grid runner        torch
+``ntk``                   the empirical neural tangent kernel                         torch
+``data``                  digits (offline) and MNIST (checksummed download)          torch
+========================  ==========================================================  =========
+
+* The **core** (numpy/scipy rows) is imported with the package and never imports torch, so
+  ``import qmf_lite`` works without torch. Its public names are flat: ``qmf.chi_max``.
+* The **torch layer** (torch rows) is flat too (``qmf.QuantAct``, ``qmf.run_grid``) but is
+  imported on first use of one of its names.
+* Each **companion topic** of the book is a namespace of its own, imported on first use:
+  ``qmf.book`` (chapter helpers: the scale switch, glue, figure style).
+* A name is public when it is listed in its module's ``__all__``; the table ``_LAZY`` below and
+  the import block say where each top-level name comes from. Names starting with ``_`` and the
+  modules ``_validate`` and ``_progress`` are private.
+
+To add a function: write it in the module of its concept (with a numpy-style docstring stating
+its formula and the range of its arguments, and argument checks from ``_validate``), list it in
+that module's ``__all__``, and add it to the import block (core) or to ``_LAZY`` (torch layer)
+below; ``tests/test_package.py`` fails until the two agree.
 """
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version as _version
+
 from .activations import (
     Activation,
+    CallableActivation,
+    Erf,
+    HardTanh,
+    Linear,
     QuantizedActivation,
+    ReLU,
     StepActivation,
+    Tanh,
     get_activation,
 )
 from .maps import (
@@ -19,26 +67,7 @@ from .maps import (
     variance_map,
     variance_map_slope,
 )
-
-__version__ = "0.1.0"
-
-__all__ = [
-    "Activation",
-    "QuantizedActivation",
-    "StepActivation",
-    "get_activation",
-    "variance_map",
-    "variance_map_slope",
-    "fixed_point_q",
-    "covariance_map",
-    "correlation_map",
-    "chi",
-    "fixed_point_c",
-    "depth_scale",
-    "iterate_maps",
-]
-
-from .tradeoff import (  # noqa: E402
+from .tradeoff import (
     InitScheme,
     chi_max,
     chi_zero,
@@ -50,28 +79,51 @@ from .tradeoff import (  # noqa: E402
     quantization_error,
 )
 
-__all__ += [
-    "InitScheme",
-    "chi_max",
-    "chi_zero",
-    "levels_for_depth",
-    "lloyd_max",
-    "lloyd_max_activation",
-    "max_depth",
-    "optimal_init",
-    "quantization_error",
+try:
+    __version__ = _version("qmf_lite")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+#: torch-layer names -> the module that defines them (imported on first access)
+_LAZY = {
+    "simulate": ["SimulationResult", "circle_inputs", "default_device", "simulate_correlations",
+                 "simulate_covariance"],
+    "ste": ["QuantAct", "quantize", "ste_clip", "ste_quantize", "ste_slope", "ste_chi1"],
+    "training": ["NetSpec", "QuantizedMLPBatch", "train", "run_grid", "GridResult", "halfway_depth"],
+    "ntk": ["empirical_ntk"],
+    "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir"],
+}
+_LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
+#: namespaces (submodules used as ``qmf.<name>.<function>``), imported on first access
+_NAMESPACES = ("book",)
+
+__all__ = [
+    # activations
+    "Activation", "StepActivation", "QuantizedActivation", "Linear", "ReLU", "Erf", "Tanh", "HardTanh",
+    "CallableActivation", "get_activation",
+    # maps
+    "variance_map", "variance_map_slope", "fixed_point_q", "covariance_map", "correlation_map", "chi",
+    "fixed_point_c", "depth_scale", "iterate_maps",
+    # tradeoff
+    "InitScheme", "chi_max", "chi_zero", "levels_for_depth", "lloyd_max", "lloyd_max_activation",
+    "max_depth", "optimal_init", "quantization_error",
+    # torch layer
+    *_LAZY_NAMES,
+    # namespaces
+    *_NAMESPACES,
 ]
 
-from .simulate import (  # noqa: E402
-    SimulationResult,
-    circle_inputs,
-    default_device,
-    simulate_correlations,
-    simulate_covariance,
-)
 
-__all__ += ["SimulationResult", "circle_inputs", "default_device", "simulate_correlations", "simulate_covariance"]
+def __getattr__(name):
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+    elif name in _NAMESPACES or name in _LAZY:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-from .ste import QuantAct, ste_chi1, ste_slope  # noqa: E402
 
-__all__ += ["QuantAct", "ste_chi1", "ste_slope"]
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -17,6 +17,7 @@ module                    concept                                               
 ``gaussian``              Gaussian expectations: quadrature, step-function sums, MC   numpy
 ``maps``                  variance and correlation maps, fixed points, depth scales   numpy
 ``tradeoff``              chi_max(N), the optimal initialization, L_max, Lloyd-Max    numpy
+``reference``             reference data (the paper's levels of Fig. 2, ...)          numpy
 ``simulate``              wide random networks in torch (Fig. 1)                      torch
 ``ste``                   the straight-through estimator and its slope rule           torch
 ``training``              batched quantized MLPs, SGD, the cached grid runner        torch
@@ -56,6 +57,7 @@ from .activations import (
     Tanh,
     get_activation,
 )
+from .gaussian import MonteCarloEstimate, monte_carlo_kernel
 from .maps import (
     chi,
     correlation_map,
@@ -67,14 +69,17 @@ from .maps import (
     variance_map,
     variance_map_slope,
 )
+from .reference import FIG2_LEVELS
 from .tradeoff import (
     InitScheme,
+    bits,
     chi_max,
     chi_zero,
     levels_for_depth,
     lloyd_max,
     lloyd_max_activation,
     max_depth,
+    optimal_depth_scale,
     optimal_init,
     quantization_error,
 )
@@ -101,12 +106,16 @@ __all__ = [
     # activations
     "Activation", "StepActivation", "QuantizedActivation", "Linear", "ReLU", "Erf", "Tanh", "HardTanh",
     "CallableActivation", "get_activation",
+    # gaussian
+    "MonteCarloEstimate", "monte_carlo_kernel",
     # maps
     "variance_map", "variance_map_slope", "fixed_point_q", "covariance_map", "correlation_map", "chi",
     "fixed_point_c", "depth_scale", "iterate_maps",
     # tradeoff
-    "InitScheme", "chi_max", "chi_zero", "levels_for_depth", "lloyd_max", "lloyd_max_activation",
-    "max_depth", "optimal_init", "quantization_error",
+    "InitScheme", "chi_max", "chi_zero", "optimal_depth_scale", "max_depth", "bits", "levels_for_depth",
+    "lloyd_max", "lloyd_max_activation", "optimal_init", "quantization_error",
+    # reference
+    "FIG2_LEVELS",
     # torch layer
     *_LAZY_NAMES,
     # namespaces

@@ -14,11 +14,14 @@ the last by Price's theorem, with :math:`(u_1, u_2)` of variance :math:`q^*` and
 """
 from __future__ import annotations
 
+import numbers
+import warnings
+
 import numpy as np
 from scipy import optimize
 
 from ._validate import check_correlation, check_int, check_nonnegative, check_positive
-from .activations import get_activation
+from .activations import QuantizedActivation, get_activation  # noqa: F401 (QuantizedActivation: doctests)
 
 __all__ = [
     "variance_map",
@@ -251,46 +254,103 @@ def fixed_point_c(activation, sigma_w, sigma_b):
     return _over_params(lambda a, b: _fixed_point_c_scalar(act, a, b, _q_star_checked(act, a, b)), sigma_w, sigma_b)
 
 
-def depth_scale(activation, sigma_w, sigma_b):
+def depth_scale(activation, sigma_w, sigma_b, *, dead="raise"):
     r"""Correlation depth scale :math:`\xi_c = -1/\ln\chi(c^*)`.
 
     Deviations of ``c`` from ``c*`` shrink like :math:`e^{-l/\xi_c}`; ``inf`` at criticality
     (:math:`\chi(c^*) = 1`). Schoenholz et al. (2017) found nets trainable to about
     :math:`6\xi_c` layers.
 
+    Parameters
+    ----------
+    activation : str, Activation or callable
+    sigma_w, sigma_b : array_like
+        Weight and bias scales (broadcast).
+    dead : {"raise", "nan"}
+        Where the variance map has no finite positive fixed point (``q* = 0``: the signal dies,
+        as for an odd number of levels at small ``sigma_w``; or ``q* = inf``) the correlation is
+        undefined: raise a ``ValueError`` (default) or return NaN there, for curves over
+        ``sigma_w`` that cross such a region.
+
     Examples
     --------
     >>> round(float(depth_scale("sign", 1.0, 0.0)), 6)  # -1/ln(2/pi)
     2.214434
+    >>> float(depth_scale(QuantizedActivation(3), 0.5, 0.0, dead="nan"))  # the zero level swallows the signal
+    nan
     """
+    if dead not in ("raise", "nan"):
+        raise ValueError(f"dead must be 'raise' or 'nan', got {dead!r}")
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     act = get_activation(activation)
 
     def one(a, b):
-        q_star = _q_star_checked(act, a, b)
+        if dead == "nan":
+            q_star = _fixed_point_q_scalar(act, a, b, 1.0)
+            if not 0 < q_star < np.inf:
+                return np.nan
+        else:
+            q_star = _q_star_checked(act, a, b)
         x = a * a * float(act.derivative_kernel(q_star, _fixed_point_c_scalar(act, a, b, q_star)))
         return np.inf if x == 1.0 else -1.0 / np.log(x)
 
     return _over_params(one, sigma_w, sigma_b)
 
 
-def iterate_maps(q0, c0, activation, sigma_w, sigma_b, depth):
+def iterate_maps(activation, sigma_w, sigma_b, *args, depth=None, q0=None, c0=None):
     r"""Iterate the joint (q, c) maps from a pair of inputs of variance ``q0`` and correlation ``c0``.
 
     Unlike :func:`correlation_map`, which sits at :math:`q^*`, this follows ``q`` as well:
     :math:`q^{l+1}` from the variance map and
     :math:`c^{l+1} = (\sigma_w^2 \mathbb E[\phi(u_1)\phi(u_2)]_{q^l, c^l} + \sigma_b^2)/q^{l+1}`.
-    It is the infinite-width prediction that a torch simulation should match layer by layer.
+    It is the infinite-width prediction that a torch simulation
+    (:func:`~qmf_lite.simulate_correlations`, same argument order) should match layer by layer.
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+    sigma_w, sigma_b : float
+        Weight and bias scales, ``sigma_w > 0``, ``sigma_b >= 0``.
+    depth : int
+        Number of layers, ``>= 0`` (keyword).
+    q0 : array_like, optional
+        Input variance(s) ``> 0``; default the fixed point :math:`q^*` (keyword).
+    c0 : array_like
+        Input correlation(s) in [-1, 1] (keyword); broadcast with ``q0``.
 
     Returns
     -------
     q, c : ndarray, shape (depth + 1,) + broadcast shape of (q0, c0)
+
+    Examples
+    --------
+    >>> q, c = iterate_maps("sign", 1.0, 0.0, depth=2, q0=1.0, c0=0.5)
+    >>> np.round(c, 6)
+    array([0.5     , 0.333333, 0.216347])
+
+    The order ``iterate_maps(q0, c0, activation, sigma_w, sigma_b, depth)`` of earlier releases
+    still works, with a ``DeprecationWarning``.
     """
-    q0 = check_positive(q0, "q0")
-    c0 = check_correlation(c0, "c0")
+    if isinstance(activation, (numbers.Real, np.ndarray)) and not isinstance(activation, bool) \
+            and len(args) == 3 and depth is None and q0 is None and c0 is None:
+        warnings.warn("iterate_maps(q0, c0, activation, sigma_w, sigma_b, depth) is deprecated; use "
+                      "iterate_maps(activation, sigma_w, sigma_b, depth=..., q0=..., c0=...)",
+                      DeprecationWarning, stacklevel=2)
+        q0, c0, activation, sigma_w, sigma_b, depth = activation, sigma_w, sigma_b, *args
+    elif args:
+        raise ValueError("iterate_maps takes depth, q0 and c0 as keywords: "
+                         "iterate_maps(activation, sigma_w, sigma_b, depth=..., q0=..., c0=...)")
+    if depth is None or c0 is None:
+        raise ValueError("iterate_maps needs depth (an integer >= 0) and c0 (in [-1, 1])")
     depth = check_int(depth, "depth", 0)
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    if sigma_w.ndim or sigma_b.ndim:
+        raise ValueError("sigma_w and sigma_b must be scalars in iterate_maps")
     act = get_activation(activation)
+    if q0 is None:
+        q0 = _q_star_checked(act, sigma_w, sigma_b)
+    q0 = check_positive(q0, "q0")
+    c0 = check_correlation(c0, "c0")
     q, c = np.broadcast_arrays(q0, c0)
     qs, cs = [q.astype(float)], [c.astype(float)]
     for _ in range(depth):

@@ -34,18 +34,13 @@ def empirical_ntk(model, x, output=0):
     tensor, shape (B, n, n)
     """
     x = x.to(model.w_out.device)
-    hs = model.preactivations(x)
-    for h in hs:
-        h.retain_grad()
-    acts = [model.phi(h) for h in hs]
-    f = torch.baddbmm(model.b_out, acts[-1], model.w_out)[..., output]
-    f.sum().backward()  # rows are independent, so each row of h.grad is that input's own gradient
+    hs, grads = model.preactivation_grads(x, output)
     with torch.no_grad():
+        acts = [model.phi(h) for h in hs]
         gram = lambda a: torch.bmm(a, a.transpose(1, 2))  # noqa: E731
         xb = x.unsqueeze(0).expand(len(model.specs), -1, -1)
-        theta = gram(xb) * gram(hs[0].grad)                       # first layer: no bias
+        theta = gram(xb) * gram(grads[0])                         # first layer: no bias
         for l in range(1, len(hs)):
-            theta += (gram(acts[l - 1]) + 1.0) * gram(hs[l].grad)  # weights and biases of layer l
+            theta += (gram(acts[l - 1]) + 1.0) * gram(grads[l])    # weights and biases of layer l
         theta += gram(acts[-1]) + 1.0                              # readout weights and bias
-    model.zero_grad(set_to_none=True)
-    return theta.detach()
+    return theta

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 
 import numpy as np
 from scipy import optimize, special
@@ -36,7 +37,9 @@ __all__ = [
     "chi_zero",
     "quantization_error",
     "chi_max",
+    "optimal_depth_scale",
     "max_depth",
+    "bits",
     "optimal_init",
     "InitScheme",
     "levels_for_depth",
@@ -56,8 +59,21 @@ def _naive_parts(levels, spacing):
     return np.sum(_pdf(t), axis=-1), step_variance(t, np.ones(levels - 1))
 
 
-def chi_zero(levels, spacing):
-    r"""chi(0) at sigma_b = 0 as a function of the normalised spacing :math:`\tilde D`.
+def _renamed(value, old_value, old, new, func):
+    """``value`` or the deprecated keyword ``old`` (one release of grace, with a warning)."""
+    if old_value is not None:
+        if value is not None:
+            raise ValueError(f"{func}: pass {new} only (not both {new} and the deprecated {old})")
+        warnings.warn(f"{func}({old}=...) is deprecated: the argument is now called {new} "
+                      f"(the spacing in units of sqrt(q*), not the raw spacing D)", DeprecationWarning, stacklevel=3)
+        return old_value
+    if value is None:
+        raise ValueError(f"{func}: {new} is required")
+    return value
+
+
+def chi_zero(levels, normalized_spacing=None, *, spacing=None):
+    r"""chi(0) at sigma_b = 0 as a function of the normalized spacing :math:`\tilde D = D/\sqrt{q^*}`.
 
     .. math:: \chi(0) = \Bigl(\sum_i\varphi(t_i)\Bigr)^2 \Big/
                         \sum_{ij}\Phi(\min(t_i,t_j))\,\Phi(-\max(t_i,t_j))
@@ -66,8 +82,9 @@ def chi_zero(levels, spacing):
     ----------
     levels : int
         Number of levels ``N >= 2``.
-    spacing : array_like
-        Normalised threshold spacing ``D / sqrt(q*) > 0``.
+    normalized_spacing : array_like
+        Threshold spacing in units of the pre-activation standard deviation, ``D / sqrt(q*) > 0``.
+        (Deprecated keyword: ``spacing``.)
 
     Examples
     --------
@@ -75,7 +92,8 @@ def chi_zero(levels, spacing):
     0.636619772368
     """
     levels = check_levels(levels)
-    spacing = check_positive(spacing, "spacing")
+    spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing", "chi_zero"),
+                             "normalized_spacing")
     if levels > 4096:
         return 1.0 - quantization_error(levels, spacing)
     s, v = _naive_parts(levels, spacing)
@@ -144,7 +162,7 @@ def _quantization_error_scalar(levels, spacing):
     return interior + 2.0 * tail
 
 
-def quantization_error(levels, spacing):
+def quantization_error(levels, normalized_spacing=None, *, spacing=None):
     r"""``1 - chi(0)``, the relative mean-squared quantization error, with full relative precision.
 
     .. math:: 1 - \chi(0) = \min_\beta \mathbb E\bigl[(z - \beta(\psi(z) - \mathbb E\psi))^2\bigr]
@@ -152,9 +170,22 @@ def quantization_error(levels, spacing):
 
     Interior cells are integrated by Gauss-Legendre around their midpoints and the two outer
     cells in closed form, so every term is non-negative and small errors stay small.
+
+    Parameters
+    ----------
+    levels : int
+        Number of levels ``N >= 2``.
+    normalized_spacing : array_like
+        ``D / sqrt(q*) > 0`` (deprecated keyword: ``spacing``).
+
+    Examples
+    --------
+    >>> round(float(quantization_error(16, 0.3352)), 6)
+    0.011543
     """
     levels = check_levels(levels)
-    spacing = check_positive(spacing, "spacing")
+    spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing",
+                                      "quantization_error"), "normalized_spacing")
     out = np.vectorize(lambda d: _quantization_error_scalar(levels, float(d)), otypes=[float])(spacing)
     return out[()] if out.ndim == 0 else out
 
@@ -197,7 +228,7 @@ def chi_max(levels, complement=False):
     -------
     chi : float
         :math:`\chi_{\max}(N) = \max_{\tilde D}\chi(0)` (or ``1 - chi_max`` with ``complement``).
-    spacing : float
+    normalized_spacing : float
         :math:`\tilde D_{\rm opt}`, the optimal spacing in units of :math:`\sqrt{q^*}`. For
         ``N = 2`` the single threshold sits at 0, every spacing is optimal, and this is NaN.
 
@@ -211,11 +242,47 @@ def chi_max(levels, complement=False):
     return (gap if complement else chi), spacing
 
 
-def max_depth(levels, multiple=6.0):
-    r"""Trainable depth :math:`L_{\max} = \text{multiple}\times\xi(N)`, :math:`\xi = -1/\ln\chi_{\max}(N)`."""
-    multiple = float(check_positive(multiple, "multiple", allow_array=False))
+def optimal_depth_scale(levels):
+    r"""The depth scale at the optimal initialization, :math:`\xi(N) = -1/\ln\chi_{\max}(N)`.
+
+    The longest correlation depth scale an N-level uniform activation allows (at
+    :func:`optimal_init`); computed from ``1 - chi_max`` with ``log1p``, so it keeps its relative
+    precision for large ``N``.
+
+    Examples
+    --------
+    >>> round(optimal_depth_scale(16), 2)
+    86.13
+    """
     gap, _ = chi_max(levels, complement=True)
-    return multiple * (-1.0 / math.log1p(-gap))
+    return -1.0 / math.log1p(-gap)
+
+
+def max_depth(levels, multiple=6.0):
+    r"""Trainable depth :math:`L_{\max} = \text{multiple}\times\xi(N)`, with :math:`\xi(N)` of :func:`optimal_depth_scale`.
+
+    ``multiple = 6`` is the empirical rule of Schoenholz et al. (2017) that Blumenfeld et al. (2019)
+    adopt; ``max_depth(N, 1.0)`` is :math:`\xi(N)` itself (prefer :func:`optimal_depth_scale`).
+
+    Examples
+    --------
+    >>> round(max_depth(16), 1)
+    516.8
+    """
+    multiple = float(check_positive(multiple, "multiple", allow_array=False))
+    return multiple * optimal_depth_scale(levels)
+
+
+def bits(levels):
+    r"""Bits needed to store one of ``levels`` values, :math:`\lceil\log_2 N\rceil`.
+
+    Examples
+    --------
+    >>> bits(2), bits(3), bits(16), bits(17)
+    (1, 2, 4, 5)
+    """
+    levels = check_levels(levels)
+    return (levels - 1).bit_length()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,31 +291,72 @@ class InitScheme:
 
     Attributes
     ----------
-    levels, sigma_w, sigma_b, activation
-        The network's parameters (``sigma_b`` is 0).
+    levels : int
+        Number of output levels ``N``.
+    sigma_w, sigma_b : float
+        The weight and bias scales (``sigma_b`` is 0).
+    activation : StepActivation
+        The activation (a :class:`QuantizedActivation` for a number of levels).
     q_star : float
         Pre-activation variance at the fixed point.
     normalized_spacing : float
-        ``activation.spacing / sqrt(q_star)``, equal to :math:`\\tilde D_{\\rm opt}`.
+        ``activation.spacing / sqrt(q_star)``, equal to :math:`\\tilde D_{\\rm opt}` (NaN for a
+        non-uniform step activation, which has no single spacing).
     chi, depth_scale, max_depth : float
-        :math:`\\chi_{\\max}`, :math:`\\xi = -1/\\ln\\chi_{\\max}` and :math:`6\\xi`.
+        :math:`\\chi(0)` at the optimum, :math:`\\xi = -1/\\ln\\chi` and :math:`6\\xi`.
+    gap : float
+        :math:`1 - \\chi` at the optimum, computed without cancellation (the relative
+        mean-squared quantization error of a Gaussian).
     """
 
     levels: int
     sigma_w: float
     sigma_b: float
-    activation: QuantizedActivation
+    activation: StepActivation
     q_star: float
     normalized_spacing: float
     chi: float
     depth_scale: float
     max_depth: float
+    gap: float
+
+    @property
+    def bits(self):
+        """Bits per activation, :math:`\\lceil\\log_2 N\\rceil` (see :func:`bits`)."""
+        return bits(self.levels)
+
+
+def _step_chi_zero(act, q):
+    """chi(0) of an odd step activation at sigma_b = 0 and fixed point ``q``: (sum D_i pdf(a_i))^2 / E[phi^2]."""
+    a = act.thresholds / math.sqrt(q)
+    s = float(np.sum(act.jumps * _pdf(a)))
+    return s * s / float(act.second_moment(q))
+
+
+def _optimal_init_step(act):
+    if not act.odd:
+        raise ValueError("activation must be odd (thresholds and levels symmetric about 0) for optimal_init: "
+                         "only then is c* = 0 at sigma_b = 0")
+    # chi(0) depends on q* alone (sigma_w follows from the fixed point): maximise over log q*
+    g = act.thresholds
+    scale = max(float(np.max(np.abs(g))), float(np.min(np.abs(g[g != 0]))) if np.any(g != 0) else 1.0)
+    grid = np.linspace(math.log(scale) - 12.0, math.log(scale) + 6.0, 181)
+    vals = np.array([_step_chi_zero(act, math.exp(2 * x)) for x in grid])
+    k = int(np.argmax(vals))
+    lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    res = optimize.minimize_scalar(lambda x: -_step_chi_zero(act, math.exp(2 * x)), bounds=(lo, hi),
+                                   method="bounded", options={"xatol": 1e-10})
+    q_star = math.exp(2 * res.x)
+    chi = _step_chi_zero(act, q_star)
+    sigma_w = math.sqrt(q_star / float(act.second_moment(q_star)))
+    xi = -1.0 / math.log(chi)
+    return InitScheme(act.values.size, sigma_w, 0.0, act, q_star, math.nan, chi, xi, 6.0 * xi, 1.0 - chi)
 
 
 def optimal_init(levels, scale=1.0, spacing=None):
     r"""The weight scale that maximises signal propagation for a given quantized activation.
 
-    With :math:`\sigma_b = 0` choose :math:`\sigma_w` so that the fixed point puts the normalised
+    With :math:`\sigma_b = 0` choose :math:`\sigma_w` so that the fixed point puts the normalized
     spacing at its optimum, :math:`D/\sqrt{q^*} = \tilde D_{\rm opt}`. Since
     :math:`\mathbb E[\phi^2]` depends on :math:`\tilde D` alone,
 
@@ -256,14 +364,34 @@ def optimal_init(levels, scale=1.0, spacing=None):
 
     For ``N = 2`` (sign) chi(0) = 2/pi for every sigma_w; the scheme picks ``q* = 1``.
 
+    Parameters
+    ----------
+    levels : int or StepActivation
+        The number of levels ``N >= 2`` of a uniform :class:`QuantizedActivation`, or any odd
+        step activation (for instance :func:`lloyd_max_activation`). For a step activation the
+        optimum is found by maximising :math:`\chi(0) = (\sum_i\Delta_i\varphi(g_i/\sqrt{q^*}))^2/\mathbb E[\phi^2]`
+        over :math:`q^*` numerically (``scale`` and ``spacing`` must then be left at their defaults).
+    scale, spacing : float
+        Output range ``A`` and raw threshold spacing ``D`` of the uniform activation (default
+        ``2A/(N-1)``).
+
     Examples
     --------
     >>> init = optimal_init(16)
-    >>> round(init.sigma_w, 4), init.sigma_b
-    (1.0058, 0.0)
+    >>> round(init.sigma_w, 4), init.sigma_b, init.bits
+    (1.0058, 0.0, 4)
     """
-    levels = check_levels(levels)
-    act = QuantizedActivation(levels, spacing, scale)
+    if isinstance(levels, StepActivation) and not isinstance(levels, QuantizedActivation):
+        if scale != 1.0 or spacing is not None:
+            raise ValueError("scale and spacing apply to a number of levels, not to a given step activation")
+        return _optimal_init_step(levels)
+    if isinstance(levels, QuantizedActivation):
+        if scale != 1.0 or spacing is not None:
+            raise ValueError("scale and spacing apply to a number of levels, not to a given activation")
+        act = levels
+    else:
+        act = QuantizedActivation(check_levels(levels), spacing, scale)
+    levels = act.levels
     c, d_opt = chi_max(levels)
     gap, _ = chi_max(levels, complement=True)
     if levels == 2:
@@ -273,7 +401,7 @@ def optimal_init(levels, scale=1.0, spacing=None):
         q_star = (act.spacing / d_opt) ** 2
     sigma_w = math.sqrt(q_star / float(act.second_moment(q_star)))
     xi = -1.0 / math.log1p(-gap)
-    return InitScheme(levels, sigma_w, 0.0, act, q_star, act.spacing / math.sqrt(q_star), c, xi, 6.0 * xi)
+    return InitScheme(levels, sigma_w, 0.0, act, q_star, act.spacing / math.sqrt(q_star), c, xi, 6.0 * xi, gap)
 
 
 def levels_for_depth(depth, multiple=6.0):
@@ -300,7 +428,7 @@ def levels_for_depth(depth, multiple=6.0):
             hi = mid
         else:
             lo = mid
-    return hi, int(math.ceil(math.log2(hi)))
+    return hi, bits(hi)
 
 
 def lloyd_max(levels, tol=1e-13, max_iter=200_000):

@@ -102,8 +102,38 @@ class QuantizedMLPBatch(torch.nn.Module):
             hs.append(torch.baddbmm(b, self.phi(hs[-1]), w))
         return hs
 
+    def readout(self, h_last):
+        r"""Logits :math:`\phi(h^L) W^{\rm out} + b^{\rm out}` from the last pre-activations, ``(B, batch, n_out)``."""
+        return torch.baddbmm(self.b_out, self.phi(h_last), self.w_out)
+
     def forward(self, x):
-        return torch.baddbmm(self.b_out, self.phi(self.preactivations(x)[-1]), self.w_out)
+        return self.readout(self.preactivations(x)[-1])
+
+    def preactivation_grads(self, x, output=None):
+        r"""Pre-activations :math:`h^l` and the gradients :math:`\partial f/\partial h^l`, through the STE.
+
+        ``f`` is the sum over the inputs of logit ``output`` (of all logits if ``None``). Inputs do
+        not interact, so row ``k`` of each gradient is input ``k``'s own gradient
+        :math:`\partial f(x_k)/\partial h^l(x_k)`. The parameters' ``.grad`` are left untouched.
+
+        Returns
+        -------
+        hs, grads : lists of ``depth`` tensors of shape ``(B, batch, width)`` (detached)
+        """
+        hs = self.preactivations(x)
+        out = self.readout(hs[-1])
+        f = out.sum() if output is None else out[..., output].sum()
+        grads = torch.autograd.grad(f, hs)
+        return [h.detach() for h in hs], [g.detach() for g in grads]
+
+    def gradient_norms(self, x, output=None):
+        r""":math:`\|\partial f/\partial h^l\|` for each network and layer ``l = 1..L``: an array ``(B, depth)``.
+
+        See :meth:`preactivation_grads` for ``f``. Through ``L`` layers the squared norm changes on
+        average by :math:`\chi_1^L` (chapter on gradients).
+        """
+        _, grads = self.preactivation_grads(x, output)
+        return torch.stack([g.norm(dim=(1, 2)) for g in grads], dim=1).cpu().numpy()
 
 
 def _accuracy(model, x, y, chunk=4096):

@@ -149,7 +149,7 @@ BAD = [
     (lambda: qmf.chi_max(3.5), "levels"),
     (lambda: qmf.max_depth(True), "levels"),
     (lambda: qmf.optimal_init(4, spacing=-0.1), "spacing"),
-    (lambda: qmf.chi_zero(4, 0.0), "spacing"),
+    (lambda: qmf.chi_zero(4, 0.0), "normalized_spacing"),
     (lambda: qmf.simulate_correlations("tanh", 1.0, 0.0, depth=2, width=8, c0=1.2), "c0"),
     (lambda: qmf.simulate_correlations("tanh", 1.0, 0.0, depth=-1, width=8, c0=0.2), "depth"),
 ]
@@ -179,14 +179,14 @@ def test_torch_simulation_matches_iterated_maps(activation, sigma_w, sigma_b, q0
     width, depth, n_nets = 1024, 8, 16
     res = qmf.simulate_correlations(activation, sigma_w, sigma_b, depth=depth, width=width, c0=c0, q0=q0,
                                     n_nets=n_nets, seed=3, device="cpu")
-    q_th, c_th = qmf.iterate_maps(q0, c0, activation, sigma_w, sigma_b, depth)
+    q_th, c_th = qmf.iterate_maps(activation, sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
     assert res.q.shape == res.c.shape == (depth + 1,)
     tol_c = 4 * res.c_sem + 2 / width
     tol_q = 4 * res.q_sem + 2 * q_th / width
     assert np.all(np.abs(res.c - c_th) < tol_c), (res.c, c_th, tol_c)
     assert np.all(np.abs(res.q - q_th) < tol_q), (res.q, q_th, tol_q)
     # and the tolerance is meaningful: the maps of a net with a 10% larger sigma_w are rejected
-    q_off, c_off = qmf.iterate_maps(q0, c0, activation, 1.1 * sigma_w, sigma_b, depth)
+    q_off, c_off = qmf.iterate_maps(activation, 1.1 * sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
     assert np.any(np.abs(res.c - c_off) > tol_c) or np.any(np.abs(res.q - q_off) > tol_q)
 
 

@@ -20,9 +20,9 @@ module                    concept                                               
 ``reference``             reference data (the paper's levels of Fig. 2, ...)          numpy
 ``simulate``              wide random networks in torch (Fig. 1)                      torch
 ``ste``                   the straight-through estimator and its slope rule           torch
-``training``              batched quantized MLPs, SGD, the cached grid runner        torch
+``training``              batched quantized MLPs, SGD, the cached grid runner         torch
 ``ntk``                   the empirical neural tangent kernel                         torch
-``data``                  digits (offline) and MNIST (checksummed download)          torch
+``data``                  digits (offline) and MNIST (checksummed download)           torch
 ``book``                  chapter helpers: the scale switch, glue, tables, style      numpy
 ========================  ==========================================================  =========
 
@@ -96,7 +96,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 _LAZY = {
     "simulate": ["SimulationResult", "circle_inputs", "default_device", "simulate_correlations",
                  "simulate_covariance"],
-    "ste": ["QuantAct", "quantize", "ste_clip", "ste_quantize", "ste_slope", "ste_chi1"],
+    "ste": ["QuantAct", "quantize", "ste_clip", "ste_slope", "ste_chi1"],
     "training": ["NetSpec", "QuantizedMLPBatch", "train", "run_grid", "GridResult", "halfway_depth"],
     "ntk": ["empirical_ntk"],
     "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir", "MNIST_FILES"],

@@ -3,10 +3,10 @@ r"""Activation functions, each paired with its Gaussian kernel.
 Every activation knows four Gaussian expectations, with :math:`u = \sqrt q z` and
 :math:`(u_1,u_2)` of variance ``q`` and correlation ``c``:
 
-* :meth:`Activation.mean` :math:`\mathbb E[\phi(u)]`,
-* :meth:`Activation.second_moment` :math:`\mathbb E[\phi(u)^2]`,
-* :meth:`Activation.kernel` :math:`\mathbb E[\phi(u_1)\phi(u_2)]`,
-* :meth:`Activation.derivative_kernel` :math:`\mathbb E[\phi'(u_1)\phi'(u_2)]`.
+* :meth:`~qmf_lite.Activation.mean` :math:`\mathbb E[\phi(u)]`,
+* :meth:`~qmf_lite.Activation.second_moment` :math:`\mathbb E[\phi(u)^2]`,
+* :meth:`~qmf_lite.Activation.kernel` :math:`\mathbb E[\phi(u_1)\phi(u_2)]`,
+* :meth:`~qmf_lite.Activation.derivative_kernel` :math:`\mathbb E[\phi'(u_1)\phi'(u_2)]`.
 
 The base class computes them by Gaussian quadrature; subclasses override them with
 closed forms where one exists (linear, ReLU, erf, and every step function, the quantized
@@ -65,7 +65,7 @@ class Activation:
     :math:`\\phi(-x) = -\\phi(x)`, which makes ``c* = 0`` at ``sigma_b = 0``). A closed form must be
     accurate to about 1e-12 (tests compare with quadrature or exact arithmetic). Without
     overrides the base class uses Gauss-Legendre quadrature against the normal density
-    (:func:`qmf_lite.gaussian.expect`, :func:`~qmf_lite.gaussian.expect_pair`): about 1e-10 for smooth
+    (:func:`qmf_lite.expect`, :func:`~qmf_lite.expect_pair`): about 1e-10 for smooth
     functions, but only ~1e-4 for functions with kinks or jumps, which therefore deserve a
     closed form (as :class:`ReLU`, :class:`HardTanh` and every :class:`StepActivation` have).
     :class:`CallableActivation` wraps a plain function this way and warns, once, that the
@@ -77,6 +77,7 @@ class Activation:
     quadrature_nodes = (400, 240)
 
     def __call__(self, x):
+        """phi(x) on a numpy array (float64 out) or a torch tensor (same dtype and device out)."""
         return self._torch(x) if _is_torch(x) else self._numpy(np.asarray(x, dtype=np.float64))
 
     def derivative(self, x):
@@ -85,15 +86,19 @@ class Activation:
 
     # --- Gaussian expectations (quadrature defaults) ---------------------------------------
     def mean(self, q):
+        r""":math:`\mathbb E[\phi(\sqrt q z)]`, ``q > 0`` (array; result of its shape)."""
         return gaussian.expect(self._numpy, q, self.quadrature_nodes[0])
 
     def second_moment(self, q):
+        r""":math:`\mathbb E[\phi(\sqrt q z)^2]`, ``q > 0`` (array; result of its shape)."""
         return gaussian.expect(lambda x: self._numpy(x) ** 2, q, self.quadrature_nodes[0])
 
     def kernel(self, q, c):
+        r""":math:`\mathbb E[\phi(u_1)\phi(u_2)]` for :math:`(u_1, u_2)` of variance ``q`` and correlation ``c`` (broadcast)."""
         return gaussian.expect_pair(self._numpy, self._numpy, q, c, self.quadrature_nodes[1])
 
     def derivative_kernel(self, q, c):
+        r""":math:`\mathbb E[\phi'(u_1)\phi'(u_2)]`, the slope of the kernel in ``c`` divided by ``q`` (Price's theorem)."""
         d = self._numpy_derivative
         q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
         if np.all(np.abs(c) == 1):  # u2 = +-u1: a one-dimensional integral (chi(1) in phase diagrams)
@@ -475,7 +480,7 @@ class StepActivation(Activation):
         return _per_q(q, c, at)
 
     def arcsine_integral(self, q):
-        """The cached :class:`~qmf_lite.gaussian.ArcsineIntegral` of this activation at ``q``."""
+        """The cached ``ArcsineIntegral`` (:mod:`qmf_lite.gaussian`) of this activation at ``q``."""
         key = float(q)
         if key not in self._integrals:
             if len(self._integrals) > 64:

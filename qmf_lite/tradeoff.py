@@ -28,7 +28,7 @@ import warnings
 import numpy as np
 from scipy import optimize, special
 
-from ._validate import check_int, check_levels, check_positive
+from ._validate import check_bool, check_int, check_levels, check_positive
 from .activations import QuantizedActivation, StepActivation
 from .gaussian import SQRT2PI, step_variance
 
@@ -45,6 +45,21 @@ __all__ = [
     "lloyd_max",
     "lloyd_max_activation",
 ]
+
+
+#: the most levels the trade-off functions take: their direct sums are O(N) in time and memory
+#: (chi_max(2**20) takes about 1 s on 2 cores); a constant-time chi_max may raise it
+MAX_LEVELS = 2**20
+#: the range of normalized spacings D / sqrt(q*) accepted (far beyond it chi(0) is 0 or 2/pi in float64)
+SPACING_RANGE = (1e-100, 1e100)
+
+
+def _check_spacing(value, name="normalized_spacing"):
+    spacing = check_positive(value, name)
+    lo, hi = SPACING_RANGE
+    if (spacing < lo).any() or (spacing > hi).any():
+        raise ValueError(f"{name} must lie in [{lo:g}, {hi:g}], got {value!r}")
+    return spacing
 
 
 def _pdf(x):
@@ -67,7 +82,7 @@ def _renamed(value, old_value, old, new, func):
                       f"(the spacing in units of sqrt(q*), not the raw spacing D)", DeprecationWarning, stacklevel=3)
         return old_value
     if value is None:
-        raise ValueError(f"{func}: {new} is required")
+        raise ValueError(f"{func}: {new} must be given (a number > 0)")
     return value
 
 
@@ -80,23 +95,24 @@ def chi_zero(levels, normalized_spacing=None, *, spacing=None):
     Parameters
     ----------
     levels : int
-        Number of levels ``N >= 2``.
+        Number of levels, ``2 <= N <= 2**20``.
     normalized_spacing : array_like
-        Threshold spacing in units of the pre-activation standard deviation, ``D / sqrt(q*) > 0``.
-        (Deprecated keyword: ``spacing``.)
+        Threshold spacing in units of the pre-activation standard deviation, ``D / sqrt(q*)``,
+        in [1e-100, 1e100]. (Deprecated keyword: ``spacing``.)
 
     Examples
     --------
     >>> round(float(chi_zero(2, 1.0)), 12)  # sign: 2/pi whatever the spacing
     0.636619772368
     """
-    levels = check_levels(levels)
-    spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing", "chi_zero"),
-                             "normalized_spacing")
+    levels = check_levels(levels, maximum=MAX_LEVELS)
+    spacing = _check_spacing(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing", "chi_zero"))
     if levels > 4096:
         return 1.0 - quantization_error(levels, spacing)
     s, v = _naive_parts(levels, spacing)
-    return s * s / v
+    with np.errstate(invalid="ignore"):
+        out = np.where(v > 0, s * s / v, 0.0)  # v = 0: every threshold beyond 38 sigma, chi(0) < 1e-300
+    return out[()] if out.ndim == 0 else out
 
 
 @functools.lru_cache(maxsize=32)
@@ -173,18 +189,18 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
     Parameters
     ----------
     levels : int
-        Number of levels ``N >= 2``.
+        Number of levels, ``2 <= N <= 2**20``.
     normalized_spacing : array_like
-        ``D / sqrt(q*) > 0`` (deprecated keyword: ``spacing``).
+        ``D / sqrt(q*)`` in [1e-100, 1e100] (deprecated keyword: ``spacing``).
 
     Examples
     --------
     >>> round(float(quantization_error(16, 0.3352)), 6)
     0.011543
     """
-    levels = check_levels(levels)
-    spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing",
-                                      "quantization_error"), "normalized_spacing")
+    levels = check_levels(levels, maximum=MAX_LEVELS)
+    spacing = _check_spacing(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing",
+                                      "quantization_error"))
     out = np.vectorize(lambda d: _quantization_error_scalar(levels, float(d)), otypes=[float])(spacing)
     return out[()] if out.ndim == 0 else out
 
@@ -217,7 +233,7 @@ def chi_max(levels, complement=False):
     Parameters
     ----------
     levels : int
-        Number of levels ``N >= 2``.
+        Number of levels, ``2 <= N <= 2**20`` (``MAX_LEVELS``).
 
     complement : bool
         If true, return ``1 - chi_max`` in place of ``chi_max``, computed without cancellation
@@ -237,7 +253,8 @@ def chi_max(levels, complement=False):
     >>> round(1 - chi, 6), round(d, 4)
     (0.011543, 0.3352)
     """
-    chi, gap, spacing = _chi_max_cached(check_levels(levels))
+    complement = check_bool(complement, "complement")
+    chi, gap, spacing = _chi_max_cached(check_levels(levels, maximum=MAX_LEVELS))
     return (gap if complement else chi), spacing
 
 
@@ -269,7 +286,11 @@ def max_depth(levels, multiple=6.0):
     516.8
     """
     multiple = float(check_positive(multiple, "multiple", allow_array=False))
-    return multiple * optimal_depth_scale(levels)
+    xi = optimal_depth_scale(levels)
+    if multiple * xi > np.finfo(float).max:
+        raise ValueError(f"multiple must be at most {np.finfo(float).max / xi:.3g} for N = {levels} "
+                         f"(L_max = multiple * {xi:.4g} overflows), got {multiple!r}")
+    return multiple * xi
 
 
 def bits(levels):
@@ -385,16 +406,17 @@ def optimal_init(levels, scale=1.0, spacing=None):
     >>> round(init.sigma_w, 4), init.sigma_b, init.bits
     (1.0058, 0.0, 4)
     """
-    if isinstance(levels, StepActivation) and not isinstance(levels, QuantizedActivation):
-        if scale != 1.0 or spacing is not None:
-            raise ValueError("scale and spacing apply to a number of levels, not to a given step activation")
-        return _optimal_init_step(levels)
-    if isinstance(levels, QuantizedActivation):
-        if scale != 1.0 or spacing is not None:
-            raise ValueError("scale and spacing apply to a number of levels, not to a given activation")
+    if isinstance(levels, StepActivation):
+        at_default = (isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, (bool, np.bool_))
+                      and scale == 1.0 and spacing is None)
+        if not at_default:
+            raise ValueError(f"scale and spacing must be left at their defaults (1.0, None) for a given activation "
+                             f"(they apply to a number of levels), got scale={scale!r}, spacing={spacing!r}")
+        if not isinstance(levels, QuantizedActivation):
+            return _optimal_init_step(levels)
         act = levels
     else:
-        act = QuantizedActivation(check_levels(levels), spacing, scale)
+        act = QuantizedActivation(check_levels(levels, maximum=MAX_LEVELS), spacing, scale)
     levels = act.levels
     c, d_opt = chi_max(levels)
     gap, _ = chi_max(levels, complement=True)
@@ -408,8 +430,20 @@ def optimal_init(levels, scale=1.0, spacing=None):
     return InitScheme(levels, sigma_w, 0.0, act, q_star, act.spacing / math.sqrt(q_star), c, xi, 6.0 * xi, gap)
 
 
+#: levels_for_depth searches N up to this (max_depth(2**16) = 2.1e9 layers at multiple = 6)
+LEVELS_FOR_DEPTH_MAX = 2**16
+
+
 def levels_for_depth(depth, multiple=6.0):
     """The fewest levels ``N`` whose ``max_depth(N, multiple)`` reaches ``depth``, and its bits.
+
+    Parameters
+    ----------
+    depth : float
+        Target depth, ``> 0`` and at most ``max_depth(2**16, multiple)`` (2.1e9 layers at
+        ``multiple = 6``); a deeper target is a ``ValueError``.
+    multiple : float
+        ``L_max = multiple * xi``, ``> 0``.
 
     Returns
     -------
@@ -424,8 +458,10 @@ def levels_for_depth(depth, multiple=6.0):
     lo, hi = 2, 4
     while max_depth(hi, multiple) < depth:
         lo, hi = hi, hi * 2
-        if hi > 1 << 40:
-            raise ValueError(f"depth {depth} is beyond reach of any practical number of levels")
+        if hi > LEVELS_FOR_DEPTH_MAX:
+            reach = max_depth(LEVELS_FOR_DEPTH_MAX, multiple)
+            raise ValueError(f"depth must be at most max_depth({LEVELS_FOR_DEPTH_MAX}, multiple={multiple:g}) = "
+                             f"{reach:.4g} layers, got {depth:g}")
     while hi - lo > 1:  # L_max grows with N: bisection on integers
         mid = (lo + hi) // 2
         if max_depth(mid, multiple) >= depth:
@@ -435,6 +471,10 @@ def levels_for_depth(depth, multiple=6.0):
     return hi, bits(hi)
 
 
+#: the most levels lloyd_max takes
+LLOYD_MAX_LEVELS = 1024
+
+
 def lloyd_max(levels, tol=1e-13, max_iter=200_000):
     r"""The Lloyd-Max (minimum mean-squared error) quantizer of a standard normal.
 
@@ -442,14 +482,30 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
     the centroid :math:`(\varphi(t_{k-1}) - \varphi(t_k))/(\Phi(t_k) - \Phi(t_{k-1}))` of its cell
     (Lloyd 1957/1982; Max 1960), starting from the Panter-Dite compander.
 
+    Parameters
+    ----------
+    levels : int
+        Number of levels, ``2 <= N <= 1024`` (the iteration needs ever more steps as N grows:
+        already at 256 levels it has not met ``tol = 1e-13`` after 200000).
+    tol : float
+        Stop when no threshold moves by more than ``tol`` (``> 0``).
+    max_iter : int
+        The most iterations, ``>= 1``.
+
     Returns
     -------
     thresholds : ndarray, shape (N - 1,)
     values : ndarray, shape (N,)
     distortion : float
         :math:`\mathbb E[(z - Q(z))^2]`, which equals ``1 - chi(0)`` of the activation ``Q``.
+
+    Warns
+    -----
+    RuntimeWarning
+        When the thresholds still move by more than ``tol`` after ``max_iter`` iterations ("raise
+        max_iter"); the quantizer returned is the last iterate.
     """
-    levels = check_levels(levels)
+    levels = check_levels(levels, maximum=LLOYD_MAX_LEVELS)
     check_int(max_iter, "max_iter", 1)
     tol = float(check_positive(tol, "tol", allow_array=False))
     p = (np.arange(1, levels) / levels)
@@ -475,7 +531,13 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
 
 
 def lloyd_max_activation(levels, q_star=1.0):
-    """A :class:`StepActivation` whose thresholds and levels are Lloyd-Max optimal at ``q*``."""
+    """A :class:`StepActivation` whose thresholds and levels are Lloyd-Max optimal at ``q*``.
+
+    ``levels`` as in :func:`lloyd_max`; ``q_star`` in [1e-100, 1e100] (the thresholds and levels
+    scale with its square root).
+    """
     q_star = float(check_positive(q_star, "q_star", allow_array=False))
+    if not 1e-100 <= q_star <= 1e100:
+        raise ValueError(f"q_star must lie in [1e-100, 1e100], got {q_star!r}")
     t, y, _ = lloyd_max(levels)
     return StepActivation(t * math.sqrt(q_star), y * math.sqrt(q_star))

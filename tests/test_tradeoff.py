@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import time
+import warnings
 
 import mpmath
 import numpy as np
@@ -179,3 +181,78 @@ def test_lloyd_max_warns_when_not_converged():
 
 def test_fig2_levels():
     assert len(qmf.FIG2_LEVELS) == 70 and qmf.FIG2_LEVELS[:2] == (3, 4) and 64 in qmf.FIG2_LEVELS
+
+
+@pytest.mark.parametrize("call", [
+    lambda n: qmf.chi_max(n), lambda n: qmf.chi_zero(n, 0.3), lambda n: qmf.quantization_error(n, 0.3),
+    lambda n: qmf.optimal_depth_scale(n), lambda n: qmf.max_depth(n), lambda n: qmf.optimal_init(n),
+])
+@pytest.mark.parametrize("levels", [2**20 + 1, 1e7, 1e308, "16", True])
+def test_levels_beyond_the_direct_sums_are_refused(call, levels):
+    """1e308 asked numpy for a 1e308-long array ('Maximum allowed size exceeded', naming nothing),
+    1e7 ran for tens of seconds; the O(N) sums take levels up to 2**20 (MAX_LEVELS)."""
+    with pytest.raises(ValueError, match=r"\blevels must be an integer"):
+        call(levels)
+
+
+def test_chi_max_complement_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"\bcomplement must be True or False"):
+        qmf.chi_max(16, complement=np.array([1.0, np.nan]))
+
+
+@pytest.mark.parametrize("call", [lambda d: qmf.chi_zero(16, d), lambda d: qmf.quantization_error(16, d)])
+@pytest.mark.parametrize("spacing", [1e308, 1e-300, None, "0.3"])
+def test_normalized_spacing_range(call, spacing):
+    """1e308 overflowed the thresholds (a leaked RuntimeWarning); None said only 'is required'."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"\bnormalized_spacing must"):
+            call(spacing)
+
+
+def test_chi_zero_with_every_threshold_in_the_far_tail():
+    """Odd N, D/2 > 38: S and V both underflow to 0 (0/0 gave NaN and a RuntimeWarning); chi(0) < 1e-300."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert qmf.chi_zero(3, [100.0, 1e100]).tolist() == [0.0, 0.0]
+        assert 0 < qmf.chi_zero(3, 20.0) < 1e-20
+
+
+def test_max_depth_overflow_is_refused():
+    with pytest.raises(ValueError, match=r"\bmultiple must be at most"):
+        qmf.max_depth(16, 1e308)
+
+
+@pytest.mark.parametrize("depth,multiple", [(1e308, 6.0), (1e12, 6.0), (500.0, 1e-300)])
+def test_levels_for_depth_beyond_reach_is_a_clear_error(depth, multiple):
+    """levels_for_depth(1e308) never returned (its memory grew past 19 GB); 1e12 took 22 s."""
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"\bdepth must be at most max_depth\(65536, multiple="):
+        qmf.levels_for_depth(depth, multiple)
+    assert time.perf_counter() - start < 30   # about 1 s (the doubling to 2**16), generous for shared CPUs
+    reach = qmf.max_depth(2**16, 6.0)
+    assert qmf.levels_for_depth(reach)[0] == 2**16
+
+
+def test_lloyd_max_ranges():
+    with pytest.raises(ValueError, match=r"\blevels must be an integer in \[2, 1024\]"):
+        qmf.lloyd_max(1e7)
+    with pytest.raises(ValueError, match=r"\bq_star must lie in \[1e-100, 1e100\]"):
+        qmf.lloyd_max_activation(8, q_star=1e308)
+
+
+@pytest.mark.parametrize("kwargs", [dict(scale=True), dict(scale=np.array([1.0, 2.0])), dict(scale="1"),
+                                    dict(spacing=0.5)])
+def test_optimal_init_of_an_activation_takes_no_scale_or_spacing(kwargs):
+    """scale=True passed as 1.0; an array raised numpy's 'truth value is ambiguous'."""
+    with pytest.raises(ValueError, match=r"scale and spacing must be left at their defaults"):
+        qmf.optimal_init(qmf.lloyd_max_activation(4), **kwargs)
+    with pytest.raises(ValueError, match=r"scale and spacing must be left at their defaults"):
+        qmf.optimal_init(qmf.QuantizedActivation(4), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,name", [(dict(spacing=1e-300), "spacing"), (dict(scale=1e308), "scale")])
+def test_optimal_init_scale_and_spacing_ranges(kwargs, name):
+    """spacing = 1e-300 made q* underflow to 0 (ZeroDivisionError); scale = 1e308 overflowed."""
+    with pytest.raises(ValueError, match=rf"\b{name} must lie in"):
+        qmf.optimal_init(16, **kwargs)

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 from scipy import optimize
 
-from ._validate import check_correlation, check_int, check_nonnegative, check_positive, check_sigmas
+from ._validate import check_correlation, check_int, check_positive, check_sigmas
 from .activations import QuantizedActivation, get_activation  # noqa: F401 (QuantizedActivation: doctests)
 
 __all__ = [

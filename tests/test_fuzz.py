@@ -34,7 +34,9 @@ Isolation and limits
 Each entry's calls run in a child process forked from a ``multiprocessing`` fork server that has
 imported numpy, scipy, torch (with ``torch._dynamo``, whose 4-s import would otherwise land in a
 timed call), scikit-learn's datasets, qmf_lite and this file, but never runs torch code, so that
-forking is safe. The child lowers ``RLIMIT_AS`` to its address space plus ``MEMORY_BYTES`` (2 GiB:
+forking is safe. The child sets ``RLIMIT_DATA`` (its private writable memory: every numpy or torch
+allocation, but not the address space CUDA reserves, which ``RLIMIT_AS`` would also count) to
+what it holds plus ``MEMORY_BYTES`` (2 GiB:
 the largest computations the package legitimately runs here take a few hundred MB, and chi_max at
 N = 10^6 about 0.5 GB; a runaway allocation such as ``levels_for_depth(1e308)``, which grew past
 19 GB, stops with a MemoryError at once) and arms ``signal.setitimer`` for ``CALL_SECONDS`` per
@@ -107,7 +109,7 @@ import qmf_lite as qmf
 CALL_SECONDS = 5.0
 #: a child silent this much longer than CALL_SECONDS is killed (a call stuck in C code)
 KILL_GRACE = 10.0
-#: address space a child may add to what it holds when it starts (2 GiB)
+#: memory a child may allocate beyond what it holds when it starts (2 GiB)
 MEMORY_BYTES = 2 << 30
 #: random bad values per entry in test_random_bad_values (QMF_FUZZ_EXAMPLES=500 for a long hunt)
 RANDOM_EXAMPLES = int(os.environ.get("QMF_FUZZ_EXAMPLES", "6"))
@@ -854,8 +856,8 @@ def _serve(key, conn, workdir):
 
     matplotlib.use("Agg")
     signal.signal(signal.SIGALRM, _on_alarm)
-    held = _address_space()
-    resource.setrlimit(resource.RLIMIT_AS, (held + MEMORY_BYTES, resource.RLIM_INFINITY))
+    held = _private_memory()
+    resource.setrlimit(resource.RLIMIT_DATA, (held + MEMORY_BYTES, resource.RLIM_INFINITY))
     entry = REGISTRY[key]
     while True:
         try:
@@ -874,10 +876,11 @@ def _serve(key, conn, workdir):
         conn.send(("batch", len(cases)))
 
 
-def _address_space():
+def _private_memory():
+    """VmData: the private writable memory that RLIMIT_DATA counts."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmSize:"):
+            if line.startswith("VmData:"):
                 return int(line.split()[1]) * 1024
     return 0
 

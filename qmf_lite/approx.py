@@ -189,8 +189,8 @@ class DyadicNet:
     >>> net = DyadicNet.from_arrays([[[1.0], [1.0]], [[1.0, -2.0]]], [[0.0, -0.5], [0.25]])
     >>> net.exact([[Fraction(3, 4)]])[0, 0]     # ReLU(3/4) - 2 ReLU(1/4) + 1/4
     Fraction(1, 2)
-    >>> float(net([[0.75]])[0, 0]), net.depth, net.n_params
-    (0.5, 2, 6)
+    >>> float(net([[0.75]])[0, 0]), net.depth, net.n_params, net.layer_bits()
+    (0.5, 2, 6, [2, 4])
     """
 
     def __init__(self, layers):
@@ -358,6 +358,21 @@ class DyadicNet:
                 out.append(sum(1 + (k - 1).bit_length() for k in ks))
         return out
 
+    def layer_bits(self):
+        """Per layer, the bits b of its format: every nonzero parameter is one of the 2**b values +-k s."""
+        out = []
+        for a, c, _ in self._layers:
+            vals = [abs(v) for v in np.concatenate([a.ravel(), c]).tolist() if v != 0]
+            if not vals:
+                out.append(0)
+                continue
+            acc = 0
+            for v in vals:
+                acc |= v
+            tz = (acc & -acc).bit_length() - 1
+            out.append(1 + ((max(vals) >> tz) - 1).bit_length())
+        return out
+
     def memory_bits(self, model="param"):
         """Total bits of the nonzero parameters (see :meth:`param_bits`)."""
         return int(sum(self.param_bits(model)))
@@ -396,46 +411,53 @@ class DyadicNet:
                 cols = np.flatnonzero(a[r] != 0)
                 rows.append((cols, a[r, cols].reshape(-1, 1)))
             l1 = max((sum(abs(v) for v in a[r].tolist()) for r in range(a.shape[0])), default=0)
-            try:
+            csr = abs_csr = None
+            if l1 < _INT64_SAFE and a.size:
                 from scipy import sparse
-                small = l1 < _INT64_SAFE
-                csr = sparse.csr_matrix(a.astype(np.int64)) if small and a.size else None
-            except OverflowError:  # pragma: no cover - numerators beyond int64
-                csr = None
-            self._cache[key] = (rows, l1, csr)
+                csr = sparse.csr_matrix(a.astype(np.int64))
+                abs_csr = abs(csr).astype(np.float64)
+            self._cache[key] = (rows, l1, csr, abs_csr)
         return self._cache[key]
 
     def exact_numerators(self, x):
         """Exact outputs as ``(numerators, exponent)``: outputs = numerators * 2**-exponent.
 
         The pair is canonical (common factors of 2 stripped), so two arrays of outputs are equal
-        exactly when their pairs are.
+        exactly when their pairs are. Layers run in int64 (scipy.sparse) when a bound on every
+        partial sum shows that they fit, otherwise with Python integers.
         """
         num, exp = _dyadic_array(np.atleast_2d(np.asarray(x) if not _has_fraction(x) else np.asarray(x, dtype=object)),
                                  "x")
         if num.shape[1] != self.widths[0]:
             raise ValueError(f"x must have {self.widths[0]} features, got {num.shape[1]}")
-        num = _maybe_int64(num)
+        xt = np.ascontiguousarray(_maybe_int64(num).T)          # features x batch
         for l, (a, c, e) in enumerate(self._layers):
-            rows, l1, csr = self._sparse(l)
+            rows, l1, csr, abs_csr = self._sparse(l)
             bias = c * (1 << exp)
-            bound = _max_abs(num) * l1 + _max_abs(bias)
-            if num.dtype != object and csr is not None and bound < _INT64_SAFE:
-                z = np.asarray((csr @ num.T).T, dtype=np.int64) + np.asarray(bias.tolist(), dtype=np.int64)
+            fits = False
+            if xt.dtype != object and csr is not None and xt.size:
+                bmax = _max_abs(bias)
+                xmax = np.abs(xt).max(axis=1)
+                if int(xmax.max()) * l1 + bmax < _INT64_SAFE:
+                    fits = True
+                elif bmax < _INT64_SAFE // 2:
+                    # every partial sum of row r is at most sum_j |a_rj| max|x_j|; bounded in float64
+                    # with a margin far above its rounding
+                    fits = 1.001 * float((abs_csr @ xmax.astype(np.float64)).max()) + bmax < _INT64_SAFE
+            if fits:
+                z = np.asarray(csr @ xt, dtype=np.int64) + np.asarray(bias.tolist(), dtype=np.int64)[:, None]
             else:
-                xt = num.T.astype(object)
-                z = np.empty((num.shape[0], a.shape[0]), dtype=object)
+                xo = xt.astype(object)
+                z = np.empty((a.shape[0], xt.shape[1]), dtype=object)
                 for r, (cols, vals) in enumerate(rows):
-                    if cols.size:
-                        z[:, r] = (vals * xt[cols]).sum(axis=0) + bias[r]
-                    else:
-                        z[:, r] = bias[r]
+                    z[r] = (vals * xo[cols]).sum(axis=0) + bias[r] if cols.size else bias[r]
             exp = exp + e
             if l < len(self._layers) - 1:
                 z = np.maximum(z, 0)
             z, exp = _normalize(z, exp)
-            num = _maybe_int64(z)
-        return num.astype(object) if num.dtype != object else num, exp
+            xt = _maybe_int64(z)
+        out = np.ascontiguousarray(xt.T)
+        return (out.astype(object) if out.dtype != object else out), exp
 
     def exact(self, x):
         """Exact outputs as an object array of Fractions; ``x`` must be dyadic (floats are)."""
@@ -969,8 +991,27 @@ class ShallowReLU:
         return ShallowReLU(q1[:n], q1[n:], outer, bias)
 
     def __call__(self, x):
+        """Float64 values, in O((N + n) log N): sums of ramps from sorted breakpoints and prefix sums."""
         x = np.asarray(x, dtype=np.float64)
-        return self.bias + np.maximum(np.multiply.outer(x, self.inner) + self.offset, 0.0) @ self.outer
+        w, a, c = self.inner, self.offset, self.outer
+        out = np.full(x.shape, self.bias + float(c[w == 0] @ np.maximum(a[w == 0], 0.0)))
+        for sign in (1, -1):
+            sel = sign * w > 0
+            if not sel.any():
+                continue
+            t = -a[sel] / w[sel]
+            alpha = c[sel] * np.abs(w[sel])             # slope added beyond the breakpoint
+            order = np.argsort(t)
+            t, alpha = t[order], alpha[order]
+            ca = np.concatenate([[0.0], np.cumsum(alpha)])
+            cb = np.concatenate([[0.0], np.cumsum(alpha * t)])
+            if sign > 0:                                 # sum over t < x of alpha (x - t)
+                i = np.searchsorted(t, x, side="left")
+                out = out + x * ca[i] - cb[i]
+            else:                                        # sum over t > x of alpha (t - x)
+                i = np.searchsorted(t, x, side="right")
+                out = out + (cb[-1] - cb[i]) - x * (ca[-1] - ca[i])
+        return out
 
     def piecewise_linear(self, interval=(0.0, 1.0)):
         """Exact breakpoints :math:`-a_k/w_k` inside the interval, values in float64."""

@@ -72,6 +72,8 @@ def test_exact_numerators_are_canonical_and_big_numbers_stay_exact():
     num, exp = net.exact_numerators([[2.0**90, 2.0**-60]])
     assert Fraction(int(num[0, 0]), 2**exp) == Fraction(1, 2**10) + Fraction(1, 2**60) + 3
     assert int(num[0, 0]) % 2 == 1                 # no common factor of 2 left
+    # float64 cannot hold the sum: it drops the 2**-60
+    assert Fraction(float(net([[2.0**90, 2.0**-60]])[0, 0])) == Fraction(1, 2**10) + 3
 
 
 def test_torch_round_trip_and_quantized_import():

@@ -1369,15 +1369,10 @@ def bit_extractor(m, form="deep"):
                 exprs.append(xk)                            # x_k >= 0, carried
             exprs += bits
             out = bld.layer(exprs)
-            p, q = out[0], out[1]
-            beta = q - p
-            nxt = out[2] if k < m else None
-            bits = out[3:] if k < m else out[2:]
+            beta = out[1] - out[0]                          # q - p, the k-th bit
             if k < m:
-                xk = 2 * nxt - beta
-                bits = [*bits, beta]
-            else:
-                bits = [*bits, beta]
+                xk = 2 * out[2] - beta                      # x_{k+1} = 2 x_k - beta_k
+            bits = [*out[3 if k < m else 2:], beta]
         bld.layer(bits)
         return bld.net()
     # deep form: Y = 2**m x and C = 2**(m-1) by doubling

@@ -167,8 +167,8 @@ class Alphabet:
 
 
 def _max_abs_rowwise_mean(weight):
-    if _is_torch(weight):
-        return float(weight.detach().abs().amax(dim=1).double().mean())
+    if _is_torch(weight):   # the same float64 sum as numpy's, so that both give the same step to the last bit
+        return float(np.mean(weight.detach().abs().amax(dim=1).double().cpu().numpy()))
     return float(np.abs(weight).max(axis=1).mean())
 
 
@@ -531,9 +531,9 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
     dtype : numpy or torch float dtype, optional
         Working precision, default float64 (float32 is faster; see the benchmark).
     threads : int >= 1 or None
-        CPU threads for the sequential loop (BLAS for numpy, torch's pool for tensors on the CPU), restored
-        afterwards; ``None`` leaves them as they are. Each step's products are small, and extra threads
-        lose more to synchronisation than they gain, badly so on shared cores (see the benchmark).
+        CPU threads while the layer is quantized (BLAS for numpy, torch's pool for tensors on the CPU),
+        restored afterwards; ``None`` leaves them as they are. Each step's products are small, and extra
+        threads lose more to synchronisation than they gain, badly so on shared cores (see the benchmark).
 
     Returns
     -------
@@ -562,7 +562,7 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
     torch_mode = _is_torch(weight)
     n_out, n_in = weight.shape
     if x is None and method == "msq":
-        k = nearest_index(weight if torch_mode else weight, alphabet)
+        k = nearest_index(weight, alphabet)
         q = alphabet.step * (k.to(weight.dtype) if torch_mode else k.astype(np.float64))
         return QuantizedLayer(q, k, alphabet, method)
     x = _check_data(x, "x", n_in, torch_mode)
@@ -585,21 +585,37 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
         ops = _Numpy(dtype)
         gen = _numpy_generator(seed) if method == "spfq" else None
 
+    with _cpu_threads(threads, torch_mode, ops):
+        qt, u, ref_sq, n_dead = _quantize(ops, weight, x, xq, alphabet, method, gen, dead_tol, dead_fill, block, torch_mode)
+    step = alphabet.step
+    if torch_mode:
+        index = qt.T.long()
+        q = (step * qt.T).to(weight.dtype if weight.dtype.is_floating_point else dtype)
+        residual = u * step
+    else:
+        index = qt.T.astype(np.int64)
+        q = step * index.astype(np.float64)
+        residual = (u * step).astype(np.float64)
+    return QuantizedLayer(q, index, alphabet, method, residual, ref_sq, int(n_dead))
+
+
+def _quantize(ops, weight, x, xq, alphabet, method, gen, dead_tol, dead_fill, block, torch_mode):
+    """Indices (N_in, N_out), error / step (m, N_out), |X W^T|^2 and the number of dead columns."""
+    n_out, n_in = weight.shape
     step = alphabet.step
     w_s = ops.asarray(weight.T) / step if torch_mode else ops.asarray(weight.T / step)   # (N_in, N_out)
     x_c, xq_c = ops.asarray(x), ops.asarray(xq)
     K = alphabet.max_index
     if method == "msq":
-        k = ops.floor(w_s + 0.5)
+        qt = ops.floor(w_s + 0.5)
         if K is not None:
-            k = ops.clip(k, -K, K)
-        qt, n_dead = k, 0
+            qt = ops.clip(qt, -K, K)
+        n_dead = 0
         u = x_c @ w_s - xq_c @ qt
     else:
         norms = (xq_c * xq_c).sum(0)
         mean = ops.to_float(norms.mean())
-        dead_mask = (norms <= dead_tol * mean) | (norms == 0)
-        dead = [bool(d) for d in dead_mask.tolist()]
+        dead = [bool(d) for d in ((norms <= dead_tol * mean) | (norms == 0)).tolist()]
         n_dead = sum(dead)
         if dead_fill == "zero":
             fill = ops.zeros((n_in, n_out))
@@ -607,20 +623,11 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
             fill = ops.floor(w_s + 0.5)
             if K is not None:
                 fill = ops.clip(fill, -K, K)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _cpu_threads(threads, torch_mode, ops):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a blow-up is checked, not warned
             qt, u = _path_following(ops, w_s, x_c, xq_c, K, method == "spfq", gen, dead, fill, block)
-
     ref = x_c @ w_s
     ref_sq = ops.to_float((ref * ref).sum()) * step * step
-    if torch_mode:
-        index = qt.T.long()
-        q = (step * qt.T).to(weight.dtype if weight.dtype.is_floating_point else dtype)
-        residual = (u * step)
-    else:
-        index = qt.T.astype(np.int64)
-        q = step * index.astype(np.float64)
-        residual = (u * step).astype(np.float64)
-    return QuantizedLayer(q, index, alphabet, method, residual, ref_sq, int(n_dead))
+    return qt, u, ref_sq, n_dead
 
 
 @contextlib.contextmanager

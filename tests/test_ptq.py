@@ -80,6 +80,8 @@ def test_infinite_alphabet_and_torch_weights():
     W = torch.tensor([[0.5, -1.0], [0.25, 0.5]], dtype=torch.float64)
     a = ptq.alphabet_for(W, 2, C=1.0, finite=False)
     assert a.step == pytest.approx(0.375) and a.max_index is None
+    Wr = np.random.default_rng(0).standard_normal((300, 200))
+    assert ptq.alphabet_for(torch.from_numpy(Wr), 3) == ptq.alphabet_for(Wr, 3)   # to the last bit
     assert a.n_levels == math.inf and a.radius == math.inf and not a.finite
     with pytest.raises(ValueError, match="max_index"):
         a.values()

@@ -1,6 +1,6 @@
 """Speed of post-training quantization (qmf_lite.ptq): prints timings and ratios to a plain matmul.
 
-Run: python benchmarks/bench_ptq.py [--quick]. Target (2 CPU cores): GPFQ on one 2048 x 2048 layer
+Run: python benchmarks/bench_ptq.py [--quick] [--cuda]. Target (2 CPU cores): GPFQ on one 2048 x 2048 layer
 with m = 128 calibration samples in under 2 s. Also printed: float64 against float32, the block size,
 one thread against two, the direct recursion (rank-1 updates of the error, as the authors' code
 writes it) for comparison, SPFQ and the torch path, and the time against N at fixed m, whose slope
@@ -44,6 +44,27 @@ def direct_recursion(W, X, alphabet):
     return Q
 
 
+def cuda_rows(W, X, a, ref, t_mm, repeat):
+    """The torch path on the GPU: the same indices as numpy in float64, and its speed."""
+    dev = torch.device("cuda")
+    Wc, Xc = torch.from_numpy(W).to(dev), torch.from_numpy(X).to(dev)
+
+    def run(dtype):
+        out = ptq.quantize_layer(Wc.to(dtype), Xc.to(dtype), alphabet=a, dtype=dtype)
+        torch.cuda.synchronize()
+        return out
+
+    r = run(torch.float64)
+    print(f"    GPU float64 indices equal to numpy's: {torch.equal(r.index.cpu(), torch.from_numpy(ref.index))}")
+    for dtype in (torch.float64, torch.float32):
+        run(dtype)  # warm-up
+        row(f"GPFQ, torch path on {torch.cuda.get_device_name()} ({str(dtype)[6:]})", best_of(lambda: run(dtype), repeat),
+            t_mm)
+    s1 = ptq.quantize_layer(Wc, Xc, alphabet=a, method="spfq", seed=3)
+    s2 = ptq.quantize_layer(Wc, Xc, alphabet=a, method="spfq", seed=3, block=16)
+    print(f"    GPU SPFQ reproducible across block sizes: {torch.equal(s1.index, s2.index)}")
+
+
 def row(name, seconds, matmul, target=None):
     extra = f"   target {target:5.2f} s ({seconds / target:4.2f} of it)" if target else ""
     print(f"{name:62s} {seconds:8.3f} s   {seconds / matmul:7.1f} x matmul{extra}")
@@ -51,7 +72,8 @@ def row(name, seconds, matmul, target=None):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="one repeat, N up to 1024 in the scaling sweep")
+    parser.add_argument("--quick", action="store_true", help="one repeat, N up to 2048 in the scaling sweep")
+    parser.add_argument("--cuda", action="store_true", help="also run the torch path on the GPU (same weights, timings)")
     args = parser.parse_args()
     repeat = 1 if args.quick else 3
     print(f"numpy {np.__version__}, torch {torch.__version__}, torch threads {torch.get_num_threads()}")
@@ -80,6 +102,9 @@ def main():
     row("GPFQ, torch path (CPU, float64)", best_of(lambda: ptq.quantize_layer(Wt, Xt, alphabet=a), repeat), t_mm)
     row("GPFQ, torch path (CPU, float32)",
         best_of(lambda: ptq.quantize_layer(Wt.float(), Xt.float(), alphabet=a, dtype=torch.float32), repeat), t_mm)
+
+    if args.cuda:
+        cuda_rows(W, X, a, ref, t_mm, repeat)
 
     t = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):

@@ -14,7 +14,7 @@ quantized). Each neuron :math:`w` (a row of :math:`W`) is quantized one input in
 
 so that :math:`u_{N_{\rm in}} = Xw - \tilde X q` is the neuron's output error on the calibration
 data. With :math:`\mathcal Q` the nearest element of the alphabet this is GPFQ (greedy path-following
-quantization, Lybrand & Saab 2021; Zhang, Zhou & Saab 2023); with the unbiased stochastic rounding
+quantization, Lybrand & Saab 2021; Zhang, Zhou & Saab 2022); with the unbiased stochastic rounding
 :math:`\mathcal Q_{\rm stoc}` it is SPFQ (Zhang & Saab 2023). MSQ rounds each weight to its nearest
 element, ignoring the data.
 
@@ -34,9 +34,10 @@ References
 ----------
 E. Lybrand and R. Saab, "A greedy algorithm for quantizing neural networks", JMLR 22 (2021).
 J. Zhang, Y. Zhou and R. Saab, "Post-training quantization for neural networks with provable
-guarantees", SIAM J. Math. Data Sci. 5 (2023).
+guarantees", arXiv:2201.11113 (2022).
 J. Zhang and R. Saab, "SPFQ: a stochastic algorithm and its error analysis for neural network
-quantization", arXiv:2309.10975 (2023).
+quantization", arXiv:2309.10975 (2023). Code checked: github.com/jayzhang0727/Stochastic-Path-Following-Quantization
+(``src/quan``) and github.com/YixuanSeanZhou/Quantized_Neural_Nets (``src/step_algorithm.py``).
 """
 from __future__ import annotations
 

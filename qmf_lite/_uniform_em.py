@@ -77,7 +77,7 @@ Accuracy
 --------
 The Euler-Maclaurin series in :math:`D` are asymptotic: their terms fall like
 :math:`(DT/2\pi)^{2k}` while :math:`k \lesssim T^2` and eventually grow. They are summed until the
-terms are below 1e-18 of :math:`D^2/12` (at most :data:`MAX_TERMS`), and the size of the last
+terms are below 1e-18 of :math:`D^2/12` (at most ``MAX_TERMS``), and the size of the last
 term, plus the first omitted aliasing term, is returned as an error estimate. At the optimal
 spacing :math:`DT` falls from 1 (N = 8) to 6e-8 (N = 1e9); one or two terms suffice at large N.
 Beyond the asymptotic and aliasing terms there is a cross term of relative size

@@ -18,8 +18,8 @@ quantized value. It is computed here cell by cell, as an integral of a non-negat
 so that it keeps its relative precision when it is tiny (about 1.6e-11 at N = 10^6), where
 ``1 - S^2/V`` would cancel away most of its digits.
 
-From :data:`FAST_MIN_LEVELS` levels on, the O(N) sums are replaced by their Euler-Maclaurin
-expansions about the outer thresholds (:mod:`qmf_lite._uniform_em`), with the leading terms
+From ``FAST_MIN_LEVELS`` levels on, the O(N) sums are replaced by their Euler-Maclaurin
+expansions about the outer thresholds (``qmf_lite._uniform_em``), with the leading terms
 cancelled analytically: ``chi_max(N)`` then costs O(1), about a millisecond at any N.
 """
 from __future__ import annotations
@@ -142,7 +142,7 @@ def _kept_count(levels, spacing):
 def _half_parts(levels, spacing):
     """S and V as in :func:`_naive_parts`, from the thresholds t >= 0 alone (symmetry).
 
-    Thresholds beyond :data:`Z_CUT` are dropped: their terms (and the mass beyond them) are 0.
+    Thresholds beyond ``Z_CUT`` are dropped: their terms (and the mass beyond them) are 0.
     """
     first = _first_threshold_index(levels)
     j = np.arange(first, first + _kept_count(levels, spacing)) - (levels - 2) / 2.0
@@ -213,14 +213,14 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
 
     Interior cells are integrated by Gauss-Legendre around their midpoints and the two outer
     cells in closed form, so every term is non-negative and small errors stay small. From
-    :data:`FAST_MIN_LEVELS` levels on, wherever its a-priori error bound is below 1e-15 (in
+    ``FAST_MIN_LEVELS`` levels on, wherever its a-priori error bound is below 1e-15 (in
     particular near the optimal spacing, and for any spacing once ``N`` is large), the O(1)
-    Euler-Maclaurin form of :mod:`qmf_lite._uniform_em` replaces the sum over cells:
+    Euler-Maclaurin form of ``qmf_lite._uniform_em`` replaces the sum over cells:
     :math:`1 - \chi(0) = (e - \alpha^2)/(1 + e - 2\alpha)` with
     :math:`\alpha = \mathbb E[z(z-Q)]` and :math:`e = \mathbb E[(z-Q)^2]` for the mid-rise
     quantizer :math:`Q` of step ``D``, each expanded about the outer thresholds
     (:math:`e = D^2/12 +` tail terms). The direct sums skip thresholds beyond
-    :data:`Z_CUT`, where the density is 0 in float64, so no evaluation costs more than
+    ``Z_CUT``, where the density is 0 in float64, so no evaluation costs more than
     O(min(N, 80/D)).
 
     Parameters
@@ -285,7 +285,7 @@ def _chi_max_direct(levels):
 
 
 def _chi_max_fast(levels):
-    """The optimal spacing as the simple root of e - alpha (see :mod:`qmf_lite._uniform_em`), in O(1).
+    """The optimal spacing as the simple root of e - alpha (see ``qmf_lite._uniform_em``), in O(1).
 
     ``E[Q (z - Q)] = 0`` at the optimum, a sign change located to ~1e-15 relative by Brent's
     root finder (about 10 evaluations of the expansion, each ~0.1 ms).
@@ -332,7 +332,7 @@ def chi_max(levels, complement=False):
 
     Notes
     -----
-    Cost and accuracy. Below :data:`FAST_MIN_LEVELS` (24) levels the O(N) direct sums are
+    Cost and accuracy. Below ``FAST_MIN_LEVELS`` (24) levels the O(N) direct sums are
     maximised over :math:`\ln\tilde D` by Brent's method (tolerance 1e-8 in
     :math:`\ln\tilde D`, which moves ``chi`` by ~1e-16). From 24 levels on both are O(1):
     with the mid-rise quantizer :math:`Q = \tilde D(\psi - \mathbb E\psi)`,
@@ -345,7 +345,7 @@ def chi_max(levels, complement=False):
     leading 1 of :math:`\tilde D\sum_i\varphi(t_i)` and the Sheppard term
     :math:`\tilde D^2/12` of :math:`e` are exact, so that nothing cancels; the optimum is the
     root of :math:`e = \alpha` (:math:`\mathbb E[Q(z - Q)] = 0`), found to ~1e-15 relative.
-    The derivation is in :mod:`qmf_lite._uniform_em`. Measured against 30-40-digit direct sums
+    The derivation is in ``qmf_lite._uniform_em``. Measured against 30-40-digit direct sums
     (N = 24 .. 3000) and float64 direct sums (N up to 10^7, and 10^8 .. 10^9 in chunks), the
     gap agrees to a few 1e-16 relative (the direct float64 sums themselves carry ~1e-14); a call
     takes ~1-3 ms at any N (10^9 included) against ~1 s for the direct sums at N = 10^6.
@@ -525,30 +525,100 @@ def optimal_init(levels, scale=1.0, spacing=None):
     return InitScheme(levels, sigma_w, 0.0, act, q_star, act.spacing / math.sqrt(q_star), c, xi, 6.0 * xi, gap)
 
 
+#: levels_for_depth searches N up to this many levels (the range in which chi_max is checked
+#: against independent evaluations); a deeper target is refused
+LEVELS_LIMIT = 10**9
+
+
 def levels_for_depth(depth, multiple=6.0):
-    """The fewest levels ``N`` whose ``max_depth(N, multiple)`` reaches ``depth``, and its bits.
+    r"""The fewest levels ``N`` whose ``max_depth(N, multiple)`` reaches ``depth``, and its bits.
+
+    :math:`L_{\max}(N)` grows with ``N`` (about as :math:`N^2/\ln N`), so the answer is the
+    integer root of :math:`\ln L_{\max}(N) = \ln\text{depth}`, found by interpolation in
+    :math:`\ln N` safeguarded by bisection (O(log log) steps in practice, O(log) at worst), each
+    step an O(1) :func:`chi_max`: a few milliseconds for any reachable depth.
+
+    Parameters
+    ----------
+    depth : float
+        Target trainable depth, ``0 < depth <= max_depth(10**9, multiple)`` (about 2.4e17 layers
+        for ``multiple = 6``; see ``LEVELS_LIMIT``).
+    multiple : float
+        ``L_max = multiple * xi``, ``> 0`` (default 6).
 
     Returns
     -------
     levels : int
     bits : int
         ``ceil(log2(levels))``, the bits needed to store one activation.
+
+    Raises
+    ------
+    ValueError
+        For a depth beyond ``max_depth(10**9, multiple)`` (or a bad argument).
+
+    Examples
+    --------
+    >>> levels_for_depth(500)
+    (16, 4)
+    >>> levels_for_depth(1e12)
+    (1653591, 21)
     """
     depth = float(check_positive(depth, "depth", allow_array=False))
     multiple = float(check_positive(multiple, "multiple", allow_array=False))
-    if max_depth(2, multiple) >= depth:
+    log_target = math.log(depth) - math.log(multiple)   # compare ln xi(N) with it: no overflow
+
+    def excess(n):  # ln L_max(N) - ln depth, increasing in N
+        return math.log(optimal_depth_scale(n)) - log_target
+
+    f_lo = excess(2)
+    if f_lo >= 0.0:
         return 2, 1
-    lo, hi = 2, 4
-    while max_depth(hi, multiple) < depth:
-        lo, hi = hi, hi * 2
-        if hi > 1 << 40:
-            raise ValueError(f"depth {depth} is beyond reach of any practical number of levels")
-    while hi - lo > 1:  # L_max grows with N: bisection on integers
-        mid = (lo + hi) // 2
-        if max_depth(mid, multiple) >= depth:
-            hi = mid
+    f_hi = excess(LEVELS_LIMIT)
+    if f_hi < 0.0:
+        reach = multiple * optimal_depth_scale(LEVELS_LIMIT)
+        raise ValueError(f"depth must be at most max_depth(10**9, multiple={multiple:g}) = {reach:.6g} layers "
+                         f"(levels_for_depth searches N <= 10**9), got {depth!r}")
+    def u_of(n):  # L_max ~ N^2 / ln N: ln L_max is nearly linear in u (increasing for N >= 2)
+        return 2.0 * math.log(n) - math.log(math.log(n))
+
+    def n_of(u):  # inverse of u_of by fixed-point iteration on ln N (a contraction for N >= 3)
+        log_n = 0.5 * u
+        for _ in range(40):
+            log_n = 0.5 * (u + math.log(max(log_n, 0.5)))
+        return math.exp(log_n)
+
+    lo, hi = 2, LEVELS_LIMIT           # excess(lo) < 0 <= excess(hi)
+    interpolate = True
+    while hi - lo > 1:
+        width = math.log(hi / lo)
+        if interpolate:
+            # regula falsi in u, then probe the neighbour to close the bracket
+            u_lo, u_hi = u_of(lo), u_of(hi)
+            x = u_lo + (u_hi - u_lo) * (-f_lo) / (f_hi - f_lo)
+            mid = min(max(int(round(n_of(x))), lo + 1), hi - 1)
         else:
-            lo = mid
+            mid = (lo + hi) // 2 if hi - lo < lo else int(round(math.sqrt(lo * hi)))
+            mid = min(max(mid, lo + 1), hi - 1)
+        f_mid = excess(mid)
+        if f_mid >= 0.0:
+            hi, f_hi = mid, f_mid
+            if interpolate and hi - 1 > lo:
+                f_nb = excess(hi - 1)
+                if f_nb < 0.0:
+                    lo, f_lo = hi - 1, f_nb
+                else:
+                    hi, f_hi = hi - 1, f_nb
+        else:
+            lo, f_lo = mid, f_mid
+            if interpolate and lo + 1 < hi:
+                f_nb = excess(lo + 1)
+                if f_nb >= 0.0:
+                    hi, f_hi = lo + 1, f_nb
+                else:
+                    lo, f_lo = lo + 1, f_nb
+        # bisect next whenever interpolation failed to halve the bracket (in ln N)
+        interpolate = hi - lo <= 1 or math.log(hi / lo) <= 0.5 * width
     return hi, bits(hi)
 
 

@@ -115,26 +115,27 @@ def _gl_rule(dt):
 
 def _mills_ratios(t):
     """r1 = J1/J0 and r2 = J2/J1 for J_n = int_0^inf s^n exp(-t s - s^2/2) ds, t >= 0."""
-    if t < 1.5:
-        # small t: the closed forms lose at most a factor ~t^2 of relative precision
+    if t < 1.0:
+        # small t: the closed forms lose at most a factor ~2 (4e-15 at t = 1.5, hence the switch)
         j0 = math.sqrt(math.pi / 2.0) * float(special.erfcx(t / math.sqrt(2.0)))
         j1 = 1.0 - t * j0
         j2 = j0 - t * j1
         return j1 / j0, j2 / j1
-    # backward continued fraction r_n = n / (t + r_{n+1}); depth from measured convergence
-    # (1e-16 at t = 1.76 needs ~200 levels, at t = 4 about 40)
+    # backward continued fraction r_n = n / (t + r_{n+1}); depth from measured convergence to
+    # 2e-16 (t = 1: 400 levels, t = 1.2: 400, t = 1.5: 200, t = 1.76: 200, t = 4: 40)
     r2 = 0.0
-    for n in range(40 + int(500.0 / (t * t)), 2, -1):
+    for n in range(60 + int(600.0 / (t * t)), 2, -1):
         r2 = n / (t + r2)
     r2 = 2.0 / (t + r2)
     return 1.0 / (t + r2), r2
 
 
 def parts(levels, spacing):
-    """(alpha, e, error_estimate) for ``levels`` >= 3 at normalized spacing ``spacing`` (floats).
+    """(alpha, 1 - alpha, e, error_estimate) for ``levels`` >= 3 at normalized spacing ``spacing``.
 
-    ``error_estimate`` bounds the truncation of the two asymptotic series and of the aliasing
-    sums, in the units of ``e`` (compare it with ``e``).
+    ``1 - alpha = E[z Q] = D S`` is summed separately (``erf(T / sqrt 2)`` in place of
+    ``1 - 2 Phi(-T)``), accurate where alpha is near 1. ``error_estimate`` bounds the truncation
+    of the asymptotic series and of the aliasing sums, in the units of ``e``.
     """
     d = float(spacing)
     t = d * (levels - 2) / 2.0
@@ -187,22 +188,96 @@ def parts(levels, spacing):
         # cross term between aliasing and the tails
         err_alias += 4.0 * math.exp(-2.0 * math.pi ** 2 / d2) * float(special.ndtr(-t))
     tail = float(special.ndtr(-t))                    # Phi(-T)
-    alpha = 2.0 * tail - d * float(dens[0]) + em_alpha + alias_alpha
+    alpha = 2.0 * tail - d * p_t + em_alpha + alias_alpha
+    # the same sum without the leading 1 removed, for small T where alpha is near 1
+    ezq = float(special.erf(t / math.sqrt(2.0))) + d * p_t - em_alpha - alias_alpha
     gran = scale - float(np.dot(wu2, special.ndtr(u - t))) + em_gran + alias_gran
     r1, r2 = _mills_ratios(t)
     over = 2.0 * tail * (r1 * (r2 - d) + 0.25 * d2)
-    return alpha, gran + over, err_em + err_alias
+    return alpha, ezq, gran + over, err_em + err_alias
+
+
+def second_moment(levels, spacing):
+    r"""(E[Q^2], error bound) by Euler-Maclaurin on the summation-by-parts form (for small T).
+
+    :math:`\mathbb E[Q^2] = \tfrac{D^2}{4}[N\text{ even}] + 4D\sum_{t_i>0} t_i\Phi(-t_i)`, a
+    trapezoid (even N, nodes D, 2D, .., T) or midpoint (odd N, nodes D/2, .., T; cells up to
+    :math:`x = T + D/2`) sum of :math:`f(t) = t\Phi(-t)` on :math:`[0, x]`. With
+    :math:`\int_0^x f = \tfrac{x^2}{2}\Phi(-x) + \tfrac14 P(\tfrac32, \tfrac{x^2}{2})`
+    (``P`` the regularized incomplete gamma function), the lower endpoint giving exactly the
+    Sheppard term (``f'(0) = 1/2``, higher odd derivatives 0 there),
+
+    .. math:: \mathbb E[Q^2] = \frac{D^2}{12} + P(\tfrac32, \tfrac{x^2}{2}) + 2x^2\Phi(-x)
+              + 2Dx\Phi(-x)[N\text{ even}] + 4\sum_{k\ge1} b_k D^{2k} f^{(2k-1)}(x),
+
+    :math:`b_k = B_{2k}/(2k)!` (even) or :math:`B_{2k}(\frac12)/(2k)!` (odd),
+    :math:`f' = \Phi(-x) - x\varphi(x)`,
+    :math:`f^{(2k-1)} = \varphi(x)\,[(2k-1)\mathrm{He}_{2k-3}(x) - x\,\mathrm{He}_{2k-2}(x)]`.
+    Every leading term is positive: no cancellation when all thresholds sit near 0, where
+    ``1 + e - 2 alpha`` would cancel. No aliasing terms: for ``spacing >= 0.15`` the bound is inf.
+    """
+    d = float(spacing)
+    even = levels % 2 == 0
+    x = d * (levels - 2) / 2.0 + (0.0 if even else 0.5 * d)
+    coef = _TRAP if even else _MID
+    p_x = math.exp(-0.5 * x * x) / SQRT2PI
+    q_x = float(special.ndtr(-x))
+    total = d * d / 12.0 + float(special.gammainc(1.5, 0.5 * x * x)) + 2.0 * x * x * q_x
+    if even:
+        total += 2.0 * d * x * q_x
+    series = coef[0] * d * d * (q_x - x * p_x)
+    err = math.inf if d >= 0.15 else 0.0
+    h_prev, h = 1.0, x                                 # He_{n-1}, He_n at x, n = 1
+    d_pow = d * d
+    for k in range(2, MAX_TERMS + 1):
+        # He_{2k-3} and He_{2k-2}: advance the recurrence to n = 2k - 2
+        h_prev, h = h, x * h - (2 * k - 3) * h_prev
+        d_pow *= d * d
+        term = 4.0 * coef[k - 1] * d_pow * p_x * ((2 * k - 1) * h_prev - x * h)
+        series += term / 4.0
+        bound = 4.0 * abs(coef[k - 1]) * d_pow * p_x * (2 * k + x) * (x + math.sqrt(2 * k)) ** (2 * k - 2)
+        if bound <= _NEGLIGIBLE * total:
+            err += bound
+            break
+        # advance to the next even order: He_{2k-1}, He_{2k}
+        h_prev, h = h, x * h - (2 * k - 2) * h_prev
+    else:
+        err = math.inf
+    return total + 4.0 * series, err
 
 
 def gap_chi(levels, spacing):
-    """(1 - chi(0), chi(0), error_estimate relative to the gap) from :func:`parts`."""
-    alpha, e, err = parts(levels, spacing)
-    denom = 1.0 + e - 2.0 * alpha
-    gap = (e - alpha * alpha) / denom
-    return gap, (1.0 - alpha) ** 2 / denom, err / gap
+    """(1 - chi(0), chi(0), error estimate relative to the gap) from :func:`parts`.
+
+    The estimate adds to the truncation bound the rounding of the final combination, which
+    cancels where ``E[Q^2] = 1 + e - 2 alpha`` is small: all thresholds within a fraction of a
+    standard deviation (then, for spacing < 0.15, ``chi = E[zQ]^2 / E[Q^2]`` from
+    :func:`second_moment` is used instead, well conditioned there as ``chi`` is far from 1), or
+    an odd N with a dead zone of many standard deviations (left to the direct sums).
+    """
+    alpha, ezq, e, err = parts(levels, spacing)
+    denom = 1.0 + e - 2.0 * alpha                     # E[Q^2]
+    numer = e - alpha * alpha
+    eps = np.finfo(float).eps
+    if denom > 0.0 and numer > 0.0:
+        gap = numer / denom
+        rounding = eps * ((e + alpha * alpha) / numer + (1.0 + e + 2.0 * abs(alpha)) / denom)
+        estimate = err / gap + rounding
+    else:                                             # cancelled away entirely
+        gap, estimate = math.nan, math.inf
+    if estimate > 1e-15 and spacing < 0.15:
+        eqq, err_q = second_moment(levels, spacing)
+        if eqq > 0.0 and ezq > 0.0:
+            chi = ezq * ezq / eqq
+            gap_alt = 1.0 - chi
+            # a few roundings in E[zQ] and E[Q^2] (each a sum of positive leading terms)
+            estimate_alt = (err_q / eqq + 2.0 * err / ezq + 5.0 * eps) * chi / gap_alt
+            if estimate_alt < estimate:
+                return gap_alt, chi, estimate_alt
+    return gap, 1.0 - gap, estimate
 
 
 def stationarity(levels, spacing):
     """``e - alpha``: negative below the optimal spacing, zero at it, positive above."""
-    alpha, e, _ = parts(levels, spacing)
+    alpha, _, e, _ = parts(levels, spacing)
     return e - alpha

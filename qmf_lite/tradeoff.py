@@ -54,7 +54,8 @@ __all__ = [
 
 
 def _pdf(x):
-    return np.exp(-0.5 * x * x) / SQRT2PI
+    with np.errstate(over="ignore"):  # |x| > 1e154: x * x = inf, exp(-inf) = 0 as it should be
+        return np.exp(-0.5 * x * x) / SQRT2PI
 
 
 def _naive_parts(levels, spacing):
@@ -102,7 +103,10 @@ def chi_zero(levels, normalized_spacing=None, *, spacing=None):
     if levels > 4096:
         return 1.0 - quantization_error(levels, spacing)
     s, v = _naive_parts(levels, spacing)
-    return s * s / v
+    # V underflows to 0 only for odd N with spacing / 2 > 38 (psi constant but with probability
+    # < 1e-300), where chi(0) < 1e-300: 0
+    out = np.divide(s * s, v, out=np.zeros(np.shape(v)), where=v > 0)
+    return out[()] if out.ndim == 0 else out
 
 
 @functools.lru_cache(maxsize=32)
@@ -121,8 +125,11 @@ Z_CUT = 40.0
 #: 1e-15 of 1 - chi over the whole search bracket D_opt/1.3 .. 1.3 D_opt from N = 24 on.
 FAST_MIN_LEVELS = 24
 
-#: the relative error bound below which quantization_error uses the expansion
-_FAST_TOLERANCE = 1e-15
+#: the relative error estimate (truncation + rounding) below which quantization_error uses the
+#: expansion, about what the O(N) direct sums carry themselves. For N >= 24 and spacing < 0.15
+#: the estimate is at most 5e-15 (at T ~ 0.6), so only spacings >= 0.15 can fall back, to at
+#: most 2 Z_CUT / 0.15 ~ 530 cells
+_FAST_TOLERANCE = 1e-14
 
 
 def _first_threshold_index(levels):
@@ -139,70 +146,97 @@ def _kept_count(levels, spacing):
     return max(1, min(total, keep))
 
 
-def _half_parts(levels, spacing):
-    """S and V as in :func:`_naive_parts`, from the thresholds t >= 0 alone (symmetry).
+#: the direct sums run over chunks of this many thresholds (bounded memory at any N)
+_CHUNK = 1 << 18
 
-    Thresholds beyond ``Z_CUT`` are dropped: their terms (and the mass beyond them) are 0.
+
+def _half_parts(levels, spacing):
+    r"""S and V as in :func:`_naive_parts`, from the thresholds t >= 0 alone (symmetry).
+
+    ``V`` by summation by parts, :math:`\tfrac14[N\text{ even}] + 4\sum_{t_i>0}(t_i/D)\Phi(-t_i)`
+    (``psi - E psi`` squared jumps by ``2 t_i / D`` at ``t_i``): positive terms only, no
+    differences of neighbouring cell masses. Thresholds beyond ``Z_CUT`` are dropped (their
+    terms are 0), and the sums run in chunks.
     """
     first = _first_threshold_index(levels)
-    j = np.arange(first, first + _kept_count(levels, spacing)) - (levels - 2) / 2.0
-    t = spacing * j                                      # thresholds >= 0, increasing
-    pdf = _pdf(t)
-    s = 2.0 * pdf.sum() - (pdf[0] if t[0] == 0.0 else 0.0)
-    upper = special.ndtr(-t)                             # P(z > t_i)
-    # right-half cells between consecutive thresholds, and the outer cell; psi - E psi there:
-    mass = np.append(upper[:-1] - upper[1:], upper[-1])
-    centred = np.arange(mass.size) + (0.5 if t[0] == 0.0 else 1.0)
-    v = 2.0 * np.sum(mass * centred * centred)         # odd N: the central cell adds 0
+    offset = first - (levels - 2) / 2.0              # t_i / D of the first threshold >= 0: 0 or 1/2
+    count = _kept_count(levels, spacing)
+    s_parts, v_parts = [], []
+    for start in range(0, count, _CHUNK):
+        ratio = np.arange(start, min(start + _CHUNK, count)) + offset   # t / D >= 0
+        t = spacing * ratio
+        s_parts.append(2.0 * float(_pdf(t).sum()))
+        v_parts.append(4.0 * float(np.sum(ratio * special.ndtr(-t))))
+    s = math.fsum(s_parts) - (float(_pdf(0.0)) if offset == 0.0 else 0.0)   # t = 0 counted once
+    v = math.fsum(v_parts) + (0.25 if offset == 0.0 else 0.0)
     return s, v
 
 
+def _tail_second_moment(x, e):
+    """int_x^inf (z - x + e)^2 pdf(z) dz for x >= 0 (``e = x - y`` for the moment about ``y``).
+
+    ``Phi(-x) (J2 + 2 e J1 + e^2 J0) / J0`` with the ratios of
+    ``J_n = int_0^inf s^n exp(-x s - s^2/2) ds`` from their continued fraction: no cancellation.
+    """
+    if x > Z_CUT:
+        return 0.0
+    r1, r2 = _uniform_em._mills_ratios(x)
+    return float(special.ndtr(-x)) * (r1 * r2 + 2.0 * e * r1 + e * e)
+
+
 def _quantization_error_scalar(levels, spacing):
+    """1 - chi(0) by the direct sum over cells: O(min(N, 2 Z_CUT / D)), in chunks."""
     s, v = _half_parts(levels, spacing)
-    beta = float(s / v)  # best gain: reconstruction y_k = beta (k - (N-1)/2)
+    if v == 0.0:
+        # odd N and spacing / 2 > 38: psi equals its mean but with probability < 1e-300, chi = 0
+        return 1.0
+    beta = s / v  # best gain: reconstruction y_k = beta (k - (N-1)/2)
     n_cells = levels
     half = n_cells // 2
     # symmetric quantizer: cells k and N-1-k mirror each other; sum over k >= (N-1)/2 and double
     t_max = spacing * (levels - 2) / 2.0
-    # outer cell [t_max, inf): reconstruction y = beta (N-1)/2; exact tail moments via the
-    # Mills ratio R = Phi(-t)/pdf(t)
-    y = beta * (levels - 1) / 2.0
-    pt = float(_pdf(t_max))
-    mills = math.sqrt(math.pi / 2.0) * special.erfcx(t_max / math.sqrt(2.0))
-    e = t_max - y
-    # int_t^inf (z - y)^2 pdf = pdf(t) [ (1 + e^2) R + (t - y) + ... ] written with z = t + s
-    # int (s + e)^2 pdf(t + s) ds = I2 + 2 e I1 + e^2 I0, I0 = pdf R, I1 = pdf (1 - t R), I2 = pdf ((1 + t^2) R - t)
-    if t_max > Z_CUT:
-        tail = 0.0                                        # pdf(t_max) = 0 in float64
-    else:
-        i0 = pt * mills
-        i1 = pt * (1.0 - t_max * mills)
-        i2 = pt * ((1.0 + t_max * t_max) * mills - t_max)
-        tail = i2 + 2.0 * e * i1 + e * e * i0
+    # outer cell [t_max, inf): reconstruction y = beta (N-1)/2, written with
+    # t_max - y = (spacing - beta) (N-1)/2 - spacing/2 (no cancellation)
+    tail = 0.0
+    if t_max <= Z_CUT:
+        tail = _tail_second_moment(t_max, (spacing - beta) * (levels - 1) / 2.0 - 0.5 * spacing)
     # interior cells k = half .. N-2 (cells between thresholds); cell k spans
     # [spacing (k - 1 - (N-2)/2), spacing (k - (N-2)/2)], midpoint spacing (k - (N-1)/2);
-    # cells beyond Z_CUT carry no mass in float64 and are dropped (then the tail above is 0 too)
+    # cells beyond Z_CUT carry no mass in float64 and are dropped
     last = min(n_cells - 1, half + _kept_count(levels, spacing) + 1)
-    k = np.arange(half, last, dtype=np.float64)
-    jm = k - (levels - 1) / 2.0
-    mid = spacing * jm
-    if mid.size:
-        w = spacing
-        width_scale = w * (1.0 + min(t_max, Z_CUT))
-        m = 3 if width_scale < 1e-3 else (6 if width_scale < 0.1 else 16)
-        x, wts = _gauss_legendre(m)
-        sgrid = 0.5 * w * x                               # nodes in [-w/2, w/2]
-        off = (spacing - beta) * jm                        # midpoint - reconstruction, no cancellation
-        vals = (sgrid[None, :] + off[:, None]) ** 2 * _pdf(mid[:, None] + sgrid[None, :])
-        cell = 0.5 * w * (vals @ wts)
-        if levels % 2 == 1:
-            # odd N: the central cell (k = (N-1)/2, output 0) is its own mirror image
-            interior = 2.0 * cell[1:].sum() + cell[0]
+    w = spacing
+    parts = []
+    for start in range(half, last, _CHUNK):
+        k = np.arange(start, min(start + _CHUNK, last), dtype=np.float64)
+        jm = k - (levels - 1) / 2.0
+        if spacing > 2.0:
+            # wide cells: Gauss-Legendre would need many nodes; the difference of two tail
+            # integrals (the upper one smaller by e^{-2} at least) is accurate here
+            # (edges and reconstruction apart by ~D / 2 or more: no cancellation in a - beta j);
+            # an edge beyond 1e308 is inf, where the tail integral is 0
+            with np.errstate(over="ignore"):
+                lower = np.maximum(spacing * (jm - 0.5), 0.0)
+                upper = spacing * (jm + 0.5)
+            y = beta * jm
+            cell = np.array([_tail_second_moment(a, a - b) - _tail_second_moment(c, c - b)
+                             for a, c, b in zip(lower, upper, y)])
+            if start == half and levels % 2 == 1:   # the central cell [-w/2, w/2], output 0
+                cell[0] *= 2.0
         else:
-            interior = 2.0 * cell.sum()
-    else:
-        interior = 0.0
-    return interior + 2.0 * tail
+            mid = spacing * jm
+            width_scale = w * (1.0 + min(t_max, Z_CUT))
+            m = 3 if width_scale < 1e-3 else (6 if width_scale < 0.1 else 16)
+            x, wts = _gauss_legendre(m)
+            sgrid = 0.5 * w * x                               # nodes in [-w/2, w/2]
+            off = (spacing - beta) * jm                        # midpoint - reconstruction, no cancellation
+            vals = (sgrid[None, :] + off[:, None]) ** 2 * _pdf(mid[:, None] + sgrid[None, :])
+            cell = 0.5 * w * (vals @ wts)
+        if start == half and levels % 2 == 1:
+            # odd N: the central cell (k = (N-1)/2, output 0) is its own mirror image
+            parts.append(2.0 * float(cell[1:].sum()) + float(cell[0]))
+        else:
+            parts.append(2.0 * float(cell.sum()))
+    return math.fsum(parts) + 2.0 * tail
 
 
 def quantization_error(levels, normalized_spacing=None, *, spacing=None):
@@ -212,16 +246,17 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
               = \sum_{\text{cells}} \int_{\text{cell}} (z - y_k)^2\,\varphi(z)\,dz
 
     Interior cells are integrated by Gauss-Legendre around their midpoints and the two outer
-    cells in closed form, so every term is non-negative and small errors stay small. From
-    ``FAST_MIN_LEVELS`` levels on, wherever its a-priori error bound is below 1e-15 (in
-    particular near the optimal spacing, and for any spacing once ``N`` is large), the O(1)
+    cells in closed form, so every term is non-negative and small errors stay small (cells
+    wider than 2 as differences of two tail integrals). From ``FAST_MIN_LEVELS`` (24) levels
+    on, wherever its error estimate is below 1e-14 (always for ``D < 0.15``), the O(1)
     Euler-Maclaurin form of ``qmf_lite._uniform_em`` replaces the sum over cells:
     :math:`1 - \chi(0) = (e - \alpha^2)/(1 + e - 2\alpha)` with
     :math:`\alpha = \mathbb E[z(z-Q)]` and :math:`e = \mathbb E[(z-Q)^2]` for the mid-rise
     quantizer :math:`Q` of step ``D``, each expanded about the outer thresholds
-    (:math:`e = D^2/12 +` tail terms). The direct sums skip thresholds beyond
-    ``Z_CUT``, where the density is 0 in float64, so no evaluation costs more than
-    O(min(N, 80/D)).
+    (:math:`e = D^2/12 +` tail terms), or, when all thresholds lie within about one standard
+    deviation, :math:`1 - \mathbb E[zQ]^2/\mathbb E[Q^2]` with both moments expanded. The
+    direct sums skip thresholds beyond ``Z_CUT``, where the density is 0 in float64, so no
+    evaluation costs more than O(min(N, 80/D)) and for ``N >= 24`` at most ~530 cells.
 
     Parameters
     ----------
@@ -244,7 +279,10 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
 
 def _quantization_error_auto(levels, spacing):
     """The O(1) expansion where its error bound allows it, else the direct sum over cells."""
-    if levels >= FAST_MIN_LEVELS and 1e-100 < spacing < 1e100:
+    if spacing * levels < 1e-100:
+        # every threshold within 1e-100 of 0: the sign function up to O(N D), 1 - 2/pi
+        return 1.0 - 2.0 / math.pi
+    if levels >= FAST_MIN_LEVELS and 1e-100 < spacing < 1e100 and spacing * levels < 1e300:
         gap, _, err = _uniform_em.gap_chi(levels, spacing)
         if err <= _FAST_TOLERANCE:
             return gap

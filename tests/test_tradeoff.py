@@ -219,6 +219,55 @@ def em_gap_multiprecision(levels, spacing, terms=30, digits=40):
     return float((e - alpha ** 2) / (1 + e - 2 * alpha))
 
 
+def test_expansion_building_blocks_with_sympy():
+    """The identities the expansion of qmf_lite._uniform_em rests on, checked symbolically."""
+    import sympy as sp
+
+    x, u, s_, t_, d, alpha, e = sp.symbols("x u s t D alpha e", real=True)
+    n = sp.Symbol("n", positive=True, integer=True)
+    pdf = sp.exp(-x ** 2 / 2) / sp.sqrt(2 * sp.pi)
+    # phi^(m) = (-1)^m He_m phi with He from its recurrence, by induction: (He_m phi)' = -He_{m+1} phi,
+    # i.e. He_m' - x He_m = -He_{m+1}
+    he = [sp.Integer(1), x]
+    for m in range(1, 24):
+        he.append(sp.expand(x * he[m] - m * he[m - 1]))
+    for m in range(0, 24):
+        assert sp.expand(sp.diff(he[m], x) - x * he[m] + he[m + 1]) == 0
+    # midpoint-rule coefficients B_2k(1/2) = (2^(1-2k) - 1) B_2k
+    for k in range(1, 13):
+        assert sp.bernoulli(2 * k, sp.Rational(1, 2)) == (sp.Integer(2) ** (1 - 2 * k) - 1) * sp.bernoulli(2 * k)
+    # 1 - chi = (e - alpha^2) / (1 + e - 2 alpha) from E[zQ] = 1 - alpha, E[Q^2] = 1 - 2 alpha + e
+    assert sp.simplify(1 - (1 - alpha) ** 2 / (1 - 2 * alpha + e) - (e - alpha ** 2) / (1 + e - 2 * alpha)) == 0
+    # int_0^x t Phi(-t) dt = x^2 Phi(-x) / 2 + P(3/2, x^2/2) / 4, and P(3/2, x^2/2) = int_{-x}^x z^2 phi
+    x = sp.Symbol("x", positive=True)                  # the endpoint x = T (or T + D/2) > 0
+    tail = sp.erfc(x / sp.sqrt(2)) / 2
+    p32 = sp.lowergamma(sp.Rational(3, 2), x ** 2 / 2) / sp.gamma(sp.Rational(3, 2))
+    antiderivative = x ** 2 * tail / 2 + p32 / 4
+    assert sp.simplify(sp.diff(antiderivative, x) - x * tail) == 0 and sp.limit(antiderivative, x, 0) == 0
+    assert sp.simplify(sp.diff(p32, x) - 2 * x ** 2 * pdf.subs(sp.Symbol("x", real=True), x)) == 0
+    # the lower endpoint of the summation-by-parts sum gives exactly the Sheppard term D^2/12
+    # (f = t Phi(-t): f'(0) = 1/2, higher odd derivatives 0): trapezoid (even N) and midpoint (odd N)
+    # f^(2k-1) = x Phi(-x)^(2k-1) + (2k-1) Phi(-x)^(2k-2), Phi(-x)^(m) = (-1)^m He_{m-1} phi: at 0 that
+    # is (2k-1) He_{2k-3}(0) phi(0) = 0 for k >= 2 (odd Hermite polynomials vanish at 0)
+    f = x * tail
+    assert sp.diff(f, x).subs(x, 0) == sp.Rational(1, 2)
+    xr = sp.Symbol("x", real=True)
+    assert sp.simplify(sp.diff(tail, x, 3) + (he[2] * pdf).subs(xr, x)) == 0
+    assert all(he[2 * k - 3].subs(sp.Symbol("x", real=True), 0) == 0 for k in range(2, 13))
+    assert d ** 2 / 4 - 4 * sp.bernoulli(2) / 2 * d ** 2 * sp.Rational(1, 2) == d ** 2 / 12
+    assert -4 * sp.bernoulli(2, sp.Rational(1, 2)) / 2 * d ** 2 * sp.Rational(1, 2) == d ** 2 / 12
+    # J_n = int_0^inf s^n exp(-T s - s^2/2): T J_n + J_{n+1} = n J_{n-1} (the integrand's derivative)
+    g = s_ ** n * sp.exp(-t_ * s_ - s_ ** 2 / 2)
+    assert sp.simplify(sp.diff(-g, s_) - ((t_ + s_) * g - n * s_ ** (n - 1) * sp.exp(-t_ * s_ - s_ ** 2 / 2))) == 0
+    # int_{-T}^{T} g(x) dx for g(x) = int_{-D/2}^{D/2} u^2 phi(x + u) du: numerically
+    for t_val, d_val in ((2.0, 0.3), (5.0, 0.01)):
+        lhs = integrate.dblquad(lambda uu, xx: uu * uu * math.exp(-0.5 * (xx + uu) ** 2) / math.sqrt(2 * math.pi),
+                                -t_val, t_val, -d_val / 2, d_val / 2, epsabs=0, epsrel=1e-12)[0]
+        rhs = d_val ** 3 / 12 - 2 * integrate.quad(lambda uu: uu * uu * special.ndtr(uu - t_val),
+                                                   -d_val / 2, d_val / 2, epsabs=0, epsrel=1e-13)[0]
+        assert lhs == pytest.approx(rhs, rel=1e-10)
+
+
 DIRECT_SAMPLE = list(range(3, 201)) + sorted(set(np.round(np.logspace(np.log10(250), 6, 16)).astype(int).tolist()))
 
 

@@ -323,26 +323,30 @@ def _chi_max_direct(levels):
 
 
 def _chi_max_fast(levels):
-    """The optimal spacing as the simple root of e - alpha (see ``qmf_lite._uniform_em``), in O(1).
+    """The optimal spacing as the simple root of e = alpha (see ``qmf_lite._uniform_em``), in O(1).
 
-    ``E[Q (z - Q)] = 0`` at the optimum, a sign change located to ~1e-15 relative by Brent's
-    root finder (about 10 evaluations of the expansion, each ~0.1 ms).
+    ``E[Q (z - Q)] = 0`` at the optimum: the sign change of ``ln(e / alpha)``, located to
+    ~1e-15 relative by Brent's root finder from a 3% bracket (about 8 evaluations of the
+    expansion, each ~0.1 ms).
     """
-    guess = _spacing_guess(levels)
-    lo, hi = guess / 1.3, guess * 1.3
-    f_lo = _uniform_em.stationarity(levels, lo)
-    f_hi = _uniform_em.stationarity(levels, hi)
-    for _ in range(20):  # the bracket holds for N = 24 .. 1e12; widen it should it not
-        if f_lo < 0.0 < f_hi:
+    memo = {}
+
+    def f(d):
+        if d not in memo:
+            memo[d] = _uniform_em.stationarity(levels, d)
+        return memo[d]
+
+    # the guess refined by a fit of D_opt / guess against ln ln N (within 0.8% for N = 24 .. 1e12)
+    guess = _spacing_guess(levels) * (0.8547 + 0.0797 * math.log(math.log(levels)))
+    lo, hi = guess / 1.03, guess * 1.03
+    for _ in range(40):  # the bracket holds for N = 24 .. 1e15; widen it should it not
+        if f(lo) < 0.0 < f(hi):
             break
-        if f_lo >= 0.0:
-            lo, hi, f_hi = lo / 1.3, lo, f_lo
-            f_lo = _uniform_em.stationarity(levels, lo)
+        if f(lo) >= 0.0:
+            lo, hi = lo / 1.3, lo
         else:
-            lo, hi, f_lo = hi, hi * 1.3, f_hi
-            f_hi = _uniform_em.stationarity(levels, hi)
-    d_opt = optimize.brentq(lambda d: _uniform_em.stationarity(levels, d), lo, hi,
-                            xtol=1e-300, rtol=4.0 * np.finfo(float).eps)
+            lo, hi = hi, hi * 1.3
+    d_opt = optimize.brentq(f, lo, hi, xtol=1e-300, rtol=4.0 * np.finfo(float).eps)
     gap = _uniform_em.gap_chi(levels, d_opt)[0]
     return float(1.0 - gap), float(gap), d_opt
 

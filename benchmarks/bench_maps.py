@@ -58,7 +58,7 @@ def main():
         tradeoff._chi_max_cached.cache_clear()
         return qmf.chi_max(n, complement=True)
 
-    print("chi_max(N), cold: the O(N) direct sums (Brent maximiser, the path below 24 levels and,\n"
+    print("chi_max(N), cold: the O(N) direct sums (Brent maximiser, the path below 10 levels and,\n"
           "before, for every N) against the O(1) Euler-Maclaurin path; accuracy as the relative\n"
           "difference of 1 - chi_max from the direct cell sum at the same spacing ('same D') and from\n"
           "the direct maximiser's value ('maximiser'), and of the two optimal spacings")

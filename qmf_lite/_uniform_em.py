@@ -93,12 +93,12 @@ take that next term, plus the first omitted aliasing term and a bound on the cro
 aliasing and tails (:math:`\sim e^{-2\pi^2/D^2}\Phi(-T)`), as the truncation error; the
 estimate returned by :func:`gap_chi` adds the rounding of the final combination. At the
 optimal spacing :math:`DT` falls from 1 (N = 8) to 1.4e-7 (N = 1e9): one term suffices at
-large N. Measured against 30-40-digit sums (tests/test_tradeoff.py), the gap at the optimal
-spacing is right to 3e-16 from N = 8 on (1e-14 at N = 7, 3e-12 at N = 6); the estimate
-passes 1e-15 over the whole bracket :math:`\tilde D_{\rm opt}/1.3 .. 1.3\tilde D_{\rm opt}`
-from N = 24 on, where ``chi_max`` switches to this module. For N >= 24 and any
-:math:`D < 0.15` the estimate stays below 5e-15; against independent sums the worst measured
-error over N = 24 .. 1001 and D = 1e-6 .. 50 is 4e-15.
+large N. Measured against 30-digit sums (tests/test_tradeoff.py), the gap at the optimal
+spacing is right to 3e-16 from N = 6 on; over :math:`\tilde D_{\rm opt}/1.3 ..
+1.3\tilde D_{\rm opt}` to 9e-16 from N = 9 on, and the estimate is below 6e-16 there from
+N = 10 on, where ``chi_max`` switches to this module. For N >= 10 and any :math:`D < 0.15` the
+estimate stays below 5e-15 (largest at T ~ 0.6); against independent sums the worst measured
+error over N = 10 .. 1001 and D = 1e-6 .. 50 is 4e-15.
 """
 from __future__ import annotations
 

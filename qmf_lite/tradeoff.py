@@ -119,14 +119,14 @@ def _gauss_legendre(m):
 Z_CUT = 40.0
 
 #: chi_max uses the O(1) Euler-Maclaurin evaluation from this many levels on (the direct sums
-#: below). Measured against 30-40-digit sums of S and V (tests/test_tradeoff.py): at the optimal
-#: spacing the expansion agrees to 3e-16 relative from N = 8 on (1e-14 at N = 7, 3e-12 at N = 6,
-#: where the endpoint series stops converging, D T ~ 1); its own a-priori error bound is below
-#: 1e-15 of 1 - chi over the whole search bracket D_opt/1.3 .. 1.3 D_opt from N = 24 on.
-FAST_MIN_LEVELS = 24
+#: below). Measured against 30-digit sums of S and V (tests/test_tradeoff.py), over
+#: D_opt / 1.3 .. 1.3 D_opt: error <= 2e-15 from N = 8 on, <= 9e-16 from N = 9 (3e-13 at N = 5,
+#: 1e-10 at N = 6 and 2e-14 at N = 7, at 1.3 D_opt, where D T ~ 1 and the endpoint series
+#: stops converging); the expansion's own error bound is <= 6e-16 there from N = 10 on.
+FAST_MIN_LEVELS = 10
 
 #: the relative error estimate (truncation + rounding) below which quantization_error uses the
-#: expansion, about what the O(N) direct sums carry themselves. For N >= 24 and spacing < 0.15
+#: expansion, about what the O(N) direct sums carry themselves. For N >= 10 and spacing < 0.15
 #: the estimate is at most 5e-15 (at T ~ 0.6), so only spacings >= 0.15 can fall back, to at
 #: most 2 Z_CUT / 0.15 ~ 530 cells
 _FAST_TOLERANCE = 1e-14
@@ -247,7 +247,7 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
 
     Interior cells are integrated by Gauss-Legendre around their midpoints and the two outer
     cells in closed form, so every term is non-negative and small errors stay small (cells
-    wider than 2 as differences of two tail integrals). From ``FAST_MIN_LEVELS`` (24) levels
+    wider than 2 as differences of two tail integrals). From ``FAST_MIN_LEVELS`` (10) levels
     on, wherever its error estimate is below 1e-14 (always for ``D < 0.15``), the O(1)
     Euler-Maclaurin form of ``qmf_lite._uniform_em`` replaces the sum over cells:
     :math:`1 - \chi(0) = (e - \alpha^2)/(1 + e - 2\alpha)` with
@@ -256,7 +256,7 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
     (:math:`e = D^2/12 +` tail terms), or, when all thresholds lie within about one standard
     deviation, :math:`1 - \mathbb E[zQ]^2/\mathbb E[Q^2]` with both moments expanded. The
     direct sums skip thresholds beyond ``Z_CUT``, where the density is 0 in float64, so no
-    evaluation costs more than O(min(N, 80/D)) and for ``N >= 24`` at most ~530 cells.
+    evaluation costs more than O(min(N, 80/D)) and for ``N >= 10`` at most ~530 cells.
 
     Parameters
     ----------
@@ -336,10 +336,11 @@ def _chi_max_fast(levels):
             memo[d] = _uniform_em.stationarity(levels, d)
         return memo[d]
 
-    # the guess refined by a fit of D_opt / guess against ln ln N (within 0.8% for N = 24 .. 1e12)
-    guess = _spacing_guess(levels) * (0.8547 + 0.0797 * math.log(math.log(levels)))
+    # the guess refined by a cubic fit of D_opt / guess in x = ln ln N (within 0.4%, N = 10 .. 1e12)
+    x = math.log(math.log(levels))
+    guess = _spacing_guess(levels) * (1.0362 + x * (-0.2046 + x * (0.1376 - 0.0209 * x)))
     lo, hi = guess / 1.03, guess * 1.03
-    for _ in range(40):  # the bracket holds for N = 24 .. 1e15; widen it should it not
+    for _ in range(40):  # the bracket holds for N = 10 .. 1e15; widen it should it not
         if f(lo) < 0.0 < f(hi):
             break
         if f(lo) >= 0.0:
@@ -374,9 +375,9 @@ def chi_max(levels, complement=False):
 
     Notes
     -----
-    Cost and accuracy. Below ``FAST_MIN_LEVELS`` (24) levels the O(N) direct sums are
+    Cost and accuracy. Below ``FAST_MIN_LEVELS`` (10) levels the O(N) direct sums are
     maximised over :math:`\ln\tilde D` by Brent's method (tolerance 1e-8 in
-    :math:`\ln\tilde D`, which moves ``chi`` by ~1e-16). From 24 levels on both are O(1):
+    :math:`\ln\tilde D`, which moves ``chi`` by ~1e-16). From 10 levels on both are O(1):
     with the mid-rise quantizer :math:`Q = \tilde D(\psi - \mathbb E\psi)`,
     :math:`\alpha = \mathbb E[z(z - Q)]` and :math:`e = \mathbb E[(z - Q)^2]`,
 
@@ -388,7 +389,7 @@ def chi_max(levels, complement=False):
     :math:`\tilde D^2/12` of :math:`e` are exact, so that nothing cancels; the optimum is the
     root of :math:`e = \alpha` (:math:`\mathbb E[Q(z - Q)] = 0`), found to ~1e-15 relative.
     The derivation is in ``qmf_lite._uniform_em``. Measured against 30-40-digit direct sums
-    (N = 24 .. 3000) and float64 direct sums (N up to 10^7, and 10^8 .. 10^9 in chunks), the
+    (N = 10 .. 3000) and float64 direct sums (N up to 10^7, and 10^8 .. 10^9 in chunks), the
     gap agrees to a few 1e-16 relative (the direct float64 sums themselves carry ~1e-14); a call
     takes ~1-3 ms at any N (10^9 included) against ~1 s for the direct sums at N = 10^6.
 

@@ -275,7 +275,7 @@ def test_chi_max_agrees_with_the_direct_sum():
     """N = 3..200 all, then 16 log-spaced N to 1e6: the gap at D_opt against the O(N) cell sum.
 
     Measured: at most 1.5e-14 relative (the O(N) float64 sum itself carries ~1e-14, 1e-15 at
-    the small N); below 24 levels chi_max is that sum.
+    the small N); below 10 levels chi_max is that sum.
     """
     for levels in DIRECT_SAMPLE:
         gap, d = qmf.chi_max(levels, complement=True)
@@ -284,11 +284,11 @@ def test_chi_max_agrees_with_the_direct_sum():
         assert qmf.chi_max(levels)[0] == 1.0 - gap
 
 
-@pytest.mark.parametrize("levels", [24, 25, 1000, 1001, 30001])
+@pytest.mark.parametrize("levels", [10, 11, 24, 1000, 1001, 30001])
 def test_optimal_spacing_is_the_root_of_the_direct_stationarity(levels):
     """D_opt against the root of -E[Q (z - Q)] by direct sums: measured agreement 2e-16 .. 2e-14.
 
-    (The Brent maximiser of the direct 1 - S^2/V used below 24 levels, and before for all N,
+    (The Brent maximiser of the direct 1 - S^2/V used below 10 levels, and before for all N,
     lands 1e-9 .. 5e-7 away from it: the maximum is flat and S^2/V noisy at 1e-16.)
     """
     d = qmf.chi_max(levels)[1]
@@ -300,7 +300,7 @@ def test_optimal_spacing_is_the_root_of_the_direct_stationarity(levels):
         assert qmf.tradeoff._quantization_error_scalar(levels, f * d) > gap * (1 + 1e-8)
 
 
-@pytest.mark.parametrize("levels", [24, 31, 64, 1000, 3000])
+@pytest.mark.parametrize("levels", [10, 11, 24, 31, 64, 1000, 3000])
 def test_expansion_against_multiprecision_sums(levels):
     """The expansion at D_opt, 0.77 D_opt and 1.3 D_opt against 30-digit sums: measured <= 6e-16."""
     from qmf_lite import _uniform_em
@@ -313,20 +313,21 @@ def test_expansion_against_multiprecision_sums(levels):
         assert chi == pytest.approx(1 - gap, rel=1e-15)
 
 
-def test_expansion_needs_the_fallback_below_24_levels():
-    """Why the switch sits at 24: the endpoint series loses accuracy as D T grows towards 1.
+def test_expansion_needs_the_fallback_below_10_levels():
+    """Why the switch sits at 10: the endpoint series loses accuracy as D T grows towards 1.
 
-    Measured relative errors at D_opt: 3e-12 (N = 6), 1e-14 (7), <= 3e-16 from N = 8; over the
-    bracket D_opt / 1.3 .. 1.3 D_opt the a-priori bound passes 1e-15 only from N = 24.
+    Measured relative errors (and the expansion's own bound) at D_opt and 1.3 D_opt: N = 5
+    2.6e-13 (1.7e-11), 3.3e-8 (1.1e-6); N = 6 3e-16, 1.3e-10 (4.9e-9); N = 8 2e-16, 2.0e-15
+    (6.8e-14); N = 9 0, 4.4e-16 (1.06e-15); N = 10 2e-16, 2e-16 (4.6e-16).
     """
     from qmf_lite import _uniform_em
 
-    d6 = qmf.chi_max(6)[1]
-    assert abs(_uniform_em.gap_chi(6, d6)[0] / independent_gap(6, d6, 30) - 1) > 1e-13
-    assert _uniform_em.gap_chi(6, d6)[2] > 1e-15                         # and its bound says so
-    for levels in (23, 24):
+    d5 = qmf.chi_max(5)[1]
+    assert abs(_uniform_em.gap_chi(5, d5)[0] / independent_gap(5, d5, 30) - 1) > 1e-13
+    assert _uniform_em.gap_chi(5, d5)[2] > 1e-13                          # and its bound says so
+    for levels in (9, 10):
         d = qmf.chi_max(levels)[1]
-        bound = max(_uniform_em.gap_chi(levels, f * d)[2] for f in (1 / 1.3, 1.3))
+        bound = max(_uniform_em.gap_chi(levels, f * d)[2] for f in (1 / 1.3, 1.0, 1.3))
         assert (bound <= 1e-15) == (levels >= qmf.tradeoff.FAST_MIN_LEVELS)
 
 
@@ -361,7 +362,7 @@ def test_large_levels_against_multiprecision_expansion(levels):
 
 
 def test_chi_max_is_constant_time(monkeypatch):
-    """From 24 levels on no O(N) sum is touched: chi_max(1e9) works with the direct sums disabled."""
+    """From 10 levels on no O(N) sum is touched: chi_max(1e9) works with the direct sums disabled."""
     def refuse(*args):
         raise AssertionError("O(N) path used")
 
@@ -402,11 +403,11 @@ def test_quantization_error_at_any_spacing_for_many_levels():
         assert np.all((fast > 0) & (fast < 1))
 
 
-@pytest.mark.parametrize("levels", [24, 25, 10**5, 10**5 + 1])
+@pytest.mark.parametrize("levels", [10, 25, 10**5, 10**5 + 1])
 def test_quantization_error_with_all_thresholds_near_zero(levels):
     """T = D (N - 2) / 2 from 1e-4 to 3: where 1 + e - 2 alpha = E[Q^2] is small the expansion
     switches to E[zQ]^2 / E[Q^2] with both moments expanded; against the direct O(N) sums
-    (measured <= 4e-15) and, for N = 24, 25, 30-digit sums."""
+    (measured <= 4e-15) and, for N = 10, 25, 30-digit sums."""
     for t in (1e-4, 0.05, 0.3, 0.6, 1.0, 3.0):
         spacing = 2 * t / (levels - 2)
         gap = qmf.quantization_error(levels, spacing)

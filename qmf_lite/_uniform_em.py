@@ -103,6 +103,7 @@ error over N = 10 .. 1001 and D = 1e-6 .. 50 is 4e-15.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 from scipy import special
@@ -111,11 +112,26 @@ SQRT2PI = math.sqrt(2.0 * math.pi)
 
 #: most Euler-Maclaurin terms used (the series is asymptotic)
 MAX_TERMS = 24
-_B = special.bernoulli(2 * MAX_TERMS + 2)
-#: B_2k / (2k)!  (trapezoid rule) and B_2k(1/2) / (2k)!  (midpoint rule), k = 1..MAX_TERMS
-_TRAP = np.array([_B[2 * k] / math.factorial(2 * k) for k in range(1, MAX_TERMS + 1)])
-_LOG_TRAP = np.log(np.abs([_B[2 * k] / math.factorial(2 * k) for k in range(1, MAX_TERMS + 2)]))
-_MID = np.array([(2.0 ** (1 - 2 * k) - 1.0) * _B[2 * k] / math.factorial(2 * k)
+
+
+def _bernoulli(n):
+    """B_0 .. B_n as exact fractions (Akiyama-Tanigawa; scipy's floats are off by up to 2e-12)."""
+    out, row = [], []
+    for m in range(n + 1):
+        row.append(Fraction(1, m + 1))
+        for j in range(m, 0, -1):
+            row[j - 1] = j * (row[j - 1] - row[j])
+        out.append(row[0])
+    out[1] = -out[1]                                  # the convention B_1 = -1/2
+    return out
+
+
+_B = _bernoulli(2 * MAX_TERMS + 2)
+#: B_2k / (2k)!  (trapezoid rule) and B_2k(1/2) / (2k)! = (2^(1-2k) - 1) B_2k / (2k)!  (midpoint
+#: rule), k = 1..MAX_TERMS, rounded once from exact fractions
+_TRAP = np.array([float(_B[2 * k] / math.factorial(2 * k)) for k in range(1, MAX_TERMS + 1)])
+_LOG_TRAP = np.log(np.abs([float(_B[2 * k] / math.factorial(2 * k)) for k in range(1, MAX_TERMS + 2)]))
+_MID = np.array([float((Fraction(1, 2 ** (2 * k - 1)) - 1) * _B[2 * k] / math.factorial(2 * k))
                  for k in range(1, MAX_TERMS + 1)])
 _K = np.arange(MAX_TERMS + 1)
 _N_ODD = 2.0 * _K + 1.0
@@ -135,7 +151,8 @@ def _gl_rule(dt):
 def _mills_ratios(t):
     """r1 = J1/J0 and r2 = J2/J1 for J_n = int_0^inf s^n exp(-t s - s^2/2) ds, t >= 0."""
     if t < 1.0:
-        # small t: the closed forms lose at most a factor ~2 (4e-15 at t = 1.5, hence the switch)
+        # small t: the closed forms are accurate (measured 2e-16 for t <= 1, but 2e-15 at t = 1.2
+        # and 4e-15 at t = 1.5, where 1 - t J0 and J0 - t J1 cancel: hence the switch at 1)
         j0 = math.sqrt(math.pi / 2.0) * float(special.erfcx(t / math.sqrt(2.0)))
         j1 = 1.0 - t * j0
         j2 = j0 - t * j1

@@ -229,9 +229,15 @@ def test_expansion_building_blocks_with_sympy():
         he.append(sp.expand(x * he[m] - m * he[m - 1]))
     for m in range(0, 24):
         assert sp.expand(sp.diff(he[m], x) - x * he[m] + he[m + 1]) == 0
-    # midpoint-rule coefficients B_2k(1/2) = (2^(1-2k) - 1) B_2k
+    # midpoint-rule coefficients B_2k(1/2) = (2^(1-2k) - 1) B_2k; the module's tables
+    from qmf_lite import _uniform_em
+
     for k in range(1, 13):
         assert sp.bernoulli(2 * k, sp.Rational(1, 2)) == (sp.Integer(2) ** (1 - 2 * k) - 1) * sp.bernoulli(2 * k)
+    for k in range(1, _uniform_em.MAX_TERMS + 1):
+        trap = sp.bernoulli(2 * k) / sp.factorial(2 * k)
+        assert _uniform_em._TRAP[k - 1] == pytest.approx(float(trap), rel=2e-16)
+        assert _uniform_em._MID[k - 1] == pytest.approx(float(sp.bernoulli(2 * k, sp.Rational(1, 2)) / sp.factorial(2 * k)), rel=2e-16)
     # 1 - chi = (e - alpha^2) / (1 + e - 2 alpha) from E[zQ] = 1 - alpha, E[Q^2] = 1 - 2 alpha + e
     assert sp.simplify(1 - (1 - alpha) ** 2 / (1 - 2 * alpha + e) - (e - alpha ** 2) / (1 + e - 2 * alpha)) == 0
     # int_0^x t Phi(-t) dt = x^2 Phi(-x) / 2 + P(3/2, x^2/2) / 4, and P(3/2, x^2/2) = int_{-x}^x z^2 phi

@@ -647,7 +647,27 @@ class LogisticProblem:
 
     @classmethod
     def make(cls, d, n=512, ridge=0.1, teacher_scale=2.0, seed=0):
-        """A random problem: ``x ~ N(0, I_d)``, ``P(y = 1) = sigmoid(x . w_t)``, ``|w_t| = teacher_scale``."""
+        r"""A random problem: ``x ~ N(0, I_d)``, ``P(y = 1) = sigmoid(x . w_t)``, ``|w_t| = teacher_scale``.
+
+        Parameters
+        ----------
+        d : int
+            Dimension, >= 1.
+        n : int
+            Number of samples, >= 2.
+        ridge : float
+            The ridge strength :math:`\mu > 0` (it makes F strongly convex).
+        teacher_scale : float
+            Norm of the teacher's weights, > 0.
+        seed : int or numpy.random.Generator
+
+        Examples
+        --------
+        >>> prob = LogisticProblem.make(3, n=100, seed=0)
+        >>> w_star = prob.solve()
+        >>> bool(np.max(np.abs(prob.grad(w_star))) < 1e-12)
+        True
+        """
         d = check_int(d, "d", 1)
         n = check_int(n, "n", 2)
         ridge = _positive(ridge, "ridge")
@@ -662,6 +682,7 @@ class LogisticProblem:
 
     @property
     def d(self):
+        """The dimension ``d``."""
         return self.x.shape[1]
 
     def loss(self, w):
@@ -690,6 +711,7 @@ class LogisticProblem:
         return np.einsum("...b,...bd->...d", r, x) / batch + self.ridge * w
 
     def hessian(self, w):
+        """The Hessian :math:`\nabla^2 F(w)` (``d x d``) at one weight vector."""
         w = np.asarray(w, dtype=np.float64)
         s = 0.5 * (1 - np.tanh(0.5 * (self.x @ w)))
         curv = s * (1 - s)
@@ -706,7 +728,11 @@ class LogisticProblem:
         raise RuntimeError("Newton's method did not converge")  # pragma: no cover
 
     def noise_mean_abs(self, w, batch, n_draws=20000, seed=0):
-        r"""Monte Carlo :math:`\mathbb E|\xi_j|` of the minibatch noise :math:`\xi = g_B(w) - \nabla F(w)`, per coordinate."""
+        r"""Monte Carlo :math:`\mathbb E|\xi_j|`, per coordinate, of the minibatch noise
+        :math:`\xi = g_B(w) - \nabla F(w)`.
+
+        ``batch >= 1`` samples per minibatch, ``n_draws >= 1`` minibatches, seeded by ``seed``.
+        """
         batch = check_int(batch, "batch", 1)
         n_draws = check_int(n_draws, "n_draws", 1)
         rng = _numpy_rng(seed)

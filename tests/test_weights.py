@@ -437,7 +437,7 @@ def test_binary_weights_propagate_signal_like_gaussian_ones():
     """The maps depend on the weights only through sigma_w^2: binary and Gaussian nets both follow them."""
     init = qmf.optimal_init(4)
     depth = 8
-    _, c_th = qmf.iterate_maps(init.q_star, 0.3, init.activation, init.sigma_w, 0.0, depth)
+    _, c_th = qmf.iterate_maps(init.activation, init.sigma_w, 0.0, depth=depth, q0=init.q_star, c0=0.3)
     for kind in ("gaussian", "binary"):
         sim = qw.simulate_weight_correlations(init.activation, init.sigma_w, 0.0, depth=depth, width=512, c0=0.3,
                                               q0=init.q_star, weights=kind, n_nets=8, seed=0)

@@ -36,16 +36,16 @@ imported numpy, scipy, torch (with ``torch._dynamo``, whose 4-s import would oth
 timed call), scikit-learn's datasets, qmf_lite and this file, but never runs torch code, so that
 forking is safe. The child sets ``RLIMIT_DATA`` (its private writable memory: every numpy or torch
 allocation, but not the address space CUDA reserves, which ``RLIMIT_AS`` would also count) to
-what it holds plus ``MEMORY_BYTES`` (2 GiB:
-the largest computations the package legitimately runs here take a few hundred MB, and chi_max at
-N = 10^6 about 0.5 GB; a runaway allocation such as ``levels_for_depth(1e308)``, which grew past
-19 GB, stops with a MemoryError at once) and arms ``signal.setitimer`` for ``CALL_SECONDS`` per
-call (5 s: the slowest legitimate call of the sweep takes about 0.5 s on 2 heavily shared
-cores; a search without end is reported as a timeout). After a timeout or a MemoryError the child
-is replaced (its state may be broken, e.g. a half-imported module); a call stuck inside C code
-past ``CALL_SECONDS + KILL_GRACE`` gets the child killed; a child that dies is replaced and the
-call it died in reported. The child runs in a temporary working directory with
-``QMF_LITE_CACHE`` pointing there, one torch thread, and matplotlib's Agg backend.
+what it holds plus ``MEMORY_BYTES`` (2 GiB: the calls of a sweep grow a child by at most about
+50 MB, measured as VmHWM, so 40 times that is generous; a runaway allocation such as
+``levels_for_depth(1e308)``, which grew past 19 GB, stops with a MemoryError at once) and arms ``signal.setitimer`` for
+``CALL_SECONDS`` per call (3 s: the slowest legitimate call of the sweep took 0.2 s on 2 shared
+cores at a load of 4, about 0.5 s at a load of 10; a search without end is reported as a
+timeout). After a timeout or a MemoryError the child is replaced (its state may be broken, e.g.
+a half-imported module); a call stuck inside C code past ``CALL_SECONDS + KILL_GRACE`` gets the
+child killed; a child that dies is replaced and the call it died in reported. The child runs in
+a temporary working directory with ``QMF_LITE_CACHE`` pointing there, one torch thread, and
+matplotlib's Agg backend.
 
 How to add entries for a new module (or namespace)
 ---------------------------------------------------
@@ -106,7 +106,7 @@ from hypothesis import strategies as st
 import qmf_lite as qmf
 
 #: wall-clock seconds per call (see the module docstring for the choice)
-CALL_SECONDS = 5.0
+CALL_SECONDS = 3.0
 #: a child silent this much longer than CALL_SECONDS is killed (a call stuck in C code)
 KILL_GRACE = 10.0
 #: memory a child may allocate beyond what it holds when it starts (2 GiB)
@@ -141,7 +141,7 @@ BAD = dict(BAD_VALUES)
 
 #: what a ValueError message must contain besides the argument's name: a statement of what is allowed
 RANGE_WORDS = re.compile(r"\bmust\b|\bonly\b|\bone of\b|\bexpected\b|\bat (?:most|least)\b|\bbetween\b"
-                         r"|\bin [\[(]|[<>]=?|\ballowed\b")
+                         r"|\bin [\[(]|[<>]=?|\ballowed\b|\brequired\b|\bof shape\b|\[[^\]]+,[^\]]+\]")
 
 
 # =============================================================================================
@@ -314,6 +314,75 @@ REGISTRY["book.profile"] = Entry(dict(fast={"n": 1}, paper={"n": 2}))
 REGISTRY["book.glue"] = Entry(dict(name="fuzz_value", value=1.5, display=False), any_type=("value",))
 REGISTRY["book.use_style"] = Entry({})
 REGISTRY["book.table"] = Entry(dict(rows=[[1, 2.5], [2, 3.5]], headers=["n", "x"], formats=["d", ".2f"]))
+
+
+# --- ptq (namespace) --------------------------------------------------------------------------
+def _layer_data():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((4, 8)) / 4, rng.standard_normal((5, 8))
+
+
+def _alphabet():
+    return qmf.ptq.Alphabet(0.25, 2)
+
+
+def _mlp():
+    torch = _torch()
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).double()
+
+
+REGISTRY["ptq.Alphabet"] = Entry(dict(step=0.5, max_index=2))
+REGISTRY["ptq.max_index_for_bits"] = Entry(dict(bits=2))
+REGISTRY["ptq.alphabet_for"] = Entry(lambda: dict(weight=_layer_data()[0], bits=2, C=1.16, finite=True))
+REGISTRY["ptq.nearest_index"] = Entry(lambda: dict(x=np.array([-0.74, -0.2, 0.26, 3.0]), alphabet=_alphabet()))
+REGISTRY["ptq.stochastic_index"] = Entry(lambda: dict(x=np.full(8, 0.3), alphabet=_alphabet(), seed=0))
+REGISTRY["ptq.QuantizedLayer"] = Entry(lambda: dict(weight=np.zeros((2, 3)), index=np.zeros((2, 3), dtype=int),
+                                                    alphabet=_alphabet(), method="msq", residual=None,
+                                                    reference_sq_norm=1.0, n_dead=0), record=True)
+REGISTRY["ptq.quantize_layer"] = Entry(lambda: dict(weight=_layer_data()[0], x=_layer_data()[1], xq=None,
+                                                    alphabet=_alphabet(), method="gpfq", seed=0, dead_tol=0.01,
+                                                    dead_fill="round", block=64, dtype=None, threads=1))
+REGISTRY["ptq.msq"] = Entry(lambda: dict(weight=_layer_data()[0], alphabet=_alphabet(), x=_layer_data()[1], xq=None),
+                            documented=(Documented("(``nan`` without data)", lambda kw, out: kw["x"] is None and [
+                                p.split(" ")[0] for p in nonfinite_paths(out)] == ["result.reference_sq_norm"],
+                                doc_of="ptq.QuantizedLayer"),))
+REGISTRY["ptq.gpfq"] = Entry(lambda: dict(weight=_layer_data()[0], x=_layer_data()[1], xq=None, alphabet=_alphabet()))
+REGISTRY["ptq.spfq"] = Entry(lambda: dict(weight=_layer_data()[0], x=_layer_data()[1], xq=None, alphabet=_alphabet(),
+                                          seed=0))
+REGISTRY["ptq.quantize_mlp"] = Entry(lambda: dict(model=_mlp(), x=_torch().randn(5, 8, dtype=_torch().float64),
+                                                  bits=2, method="gpfq", C=1.16, finite=True, seed=0, dead_tol=0.01,
+                                                  dead_fill="round", dtype=None, block=64, threads=1))
+REGISTRY["ptq.relative_error"] = Entry(dict(reference=np.array([3.0, 4.0]), approx=np.array([3.0, 3.0])))
+
+# --- approx (namespace) -----------------------------------------------------------------------
+def _net():
+    return qmf.approx.DyadicNet.from_arrays([[[1.0], [1.0]], [[1.0, -2.0]]], [[0.0, -0.5], [0.25]])
+
+
+def _pwl():
+    return qmf.approx.PiecewiseLinear([0.0, 0.5, 1.0], [0.0, 0.5, 0.0])
+
+
+REGISTRY["approx.DyadicNet"] = Entry(lambda: dict(layers=_net()._layers))
+REGISTRY["approx.PiecewiseLinear"] = Entry(dict(knots=[0.0, 0.5, 1.0], values=[0.0, 0.5, 0.0]))
+REGISTRY["approx.SupError"] = Entry(dict(value=0.1, lower=0.09, upper=0.11, argmax=0.3), record=True)
+REGISTRY["approx.ShallowReLU"] = Entry(dict(inner=np.array([1.0, -1.0]), offset=np.array([0.0, 0.5]),
+                                            outer=np.array([1.0, 2.0]), bias=0.0))
+REGISTRY["approx.Codec"] = Entry(lambda: dict(vars(qmf.approx.codec(_pwl(), cells=2, word_bits=4))), record=True)
+REGISTRY["approx.fixed_point_step"] = Entry(dict(values=[0.3, -1.7], bits=4, headroom=False))
+REGISTRY["approx.round_to_grid"] = Entry(dict(values=[0.3, -1.7, 0.05], bits=3, step=None), numbers=("step",))
+REGISTRY["approx.sigma_delta"] = Entry(dict(values=[0.3, 0.3, 0.3, 0.3], bits=1, step=None), numbers=("step",))
+REGISTRY["approx.lacunary_target"] = Entry(dict(n_terms=3, ratio=3.0, seed=0, lipschitz=1.0))
+REGISTRY["approx.sup_error"] = Entry(lambda: dict(approx=qmf.approx.PiecewiseLinear([0.0, 1.0], [0.0, 1.0]),
+                                                  target=_pwl(), interval=None, exact=False, lipschitz=None,
+                                                  n_grid=101), numbers=("lipschitz",))
+REGISTRY["approx.quantize_net"] = Entry(lambda: dict(net=_net(), bits=3))
+REGISTRY["approx.in_alphabet"] = Entry(lambda: dict(net=_net(), bits=3, scale=None), numbers=("scale",))
+REGISTRY["approx.to_low_precision"] = Entry(lambda: dict(net=_net(), bits=2, nonnegative_inputs=False))
+REGISTRY["approx.bit_extractor"] = Entry(dict(m=3, form="deep"))
+REGISTRY["approx.codec"] = Entry(lambda: dict(target=_pwl(), cells=2, word_bits=4, lipschitz=1.0))
+REGISTRY["approx.lower_bounds"] = Entry(dict(bits=8, n_params=1000, depth=2, vc_constant=1.0))
 
 
 # --- torch layer: simulate, ste, training, ntk, data ------------------------------------------
@@ -598,7 +667,170 @@ TORCH_LAYER_XFAIL["cache_dir"] = {
     **xfail_cases("parts", "nan inf -inf -1 0 1e308 1e7 2.5 1e-300 None array_nan array True int_1e30 complex",
         "data.py cache_dir: parts are not checked to be strings (TypeError from pathlib)"),
 }
-for _key, _cases in TORCH_LAYER_XFAIL.items():
+
+# Known defects of the namespaces ptq and approx (merged from the chapter 10 and 11 branches; this
+# branch does not edit those modules): strict xfails, as above.
+NAMESPACE_XFAIL: dict[str, dict] = {}
+NAMESPACE_XFAIL["ptq.alphabet_for"] = {
+    **xfail_cases("finite", "array_nan array",
+        "ptq.py alphabet_for: finite is not checked as a bool (an array: 'truth value of an array is "
+        "ambiguous')"),
+}
+NAMESPACE_XFAIL["ptq.nearest_index"] = {
+    **xfail_cases("x", "nan 1e308 None str3 empty_str array_nan True complex",
+        "ptq.py nearest_index: x is not validated (RuntimeWarnings for NaN/None/1e308, '3' and True taken as "
+        "numbers, numpy's messages for '' and complex)"),
+    **xfail_cases("alphabet", "*",
+        "ptq.py nearest_index: alphabet is not checked to be an Alphabet (AttributeError 'step')"),
+}
+NAMESPACE_XFAIL["ptq.stochastic_index"] = {
+    **xfail_cases("x", "nan inf -inf 1e308 None str3 empty_str array_nan True complex",
+        "ptq.py stochastic_index: x is not validated (RuntimeWarnings for NaN/inf/None/1e308, '3' and True "
+        "taken as numbers, numpy's messages for '' and complex)"),
+    **xfail_cases("alphabet", "*",
+        "ptq.py stochastic_index: alphabet is not checked to be an Alphabet (AttributeError 'step')"),
+}
+NAMESPACE_XFAIL["ptq.quantize_layer"] = {
+    **xfail_cases("method", "array_nan array",
+        "ptq.py quantize_layer: method compared with an array ('truth value of an array is ambiguous')"),
+    **xfail_cases("seed", "str3 empty_str True complex",
+        "ptq.py quantize_layer: seed accepts '3', '', True and complex (passed on unchecked)"),
+    **xfail_cases("dead_tol", "array",
+        "ptq.py quantize_layer: dead_tol as an array: TypeError from float()"),
+    **xfail_cases("dead_fill", "array_nan array",
+        "ptq.py quantize_layer: dead_fill compared with an array ('truth value of an array is ambiguous')"),
+    **xfail_cases("dtype", "nan inf -inf -1 0 1e308 1e7 2.5 1e-300 str3 empty_str array_nan array True int_1e30 complex",
+        "ptq.py quantize_layer: dtype is not validated (numpy's TypeError 'Cannot interpret ... as a data "
+        "type')"),
+    **xfail_cases("threads", "None int_1e30",
+        "ptq.py quantize_layer: threads accepts None; 10**30 overflows in threadpoolctl (ArgumentError)"),
+}
+NAMESPACE_XFAIL["ptq.quantize_mlp"] = {
+    **xfail_cases("method", "array_nan array",
+        "ptq.py quantize_mlp: method compared with an array ('truth value of an array is ambiguous')"),
+    **xfail_cases("C", "1e-300",
+        "ptq.py quantize_mlp: C = 1e-300 gives reference_sq_norm = inf in the layers' results (no lower bound"
+        " on C)"),
+    **xfail_cases("finite", "array_nan array",
+        "ptq.py quantize_mlp: finite is not checked as a bool (an array: 'truth value of an array is "
+        "ambiguous')"),
+    **xfail_cases("seed", "str3 empty_str True complex",
+        "ptq.py quantize_mlp: seed accepts '3', '', True and complex (passed on unchecked)"),
+    **xfail_cases("dead_tol", "array",
+        "ptq.py quantize_mlp: dead_tol as an array: TypeError from float()"),
+    **xfail_cases("dead_fill", "array_nan array",
+        "ptq.py quantize_mlp: dead_fill compared with an array ('truth value of an array is ambiguous')"),
+    **xfail_cases("dtype", "-1 0 str3 empty_str array_nan array int_1e30",
+        "ptq.py quantize_mlp: dtype is not validated (torch's RuntimeError/TypeError from Tensor.to)"),
+    **xfail_cases("threads", "None int_1e30",
+        "ptq.py quantize_mlp: threads accepts None; 10**30 overflows ('Overflow when unpacking long long')"),
+}
+NAMESPACE_XFAIL["ptq.relative_error"] = {
+    **xfail_cases("reference", "empty_str complex",
+        "ptq.py relative_error: reference is not validated (numpy's messages for '' and complex)"),
+    **xfail_cases("approx", "empty_str array_nan complex",
+        "ptq.py relative_error: approx is not validated (NaN result for an array with NaN, numpy's messages "
+        "for '' and complex)"),
+}
+NAMESPACE_XFAIL["approx.DyadicNet"] = {
+    **xfail_cases("layers", "nan inf -inf -1 0 1e308 1e7 2.5 1e-300 None str3 array_nan array True int_1e30 complex",
+        "approx.py DyadicNet: layers is not checked to be a sequence of (A, C, e) triples "
+        "(TypeError/ValueError from unpacking)"),
+}
+NAMESPACE_XFAIL["approx.PiecewiseLinear"] = {
+    **xfail_cases("knots", "empty_str complex",
+        "approx.py PiecewiseLinear: knots as '' or complex: numpy's conversion messages name no argument"),
+    **xfail_cases("values", "empty_str complex",
+        "approx.py PiecewiseLinear: values as '' or complex: numpy's conversion messages name no argument"),
+}
+NAMESPACE_XFAIL["approx.ShallowReLU"] = {
+    **xfail_cases("inner", "nan inf -inf None str3 empty_str array_nan True complex",
+        "approx.py ShallowReLU: a dataclass without checks stores NaN, inf, None, strings, True and complex "
+        "as inner"),
+    **xfail_cases("offset", "nan inf -inf None str3 empty_str array_nan True complex",
+        "approx.py ShallowReLU: a dataclass without checks stores NaN, inf, None, strings, True and complex "
+        "as offset"),
+    **xfail_cases("outer", "nan inf -inf None str3 empty_str array_nan True complex",
+        "approx.py ShallowReLU: a dataclass without checks stores NaN, inf, None, strings, True and complex "
+        "as outer"),
+    **xfail_cases("bias", "nan inf -inf None str3 empty_str array_nan True complex",
+        "approx.py ShallowReLU: a dataclass without checks stores NaN, inf, None, strings, True and complex "
+        "as bias"),
+}
+NAMESPACE_XFAIL["approx.fixed_point_step"] = {
+    **xfail_cases("values", "str3 empty_str True complex",
+        "approx.py fixed_point_step: values is not validated ('3' and True taken as numbers, numpy's messages"
+        " for '' and complex)"),
+    **xfail_cases("bits", "int_1e30",
+        "approx.py fixed_point_step: bits has no upper bound (10**30: exact integer arithmetic runs past the "
+        "time limit)"),
+    **xfail_cases("headroom", "array_nan array",
+        "approx.py fixed_point_step: headroom is not checked as a bool (an array: 'truth value of an array is"
+        " ambiguous')"),
+}
+NAMESPACE_XFAIL["approx.round_to_grid"] = {
+    **xfail_cases("values", "str3 empty_str True complex",
+        "approx.py round_to_grid: values is not validated ('3' and True taken as numbers, numpy's messages "
+        "for '' and complex)"),
+    **xfail_cases("bits", "int_1e30",
+        "approx.py round_to_grid: bits has no upper bound (10**30: past the time limit)"),
+}
+NAMESPACE_XFAIL["approx.sigma_delta"] = {
+    **xfail_cases("values", "empty_str complex",
+        "approx.py sigma_delta: values as '' or complex: numpy's conversion messages name no argument"),
+    **xfail_cases("bits", "int_1e30",
+        "approx.py sigma_delta: bits has no upper bound (10**30: past the time limit)"),
+}
+NAMESPACE_XFAIL["approx.lacunary_target"] = {
+    **xfail_cases("n_terms", "int_1e30",
+        "approx.py lacunary_target: n_terms has no upper bound (10**30: numpy's 'Maximum allowed dimension "
+        "exceeded')"),
+    **xfail_cases("ratio", "1e308 1e7 int_1e30",
+        "approx.py lacunary_target: ratio has no upper bound (1e7 asks for 1.4 PiB, 1e308 OverflowError, "
+        "10**30 numpy's size error)"),
+}
+NAMESPACE_XFAIL["approx.sup_error"] = {
+    **xfail_cases("exact", "array_nan array",
+        "approx.py sup_error: exact is not checked as a bool (an array: 'truth value of an array is "
+        "ambiguous')"),
+    **xfail_cases("lipschitz", "str3 empty_str True complex",
+        "approx.py sup_error: lipschitz accepts '3', '', True and complex while the target is piecewise "
+        "linear (unused, unchecked)"),
+}
+NAMESPACE_XFAIL["approx.quantize_net"] = {
+    **xfail_cases("bits", "int_1e30",
+        "approx.py quantize_net: bits has no upper bound (10**30: past the time limit)"),
+}
+NAMESPACE_XFAIL["approx.in_alphabet"] = {
+    **xfail_cases("net", "*",
+        "approx.py in_alphabet: net is not checked to be a DyadicNet (AttributeError 'layers')"),
+    **xfail_cases("bits", "int_1e30",
+        "approx.py in_alphabet: bits has no upper bound (10**30: OverflowError 'too many digits in integer')"),
+}
+NAMESPACE_XFAIL["approx.to_low_precision"] = {
+    **xfail_cases("bits", "int_1e30",
+        "approx.py to_low_precision: bits has no upper bound (10**30: OverflowError 'too many digits in "
+        "integer')"),
+    **xfail_cases("nonnegative_inputs", "array_nan array",
+        "approx.py to_low_precision: nonnegative_inputs is not checked as a bool (an array: ambiguous truth "
+        "value)"),
+}
+NAMESPACE_XFAIL["approx.bit_extractor"] = {
+    **xfail_cases("m", "int_1e30",
+        "approx.py bit_extractor: m has no upper bound (10**30: past the time limit)"),
+    **xfail_cases("form", "array_nan array",
+        "approx.py bit_extractor: form compared with an array ('truth value of an array is ambiguous')"),
+}
+NAMESPACE_XFAIL["approx.lower_bounds"] = {
+    **xfail_cases("bits", "1e308",
+        "approx.py lower_bounds: bits = 1e308 overflows (leaked RuntimeWarning)"),
+    **xfail_cases("n_params", "1e308",
+        "approx.py lower_bounds: n_params = 1e308 overflows (leaked RuntimeWarning)"),
+    **xfail_cases("depth", "1e308",
+        "approx.py lower_bounds: depth = 1e308 overflows (leaked RuntimeWarning)"),
+}
+
+for _key, _cases in {**TORCH_LAYER_XFAIL, **NAMESPACE_XFAIL}.items():
     REGISTRY[_key] = dataclasses.replace(REGISTRY[_key], xfail={**REGISTRY[_key].xfail, **_cases})
 
 
@@ -835,7 +1067,12 @@ def _not_a_number(value, fn, arg):
 
 def _echoes(result, value):
     """Whether every non-finite field of a record is the substituted value itself."""
-    fields = [getattr(result, f.name) for f in dataclasses.fields(result)]
+    if dataclasses.is_dataclass(result):
+        fields = [getattr(result, f.name) for f in dataclasses.fields(result)]
+    elif hasattr(result, "_asdict"):  # a namedtuple
+        fields = list(result._asdict().values())
+    else:
+        fields = list(vars(result).values())
     return all(f is value or not nonfinite_paths(f) for f in fields)
 
 

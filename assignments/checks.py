@@ -10,10 +10,10 @@ imported inside the functions that need them): the build copies its source, unch
 
 An expected value is stored as a JSON-able record made by ``encode`` from the solution's value:
 
-* ``numeric`` (``# check: x rtol=... atol=...``): ``shape`` and the flattened ``data``;
-* ``exact`` (``# check: x exact``): the value normalised to JSON (numpy scalars and arrays to
-  Python numbers and lists, tuples to lists) and its ``type``;
-* ``sympy`` (``# check: x sympy``): ``srepr`` of the expression (symbols keep their assumptions).
+* ``numeric`` (a check line with rtol= and/or atol=): the shape and the flattened values;
+* ``exact``: the value normalised to JSON (numpy scalars and arrays to Python numbers and lists,
+  tuples to lists) and its type;
+* ``sympy``: the expression as SymPy's ``srepr`` text (symbols keep their assumptions).
 
 ``compare`` and ``sanity`` return ``None`` when the answer passes, else a message for the student
 that states what is wrong without stating the expected value.
@@ -26,7 +26,7 @@ NOT_ANSWERED = "not answered yet (the variable is still `...` or not defined)"
 
 
 class CheckError(ValueError):
-    """A solution's value does not fit its ``# check:`` line (raised when building)."""
+    """A solution's value does not fit its check line (raised when building)."""
 
 
 class _Missing:
@@ -115,7 +115,7 @@ def _norm(value):
             return int(value)
         if getattr(value, "is_Boolean", False) and value in (True, False):
             return bool(value)
-        raise TypeError("a SymPy object (use `sympy` in the # check: line)")
+        raise TypeError("a SymPy object (use `sympy` in the check line)")
     if isinstance(value, (list, tuple)):
         return [_norm(v) for v in value]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):

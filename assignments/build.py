@@ -176,12 +176,19 @@ class _Kernel:
         self.count = 0
 
     def __enter__(self):
+        from ._kernel import pinned_python3_kernel
+
+        self._pin = pinned_python3_kernel()  # the kernel runs this interpreter, not a user's python3
+        self._pin.__enter__()
         self._ctx = self.client.setup_kernel()
         self._ctx.__enter__()
         return self
 
     def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
+        try:
+            return self._ctx.__exit__(*exc)
+        finally:
+            self._pin.__exit__(*exc)
 
     def run(self, source, timeout=None):
         """Execute ``source``; returns the executed cell (raises nbclient's CellExecutionError)."""

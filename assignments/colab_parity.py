@@ -173,7 +173,10 @@ def run_notebook(py, nb_json, name, url, out_dir, timeout, reuse_cache, log):
     with tempfile.TemporaryDirectory(prefix="colab-content-") as content:
         src = pathlib.Path(content) / f"{name}.ipynb"
         src.write_text(localize(nb_json, url))
+        from assignments._kernel import jupyter_path_env, write_kernelspec
+
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MPLBACKEND")}
+        env = jupyter_path_env(write_kernelspec(pathlib.Path(content) / "jupyter", py), env)
         env["PATH"] = f"{py.parent}{os.pathsep}{env.get('PATH', '')}"
         if not reuse_cache:
             env["QMF_LITE_CACHE"] = str(pathlib.Path(content) / "cache")
@@ -188,9 +191,19 @@ def run_notebook(py, nb_json, name, url, out_dir, timeout, reuse_cache, log):
     return result
 
 
+def find_python(version):
+    """An interpreter of ``version`` ("3.13") that runs: on PATH, else one pyenv installed."""
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(pathlib.Path.home().glob(f".pyenv/versions/{version}*/bin/python{version}"), reverse=True)
+    for c in candidates:
+        if c and subprocess.run([str(c), "--version"], capture_output=True).returncode == 0:
+            return str(c)
+    return None
+
+
 def otter_probe(args, log):
     """What installing otter-grader does to a Colab-like environment (no torch needed)."""
-    python = args.probe_python or shutil.which("python3.13") or args.python
+    python = args.probe_python or find_python("3.13") or args.python
     venv = WORK / "otter-probe-venv"
     py = make_env(venv, python, None, args.pip_arg, PROBE, log, with_torch=False)
     before = _freeze(py)
@@ -202,9 +215,10 @@ def otter_probe(args, log):
     imp = subprocess.run([str(py), "-c", "import otter, IPython, ipywidgets; print(otter.__version__, IPython.__version__, ipywidgets.__version__)"],
                          capture_output=True, text=True)
     colab = colab_versions()
-    changed = sorted((n, before.get(n), after.get(n)) for n in set(before) | set(after)
-                     if before.get(n) != after.get(n) and n in colab)
+    changed = sorted((n, before[n], after.get(n)) for n in before if before[n] != after.get(n))
     added = sorted(n for n in after if n not in before)
+    # packages Colab has but this probe had not installed: there pip would keep Colab's version if it fits
+    differs = sorted((n, colab[n], after[n]) for n in added if n in colab and colab[n] != after[n])
     conflicts = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "requires" in ln and "but you have" in ln]
     lines = [f"# What `pip install otter-grader` does in a Colab-like environment",
              "", f"Python {subprocess.run([str(py), '-c', 'import sys; print(sys.version.split()[0])'], capture_output=True, text=True).stdout.strip()}; "
@@ -212,6 +226,8 @@ def otter_probe(args, log):
              f"pip exit status: {proc.returncode}", "", "## Colab packages whose version changed", ""]
     lines += [f"- {n}: {b} -> {a}" for n, b, a in changed] or ["- none"]
     lines += ["", "## Packages added", "", ", ".join(added) or "none", "",
+              "Of these, Colab has (at another version; there pip keeps Colab's when it satisfies otter): "
+              + (", ".join(f"{n} {c} (here {a})" for n, c, a in differs) or "none"), "",
               "## pip's resolver warnings", ""] + ([f"- {c}" for c in conflicts] or ["- none"])
     lines += ["", "## pip check after the install", "", "```", (check.stdout + check.stderr).strip() or "ok", "```",
               "", "## import otter", "", "```", (imp.stdout + imp.stderr).strip()[-2000:], "```", ""]

@@ -31,6 +31,8 @@ import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
+from ._kernel import jupyter_path_env, write_kernelspec
+
 __all__ = ["grade", "read_manifest", "feedback_markdown"]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -95,7 +97,7 @@ def _zero(manifest, why):
             for q in manifest["questions"]}
 
 
-def _grade_one(path, autograder, manifest, out, cell_timeout, timeout):
+def _grade_one(path, autograder, manifest, out, cell_timeout, timeout, kernels):
     """Grade one submission; returns its result dict (never raises for the submission's faults)."""
     student = _student_id(path)
     result = {"student": student, "file": path.name, "chapter": manifest["chapter"],
@@ -123,7 +125,7 @@ def _grade_one(path, autograder, manifest, out, cell_timeout, timeout):
         sub.write_bytes(path.read_bytes())
         res_path = pathlib.Path(work) / "result.json"
         cmd = [sys.executable, "-m", "assignments.worker", str(autograder), str(sub), str(res_path), str(cell_timeout)]
-        env = dict(os.environ)
+        env = jupyter_path_env(kernels)  # the notebook's python3 kernel runs this interpreter
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
         with open(logs / f"{student}.log", "w") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env,
@@ -242,6 +244,8 @@ def grade(submissions, autograder, out, *, cell_timeout=600, timeout=3600, jobs=
     (out / "results").mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
     results = []
+    kernels_dir = tempfile.TemporaryDirectory(prefix="qmf-kernel-")
+    kernels = write_kernelspec(kernels_dir.name)
 
     def one(path):
         sid = _student_id(path)
@@ -255,7 +259,7 @@ def grade(submissions, autograder, out, *, cell_timeout=600, timeout=3600, jobs=
             except (json.JSONDecodeError, KeyError, OSError):
                 pass
         try:
-            r = _grade_one(path, autograder, manifest, out, cell_timeout, timeout)
+            r = _grade_one(path, autograder, manifest, out, cell_timeout, timeout, kernels)
         except Exception as exc:  # a fault of ours: still record the student, and go on
             why = f"the grader failed on this submission ({type(exc).__name__}: {exc})"
             r = {"student": sid, "file": path.name, "chapter": manifest["chapter"], "status": "error",
@@ -271,10 +275,13 @@ def grade(submissions, autograder, out, *, cell_timeout=600, timeout=3600, jobs=
         log(f"{sid}: {r['total']:g}/{r['possible']:g} ({r['status']}{': ' + r['message'] if r['message'] else ''})")
         return r
 
-    if jobs > 1:
-        with ThreadPoolExecutor(jobs) as pool:
-            results = list(pool.map(one, files))
-    else:
-        results = [one(p) for p in files]
+    try:
+        if jobs > 1:
+            with ThreadPoolExecutor(jobs) as pool:
+                results = list(pool.map(one, files))
+        else:
+            results = [one(p) for p in files]
+    finally:
+        kernels_dir.cleanup()
     _write_csv(out, manifest)
     return results

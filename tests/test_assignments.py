@@ -316,12 +316,36 @@ def test_toy_build_self_checks(toy_build):
 def test_toy_student_notebook_runs_top_to_bottom_with_empty_answers(toy_build):
     from nbclient import NotebookClient
 
+    from assignments._kernel import pinned_python3_kernel
+
     out, _ = toy_build
     nb = nbformat.read(out / "student" / "toy.ipynb", as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=False).execute()
+    with pinned_python3_kernel():
+        NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=False).execute()
     printed = {c.metadata[META]["label"]: "".join(o.get("text", "") for o in c.outputs) for c in _role(nb, "check")}
     assert set(printed) == {"ex-toy-num", "ex-toy-sym", "ex-toy-exact"}
     assert all("not answered yet" in t for t in printed.values())
+
+
+def test_notebook_kernels_run_this_python_even_if_the_user_installed_another(tmp_path, monkeypatch):
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from assignments._kernel import pinned_python3_kernel
+
+    decoy = tmp_path / "user" / "kernels" / "python3"
+    decoy.mkdir(parents=True)
+    (decoy / "kernel.json").write_text(json.dumps({"argv": ["/some/other/python", "-m", "ipykernel_launcher",
+                                                            "-f", "{connection_file}"], "display_name": "x",
+                                                   "language": "python"}))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "user"))
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "0")  # as outside a virtual environment
+    monkeypatch.delenv("JUPYTER_PATH", raising=False)
+    assert KernelSpecManager().get_kernel_spec("python3").argv[0] == "/some/other/python"
+    with pinned_python3_kernel():
+        assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
+    assert "JUPYTER_PATH" not in __import__("os").environ
 
 
 def _submission(out, answers):

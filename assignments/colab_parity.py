@@ -109,6 +109,9 @@ def make_env(venv, python, torch, pip_args, packages, log, with_torch=True):
     if _run([python, "-m", "venv", venv], log).returncode:
         raise SystemExit(f"could not create a virtual environment with {python}")
     py = venv / "bin" / "python"
+    pip_pin = re.search(r"^pip==(\S+)$", FREEZE.read_text(), re.M)
+    if pip_pin:  # Colab's pip: the one that runs the set-up cell's %pip install
+        _run([py, "-m", "pip", "install", "-q", *pip_args, f"pip=={pip_pin.group(1)}"], log)
     constraints = venv / "colab-constraints.txt"
     constraints.write_text("\n".join(colab_constraints()) + "\n")
     if with_torch and _run([py, "-m", "pip", "install", "-q", *pip_args, torch], log).returncode:
@@ -181,11 +184,16 @@ def run_notebook(py, nb_json, name, url, out_dir, timeout, reuse_cache, log):
         if not reuse_cache:
             env["QMF_LITE_CACHE"] = str(pathlib.Path(content) / "cache")
         summary = out_dir / f"{name}.json"
+        summary.unlink(missing_ok=True)  # no stale result from an earlier run
         driver = out_dir / "_driver.py"
         driver.write_text(_DRIVER)
-        _run([py, driver, src, out_dir / f"{name}.ipynb", summary, timeout], log, cwd=content, env=env,
-             timeout=timeout * 4 + 600)
-        result = json.loads(summary.read_text()) if summary.exists() else {"error": "the driver failed", "errors": []}
+        try:
+            _run([py, driver, src, out_dir / f"{name}.ipynb", summary, timeout], log, cwd=content, env=env,
+                 timeout=timeout * 4 + 600)
+        except subprocess.TimeoutExpired:
+            summary.unlink(missing_ok=True)
+        result = (json.loads(summary.read_text()) if summary.exists()
+                  else {"error": f"the notebook runner failed (see {log.name})", "errors": [], "checks": []})
     installed = (result.get("env") or {}).get("qmf_lite") or ""
     result["installed_by_setup_cell"] = str(py.parent.parent) in installed
     return result
@@ -199,6 +207,22 @@ def find_python(version):
         if c and subprocess.run([str(c), "--version"], capture_output=True).returncode == 0:
             return str(c)
     return None
+
+
+def answered(student, solutions):
+    """The student notebook with the solutions in the answer cells of the graded exercises
+    (those with a check cell); the others stay empty, as a student may leave them."""
+    stu, sol = json.loads(pathlib.Path(student).read_text()), json.loads(pathlib.Path(solutions).read_text())
+
+    def meta(c):
+        return c.get("metadata", {}).get("qmf_assignment", {})
+
+    graded = {meta(c).get("label") for c in stu["cells"] if meta(c).get("role") == "check"}
+    code = {meta(c)["label"]: c["source"] for c in sol["cells"] if meta(c).get("role") == "answer"}
+    for c in stu["cells"]:
+        if meta(c).get("role") == "answer" and meta(c).get("label") in graded:
+            c["source"] = code[meta(c)["label"]]
+    return json.dumps(stu)
 
 
 def otter_probe(args, log):
@@ -264,7 +288,7 @@ def main(argv=None):
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "qmf_lite", "pyproject.toml", "book", "assignments"],
                            cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    url = f"file://{ROOT}@{sha}"
+    url = f"file://localhost{ROOT}@{sha}"  # file:///... is refused by older pips as "a path"
     t0 = time.time()
     venv = WORK / "venv"
     py = venv / "bin" / "python"
@@ -312,8 +336,9 @@ def main(argv=None):
             if not (build_dir / "student" / f"{name}.ipynb").exists() or not sol.exists():
                 continue
             print(f"student notebook {name} (answers filled in) ...", end=" ", flush=True)
-            r = run_notebook(py, sol.read_text(), name, url, s_dir, args.timeout, args.reuse_cache, log)
-            bad_checks = [c["label"] for c in r["checks"] if "\u2717" in c["output"] or "\u2026" in c["output"]
+            filled = answered(build_dir / "student" / f"{name}.ipynb", sol)
+            r = run_notebook(py, filled, name, url, s_dir, args.timeout, args.reuse_cache, log)
+            bad_checks = [c["label"] for c in r.get("checks", []) if "\u2717" in c["output"] or "\u2026" in c["output"]
                           or "\u2713" not in c["output"]]
             r["failed_checks"] = bad_checks
             ok = not r["errors"] and not r.get("error") and not bad_checks and r["installed_by_setup_cell"]

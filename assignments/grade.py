@@ -190,7 +190,7 @@ def feedback_markdown(result, manifest):
             continue
         text = "passed" if not r["failures"] else "<br>".join(_md_cell(f) for f in r["failures"])
         lines.append(f"| {q['name']} | {r['score']:g} / {r['possible']:g} | {text} |")
-    problems = [c for c in result.get("cells", []) if c["role"] not in ("setup", "colab-setup") or True]
+    problems = result.get("cells", [])
     if problems or result["notes"]:
         lines += ["", "## While running your notebook", ""]
         for c in problems:

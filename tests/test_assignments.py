@@ -519,6 +519,8 @@ def test_readme_tells_teachers_the_commands():
                     "python assignments/colab_parity.py", "repository.url", "scripts/sync_colab_url.py",
                     "colab.research.google.com/github/"):
         assert command in section, command
+    assert not re.search(r"SAMPLE_FEEDBACK|OTTER_PROBE|PARITY_RESULT", section)
+    assert "**Score:" in section  # the sample feedback file
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ from assignments.source import (SourceError, chapters_in_toc, directives, parse_
 
 TOY = ROOT / "tests" / "fixtures" / "toy_book"
 
+# otter-grader 7.0 declares a traitlets trait with types instead of instances; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:Traits should be given as instances:DeprecationWarning")
+
 
 def _real_chapters():
     return [read_chapter(p) for p in chapters_in_toc(ROOT)]
@@ -182,6 +185,20 @@ def test_wrong_values_fail_and_public_records_hold_no_value(value, spec):
     assert not {"data", "value", "srepr"} & set(checks.public(rec))
     if spec["kind"] == "numeric":
         assert all(repr(float(v)) not in pub for v in np.ravel(value) if v not in (0, 1))
+
+
+def test_student_check_prints_what_is_wrong_without_the_value(capsys):
+    rec, _ = _record(np.array([0.25, 0.5]), atol=1e-3)
+    answers = {"arr": checks.public(rec), "n": checks.public(checks.encode(3, {"kind": "exact"}, "n"))}
+    assert checks.report("q", answers, {"arr": np.array([9.0, 9.0]), "n": Ellipsis}) is False
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("\u2713 arr: the type and shape look right")  # 9.0 is wrong, but the shape is right
+    assert out[1] == "\u2026 n: not answered yet (the variable is still `...` or not defined)"
+    assert checks.report("q", answers, {"arr": [1.0], "n": "3"}) is False
+    out = capsys.readouterr().out
+    assert "\u2717 `arr` is an array of shape (1,); expected an array of shape (2,)" in out
+    assert "\u2717 `n` is a string; expected an integer" in out
+    assert "0.25" not in out and "3" not in out.replace("(1,)", "").replace("(2,)", "")
 
 
 def test_a_slow_comparison_is_stopped_not_hung(monkeypatch):
@@ -432,6 +449,22 @@ def test_grading_survives_a_notebook_that_never_ends_and_keeps_earlier_results(t
     seen = []
     grade(subs, out / "autograder" / "toy.zip", grades, timeout=5, log=seen.append)
     assert any("alice: unchanged" in s for s in seen) and any("zoe: unchanged" in s for s in seen)
+
+
+def test_grade_command_line(toy_build, tmp_path, capsys):
+    from assignments.__main__ import main
+
+    out, _ = toy_build
+    with pytest.raises(SystemExit):
+        main(["grade", str(tmp_path), "--autograder", str(tmp_path / "missing.zip")])
+    assert "no autograder" in capsys.readouterr().err
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "ann.txt").write_text("my answers are 6 and 9")
+    assert main(["grade", str(subs), "--autograder", str(out / "autograder" / "toy.zip"),
+                 "--out", str(tmp_path / "g")]) == 0
+    rows = list(csv.DictReader((tmp_path / "g" / "grades.csv").open()))
+    assert [(r["student"], r["score"], r["status"]) for r in rows] == [("ann", "0", "not a notebook")]
 
 
 def test_build_reports_a_broken_solution(tmp_path):

@@ -530,6 +530,19 @@ def test_pages_workflow_builds_with_the_readme_command_and_deploys():
     assert str(python["with"]["python-version"]) == "3.11"
 
 
+@pytest.mark.book
+def test_launch_and_repository_buttons_follow_the_configured_repository(built_book):
+    """The book's Colab and repository buttons, like the set-up cells, use repository.url."""
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    owner_name = repo["url"].split("github.com/", 1)[1].strip("/")
+    for chapter in _with_exercises()[:3]:
+        page = built_book / chapter.path.relative_to(ROOT).with_suffix(".html")
+        html = page.read_text()
+        nb_path = chapter.path.relative_to(ROOT).as_posix()
+        assert f"colab.research.google.com/github/{owner_name}/blob/{repo['branch']}/{nb_path}" in html
+        assert f'href="{repo["url"]}"' in html
+
+
 def test_colab_package_list_is_copied_with_its_attribution():
     colab = ROOT / "assignments" / "colab"
     readme = (colab / "README.md").read_text()

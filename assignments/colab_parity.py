@@ -51,7 +51,7 @@ WORK = ROOT / "_build" / "colab-parity"
 RUNTIME = ["numpy", "scipy", "sympy", "matplotlib", "tqdm", "pandas", "scikit-learn", "ipython",
            "ipykernel", "ipywidgets", "widgetsnbextension", "jupyterlab_widgets", "jupyter_client",
            "jupyter_core", "traitlets", "pyzmq", "tornado", "nbformat", "nbclient", "pillow",
-           "matplotlib-inline", "ipython-genutils", "debugpy", "psutil", "packaging"]
+           "matplotlib-inline", "ipython-genutils", "debugpy", "psutil", "packaging", "threadpoolctl"]
 #: packages of Colab's list near the ones otter-grader's requirements move (ipywidgets, wrapt)
 PROBE = ["ipython", "ipykernel", "ipywidgets", "widgetsnbextension", "jupyterlab_widgets", "wrapt",
          "nbconvert", "nbformat", "nbclient", "jupytext", "pandas", "numpy", "jinja2", "requests", "pyyaml",

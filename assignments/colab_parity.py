@@ -365,7 +365,7 @@ def main(argv=None):
             problems.insert(0, r["error"])
         if r.get("failed_checks"):
             problems.append("checks not passed: " + ", ".join(r["failed_checks"]))
-        if kind and not r.get("installed_by_setup_cell", True) and not r.get("error", "").startswith("build"):
+        if not r.get("installed_by_setup_cell", True) and not problems:  # it ran through, yet no install
             problems.append("qmf_lite was not installed by the set-up cell")
         label = f"{'chapter' if kind == 'chapter' else 'student notebook'} `{name}`"
         lines.append(f"| {label} | {'passed' if ok else 'FAILED'} | {r.get('seconds', '')} | "

@@ -560,7 +560,13 @@ def test_colab_package_list_is_copied_with_its_attribution():
 
 def test_readme_tells_teachers_the_commands():
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Teaching with this book", 1)[1].split("\n## ", 1)[0]
+    lines, fenced = [], False
+    for line in readme.split("## Teaching with this book", 1)[1].splitlines()[1:]:
+        fenced ^= line.startswith("```")
+        if line.startswith("## ") and not fenced:
+            break
+        lines.append(line)
+    section = "\n".join(lines)
     for command in ("python -m assignments build", "python -m assignments grade",
                     "python assignments/colab_parity.py", "repository.url", "scripts/sync_colab_url.py",
                     "colab.research.google.com/github/"):

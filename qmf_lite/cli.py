@@ -119,8 +119,8 @@ def main(argv=None, out=None):
             _fig3(args, out)
             return 0
         _init(args, out)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except (ValueError, OSError) as exc:   # bad input, or MNIST cannot be downloaded
+        parser.error(str(exc).replace("\n", "; "))
     return 0
 
 

@@ -166,7 +166,8 @@ def quantize(x, levels, spacing, scale):
 class _STE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, thresholds, values, slope, clip):
-        ctx.save_for_backward((x.abs() <= clip) * slope)
+        if ctx.needs_input_grad[0]:                      # evaluation under no_grad skips the gain
+            ctx.save_for_backward((x.abs() <= clip) * slope)
         return _lookup(x, thresholds, values)
 
     @staticmethod

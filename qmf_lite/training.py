@@ -351,6 +351,24 @@ def _precision(precision, device_type):
         yield contextlib.nullcontext
 
 
+#: on a CPU, networks up to this width train on one thread (see :func:`train`)
+SMALL_WIDTH = 256
+
+
+@contextlib.contextmanager
+def _cpu_threads(device, width):
+    """One thread for small networks on a CPU: their matrix products are too small to gain from more."""
+    if device.type != "cpu" or width > SMALL_WIDTH or torch.get_num_threads() == 1:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _stable_seed(*parts):
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return int(hashlib.sha256(blob).hexdigest()[:15], 16)
@@ -444,6 +462,10 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
         Matrix-product precision: fp32; TF32 tensor cores (CUDA; a no-op on a CPU); or bf16
         autocast (parameters stay fp32).
 
+    On a CPU, networks of width up to :data:`SMALL_WIDTH` train on one thread: their matrix
+    products are too small to gain from more, and idle threads waiting on each other cost much
+    more than they save on a machine shared with other work.
+
     Returns
     -------
     TrainRecord
@@ -469,7 +491,7 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     losses = torch.empty(B, last, device=dev, dtype=model.w_out.dtype)
     acc = {}
     record_at = set(steps)
-    with _precision(precision, dev.type) as amp:
+    with _precision(precision, dev.type) as amp, _cpu_threads(dev, model.width):
         evaluate = lambda: (_accuracy(model, x_tre, y_tre, eval_batch, amp),  # noqa: E731
                             _accuracy(model, x_tee, y_tee, eval_batch, amp))
         if 0 in record_at:

@@ -28,6 +28,7 @@ the softmax,
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import hashlib
@@ -637,7 +638,7 @@ def _validator(n_rows):
 
 def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), width=64, lr=0.01, batch_size=128,
              dataset="digits", device=None, cache=True, progress=True, data=None, momentum=0.0, layout="book",
-             max_memory="auto", eval_size=None, precision="fp32", seed=0, callback=None):
+             max_memory="auto", eval_size=None, precision="fp32", seed=0, callback=None, workers=None):
     """Train quantized MLPs over a grid of levels x depths (x sigma_w x seeds) and record accuracy.
 
     Parameters
@@ -672,7 +673,12 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         with a :class:`~qmf_lite.data.CacheWarning`; an interrupted grid resumes from the
         chunks already stored and says so on stderr.
     callback : callable, optional
-        Called as ``callback(depth=..., chunk=..., rows=..., cached=...)`` after each chunk.
+        Called as ``callback(depth=..., chunk=..., rows=..., cached=...)`` after each chunk, in
+        the order of the grid.
+    workers : int, optional
+        Chunks trained at the same time, in threads. Default: on a CPU, for networks of width up
+        to :data:`SMALL_WIDTH`, one per core that torch uses (each chunk on one thread); otherwise
+        one. The results do not depend on it.
 
     Returns
     -------
@@ -721,33 +727,50 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         print(f"run_grid: resuming from the cache: {n_found} of {len(plan)} chunks "
               f"({sum(len(p[1]) for p in plan if p[-1] is not None)} of {len(specs) * len(depths)} networks) "
               f"were computed earlier; training the rest", file=sys.stderr)
-    results, n_cached, compute, flops, train_s = {}, 0, 0.0, 0.0, 0.0
-    bar = _progress(plan, progress, desc="grid")
-    for i, (depth, chunk, config, key, path, entry) in enumerate(bar):
-        if progress and hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(f"depth {depth}, {len(chunk)} nets")
-        if entry is not None:
-            rows = entry["rows"]
-            n_cached += len(chunk)
-            compute += float(entry["seconds"])
-        else:
-            model = QuantizedMLPBatch(chunk, n_in, n_out, depth, width, device=dev, layout=layout)
-            rec = train(model, data, steps, lr=lrs[depth], batch_size=batch_size, seed=seed, momentum=momentum,
-                        eval_size=eval_size, precision=precision)
-            del model
-            rows = [{"levels": s.levels, "sigma_w": s.sigma_w, "seed": s.seed, "depth": depth, "step": step,
-                     "train_acc": float(tr[b]), "test_acc": float(te[b])}
-                    for step, (tr, te) in rec.items() for b, s in enumerate(chunk)]
-            compute += rec.seconds
-            train_s += rec.seconds
-            flops += rec.flops
-            if path is not None:
-                _cache.atomic_write_json(path, {"schema": _SCHEMA, "key": key, "config": config, "rows": rows,
-                                                "seconds": rec.seconds, "flops": rec.flops})
-        for r in rows:
-            results[(r["depth"], r["step"], r["levels"], r["sigma_w"], r["seed"])] = r
-        if callback is not None:
-            callback(depth=depth, chunk=i, rows=rows, cached=entry is not None)
+    def compute(depth, chunk, config, key, path):
+        model = QuantizedMLPBatch(chunk, n_in, n_out, depth, width, device=dev, layout=layout)
+        rec = train(model, data, steps, lr=lrs[depth], batch_size=batch_size, seed=seed, momentum=momentum,
+                    eval_size=eval_size, precision=precision)
+        del model
+        rows = [{"levels": s.levels, "sigma_w": s.sigma_w, "seed": s.seed, "depth": depth, "step": step,
+                 "train_acc": float(tr[b]), "test_acc": float(te[b])}
+                for step, (tr, te) in rec.items() for b, s in enumerate(chunk)]
+        if path is not None:                       # written as soon as it is done: an interruption keeps it
+            _cache.atomic_write_json(path, {"schema": _SCHEMA, "key": key, "config": config, "rows": rows,
+                                            "seconds": rec.seconds, "flops": rec.flops})
+        return rows, rec
+
+    todo = [i for i, p in enumerate(plan) if p[-1] is None]
+    if workers is None:
+        small_cpu = dev.type == "cpu" and width <= SMALL_WIDTH
+        workers = max(1, min(torch.get_num_threads(), len(todo))) if small_cpu else 1
+    workers = check_int(workers, "workers", 1)
+    results, n_cached, compute_s, flops, train_s = {}, 0, 0.0, 0.0, 0.0
+    pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 and len(todo) > 1 else None
+    try:
+        with _cpu_threads(dev, width if pool is not None else SMALL_WIDTH + 1):
+            futures = {i: pool.submit(compute, *plan[i][:5]) for i in todo} if pool is not None else {}
+            bar = _progress(range(len(plan)), progress, desc="grid")
+            for i in bar:
+                depth, chunk, config, key, path, entry = plan[i]
+                if progress and hasattr(bar, "set_postfix_str"):
+                    bar.set_postfix_str(f"depth {depth}, {len(chunk)} nets")
+                if entry is not None:
+                    rows = entry["rows"]
+                    n_cached += len(chunk)
+                    compute_s += float(entry["seconds"])
+                else:
+                    rows, rec = futures[i].result() if pool is not None else compute(depth, chunk, config, key, path)
+                    compute_s += rec.seconds
+                    train_s += rec.seconds
+                    flops += rec.flops
+                for r in rows:
+                    results[(r["depth"], r["step"], r["levels"], r["sigma_w"], r["seed"])] = r
+                if callback is not None:
+                    callback(depth=depth, chunk=i, rows=rows, cached=entry is not None)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     order = {(s.levels, s.sigma_w, s.seed): i for i, s in enumerate(specs)}
     rows = [results[k] for k in sorted(results, key=lambda k: (k[0], k[1], order[k[2:]]))]
     peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None
@@ -756,4 +779,4 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
                              "momentum": float(momentum), "batch_size": batch_size, "layout": layout,
                              "eval_size": eval_size, "precision": precision, "dataset": data.name,
                              "normalization": getattr(data, "normalization", "feature"), "device": str(dev)},
-                      time.perf_counter() - t0, n_cached, compute, flops, train_s, peak)
+                      time.perf_counter() - t0, n_cached, compute_s, flops, train_s, peak)

@@ -749,7 +749,9 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 and len(todo) > 1 else None
     try:
         with _cpu_threads(dev, width if pool is not None else SMALL_WIDTH + 1):
-            futures = {i: pool.submit(compute, *plan[i][:5]) for i in todo} if pool is not None else {}
+            # longest first (depth x networks), so that no thread is left with a long chunk at the end
+            by_cost = sorted(todo, key=lambda i: -plan[i][0] * len(plan[i][1]))
+            futures = {i: pool.submit(compute, *plan[i][:5]) for i in by_cost} if pool is not None else {}
             bar = _progress(range(len(plan)), progress, desc="grid")
             for i in bar:
                 depth, chunk, config, key, path, entry = plan[i]

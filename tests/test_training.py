@@ -247,7 +247,7 @@ def test_interrupted_grid_resumes_and_says_so(tmp_path, monkeypatch, capsys, wor
     assert not list((tmp_path / "grid").glob(".*"))          # no temporary files left
     seen = []
     resumed = run_grid([2, 3], [3, 4, 5], callback=lambda **info: seen.append(info["cached"]), **kw)
-    assert seen == [True] * done + [False] * (3 - done)
+    assert seen[0] and seen.count(True) == done and len(seen) == 3
     assert resumed.n_cached == 2 * done
     if done < 3:
         assert "resuming" in capsys.readouterr().err

@@ -285,16 +285,17 @@ def training_memory(depth, width, n_in, n_out, batch_size, *, layout="book", mom
     Parameters, their gradients and (with momentum) SGD's momentum buffers; the activations that
     back-propagation keeps (four tensors of ``batch x width`` per layer: the pre-activation, the
     quantized activation, the STE's gain and a temporary); and the forward pass of an evaluation
-    batch of ``eval_batch`` inputs (three ``eval_batch x width`` tensors alive at once).
+    batch of ``eval_batch`` inputs (an input, an output and the int64 index of the quantizer's
+    look-up, each ``eval_batch x width``).
 
     >>> training_memory(2, 8, 4, 3, 5, layout="bgs19", momentum=0.5, eval_batch=10)
-    3044
+    4004
     """
     shapes = _layer_shapes(layout, depth, width, n_in, n_out)
     n_params = sum(i * o + (o if bias else 0) for i, o, bias in shapes)
     states = 3 if momentum else 2
     acts = 4 * batch_size * width * len(shapes)
-    evals = 3 * eval_batch * max(width, n_out)
+    evals = 6 * eval_batch * max(width, n_out)    # input, output and the int64 level index
     return int(bytes_per_value * (states * n_params + acts + evals))
 
 
@@ -409,10 +410,13 @@ def _accuracy(model, x, y, eval_batch, amp=contextlib.nullcontext):
 
 
 def _sgd(params, lr, momentum, device):
-    kw = {"foreach": True}
+    params = list(params)
     if device.type == "cuda" and "fused" in torch.optim.SGD.__init__.__code__.co_varnames:
-        kw = {"fused": True}   # one kernel for every parameter: reads p, grad, buffer; writes p, buffer
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, **kw)
+        try:   # one kernel for every parameter: reads p, grad, buffer; writes p, buffer
+            return torch.optim.SGD(params, lr=lr, momentum=momentum, fused=True)
+        except (RuntimeError, ValueError, TypeError):  # pragma: no cover - an older or partial CUDA build
+            pass
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=True)
 
 
 class TrainRecord(dict):

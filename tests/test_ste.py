@@ -55,6 +55,14 @@ def test_quantize_reported_case():
     assert quantize(-x, 2, None, 1.0).item() == 1.0
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_quantize_non_finite_inputs_like_quantized_activation(dtype):
+    x = torch.tensor([math.nan, math.inf, -math.inf, 1e300 if dtype == torch.float64 else 1e38, -1e38], dtype=dtype)
+    for levels in (2, 5, 16):
+        phi = qmf.QuantizedActivation(levels)
+        assert torch.equal(quantize(x, levels, None, 1.0), phi(x))
+
+
 def test_quantize_has_zero_autograd_derivative():
     x = torch.randn(50, requires_grad=True)
     quantize(x, 4, None, 1.0).sum().backward()

@@ -66,7 +66,9 @@ def fake_mnist(n_train=8192, n_test=2048, seed=0):
 
 def training_rate(device, data, n_nets, depth, width, budget, steps=20, precision="fp32", layout="bgs19",
                   batch_size=32, momentum=0.5):
-    """Net-steps/s and TFLOP/s of one chunk of up to ``n_nets`` networks that fits ``budget``."""
+    """Net-steps/s and TFLOP/s of the training steps of one chunk of up to ``n_nets`` networks that fits
+    ``budget``: two runs of 5 and 5 + ``steps`` steps, each ending with one evaluation, are timed and
+    their difference taken, so that neither the evaluation nor the warm-up counts."""
     per_net = training_memory(depth, width, data.n_features, 10, batch_size, layout=layout, momentum=momentum)
     fit = n_nets if budget is None else max(0, min(n_nets, int(0.9 * budget) // per_net))
     if fit == 0:
@@ -77,13 +79,19 @@ def training_rate(device, data, n_nets, depth, width, budget, steps=20, precisio
     train(model, data, [2], **kw)  # warm-up
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    sync(device)
-    t = time.perf_counter()
-    train(model, data, [steps], **kw)
-    sync(device)
-    dt = time.perf_counter() - t
+    times = []
+    for n in (5, 5 + steps):
+        sync(device)
+        t = time.perf_counter()
+        train(model, data, [n], **kw)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    dt = times[1] - times[0]
     step_flops, _ = training_flops(depth, width, data.n_features, 10, batch_size, layout)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    del model
+    if device.type == "cuda":   # the next depth's chunk must not meet a fragmented cache
+        torch.cuda.empty_cache()
     return {"nets": fit, "net_steps_per_s": fit * steps / dt, "tflops": fit * steps * step_flops / dt / 1e12,
             "seconds_per_net_layer_step": dt / (fit * steps * depth), "peak": peak, "estimate": fit * per_net}
 

@@ -71,6 +71,17 @@ class Dataset:
     def n_features(self):
         return self.x_train.shape[1]
 
+    def to(self, device):
+        """A copy with the four tensors on ``device`` (a ``torch.device`` or its name)."""
+        import torch
+
+        device = torch.device(device)
+        moved = dataclasses.replace(
+            self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
+        if getattr(self, "_fingerprint", None) is not None:
+            moved._fingerprint = self._fingerprint  # same values, same key
+        return moved
+
     def fingerprint(self):
         """A short hash of the four tensors (part of the training cache's key); computed once."""
         if getattr(self, "_fingerprint", None) is None:

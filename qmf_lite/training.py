@@ -736,6 +736,8 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         rec = train(model, data, steps, lr=lrs[depth], batch_size=batch_size, seed=seed, momentum=momentum,
                     eval_size=eval_size, precision=precision)
         del model
+        if dev.type == "cuda":   # hand the chunk's blocks back: chunks of another depth fragment the cache
+            torch.cuda.empty_cache()
         rows = [{"levels": s.levels, "sigma_w": s.sigma_w, "seed": s.seed, "depth": depth, "step": step,
                  "train_acc": float(tr[b]), "test_acc": float(te[b])}
                 for step, (tr, te) in rec.items() for b, s in enumerate(chunk)]

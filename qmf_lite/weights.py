@@ -1240,7 +1240,7 @@ def binary_mlp(sizes, seed=0, activation="relu"):
 
 
 def fit(model, data, opt, steps, batch_size, *, seed=0, drop_last=True, eval_every=None):
-    r"""Train ``model`` on ``data`` (a :class:`qmf_lite.data.Dataset`) with ``opt`` for ``steps`` updates.
+    r"""Train ``model`` on ``data`` (a :class:`qmf_lite.Dataset`) with ``opt`` for ``steps`` updates.
 
     Minibatches come from a fresh random permutation of the training set each epoch; with
     ``drop_last`` the ragged last batch of each epoch (``n_train % batch_size`` samples) is

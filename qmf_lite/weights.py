@@ -515,7 +515,11 @@ def run_rule(rule, grad, w0, *, lr, steps, grid=None, seed=0, bc_rounding="stoch
         g = np.asarray(grad(at_w, rng))
         if g.dtype.kind not in "iuf" or not np.isfinite(g).all():
             raise ValueError(f"grad must return finite real numbers; at step {t} grad(w, rng) gave {g!r}")
-        if np.broadcast_shapes(g.shape, at_w.shape) != at_w.shape:
+        try:
+            fits = np.broadcast_shapes(g.shape, at_w.shape) == at_w.shape
+        except ValueError:
+            fits = False
+        if not fits:
             raise ValueError(f"grad must return an array broadcasting to the shape {at_w.shape} of w; at step {t} "
                              f"it has shape {g.shape}")
         return g
@@ -1250,7 +1254,7 @@ def fit(model, data, opt, steps, batch_size, *, seed=0, drop_last=True, eval_eve
     ----------
     model : torch.nn.Module
         With at least one parameter (its device is used).
-    data : qmf_lite.data.Dataset
+    data : qmf_lite.Dataset
     opt : QuantizedSGD or torch.optim.Optimizer
         Anything with ``zero_grad()`` and ``step()``.
     steps : int

@@ -138,3 +138,18 @@ def check_probability(value, name):
     if ((arr < 0) | (arr > 1)).any():
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
     return arr
+
+
+def check_finite(value, name):
+    """Return ``value`` as float64 (array), requiring every entry a finite real number (no NaN, no inf)."""
+    arr = _as_float_array(value, name)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite real numbers (no inf), got {value!r}")
+    return arr
+
+
+def check_choice(value, name, choices):
+    """Return ``value``, requiring one of the strings ``choices`` (a string, not an array or a number)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value

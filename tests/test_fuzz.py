@@ -342,7 +342,8 @@ REGISTRY["ptq.QuantizedLayer"] = Entry(lambda: dict(weight=np.zeros((2, 3)), ind
                                                     reference_sq_norm=1.0, n_dead=0), record=True)
 REGISTRY["ptq.quantize_layer"] = Entry(lambda: dict(weight=_layer_data()[0], x=_layer_data()[1], xq=None,
                                                     alphabet=_alphabet(), method="gpfq", seed=0, dead_tol=0.01,
-                                                    dead_fill="round", block=64, dtype=None, threads=1))
+                                                    dead_fill="round", block=64, dtype=None, threads=1),
+                                    any_type=("threads",))   # threads: an int or None (documented: leave them as they are)
 REGISTRY["ptq.msq"] = Entry(lambda: dict(weight=_layer_data()[0], alphabet=_alphabet(), x=_layer_data()[1], xq=None),
                             documented=(Documented("(``nan`` without data)", lambda kw, out: kw["x"] is None and [
                                 p.split(" ")[0] for p in nonfinite_paths(out)] == ["result.reference_sq_norm"],
@@ -352,7 +353,8 @@ REGISTRY["ptq.spfq"] = Entry(lambda: dict(weight=_layer_data()[0], x=_layer_data
                                           seed=0))
 REGISTRY["ptq.quantize_mlp"] = Entry(lambda: dict(model=_mlp(), x=_torch().randn(5, 8, dtype=_torch().float64),
                                                   bits=2, method="gpfq", C=1.16, finite=True, seed=0, dead_tol=0.01,
-                                                  dead_fill="round", dtype=None, block=64, threads=1))
+                                                  dead_fill="round", dtype=None, block=64, threads=1),
+                                     any_type=("threads",))   # threads: an int or None (documented: leave them as they are)
 REGISTRY["ptq.relative_error"] = Entry(dict(reference=np.array([3.0, 4.0]), approx=np.array([3.0, 3.0])))
 
 # --- approx (namespace) -----------------------------------------------------------------------
@@ -720,67 +722,6 @@ TORCH_LAYER_XFAIL["cache_dir"] = {
 # Known defects of the namespaces ptq, approx and weights (merged from the chapter 9, 10 and 11
 # branches; this branch does not edit those modules): strict xfails, as above.
 NAMESPACE_XFAIL: dict[str, dict] = {}
-NAMESPACE_XFAIL["ptq.alphabet_for"] = {
-    **xfail_cases("finite", "array_nan array",
-        "ptq.py alphabet_for: finite is not checked as a bool (an array: 'truth value of an array is "
-        "ambiguous')"),
-}
-NAMESPACE_XFAIL["ptq.nearest_index"] = {
-    **xfail_cases("x", "nan 1e308 None str3 empty_str array_nan True complex",
-        "ptq.py nearest_index: x is not validated (RuntimeWarnings for NaN/None/1e308, '3' and True taken as "
-        "numbers, numpy's messages for '' and complex)"),
-    **xfail_cases("alphabet", "*",
-        "ptq.py nearest_index: alphabet is not checked to be an Alphabet (AttributeError 'step')"),
-}
-NAMESPACE_XFAIL["ptq.stochastic_index"] = {
-    **xfail_cases("x", "nan inf -inf 1e308 None str3 empty_str array_nan True complex",
-        "ptq.py stochastic_index: x is not validated (RuntimeWarnings for NaN/inf/None/1e308, '3' and True "
-        "taken as numbers, numpy's messages for '' and complex)"),
-    **xfail_cases("alphabet", "*",
-        "ptq.py stochastic_index: alphabet is not checked to be an Alphabet (AttributeError 'step')"),
-}
-NAMESPACE_XFAIL["ptq.quantize_layer"] = {
-    **xfail_cases("method", "array_nan array",
-        "ptq.py quantize_layer: method compared with an array ('truth value of an array is ambiguous')"),
-    **xfail_cases("seed", "str3 empty_str True complex",
-        "ptq.py quantize_layer: seed accepts '3', '', True and complex (passed on unchecked)"),
-    **xfail_cases("dead_tol", "array",
-        "ptq.py quantize_layer: dead_tol as an array: TypeError from float()"),
-    **xfail_cases("dead_fill", "array_nan array",
-        "ptq.py quantize_layer: dead_fill compared with an array ('truth value of an array is ambiguous')"),
-    **xfail_cases("dtype", "nan inf -inf -1 0 1e308 1e7 2.5 1e-300 str3 empty_str array_nan array True int_1e30 complex",
-        "ptq.py quantize_layer: dtype is not validated (numpy's TypeError 'Cannot interpret ... as a data "
-        "type')"),
-    **xfail_cases("threads", "None int_1e30",
-        "ptq.py quantize_layer: threads accepts None; 10**30 overflows in threadpoolctl (ArgumentError)"),
-}
-NAMESPACE_XFAIL["ptq.quantize_mlp"] = {
-    **xfail_cases("method", "array_nan array",
-        "ptq.py quantize_mlp: method compared with an array ('truth value of an array is ambiguous')"),
-    **xfail_cases("C", "1e-300",
-        "ptq.py quantize_mlp: C = 1e-300 gives reference_sq_norm = inf in the layers' results (no lower bound"
-        " on C)"),
-    **xfail_cases("finite", "array_nan array",
-        "ptq.py quantize_mlp: finite is not checked as a bool (an array: 'truth value of an array is "
-        "ambiguous')"),
-    **xfail_cases("seed", "str3 empty_str True complex",
-        "ptq.py quantize_mlp: seed accepts '3', '', True and complex (passed on unchecked)"),
-    **xfail_cases("dead_tol", "array",
-        "ptq.py quantize_mlp: dead_tol as an array: TypeError from float()"),
-    **xfail_cases("dead_fill", "array_nan array",
-        "ptq.py quantize_mlp: dead_fill compared with an array ('truth value of an array is ambiguous')"),
-    **xfail_cases("dtype", "-1 0 str3 empty_str array_nan array int_1e30",
-        "ptq.py quantize_mlp: dtype is not validated (torch's RuntimeError/TypeError from Tensor.to)"),
-    **xfail_cases("threads", "None int_1e30",
-        "ptq.py quantize_mlp: threads accepts None; 10**30 overflows ('Overflow when unpacking long long')"),
-}
-NAMESPACE_XFAIL["ptq.relative_error"] = {
-    **xfail_cases("reference", "empty_str complex",
-        "ptq.py relative_error: reference is not validated (numpy's messages for '' and complex)"),
-    **xfail_cases("approx", "empty_str array_nan complex",
-        "ptq.py relative_error: approx is not validated (NaN result for an array with NaN, numpy's messages "
-        "for '' and complex)"),
-}
 NAMESPACE_XFAIL["approx.DyadicNet"] = {
     **xfail_cases("layers", "nan inf -inf -1 0 1e308 1e7 2.5 1e-300 None str3 array_nan array True int_1e30 complex",
         "approx.py DyadicNet: layers is not checked to be a sequence of (A, C, e) triples "

@@ -134,7 +134,7 @@ def check_real_array(value, name, *, max_abs=None):
     """
     arr = _as_float_array(value, name)
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite (no NaN or inf), got {value!r}")
+        raise ValueError(f"{name} must be finite (no NaN or inf)" + (f", got {value!r}" if arr.ndim == 0 else ""))
     if max_abs is not None and arr.size and float(np.abs(arr).max()) > max_abs:
         raise ValueError(f"{name} must lie in [-{max_abs:g}, {max_abs:g}], got largest |entry| "
                          f"{float(np.abs(arr).max()):g}")

@@ -103,6 +103,58 @@ def check_callable(value, name):
     return value
 
 
+def check_int_range(value, name, minimum, maximum, why=""):
+    """Return ``value`` as int, requiring an integer in [minimum, maximum].
+
+    The message reads ``"<name> must be an integer >= <minimum> and <= <maximum><why>"``, so that it
+    also matches what :func:`check_int` says about the lower bound; ``why`` (e.g. ``" (a float64
+    limit)"``) gives the reason for the upper one.
+    """
+    allowed = f"an integer >= {minimum} and <= {maximum}{why}"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if value < minimum or value > maximum:
+        raise ValueError(f"{name} must be {allowed}, got {value}")
+    return int(value)
+
+
+def check_one_of(value, name, choices):
+    """Return ``value``, requiring one of the strings ``choices`` (arrays, numbers and other types refused)."""
+    allowed = (f"{choices[0]!r} or {choices[1]!r}" if len(choices) == 2
+               else f"one of {tuple(choices)!r}")
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def check_real_array(value, name, *, max_abs=None):
+    """Return ``value`` as a float64 array of finite real numbers (|entries| <= ``max_abs`` when given).
+
+    Strings, bools, None and complex numbers are refused, as by every check here.
+    """
+    arr = _as_float_array(value, name)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf)" + (f", got {value!r}" if arr.ndim == 0 else ""))
+    if max_abs is not None and arr.size and float(np.abs(arr).max()) > max_abs:
+        raise ValueError(f"{name} must lie in [-{max_abs:g}, {max_abs:g}], got largest |entry| "
+                         f"{float(np.abs(arr).max()):g}")
+    return arr
+
+
+def check_real_in(value, name, low, high):
+    """Return ``value`` as a Python float, requiring a real scalar in [low, high] (no bools, strings, arrays)."""
+    allowed = f"a real number in [{low:g}, {high:g}]"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    try:
+        out = float(value)
+    except OverflowError as exc:  # an int beyond float64
+        raise ValueError(f"{name} must be {allowed}, got {value!r}") from exc
+    if not low <= out <= high:  # also refuses NaN
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return out
+
+
 #: the range of weight scales accepted (and the largest bias scale): their squares, and q*, stay
 #: far inside float64, neither overflowing nor underflowing to 0
 SIGMA_MIN, SIGMA_MAX = 1e-100, 1e100

@@ -342,7 +342,8 @@ REGISTRY["ptq.QuantizedLayer"] = Entry(lambda: dict(weight=np.zeros((2, 3)), ind
                                                     reference_sq_norm=1.0, n_dead=0), record=True)
 REGISTRY["ptq.quantize_layer"] = Entry(lambda: dict(weight=_layer_data()[0], x=_layer_data()[1], xq=None,
                                                     alphabet=_alphabet(), method="gpfq", seed=0, dead_tol=0.01,
-                                                    dead_fill="round", block=64, dtype=None, threads=1))
+                                                    dead_fill="round", block=64, dtype=None, threads=1),
+                                    any_type=("threads",))   # threads: an int or None (documented: leave them as they are)
 REGISTRY["ptq.msq"] = Entry(lambda: dict(weight=_layer_data()[0], alphabet=_alphabet(), x=_layer_data()[1], xq=None),
                             documented=(Documented("(``nan`` without data)", lambda kw, out: kw["x"] is None and [
                                 p.split(" ")[0] for p in nonfinite_paths(out)] == ["result.reference_sq_norm"],
@@ -352,7 +353,8 @@ REGISTRY["ptq.spfq"] = Entry(lambda: dict(weight=_layer_data()[0], x=_layer_data
                                           seed=0))
 REGISTRY["ptq.quantize_mlp"] = Entry(lambda: dict(model=_mlp(), x=_torch().randn(5, 8, dtype=_torch().float64),
                                                   bits=2, method="gpfq", C=1.16, finite=True, seed=0, dead_tol=0.01,
-                                                  dead_fill="round", dtype=None, block=64, threads=1))
+                                                  dead_fill="round", dtype=None, block=64, threads=1),
+                                     any_type=("threads",))   # threads: an int or None (documented: leave them as they are)
 REGISTRY["ptq.relative_error"] = Entry(dict(reference=np.array([3.0, 4.0]), approx=np.array([3.0, 3.0])))
 
 # --- approx (namespace) -----------------------------------------------------------------------
@@ -720,164 +722,6 @@ TORCH_LAYER_XFAIL["cache_dir"] = {
 # Known defects of the namespaces ptq, approx and weights (merged from the chapter 9, 10 and 11
 # branches; this branch does not edit those modules): strict xfails, as above.
 NAMESPACE_XFAIL: dict[str, dict] = {}
-NAMESPACE_XFAIL["ptq.alphabet_for"] = {
-    **xfail_cases("finite", "array_nan array",
-        "ptq.py alphabet_for: finite is not checked as a bool (an array: 'truth value of an array is "
-        "ambiguous')"),
-}
-NAMESPACE_XFAIL["ptq.nearest_index"] = {
-    **xfail_cases("x", "nan 1e308 None str3 empty_str array_nan True complex",
-        "ptq.py nearest_index: x is not validated (RuntimeWarnings for NaN/None/1e308, '3' and True taken as "
-        "numbers, numpy's messages for '' and complex)"),
-    **xfail_cases("alphabet", "*",
-        "ptq.py nearest_index: alphabet is not checked to be an Alphabet (AttributeError 'step')"),
-}
-NAMESPACE_XFAIL["ptq.stochastic_index"] = {
-    **xfail_cases("x", "nan inf -inf 1e308 None str3 empty_str array_nan True complex",
-        "ptq.py stochastic_index: x is not validated (RuntimeWarnings for NaN/inf/None/1e308, '3' and True "
-        "taken as numbers, numpy's messages for '' and complex)"),
-    **xfail_cases("alphabet", "*",
-        "ptq.py stochastic_index: alphabet is not checked to be an Alphabet (AttributeError 'step')"),
-}
-NAMESPACE_XFAIL["ptq.quantize_layer"] = {
-    **xfail_cases("method", "array_nan array",
-        "ptq.py quantize_layer: method compared with an array ('truth value of an array is ambiguous')"),
-    **xfail_cases("seed", "str3 empty_str True complex",
-        "ptq.py quantize_layer: seed accepts '3', '', True and complex (passed on unchecked)"),
-    **xfail_cases("dead_tol", "array",
-        "ptq.py quantize_layer: dead_tol as an array: TypeError from float()"),
-    **xfail_cases("dead_fill", "array_nan array",
-        "ptq.py quantize_layer: dead_fill compared with an array ('truth value of an array is ambiguous')"),
-    **xfail_cases("dtype", "nan inf -inf -1 0 1e308 1e7 2.5 1e-300 str3 empty_str array_nan array True int_1e30 complex",
-        "ptq.py quantize_layer: dtype is not validated (numpy's TypeError 'Cannot interpret ... as a data "
-        "type')"),
-    **xfail_cases("threads", "None int_1e30",
-        "ptq.py quantize_layer: threads accepts None; 10**30 overflows in threadpoolctl (ArgumentError)"),
-}
-NAMESPACE_XFAIL["ptq.quantize_mlp"] = {
-    **xfail_cases("method", "array_nan array",
-        "ptq.py quantize_mlp: method compared with an array ('truth value of an array is ambiguous')"),
-    **xfail_cases("C", "1e-300",
-        "ptq.py quantize_mlp: C = 1e-300 gives reference_sq_norm = inf in the layers' results (no lower bound"
-        " on C)"),
-    **xfail_cases("finite", "array_nan array",
-        "ptq.py quantize_mlp: finite is not checked as a bool (an array: 'truth value of an array is "
-        "ambiguous')"),
-    **xfail_cases("seed", "str3 empty_str True complex",
-        "ptq.py quantize_mlp: seed accepts '3', '', True and complex (passed on unchecked)"),
-    **xfail_cases("dead_tol", "array",
-        "ptq.py quantize_mlp: dead_tol as an array: TypeError from float()"),
-    **xfail_cases("dead_fill", "array_nan array",
-        "ptq.py quantize_mlp: dead_fill compared with an array ('truth value of an array is ambiguous')"),
-    **xfail_cases("dtype", "-1 0 str3 empty_str array_nan array int_1e30",
-        "ptq.py quantize_mlp: dtype is not validated (torch's RuntimeError/TypeError from Tensor.to)"),
-    **xfail_cases("threads", "None int_1e30",
-        "ptq.py quantize_mlp: threads accepts None; 10**30 overflows ('Overflow when unpacking long long')"),
-}
-NAMESPACE_XFAIL["ptq.relative_error"] = {
-    **xfail_cases("reference", "empty_str complex",
-        "ptq.py relative_error: reference is not validated (numpy's messages for '' and complex)"),
-    **xfail_cases("approx", "empty_str array_nan complex",
-        "ptq.py relative_error: approx is not validated (NaN result for an array with NaN, numpy's messages "
-        "for '' and complex)"),
-}
-NAMESPACE_XFAIL["approx.DyadicNet"] = {
-    **xfail_cases("layers", "nan inf -inf -1 0 1e308 1e7 2.5 1e-300 None str3 array_nan array True int_1e30 complex",
-        "approx.py DyadicNet: layers is not checked to be a sequence of (A, C, e) triples "
-        "(TypeError/ValueError from unpacking)"),
-}
-NAMESPACE_XFAIL["approx.PiecewiseLinear"] = {
-    **xfail_cases("knots", "empty_str complex",
-        "approx.py PiecewiseLinear: knots as '' or complex: numpy's conversion messages name no argument"),
-    **xfail_cases("values", "empty_str complex",
-        "approx.py PiecewiseLinear: values as '' or complex: numpy's conversion messages name no argument"),
-}
-NAMESPACE_XFAIL["approx.ShallowReLU"] = {
-    **xfail_cases("inner", "nan inf -inf None str3 empty_str array_nan True complex",
-        "approx.py ShallowReLU: a dataclass without checks stores NaN, inf, None, strings, True and complex "
-        "as inner"),
-    **xfail_cases("offset", "nan inf -inf None str3 empty_str array_nan True complex",
-        "approx.py ShallowReLU: a dataclass without checks stores NaN, inf, None, strings, True and complex "
-        "as offset"),
-    **xfail_cases("outer", "nan inf -inf None str3 empty_str array_nan True complex",
-        "approx.py ShallowReLU: a dataclass without checks stores NaN, inf, None, strings, True and complex "
-        "as outer"),
-    **xfail_cases("bias", "nan inf -inf None str3 empty_str array_nan True complex",
-        "approx.py ShallowReLU: a dataclass without checks stores NaN, inf, None, strings, True and complex "
-        "as bias"),
-}
-NAMESPACE_XFAIL["approx.fixed_point_step"] = {
-    **xfail_cases("values", "str3 empty_str True complex",
-        "approx.py fixed_point_step: values is not validated ('3' and True taken as numbers, numpy's messages"
-        " for '' and complex)"),
-    **xfail_cases("bits", "int_1e30",
-        "approx.py fixed_point_step: bits has no upper bound (10**30: exact integer arithmetic runs past the "
-        "time limit)"),
-    **xfail_cases("headroom", "array_nan array",
-        "approx.py fixed_point_step: headroom is not checked as a bool (an array: 'truth value of an array is"
-        " ambiguous')"),
-}
-NAMESPACE_XFAIL["approx.round_to_grid"] = {
-    **xfail_cases("values", "str3 empty_str True complex",
-        "approx.py round_to_grid: values is not validated ('3' and True taken as numbers, numpy's messages "
-        "for '' and complex)"),
-    **xfail_cases("bits", "int_1e30",
-        "approx.py round_to_grid: bits has no upper bound (10**30: past the time limit)"),
-}
-NAMESPACE_XFAIL["approx.sigma_delta"] = {
-    **xfail_cases("values", "empty_str complex",
-        "approx.py sigma_delta: values as '' or complex: numpy's conversion messages name no argument"),
-    **xfail_cases("bits", "int_1e30",
-        "approx.py sigma_delta: bits has no upper bound (10**30: past the time limit)"),
-}
-NAMESPACE_XFAIL["approx.lacunary_target"] = {
-    **xfail_cases("n_terms", "int_1e30",
-        "approx.py lacunary_target: n_terms has no upper bound (10**30: numpy's 'Maximum allowed dimension "
-        "exceeded')"),
-    **xfail_cases("ratio", "1e308 1e7 int_1e30",
-        "approx.py lacunary_target: ratio has no upper bound (1e7 asks for 1.4 PiB, 1e308 OverflowError, "
-        "10**30 numpy's size error)"),
-}
-NAMESPACE_XFAIL["approx.sup_error"] = {
-    **xfail_cases("exact", "array_nan array",
-        "approx.py sup_error: exact is not checked as a bool (an array: 'truth value of an array is "
-        "ambiguous')"),
-    **xfail_cases("lipschitz", "str3 empty_str True complex",
-        "approx.py sup_error: lipschitz accepts '3', '', True and complex while the target is piecewise "
-        "linear (unused, unchecked)"),
-}
-NAMESPACE_XFAIL["approx.quantize_net"] = {
-    **xfail_cases("bits", "int_1e30",
-        "approx.py quantize_net: bits has no upper bound (10**30: past the time limit)"),
-}
-NAMESPACE_XFAIL["approx.in_alphabet"] = {
-    **xfail_cases("net", "*",
-        "approx.py in_alphabet: net is not checked to be a DyadicNet (AttributeError 'layers')"),
-    **xfail_cases("bits", "int_1e30",
-        "approx.py in_alphabet: bits has no upper bound (10**30: OverflowError 'too many digits in integer')"),
-}
-NAMESPACE_XFAIL["approx.to_low_precision"] = {
-    **xfail_cases("bits", "int_1e30",
-        "approx.py to_low_precision: bits has no upper bound (10**30: OverflowError 'too many digits in "
-        "integer')"),
-    **xfail_cases("nonnegative_inputs", "array_nan array",
-        "approx.py to_low_precision: nonnegative_inputs is not checked as a bool (an array: ambiguous truth "
-        "value)"),
-}
-NAMESPACE_XFAIL["approx.bit_extractor"] = {
-    **xfail_cases("m", "int_1e30",
-        "approx.py bit_extractor: m has no upper bound (10**30: past the time limit)"),
-    **xfail_cases("form", "array_nan array",
-        "approx.py bit_extractor: form compared with an array ('truth value of an array is ambiguous')"),
-}
-NAMESPACE_XFAIL["approx.lower_bounds"] = {
-    **xfail_cases("bits", "1e308",
-        "approx.py lower_bounds: bits = 1e308 overflows (leaked RuntimeWarning)"),
-    **xfail_cases("n_params", "1e308",
-        "approx.py lower_bounds: n_params = 1e308 overflows (leaked RuntimeWarning)"),
-    **xfail_cases("depth", "1e308",
-        "approx.py lower_bounds: depth = 1e308 overflows (leaked RuntimeWarning)"),
-}
 
 for _key, _cases in {**TORCH_LAYER_XFAIL, **NAMESPACE_XFAIL}.items():
     REGISTRY[_key] = dataclasses.replace(REGISTRY[_key], xfail={**REGISTRY[_key].xfail, **_cases})

@@ -117,7 +117,7 @@ class Activation:
 
     #: whether phi is odd, so that with sigma_b = 0 the correlation map is odd and c* = 0
     odd = False
-    #: sup |phi(x)| (inf: unbounded or unknown); it bounds the search for q*
+    #: ``sup |phi(x)|`` (inf: unbounded or unknown); it bounds the search for q*
     bound = float("inf")
 
     def __repr__(self):

@@ -1024,7 +1024,7 @@ class QuantizedSGD:
         dicts with ``"params"`` and optional ``"rule"``, ``"grid"``, ``"lr"``, overriding the
         defaults below. ``grid=None`` means full precision (rule ``"sgd"``), e.g. for biases.
     lr : float
-        Step size > 0, finite. :meth:`QuantizedSGD.step <qmf_lite.weights.QuantizedSGD.step>` refuses a gradient with NaN or inf (a ``ValueError``), so
+        Step size > 0, finite. Its ``step()`` refuses a gradient with NaN or inf (a ``ValueError``), so
         that weights that overflowed with a huge ``lr`` stop training at the next step.
     rule : {"sgd", "r", "sr", "bc"}
     grid : Grid or None

@@ -17,7 +17,7 @@ from ._validate import check_correlation, check_int, check_nonnegative, check_po
 from .activations import get_activation
 from .maps import fixed_point_q
 
-__all__ = ["default_device", "SimulationResult", "simulate_correlations", "circle_inputs", "simulate_covariance"]
+__all__ = ["default_device", "SimulationResult", "simulate_correlations", "circle_inputs", "simulate_covariance", "WEIGHTS"]
 
 
 def default_device(device=None):
@@ -60,12 +60,33 @@ class SimulationResult:
     c_nets: np.ndarray
 
 
-def _layer(h, act, sigma_w, sigma_b, gen):
+#: weight distributions of unit variance that the simulations can draw (scaled by sigma_w / sqrt(n))
+WEIGHTS = ("gaussian", "binary", "uniform")
+
+
+def _check_weights(weights):
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    return weights
+
+
+def _unit_weights(shape, weights, gen, device, dtype):
+    """i.i.d. entries of mean 0 and variance 1: standard normal, +-1 with equal odds, or uniform on [-sqrt 3, sqrt 3]."""
+    import torch
+
+    if weights == "gaussian":
+        return torch.randn(*shape, generator=gen, device=device, dtype=dtype)
+    if weights == "binary":
+        return torch.randint(0, 2, shape, generator=gen, device=device).to(dtype).mul_(2).sub_(1)
+    return torch.rand(*shape, generator=gen, device=device, dtype=dtype).mul_(2).sub_(1).mul_(math.sqrt(3.0))
+
+
+def _layer(h, act, sigma_w, sigma_b, gen, weights="gaussian"):
     """One random layer for a batch of nets: h has shape (n_nets, width, n_inputs)."""
     import torch
 
     n_nets, width, _ = h.shape
-    w = torch.randn(n_nets, width, width, generator=gen, device=h.device, dtype=h.dtype)
+    w = _unit_weights((n_nets, width, width), weights, gen, h.device, h.dtype)
     out = torch.bmm(w, act(h)).mul_(sigma_w / math.sqrt(width))
     if sigma_b > 0:
         out += sigma_b * torch.randn(n_nets, width, 1, generator=gen, device=h.device, dtype=h.dtype)
@@ -73,7 +94,7 @@ def _layer(h, act, sigma_w, sigma_b, gen):
 
 
 def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=None, n_nets=16,
-                          seed=0, device=None, dtype=None, progress=False):
+                          seed=0, device=None, dtype=None, progress=False, weights="gaussian"):
     r"""Propagate two inputs of correlation ``c0`` through ``n_nets`` random networks.
 
     Parameters
@@ -94,6 +115,12 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
         ``None`` uses CUDA when available.
     dtype : torch.dtype, optional
         ``torch.float32`` by default (float64 when you need more than ~1e-6).
+    weights : {"gaussian", "binary", "uniform"}
+        Distribution of the weights :math:`W_{ij} = \sigma_w\,\xi_{ij}/\sqrt n`, with i.i.d.
+        :math:`\xi_{ij}` of mean 0 and variance 1: standard normal (default), :math:`\pm 1` with
+        equal odds, or uniform on :math:`[-\sqrt3, \sqrt3]`. The mean-field maps depend on the
+        weights only through their variance (the central limit theorem needs no more), so all
+        three follow the same maps as the width grows. Biases are Gaussian.
 
     Returns
     -------
@@ -110,6 +137,7 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
     width = check_int(width, "width", 1)
     n_nets = check_int(n_nets, "n_nets", 1)
     c0 = float(check_correlation(c0, "c0"))
+    weights = _check_weights(weights)
     q0 = float(fixed_point_q(act, sigma_w, sigma_b)) if q0 is None else float(check_positive(q0, "q0", allow_array=False))
     if not (0 < q0 < np.inf):
         raise ValueError(f"q0 must be finite and > 0; the fixed point here is q* = {q0}, pass q0 explicitly")
@@ -132,7 +160,7 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
     with torch.no_grad():
         record(h)
         for _ in layers:
-            h = _layer(h, act, sigma_w, sigma_b, gen)
+            h = _layer(h, act, sigma_w, sigma_b, gen, weights)
             record(h)
     q_nets = torch.stack(qs, dim=1).double().cpu().numpy()
     c_nets = torch.stack(cs, dim=1).double().cpu().numpy()
@@ -164,7 +192,7 @@ def circle_inputs(n_points, width, q0=1.0, seed=0):
 
 
 def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, seed=0, device=None,
-                        dtype=None, progress=False):
+                        dtype=None, progress=False, post_activation=False, weights="gaussian"):
     r"""Empirical covariance :math:`h^{l\top} h^{l} / n` of many inputs at the chosen layers.
 
     Parameters
@@ -173,6 +201,12 @@ def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, s
         Input pre-activations (e.g. from :func:`circle_inputs`).
     layers : sequence of int
         Layers at which to record; the deepest sets the depth.
+    post_activation : bool
+        Record the covariance of the activations, :math:`\phi(h^l)^\top\phi(h^l)/n` (whose
+        mean-field value is the kernel :math:`K(q^l, c^l)`), in place of the pre-activations'.
+        At layer 0 this is :math:`\phi(h^0)`.
+    weights : {"gaussian", "binary", "uniform"}
+        The weight distribution, as in :func:`simulate_correlations`.
 
     Returns
     -------
@@ -186,6 +220,7 @@ def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, s
     sigma_b = float(check_nonnegative(sigma_b, "sigma_b"))
     n_nets = check_int(n_nets, "n_nets", 1)
     layers = sorted({check_int(int(l), "layers", 0) for l in layers})
+    weights = _check_weights(weights)
     dev = default_device(device)
     dtype = torch.float32 if dtype is None else dtype
     gen = _generator(seed, dev)
@@ -195,12 +230,13 @@ def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, s
 
     def record(l, h):
         if l in layers:
-            out[l] = (h.transpose(1, 2) @ h / width).mean(0).double().cpu().numpy()
+            a = act(h) if post_activation else h
+            out[l] = (a.transpose(1, 2) @ a / width).mean(0).double().cpu().numpy()
 
     steps = _progress(range(1, layers[-1] + 1), progress, desc="layers")
     with torch.no_grad():
         record(0, h)
         for l in steps:
-            h = _layer(h, act, sigma_w, sigma_b, gen)
+            h = _layer(h, act, sigma_w, sigma_b, gen, weights)
             record(l, h)
     return out

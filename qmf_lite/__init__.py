@@ -20,17 +20,19 @@ module                    concept                                               
 ``reference``             reference data (the paper's levels of Fig. 2, ...)          numpy
 ``simulate``              wide random networks in torch (Fig. 1)                      torch
 ``ste``                   the straight-through estimator and its slope rule           torch
-``training``              batched quantized MLPs, SGD, the cached grid runner        torch
+``training``              batched quantized MLPs, SGD, the cached grid runner         torch
 ``ntk``                   the empirical neural tangent kernel                         torch
-``data``                  digits (offline) and MNIST (checksummed download)          torch
+``data``                  digits (offline) and MNIST (checksummed download)           torch
+``book``                  chapter helpers: the scale switch, glue, tables, style      numpy
 ========================  ==========================================================  =========
 
 * The **core** (numpy/scipy rows) is imported with the package and never imports torch, so
   ``import qmf_lite`` works without torch. Its public names are flat: ``qmf.chi_max``.
 * The **torch layer** (torch rows) is flat too (``qmf.QuantAct``, ``qmf.run_grid``) but is
   imported on first use of one of its names.
-* Each **companion topic** of the book is a namespace of its own, imported on first use:
-  ``qmf.book`` (chapter helpers: the scale switch, glue, figure style).
+* Each **companion topic** of the book is a namespace of its own, imported on first use and
+  called as ``qmf.<namespace>.<name>``: ``qmf.book`` (chapter helpers: the scale switch, glue,
+  figure style).
 * A name is public when it is listed in its module's ``__all__``; the table ``_LAZY`` below and
   the import block say where each top-level name comes from. Names starting with ``_`` and the
   modules ``_validate`` and ``_progress`` are private.
@@ -51,13 +53,14 @@ from .activations import (
     Erf,
     HardTanh,
     Linear,
+    QuadratureWarning,
     QuantizedActivation,
     ReLU,
     StepActivation,
     Tanh,
     get_activation,
 )
-from .gaussian import MonteCarloEstimate, monte_carlo_kernel
+from .gaussian import MonteCarloEstimate, expect, expect_pair, monte_carlo_kernel, normal_rule
 from .maps import (
     chi,
     correlation_map,
@@ -93,10 +96,10 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 _LAZY = {
     "simulate": ["SimulationResult", "circle_inputs", "default_device", "simulate_correlations",
                  "simulate_covariance"],
-    "ste": ["QuantAct", "quantize", "ste_clip", "ste_quantize", "ste_slope", "ste_chi1"],
+    "ste": ["QuantAct", "quantize", "ste_clip", "ste_slope", "ste_chi1"],
     "training": ["NetSpec", "QuantizedMLPBatch", "train", "run_grid", "GridResult", "halfway_depth"],
     "ntk": ["empirical_ntk"],
-    "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir"],
+    "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir", "MNIST_FILES"],
 }
 _LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
 #: namespaces (submodules used as ``qmf.<name>.<function>``), imported on first access
@@ -105,9 +108,9 @@ _NAMESPACES = ("book",)
 __all__ = [
     # activations
     "Activation", "StepActivation", "QuantizedActivation", "Linear", "ReLU", "Erf", "Tanh", "HardTanh",
-    "CallableActivation", "get_activation",
+    "CallableActivation", "QuadratureWarning", "get_activation",
     # gaussian
-    "MonteCarloEstimate", "monte_carlo_kernel",
+    "normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "monte_carlo_kernel",
     # maps
     "variance_map", "variance_map_slope", "fixed_point_q", "covariance_map", "correlation_map", "chi",
     "fixed_point_c", "depth_scale", "iterate_maps",

@@ -26,7 +26,7 @@ def _init(args, out):
     init = optimal_init(args.levels, scale=args.scale, spacing=args.spacing)
     act = init.activation
     with np.printoptions(precision=6, suppress=True, linewidth=88, threshold=40):
-        bits = int(np.ceil(np.log2(init.levels)))
+        bits = init.bits
         out.write(f"levels            N = {init.levels} ({bits} bit{'s' if bits > 1 else ''})\n")
         out.write(f"sigma_w           {init.sigma_w:.6f}\n")
         out.write(f"sigma_b           {init.sigma_b:.1f}\n")

@@ -43,6 +43,12 @@ Z_MAX = 10.0
 
 
 @functools.lru_cache(maxsize=8)
+def legendre_rule(n: int):
+    """Gauss-Legendre nodes and weights on [-1, 1] (cached)."""
+    return np.polynomial.legendre.leggauss(n)
+
+
+@functools.lru_cache(maxsize=8)
 def normal_rule(n: int):
     """Nodes and weights of an ``n``-point rule for the standard normal.
 
@@ -195,7 +201,12 @@ class ArcsineIntegral:
                 break
             deg *= 2
         self.degree = deg
-        self.converged = bool(tail <= tol * scale) if scale > 0 else True
+        if scale > 0 and tail > tol * scale:
+            import warnings
+
+            warnings.warn(f"the Chebyshev interpolant of the arcsine integrand did not converge at degree "
+                          f"{deg} (trailing coefficients {tail / scale:.1e} of the largest; kernel values may "
+                          f"be off by about as much)", RuntimeWarning, stacklevel=2)
         # G(theta) = (pi/2) * (P(1) - P(x)), with P the antiderivative of the interpolant.
         self._anti = _cheb.chebint(coef)
         self._top = _cheb.chebval(1.0, self._anti)

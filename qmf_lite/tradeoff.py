@@ -31,7 +31,6 @@ from scipy import optimize, special
 from ._validate import check_int, check_levels, check_positive
 from .activations import QuantizedActivation, StepActivation
 from .gaussian import SQRT2PI, step_variance
-from .maps import depth_scale as _depth_scale
 
 __all__ = [
     "chi_zero",
@@ -330,7 +329,8 @@ def _step_chi_zero(act, q):
     """chi(0) of an odd step activation at sigma_b = 0 and fixed point ``q``: (sum D_i pdf(a_i))^2 / E[phi^2]."""
     a = act.thresholds / math.sqrt(q)
     s = float(np.sum(act.jumps * _pdf(a)))
-    return s * s / float(act.second_moment(q))
+    m2 = float(act.second_moment(q))
+    return s * s / m2 if m2 > 0 else 0.0   # m2 = 0: the zero level holds all the mass, no signal
 
 
 def _optimal_init_step(act):
@@ -338,9 +338,13 @@ def _optimal_init_step(act):
         raise ValueError("activation must be odd (thresholds and levels symmetric about 0) for optimal_init: "
                          "only then is c* = 0 at sigma_b = 0")
     # chi(0) depends on q* alone (sigma_w follows from the fixed point): maximise over log q*
-    g = act.thresholds
-    scale = max(float(np.max(np.abs(g))), float(np.min(np.abs(g[g != 0]))) if np.any(g != 0) else 1.0)
-    grid = np.linspace(math.log(scale) - 12.0, math.log(scale) + 6.0, 181)
+    g = np.abs(act.thresholds)
+    g = g[g > 0]
+    if g.size == 0:
+        raise ValueError("activation must have a threshold away from 0 for optimal_init (a sign function "
+                         "propagates equally at every sigma_w)")
+    # sqrt(q*) from well below the smallest threshold to well above the largest
+    grid = np.linspace(math.log(g.min()) - 4.0, math.log(g.max()) + 4.0, 241)
     vals = np.array([_step_chi_zero(act, math.exp(2 * x)) for x in grid])
     k = int(np.argmax(vals))
     lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
@@ -447,6 +451,7 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
     """
     levels = check_levels(levels)
     check_int(max_iter, "max_iter", 1)
+    tol = float(check_positive(tol, "tol", allow_array=False))
     p = (np.arange(1, levels) / levels)
     t = np.sqrt(3.0) * special.ndtri(p)   # compander: equiprobable cells of N(0, 3)
     for _ in range(max_iter):
@@ -454,10 +459,13 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
         mass = special.ndtr(edges[1:]) - special.ndtr(edges[:-1])
         y = (_pdf(edges[:-1]) - _pdf(edges[1:])) / mass
         t_new = 0.5 * (y[1:] + y[:-1])
-        if np.max(np.abs(t_new - t)) < tol:
-            t = t_new
-            break
+        change = np.max(np.abs(t_new - t))
         t = t_new
+        if change < tol:
+            break
+    else:
+        warnings.warn(f"lloyd_max({levels}) stopped after max_iter={max_iter} iterations with the thresholds "
+                      f"still moving by {change:.1e} (tol={tol:g}): raise max_iter", RuntimeWarning, stacklevel=2)
     edges = np.concatenate(([-np.inf], t, [np.inf]))
     mass = special.ndtr(edges[1:]) - special.ndtr(edges[:-1])
     y = (_pdf(edges[:-1]) - _pdf(edges[1:])) / mass

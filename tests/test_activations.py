@@ -1,6 +1,8 @@
 """Activations and their Gaussian expectations against independent computations."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -143,7 +145,8 @@ def test_callable_activation_uses_quadrature():
     act = qmf.get_activation(np.sin)
     # E[sin(u1) sin(u2)] = exp(-q) sinh(q c)
     q, c = 0.8, 0.4
-    assert act.kernel(q, c) == pytest.approx(np.exp(-q) * np.sinh(q * c), abs=1e-10)
+    with pytest.warns(qmf.activations.QuadratureWarning, match="quadrature"):
+        assert act.kernel(q, c) == pytest.approx(np.exp(-q) * np.sinh(q * c), abs=1e-10)
     # E[cos(u1) cos(u2)] = exp(-q) cosh(q c), through the finite-difference derivative
     assert act.derivative_kernel(q, c) == pytest.approx(np.exp(-q) * np.cosh(q * c), abs=1e-8)
 
@@ -171,3 +174,88 @@ def test_named_activations_and_bad_names():
         qmf.get_activation("swish")
     with pytest.raises(ValueError, match="activation"):
         qmf.get_activation(42)
+
+
+def test_quadrature_warning_once_and_silenced_for_smooth_functions():
+    import warnings
+
+    act = qmf.CallableActivation(np.abs, name="abs")
+    with pytest.warns(qmf.activations.QuadratureWarning, match="abs"):
+        act.second_moment(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        act.second_moment(2.0)                                   # once per activation
+        qmf.CallableActivation(np.sin, smooth=True).kernel(1.0, 0.5)
+
+
+def _hardtanh_kernel_by_conditional_mean(q, c):
+    """E[phi(u1) E[phi(u2) | u1]]: the inner mean of clip(Y), Y ~ N(c u1, q (1 - c^2)), in closed form;
+    the outer integral by adaptive quadrature split at the kinks u1 = +-1."""
+    s, r = np.sqrt(q), np.sqrt(1 - c * c)
+
+    def inner(u1):
+        m, sd = c * u1, s * r
+        hi, lo = (1 - m) / sd, (-1 - m) / sd
+        return (m * (special.ndtr(hi) - special.ndtr(lo)) + sd * (np.exp(-lo * lo / 2) - np.exp(-hi * hi / 2))
+                / np.sqrt(2 * np.pi) + special.ndtr(-hi) - special.ndtr(lo))
+
+    f = lambda u1: np.clip(u1, -1, 1) * inner(u1) * np.exp(-u1 * u1 / (2 * q)) / np.sqrt(2 * np.pi * q)  # noqa: E731
+    return sum(integrate.quad(f, lo, hi, epsabs=1e-15, epsrel=1e-13, limit=200)[0]
+               for lo, hi in ((-12 * s, -1), (-1, 1), (1, 12 * s)))
+
+
+@pytest.mark.parametrize("q", [0.05, 0.6, 3.0, 40.0])
+@pytest.mark.parametrize("c", [-0.97, -0.3, 0.2, 0.9, 0.999])
+def test_hardtanh_kernel_is_exact(q, c):
+    """Price's theorem in closed form against an independent quadrature of the conditional mean (1e-12)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", integrate.IntegrationWarning)  # quad's own round-off notes
+        ref = _hardtanh_kernel_by_conditional_mean(q, c)
+    assert float(qmf.HardTanh().kernel(q, c)) == pytest.approx(ref, abs=1e-12)
+
+
+@pytest.mark.parametrize("q", [0.2, 1.0, 5.0])
+@pytest.mark.parametrize("c", [-0.8, 0.0, 0.6, 0.99])
+def test_hardtanh_derivative_kernel_is_a_rectangle_probability(q, c):
+    """E[phi' phi'] = P(|u1| < 1, |u2| < 1), by scipy's bivariate normal CDF at the four corners."""
+    a = 1 / np.sqrt(q)
+    mvn = stats.multivariate_normal([0, 0], [[1, c], [c, 1]])
+    prob = mvn.cdf([a, a]) - mvn.cdf([a, -a]) - mvn.cdf([-a, a]) + mvn.cdf([-a, -a])
+    assert float(qmf.HardTanh().derivative_kernel(q, c)) == pytest.approx(prob, abs=1e-9)
+
+
+def test_hardtanh_end_points_and_monte_carlo():
+    ht = qmf.HardTanh()
+    for q in (0.3, 1.0, 1e4):
+        m2 = ht.second_moment(q)
+        assert ht.kernel(q, 1.0) == pytest.approx(m2, rel=1e-13)
+        assert ht.kernel(q, -1.0) == pytest.approx(-m2, rel=1e-13)
+        assert ht.derivative_kernel(q, [1.0, -1.0]) == pytest.approx([special.erf(1 / np.sqrt(2 * q))] * 2, rel=1e-13)
+    c = np.array([-0.5, 0.3, 0.95])
+    est = qmf.monte_carlo_kernel(ht, 0.8, c, n_samples=400_000, seed=2)
+    assert np.all(np.abs(est.z_score(ht.kernel(0.8, c))) < 4)
+
+
+def test_hardtanh_second_moment_keeps_precision_at_large_q():
+    """E[min(u^2, 1)] = P(|z| > a) + q E[z^2; |z| < a], a = 1/sqrt(q): expanding both in a gives
+    1 - sqrt(2/pi) (2a/3 - a^3/15) + O(a^5). The closed form keeps every digit (no cancellation)."""
+    q = 1e12
+    a = 1 / np.sqrt(q)
+    series = 1 - np.sqrt(2 / np.pi) * (2 * a / 3 - a**3 / 15)
+    assert qmf.HardTanh().second_moment(q) == pytest.approx(series, rel=1e-15)
+
+
+def test_chi_at_minus_one_depends_on_mirror_thresholds():
+    """u2 = -u1: the Dirac masses of phi'(u1) phi'(u2) meet only where a threshold has a mirror image."""
+    assert qmf.QuantizedActivation(4).derivative_kernel(1.0, -1.0) == np.inf
+    lopsided = qmf.StepActivation([-0.3, 0.5], [-1.0, 0.0, 1.0])
+    assert lopsided.derivative_kernel(1.0, -1.0) == 0.0
+    assert lopsided.derivative_kernel(1.0, -1.0 + 1e-9) < 1e-10       # and the limit is 0 too
+    assert lopsided.derivative_kernel(1.0, 1.0) == np.inf
+    assert qmf.chi(-1.0, lopsided, 1.0, 0.0) == 0.0
+
+
+def test_activation_contract_is_documented():
+    doc = qmf.Activation.__doc__
+    for method in ("_numpy", "_numpy_derivative", "_torch", "mean", "second_moment", "kernel", "derivative_kernel"):
+        assert method in doc

@@ -1,59 +1,52 @@
-"""The book: its table of contents, its notebooks as committed, and the built HTML."""
+"""qmf_lite.book: the book-wide scale switch, glue, tables and the figure style."""
 from __future__ import annotations
 
-import json
-import re
-
 import pytest
-import yaml
-from conftest import HTML, ROOT, chapter_notebooks, toc_files
 
-pytestmark = pytest.mark.book
+from qmf_lite import book
 
 
-def test_toc_entries_exist():
-    missing = [f for f in toc_files() if not any((ROOT / f"{f}{s}").exists() for s in (".ipynb", ".md"))]
-    assert not missing, f"_toc.yml names files that do not exist: {missing}"
-    assert len(chapter_notebooks()) >= 1
+def test_scale_defaults_to_fast_and_reads_the_environment(monkeypatch):
+    monkeypatch.delenv("QMF_LITE_SCALE", raising=False)
+    assert book.scale() == "fast"
+    monkeypatch.setenv("QMF_LITE_SCALE", " Paper ")
+    assert book.scale() == "paper"
+    monkeypatch.setenv("QMF_LITE_SCALE", "huge")
+    with pytest.raises(ValueError, match="QMF_LITE_SCALE"):
+        book.scale()
 
 
-@pytest.mark.parametrize("nb_path", chapter_notebooks(), ids=lambda p: p.stem)
-def test_notebook_committed_without_outputs(nb_path):
-    nb = json.loads(nb_path.read_text())
-    dirty = [i for i, c in enumerate(nb["cells"])
-             if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
-    assert not dirty, f"{nb_path.name}: cells {dirty} have outputs; strip them before committing"
+def test_profile_picks_one_set_of_settings(monkeypatch):
+    monkeypatch.setenv("QMF_LITE_SCALE", "fast")
+    P = book.profile(fast={"width": 512, "n": 2}, paper={"width": 2048, "n": 8})
+    assert (P.scale, P.width, P.n) == ("fast", 512, 2)
+    monkeypatch.setenv("QMF_LITE_SCALE", "paper")
+    P = book.profile(fast={"width": 512, "n": 2}, paper={"width": 2048, "n": 8})
+    assert (P.scale, P.width, P.n) == ("paper", 2048, 8)
+    with pytest.raises(ValueError, match="same keys"):
+        book.profile(fast={"width": 512}, paper={"depth": 3})
+    with pytest.raises(ValueError, match="reserved"):
+        book.profile(fast={"scale": 1}, paper={"scale": 2})
 
 
-@pytest.mark.parametrize("nb_path", chapter_notebooks(), ids=lambda p: p.stem)
-def test_colab_setup_cell_uses_configured_repository(nb_path):
-    """Each chapter's first code cell installs qmf_lite from _config.yml's repository.url, and only on ImportError."""
-    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
-    nb = json.loads(nb_path.read_text())
-    first = next(c for c in nb["cells"] if c["cell_type"] == "code")
-    src = "".join(first["source"])
-    assert "except ImportError" in src and "import qmf_lite" in src
-    assert f"git+{url}" in src, f"{nb_path.name}: set-up cell does not install from {url}; run python scripts/sync_colab_url.py"
+def test_glue_returns_none_and_unwraps_numpy_scalars(monkeypatch):
+    import numpy as np
+
+    stored = {}
+    import myst_nb
+
+    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=False: stored.update({name: value}))
+    assert book.glue("x", np.float64(1.5)) is None
+    assert type(stored["x"]) is float and stored["x"] == 1.5
 
 
-@pytest.mark.parametrize("nb_path", chapter_notebooks(), ids=lambda p: p.stem)
-def test_chapter_html_has_figures_and_no_errors(built_book, nb_path):
-    page = built_book / nb_path.relative_to(ROOT).with_suffix(".html")
-    assert page.exists(), f"{page} was not built"
-    html = page.read_text()
-    nb = json.loads(nb_path.read_text())
-    n_plots = sum("plt.show()" in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    images = re.findall(r'<img[^>]+src="([^"]+)"', html)
-    local = [s for s in images if "_images/" in s]
-    assert len(local) >= n_plots, f"{page.name}: {n_plots} figures drawn but {len(local)} images in the HTML"
-    for src in local:
-        f = (page.parent / src).resolve()
-        assert f.exists() and f.stat().st_size > 1000, f"{page.name}: image {src} missing or empty"
-    assert "Traceback (most recent call last)" not in html
-    assert 'class="output error' not in html and "output traceback" not in html
-    assert "colab.research.google.com" in html
+def test_table_renders_formatted_html():
+    html = book.table([(3, 0.123456, "a<b")], ["N", "value", "note"], ["d", ".3f", None]).data
+    assert "<td>3</td>" in html and "<td>0.123</td>" in html and "a&lt;b" in html
 
 
-def test_references_page_lists_the_spine_paper(built_book):
-    html = (built_book / "book" / "references.html").read_text()
-    assert "Blumenfeld" in html and "quantization-depth trade-off" in html.lower()
+def test_use_style_sets_the_colour_cycle():
+    import matplotlib as mpl
+
+    book.use_style()
+    assert mpl.rcParams["axes.prop_cycle"].by_key()["color"][:2] == book.COLORS[:2]

@@ -1,4 +1,4 @@
-"""Mean-field maps: exact kernels, fixed points, properties, bad input, and torch simulation."""
+"""Mean-field maps: exact kernels, fixed points, depth scales, properties, bad input."""
 from __future__ import annotations
 
 import math
@@ -32,7 +32,7 @@ def test_erf_and_relu_maps_have_their_closed_forms():
 
 
 def test_variance_map_reference_values_for_16_levels():
-    """The numbers quoted in THEORY.md: q* moves fast with sigma_w near the optimum."""
+    """q* moves fast with sigma_w near the optimum (N = 16: 0.014, 0.16, 0.28 at sigma_w = 0.95, 1.006, 1.05)."""
     phi = qmf.QuantizedActivation(16)
     assert qmf.fixed_point_q(phi, 0.95, 0.0) == pytest.approx(0.0137, abs=5e-4)
     assert qmf.fixed_point_q(phi, 1.006, 0.0) == pytest.approx(0.159, abs=2e-3)
@@ -166,44 +166,6 @@ def test_correlation_map_without_fixed_point_is_an_error():
         qmf.correlation_map(0.5, "linear", 2.0, 0.0)
 
 
-@pytest.mark.parametrize("activation,sigma_w,sigma_b,q0,c0", [
-    (qmf.QuantizedActivation(4), 1.4, 0.1, 0.5, 0.6),
-    ("tanh", 1.5, 0.2, 1.0, 0.3),
-])
-def test_torch_simulation_matches_iterated_maps(activation, sigma_w, sigma_b, q0, c0):
-    """Per-layer empirical q and c of 16 nets of width 1024 against the infinite-width maps.
-
-    Tolerance: 4 standard errors over nets (fluctuations O(1/sqrt(width)) per net) plus the
-    O(1/width) finite-width bias, taken as 2/width.
-    """
-    width, depth, n_nets = 1024, 8, 16
-    res = qmf.simulate_correlations(activation, sigma_w, sigma_b, depth=depth, width=width, c0=c0, q0=q0,
-                                    n_nets=n_nets, seed=3, device="cpu")
-    q_th, c_th = qmf.iterate_maps(activation, sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
-    assert res.q.shape == res.c.shape == (depth + 1,)
-    tol_c = 4 * res.c_sem + 2 / width
-    tol_q = 4 * res.q_sem + 2 * q_th / width
-    assert np.all(np.abs(res.c - c_th) < tol_c), (res.c, c_th, tol_c)
-    assert np.all(np.abs(res.q - q_th) < tol_q), (res.q, q_th, tol_q)
-    # and the tolerance is meaningful: the maps of a net with a 10% larger sigma_w are rejected
-    q_off, c_off = qmf.iterate_maps(activation, 1.1 * sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
-    assert np.any(np.abs(res.c - c_off) > tol_c) or np.any(np.abs(res.q - q_off) > tol_q)
-
-
-def test_torch_simulation_is_seeded():
-    a = qmf.simulate_correlations("erf", 1.2, 0.0, depth=3, width=64, c0=0.5, n_nets=2, seed=7, device="cpu")
-    b = qmf.simulate_correlations("erf", 1.2, 0.0, depth=3, width=64, c0=0.5, n_nets=2, seed=7, device="cpu")
-    c = qmf.simulate_correlations("erf", 1.2, 0.0, depth=3, width=64, c0=0.5, n_nets=2, seed=8, device="cpu")
-    assert np.array_equal(a.c, b.c) and not np.array_equal(a.c, c.c)
-
-
-def test_covariance_of_circle_inputs():
-    theta, h0 = qmf.circle_inputs(12, 256, q0=0.7, seed=1)
-    cov = qmf.simulate_covariance("sign", 1.0, 0.0, h0, layers=[0, 1], device="cpu", dtype=None)
-    assert cov[0] == pytest.approx(0.7 * np.cos(theta[:, None] - theta[None, :]), abs=1e-5)
-    assert np.diag(cov[1]) == pytest.approx(np.ones(12), abs=0.2)
-
-
 def test_fixed_point_c_close_to_one():
     """With a bias a 16-level net's c* sits within 1e-2 of 1: the scan must find it there."""
     phi = qmf.QuantizedActivation(16)
@@ -313,3 +275,47 @@ def test_fixed_points_of_smooth_and_even_activations():
 def test_fixed_point_search_rejects_bad_input(call, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         call()
+
+
+def test_depth_scale_where_the_signal_dies():
+    """Odd N at small sigma_w: q* = 0, no correlation to speak of; NaN on request, an error by default."""
+    phi = qmf.QuantizedActivation(3)
+    assert qmf.fixed_point_q(phi, 0.5, 0.0) == 0.0
+    with pytest.raises(ValueError, match="fixed point"):
+        qmf.depth_scale(phi, 0.5, 0.0)
+    xi = qmf.depth_scale(phi, [0.5, 1.3], 0.0, dead="nan")
+    assert np.isnan(xi[0])
+    # where the signal lives, the same value as without the option, and -1/ln chi_zero(D / sqrt(q*))
+    q_star = qmf.fixed_point_q(phi, 1.3, 0.0)
+    assert xi[1] == qmf.depth_scale(phi, 1.3, 0.0)
+    assert xi[1] == pytest.approx(-1 / np.log(qmf.chi_zero(3, phi.spacing / np.sqrt(q_star))), rel=1e-12)
+    with pytest.raises(ValueError, match="dead"):
+        qmf.depth_scale(phi, 1.3, 0.0, dead="zero")
+
+
+def test_iterate_maps_argument_order_and_deprecated_order():
+    new = qmf.iterate_maps("tanh", 1.5, 0.1, depth=4, q0=0.7, c0=0.2)
+    with pytest.warns(DeprecationWarning, match="iterate_maps"):
+        old = qmf.iterate_maps(0.7, 0.2, "tanh", 1.5, 0.1, 4)
+    assert np.array_equal(new[0], old[0]) and np.array_equal(new[1], old[1])
+    # q0 defaults to the fixed point, where q stays put
+    q, _ = qmf.iterate_maps("tanh", 1.5, 0.1, depth=3, c0=0.5)
+    assert q == pytest.approx(np.full(4, qmf.fixed_point_q("tanh", 1.5, 0.1)), rel=1e-12)
+    with pytest.raises(ValueError, match="keywords"):
+        qmf.iterate_maps("tanh", 1.5, 0.1, 4)
+    with pytest.raises(ValueError, match="depth"):
+        qmf.iterate_maps("tanh", 1.5, 0.1, c0=0.5)
+
+
+def test_covariance_map_at_the_fixed_point_is_q_star_times_the_correlation_map():
+    phi = qmf.QuantizedActivation(5)
+    sw, sb = 1.2, 0.3
+    q_star = qmf.fixed_point_q(phi, sw, sb)
+    c = np.array([-0.4, 0.1, 0.8])
+    assert qmf.covariance_map(q_star, c, phi, sw, sb) == pytest.approx(q_star * qmf.correlation_map(c, phi, sw, sb),
+                                                                       rel=1e-13)
+    # away from the fixed point: sigma_w^2 E[phi phi] + sigma_b^2 against a Monte Carlo mean
+    est = qmf.monte_carlo_kernel(phi, 2.0, c, n_samples=200_000, seed=3)
+    assert np.all(np.abs(est.z_score((qmf.covariance_map(2.0, c, phi, sw, sb) - sb**2) / sw**2)) < 4)
+    with pytest.raises(ValueError, match="scalars"):
+        qmf.covariance_map(1.0, 0.5, phi, [1.0, 2.0], 0.0)

@@ -1,17 +1,13 @@
-"""The trade-off: reference values, fitted slopes, the initialization, large N, the CLI."""
+"""The trade-off: reference values, fitted slopes, the initialization, large N, Lloyd-Max."""
 from __future__ import annotations
 
-import io
 import math
-import subprocess
-import sys
 
 import mpmath
 import numpy as np
 import pytest
 
 import qmf_lite as qmf
-from qmf_lite.cli import main
 
 #: exact values, rounded (the authors' printed ones, with their source, are in qmf_lite.reference)
 REFERENCE = {3: (0.190174, 1.2240), 4: (0.118846, 0.9957), 16: (0.011543, 0.3352)}
@@ -137,37 +133,53 @@ def test_lloyd_max_activation_chi_is_one_minus_distortion(levels):
     assert 1 - qmf.lloyd_max(levels)[2] > qmf.chi_max(levels)[0]  # non-uniform beats uniform
 
 
-def run_cli(*args):
-    out = io.StringIO()
-    main(list(args), out=out)
-    return out.getvalue()
+def test_optimal_depth_scale_bits_and_gap():
+    for n in (2, 3, 16, 100):
+        init = qmf.optimal_init(n)
+        gap, _ = qmf.chi_max(n, complement=True)
+        assert qmf.optimal_depth_scale(n) == -1 / math.log1p(-gap) == init.depth_scale
+        assert qmf.max_depth(n, 6.0) == pytest.approx(6 * qmf.optimal_depth_scale(n), rel=1e-15)
+        assert init.gap == gap and init.bits == qmf.bits(n) == math.ceil(math.log2(n))
+    assert [qmf.bits(n) for n in (2, 3, 4, 5, 255, 256, 257)] == [1, 2, 2, 3, 8, 8, 9]
 
 
-def test_cli_levels():
-    text = run_cli("init", "--levels", "16")
-    init = qmf.optimal_init(16)
-    for key in ("sigma_w", "sigma_b", "spacing", "thresholds", "chi", "xi", "L_max"):
-        assert key in text
-    assert f"{init.sigma_w:.6f}" in text and f"{init.max_depth:.1f}" in text
+def test_deprecated_spacing_keyword():
+    with pytest.warns(DeprecationWarning, match="normalized_spacing"):
+        old = qmf.chi_zero(4, spacing=0.9)
+    assert old == qmf.chi_zero(4, normalized_spacing=0.9) == qmf.chi_zero(4, 0.9)
+    with pytest.warns(DeprecationWarning):
+        assert qmf.quantization_error(4, spacing=0.9) == qmf.quantization_error(4, 0.9)
+    with pytest.raises(ValueError, match="not both"):
+        qmf.chi_zero(4, 0.9, spacing=0.9)
 
 
-def test_cli_depth():
-    text = run_cli("init", "--depth", "500")
-    assert "N = 16 (4 bits)" in text
+def test_optimal_init_of_a_step_activation():
+    """Lloyd-Max levels designed for N(0, 1): the optimum is at q* = 1, with chi = 1 - distortion."""
+    for n in (3, 8):
+        act = qmf.lloyd_max_activation(n)
+        init = qmf.optimal_init(act)
+        distortion = qmf.lloyd_max(n)[2]
+        assert init.q_star == pytest.approx(1.0, rel=1e-6)
+        assert init.chi == pytest.approx(1 - distortion, rel=1e-12)
+        # the fixed point of the variance map at sigma_w is q*, and chi(0) there is init.chi
+        assert qmf.fixed_point_q(act, init.sigma_w, 0.0) == pytest.approx(init.q_star, rel=1e-10)
+        assert qmf.chi(0.0, act, init.sigma_w, 0.0) == pytest.approx(init.chi, rel=1e-9)
+        assert init.chi > qmf.chi_max(n)[0]                                  # better than uniform
+    # a uniform activation passed as such gives the same scheme as its number of levels
+    assert qmf.optimal_init(qmf.QuantizedActivation(6)).sigma_w == qmf.optimal_init(6).sigma_w
+    with pytest.raises(ValueError, match="odd"):
+        qmf.optimal_init(qmf.StepActivation([-0.3, 0.5], [-1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="scale and spacing"):
+        qmf.optimal_init(qmf.lloyd_max_activation(4), spacing=0.3)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["init", "--levels", "1"], "levels"),
-    (["init", "--levels", "x"], "--levels"),
-    (["init", "--depth", "-3"], "depth"),
-    (["init"], "required"),
-    (["init", "--levels", "4", "--spacing", "0"], "spacing"),
-])
-def test_cli_errors_exit_2_with_one_line(args, needle):
-    proc = subprocess.run([sys.executable, "-m", "qmf_lite", *args], capture_output=True, text=True)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0] and "error" in lines[0]
+def test_lloyd_max_warns_when_not_converged():
+    with pytest.warns(RuntimeWarning, match="max_iter"):
+        qmf.lloyd_max(16, max_iter=3)
+
+
+def test_fig2_levels():
+    assert len(qmf.FIG2_LEVELS) == 70 and qmf.FIG2_LEVELS[:2] == (3, 4) and 64 in qmf.FIG2_LEVELS
 
 
 def test_outermost_threshold_grows_like_sqrt_4_ln_n():

@@ -1,0 +1,44 @@
+"""The command line: python -m qmf_lite init --levels N | --depth L."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+import qmf_lite as qmf
+from qmf_lite.cli import main
+
+
+def run_cli(*args):
+    out = io.StringIO()
+    main(list(args), out=out)
+    return out.getvalue()
+
+
+def test_cli_levels():
+    text = run_cli("init", "--levels", "16")
+    init = qmf.optimal_init(16)
+    for key in ("sigma_w", "sigma_b", "spacing", "thresholds", "chi", "xi", "L_max"):
+        assert key in text
+    assert f"{init.sigma_w:.6f}" in text and f"{init.max_depth:.1f}" in text
+
+
+def test_cli_depth():
+    text = run_cli("init", "--depth", "500")
+    assert "N = 16 (4 bits)" in text
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["init", "--levels", "1"], "levels"),
+    (["init", "--levels", "x"], "--levels"),
+    (["init", "--depth", "-3"], "depth"),
+    (["init"], "required"),
+    (["init", "--levels", "4", "--spacing", "0"], "spacing"),
+])
+def test_cli_errors_exit_2_with_one_line(args, needle):
+    proc = subprocess.run([sys.executable, "-m", "qmf_lite", *args], capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "error" in lines[0]

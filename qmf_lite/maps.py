@@ -150,7 +150,7 @@ def fixed_point_q(activation, sigma_w, sigma_b, *, q0=1.0):
     When the map has several stable fixed points the answer therefore depends on ``q0``: an
     odd number of levels with ``sigma_b = 0`` has the stable fixed point ``q = 0`` (the zero
     level swallows small signals) besides :math:`q^*`, separated by the unstable fixed point of
-    :func:`basin_boundary_q`. :func:`variance_fixed_points` lists them all.
+    ``basin_boundary_q``; ``variance_fixed_points`` lists them all (both in ``qmf_lite.maps``).
 
     Parameters
     ----------
@@ -240,10 +240,8 @@ def variance_fixed_points(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e
     stable : ndarray of bool
         Whether each attracts the iterates of the map.
 
-    See Also
-    --------
-    fixed_point_q : the one fixed point that iterating from a given ``q0`` reaches.
-    basin_boundary_q : the unstable fixed point below the largest stable one.
+    ``fixed_point_q`` returns the one fixed point that iterating from a given ``q0`` reaches, and
+    ``basin_boundary_q`` the unstable fixed point below the largest stable one.
 
     Examples
     --------
@@ -273,7 +271,7 @@ def basin_boundary_q(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e4, n_
     and :math:`q^*`) the unstable fixed point :math:`q_u` between them divides the inputs: for
     :math:`q^0 > q_u` the variance converges to :math:`q^*`, for :math:`q^0 < q_u` it falls to the
     lower attractor (``0``: the signal dies). Here :math:`q^*` is the largest stable fixed point
-    of :func:`variance_fixed_points` and :math:`q_u` the largest unstable one below it.
+    of ``variance_fixed_points`` and :math:`q_u` the largest unstable one below it.
 
     Parameters
     ----------
@@ -281,7 +279,7 @@ def basin_boundary_q(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e4, n_
     sigma_w, sigma_b : array_like
         Broadcast together, ``sigma_w > 0``, ``sigma_b >= 0``.
     q_min, q_max, n_grid
-        As in :func:`variance_fixed_points`.
+        As in ``variance_fixed_points``.
 
     Returns
     -------

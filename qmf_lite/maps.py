@@ -223,7 +223,7 @@ def variance_fixed_points(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e
 
     Parameters
     ----------
-    activation : str, Activation or callable
+    activation : str, qmf_lite.Activation or callable
     sigma_w, sigma_b : float
         Scalars, ``sigma_w > 0``, ``sigma_b >= 0``.
     q_min, q_max : float
@@ -275,7 +275,7 @@ def basin_boundary_q(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e4, n_
 
     Parameters
     ----------
-    activation : str, Activation or callable
+    activation : str, qmf_lite.Activation or callable
     sigma_w, sigma_b : array_like
         Broadcast together, ``sigma_w > 0``, ``sigma_b >= 0``.
     q_min, q_max, n_grid

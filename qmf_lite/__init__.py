@@ -24,6 +24,9 @@ module                    concept                                               
 ``ntk``                   the empirical neural tangent kernel                         torch
 ``data``                  digits (offline) and MNIST (checksummed download)           torch
 ``book``                  chapter helpers: the scale switch, glue, tables, style      numpy
+``weights``               weight training: rounding, R/SR/BC, the SR chain (ch. 9)    numpy
+``ptq``                   post-training weight quantization, MSQ to SPFQ (ch. 10)     numpy
+``approx``                exact dyadic ReLU nets, weight quantizers, bits (ch. 11)    numpy
 ========================  ==========================================================  =========
 
 * The **core** (numpy/scipy rows) is imported with the package and never imports torch, so
@@ -32,7 +35,8 @@ module                    concept                                               
   imported on first use of one of its names.
 * Each **companion topic** of the book is a namespace of its own, imported on first use and
   called as ``qmf.<namespace>.<name>``: ``qmf.book`` (chapter helpers: the scale switch, glue,
-  figure style).
+  figure style), ``qmf.weights`` (training with quantized weights), ``qmf.ptq`` (post-training
+  weight quantization) and ``qmf.approx`` (ReLU networks with quantized weights).
 * A name is public when it is listed in its module's ``__all__``; the table ``_LAZY`` below and
   the import block say where each top-level name comes from. Names starting with ``_`` and the
   modules ``_validate`` and ``_progress`` are private.
@@ -103,7 +107,7 @@ _LAZY = {
 }
 _LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
 #: namespaces (submodules used as ``qmf.<name>.<function>``), imported on first access
-_NAMESPACES = ("book",)
+_NAMESPACES = ("book", "weights", "ptq", "approx")
 
 __all__ = [
     # activations

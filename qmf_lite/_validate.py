@@ -66,3 +66,21 @@ def check_int(value, name, minimum):
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
     return int(value)
+
+
+def check_real(value, name):
+    """Return ``value`` as a finite Python float, rejecting bools, strings, NaN and inf."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    return value
+
+
+def check_probability(value, name):
+    """Return ``value`` as float64 (array), requiring every entry in [0, 1]."""
+    arr = _as_float_array(value, name)
+    if ((arr < 0) | (arr > 1)).any():
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    return arr

@@ -17,6 +17,10 @@ thresholds below ``z``). Its maximum :math:`\chi_{\max}(N)` sets the depth scale
 quantized value. It is computed here cell by cell, as an integral of a non-negative integrand,
 so that it keeps its relative precision when it is tiny (about 1.6e-11 at N = 10^6), where
 ``1 - S^2/V`` would cancel away most of its digits.
+
+From ``FAST_MIN_LEVELS`` levels on, the O(N) sums are replaced by their Euler-Maclaurin
+expansions about the outer thresholds (``qmf_lite._uniform_em``), with the leading terms
+cancelled analytically: ``chi_max(N)`` then costs O(1), about a millisecond at any N.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import warnings
 import numpy as np
 from scipy import optimize, special
 
+from . import _uniform_em
 from ._validate import check_int, check_levels, check_positive
 from .activations import QuantizedActivation, StepActivation
 from .gaussian import SQRT2PI, step_variance
@@ -48,7 +53,8 @@ __all__ = [
 
 
 def _pdf(x):
-    return np.exp(-0.5 * x * x) / SQRT2PI
+    with np.errstate(over="ignore"):  # |x| > 1e154: x * x = inf, exp(-inf) = 0 as it should be
+        return np.exp(-0.5 * x * x) / SQRT2PI
 
 
 def _naive_parts(levels, spacing):
@@ -96,7 +102,10 @@ def chi_zero(levels, normalized_spacing=None, *, spacing=None):
     if levels > 4096:
         return 1.0 - quantization_error(levels, spacing)
     s, v = _naive_parts(levels, spacing)
-    return s * s / v
+    # V underflows to 0 only for odd N with spacing / 2 > 38 (psi constant but with probability
+    # < 1e-300), where chi(0) < 1e-300: 0
+    out = np.divide(s * s, v, out=np.zeros(np.shape(v)), where=v > 0)
+    return out[()] if out.ndim == 0 else out
 
 
 @functools.lru_cache(maxsize=32)
@@ -104,61 +113,129 @@ def _gauss_legendre(m):
     return np.polynomial.legendre.leggauss(m)
 
 
+#: the direct sums stop at thresholds beyond Z_CUT: there phi(t) and Phi(-t) are 0 in float64
+#: (phi(38.6) < 1e-323), so nothing is lost, and the cost is O(min(N, 2 Z_CUT / D))
+Z_CUT = 40.0
+
+#: chi_max uses the O(1) Euler-Maclaurin evaluation from this many levels on (the direct sums
+#: below). Measured against 30-digit sums of S and V (tests/test_tradeoff.py), over
+#: D_opt / 1.3 .. 1.3 D_opt: error <= 2e-15 from N = 8 on, <= 9e-16 from N = 9 (3e-13 at N = 5,
+#: 1e-10 at N = 6 and 2e-14 at N = 7, at 1.3 D_opt, where D T ~ 1 and the endpoint series
+#: stops converging); the expansion's own error bound is <= 6e-16 there from N = 10 on.
+FAST_MIN_LEVELS = 10
+
+#: the relative error estimate (truncation + rounding) below which quantization_error uses the
+#: expansion, about what the O(N) direct sums carry themselves. For N >= 10 and spacing < 0.15
+#: the estimate is at most 5e-15 (at T ~ 0.6), so only spacings >= 0.15 can fall back, to at
+#: most 2 Z_CUT / 0.15 ~ 530 cells
+_FAST_TOLERANCE = 1e-14
+
+
+def _first_threshold_index(levels):
+    """Index of the first threshold t_i >= 0 (t_i = D (i - (N-2)/2))."""
+    return (levels - 1) // 2 if levels % 2 else levels // 2 - 1
+
+
+def _kept_count(levels, spacing):
+    """How many thresholds t >= 0 the direct sums keep: those up to Z_CUT (at least one)."""
+    first = _first_threshold_index(levels)
+    total = levels - 1 - first
+    offset = first - (levels - 2) / 2.0          # 0 (even N) or 1/2 (odd N)
+    keep = math.floor(Z_CUT / spacing - offset) + 1 if spacing * (total - 1 + offset) > Z_CUT else total
+    return max(1, min(total, keep))
+
+
+#: the direct sums run over chunks of this many thresholds (bounded memory at any N)
+_CHUNK = 1 << 18
+
+
 def _half_parts(levels, spacing):
-    """S and V as in :func:`_naive_parts`, from the thresholds t >= 0 alone (symmetry)."""
-    j = np.arange((levels - 1) // 2 if levels % 2 else levels // 2 - 1, levels - 1) - (levels - 2) / 2.0
-    t = spacing * j                                      # thresholds >= 0, increasing
-    pdf = _pdf(t)
-    s = 2.0 * pdf.sum() - (pdf[0] if t[0] == 0.0 else 0.0)
-    upper = special.ndtr(-t)                             # P(z > t_i)
-    # right-half cells between consecutive thresholds, and the outer cell; psi - E psi there:
-    mass = np.append(upper[:-1] - upper[1:], upper[-1])
-    centred = np.arange(mass.size) + (0.5 if t[0] == 0.0 else 1.0)
-    v = 2.0 * np.sum(mass * centred * centred)         # odd N: the central cell adds 0
+    r"""S and V as in :func:`_naive_parts`, from the thresholds t >= 0 alone (symmetry).
+
+    ``V`` by summation by parts, :math:`\tfrac14[N\text{ even}] + 4\sum_{t_i>0}(t_i/D)\Phi(-t_i)`
+    (``psi - E psi`` squared jumps by ``2 t_i / D`` at ``t_i``): positive terms only, no
+    differences of neighbouring cell masses. Thresholds beyond ``Z_CUT`` are dropped (their
+    terms are 0), and the sums run in chunks.
+    """
+    first = _first_threshold_index(levels)
+    offset = first - (levels - 2) / 2.0              # t_i / D of the first threshold >= 0: 0 or 1/2
+    count = _kept_count(levels, spacing)
+    s_parts, v_parts = [], []
+    for start in range(0, count, _CHUNK):
+        ratio = np.arange(start, min(start + _CHUNK, count)) + offset   # t / D >= 0
+        t = spacing * ratio
+        s_parts.append(2.0 * float(_pdf(t).sum()))
+        v_parts.append(4.0 * float(np.sum(ratio * special.ndtr(-t))))
+    s = math.fsum(s_parts) - (float(_pdf(0.0)) if offset == 0.0 else 0.0)   # t = 0 counted once
+    v = math.fsum(v_parts) + (0.25 if offset == 0.0 else 0.0)
     return s, v
 
 
+def _tail_second_moment(x, e):
+    """int_x^inf (z - x + e)^2 pdf(z) dz for x >= 0 (``e = x - y`` for the moment about ``y``).
+
+    ``Phi(-x) (J2 + 2 e J1 + e^2 J0) / J0`` with the ratios of
+    ``J_n = int_0^inf s^n exp(-x s - s^2/2) ds`` from their continued fraction: no cancellation.
+    """
+    if x > Z_CUT:
+        return 0.0
+    r1, r2 = _uniform_em._mills_ratios(x)
+    return float(special.ndtr(-x)) * (r1 * r2 + 2.0 * e * r1 + e * e)
+
+
 def _quantization_error_scalar(levels, spacing):
+    """1 - chi(0) by the direct sum over cells: O(min(N, 2 Z_CUT / D)), in chunks."""
     s, v = _half_parts(levels, spacing)
-    beta = float(s / v)  # best gain: reconstruction y_k = beta (k - (N-1)/2)
+    if v == 0.0:
+        # odd N and spacing / 2 > 38: psi equals its mean but with probability < 1e-300, chi = 0
+        return 1.0
+    beta = s / v  # best gain: reconstruction y_k = beta (k - (N-1)/2)
     n_cells = levels
     half = n_cells // 2
     # symmetric quantizer: cells k and N-1-k mirror each other; sum over k >= (N-1)/2 and double
     t_max = spacing * (levels - 2) / 2.0
-    # outer cell [t_max, inf): reconstruction y = beta (N-1)/2; exact tail moments via the
-    # Mills ratio R = Phi(-t)/pdf(t)
-    y = beta * (levels - 1) / 2.0
-    pt = float(_pdf(t_max))
-    mills = math.sqrt(math.pi / 2.0) * special.erfcx(t_max / math.sqrt(2.0))
-    e = t_max - y
-    # int_t^inf (z - y)^2 pdf = pdf(t) [ (1 + e^2) R + (t - y) + ... ] written with z = t + s
-    # int (s + e)^2 pdf(t + s) ds = I2 + 2 e I1 + e^2 I0, I0 = pdf R, I1 = pdf (1 - t R), I2 = pdf ((1 + t^2) R - t)
-    i0 = pt * mills
-    i1 = pt * (1.0 - t_max * mills)
-    i2 = pt * ((1.0 + t_max * t_max) * mills - t_max)
-    tail = i2 + 2.0 * e * i1 + e * e * i0
+    # outer cell [t_max, inf): reconstruction y = beta (N-1)/2, written with
+    # t_max - y = (spacing - beta) (N-1)/2 - spacing/2 (no cancellation)
+    tail = 0.0
+    if t_max <= Z_CUT:
+        tail = _tail_second_moment(t_max, (spacing - beta) * (levels - 1) / 2.0 - 0.5 * spacing)
     # interior cells k = half .. N-2 (cells between thresholds); cell k spans
-    # [spacing (k - 1 - (N-2)/2), spacing (k - (N-2)/2)], midpoint spacing (k - (N-1)/2)
-    k = np.arange(half, n_cells - 1, dtype=np.float64)
-    jm = k - (levels - 1) / 2.0
-    mid = spacing * jm
-    if mid.size:
-        w = spacing
-        width_scale = w * (1.0 + abs(t_max))
-        m = 3 if width_scale < 1e-3 else (6 if width_scale < 0.1 else 16)
-        x, wts = _gauss_legendre(m)
-        sgrid = 0.5 * w * x                               # nodes in [-w/2, w/2]
-        off = (spacing - beta) * jm                        # midpoint - reconstruction, no cancellation
-        vals = (sgrid[None, :] + off[:, None]) ** 2 * _pdf(mid[:, None] + sgrid[None, :])
-        cell = 0.5 * w * (vals @ wts)
-        if levels % 2 == 1:
-            # odd N: the central cell (k = (N-1)/2, output 0) is its own mirror image
-            interior = 2.0 * cell[1:].sum() + cell[0]
+    # [spacing (k - 1 - (N-2)/2), spacing (k - (N-2)/2)], midpoint spacing (k - (N-1)/2);
+    # cells beyond Z_CUT carry no mass in float64 and are dropped
+    last = min(n_cells - 1, half + _kept_count(levels, spacing) + 1)
+    w = spacing
+    parts = []
+    for start in range(half, last, _CHUNK):
+        k = np.arange(start, min(start + _CHUNK, last), dtype=np.float64)
+        jm = k - (levels - 1) / 2.0
+        if spacing > 2.0:
+            # wide cells: Gauss-Legendre would need many nodes; the difference of two tail
+            # integrals (the upper one smaller by e^{-2} at least) is accurate here
+            # (edges and reconstruction apart by ~D / 2 or more: no cancellation in a - beta j);
+            # an edge beyond 1e308 is inf, where the tail integral is 0
+            with np.errstate(over="ignore"):
+                lower = np.maximum(spacing * (jm - 0.5), 0.0)
+                upper = spacing * (jm + 0.5)
+            y = beta * jm
+            cell = np.array([_tail_second_moment(a, a - b) - _tail_second_moment(c, c - b)
+                             for a, c, b in zip(lower, upper, y)])
+            if start == half and levels % 2 == 1:   # the central cell [-w/2, w/2], output 0
+                cell[0] *= 2.0
         else:
-            interior = 2.0 * cell.sum()
-    else:
-        interior = 0.0
-    return interior + 2.0 * tail
+            mid = spacing * jm
+            width_scale = w * (1.0 + min(t_max, Z_CUT))
+            m = 3 if width_scale < 1e-3 else (6 if width_scale < 0.1 else 16)
+            x, wts = _gauss_legendre(m)
+            sgrid = 0.5 * w * x                               # nodes in [-w/2, w/2]
+            off = (spacing - beta) * jm                        # midpoint - reconstruction, no cancellation
+            vals = (sgrid[None, :] + off[:, None]) ** 2 * _pdf(mid[:, None] + sgrid[None, :])
+            cell = 0.5 * w * (vals @ wts)
+        if start == half and levels % 2 == 1:
+            # odd N: the central cell (k = (N-1)/2, output 0) is its own mirror image
+            parts.append(2.0 * float(cell[1:].sum()) + float(cell[0]))
+        else:
+            parts.append(2.0 * float(cell.sum()))
+    return math.fsum(parts) + 2.0 * tail
 
 
 def quantization_error(levels, normalized_spacing=None, *, spacing=None):
@@ -168,7 +245,17 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
               = \sum_{\text{cells}} \int_{\text{cell}} (z - y_k)^2\,\varphi(z)\,dz
 
     Interior cells are integrated by Gauss-Legendre around their midpoints and the two outer
-    cells in closed form, so every term is non-negative and small errors stay small.
+    cells in closed form, so every term is non-negative and small errors stay small (cells
+    wider than 2 as differences of two tail integrals). From ``FAST_MIN_LEVELS`` (10) levels
+    on, wherever its error estimate is below 1e-14 (always for ``D < 0.15``), the O(1)
+    Euler-Maclaurin form of ``qmf_lite._uniform_em`` replaces the sum over cells:
+    :math:`1 - \chi(0) = (e - \alpha^2)/(1 + e - 2\alpha)` with
+    :math:`\alpha = \mathbb E[z(z-Q)]` and :math:`e = \mathbb E[(z-Q)^2]` for the mid-rise
+    quantizer :math:`Q` of step ``D``, each expanded about the outer thresholds
+    (:math:`e = D^2/12 +` tail terms), or, when all thresholds lie within about one standard
+    deviation, :math:`1 - \mathbb E[zQ]^2/\mathbb E[Q^2]` with both moments expanded. The
+    direct sums skip thresholds beyond ``Z_CUT``, where the density is 0 in float64, so no
+    evaluation costs more than O(min(N, 80/D)) and for ``N >= 10`` at most ~530 cells.
 
     Parameters
     ----------
@@ -185,16 +272,39 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
     levels = check_levels(levels)
     spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing",
                                       "quantization_error"), "normalized_spacing")
-    out = np.vectorize(lambda d: _quantization_error_scalar(levels, float(d)), otypes=[float])(spacing)
+    out = np.vectorize(lambda d: _quantization_error_auto(levels, float(d)), otypes=[float])(spacing)
     return out[()] if out.ndim == 0 else out
+
+
+def _quantization_error_auto(levels, spacing):
+    """The O(1) expansion where its error bound allows it, else the direct sum over cells."""
+    if spacing * levels < 1e-100:
+        # every threshold within 1e-100 of 0: the sign function up to O(N D), 1 - 2/pi
+        return 1.0 - 2.0 / math.pi
+    if levels >= FAST_MIN_LEVELS and 1e-100 < spacing < 1e100 and spacing * levels < 1e300:
+        gap, _, err = _uniform_em.gap_chi(levels, spacing)
+        if err <= _FAST_TOLERANCE:
+            return gap
+    return _quantization_error_scalar(levels, spacing)
+
+
+def _spacing_guess(levels):
+    """A first guess of the optimal spacing, within ~10% for N >= 3 (outer threshold ~ sqrt(2 ln N))."""
+    return 2.4 * math.sqrt(2.0 * math.log(levels)) / levels
 
 
 @functools.lru_cache(maxsize=4096)
 def _chi_max_cached(levels):
     if levels == 2:
         return 2.0 / math.pi, 1.0 - 2.0 / math.pi, math.nan
-    # a first guess within ~25% (the outer threshold near sqrt(2 ln N)), refined by Brent
-    guess = 2.4 * math.sqrt(2.0 * math.log(levels)) / levels
+    if levels >= FAST_MIN_LEVELS:
+        return _chi_max_fast(levels)
+    return _chi_max_direct(levels)
+
+
+def _chi_max_direct(levels):
+    """Maximise the direct sums over log D by Brent (the flat maximum: ~1e-8 in log D)."""
+    guess = _spacing_guess(levels)
     if levels <= 4096:
         def objective(logd):
             s, v = _naive_parts(levels, math.exp(logd))
@@ -211,6 +321,36 @@ def _chi_max_cached(levels):
     return float(1.0 - gap), float(gap), d_opt
 
 
+def _chi_max_fast(levels):
+    """The optimal spacing as the simple root of e = alpha (see ``qmf_lite._uniform_em``), in O(1).
+
+    ``E[Q (z - Q)] = 0`` at the optimum: the sign change of ``ln(e / alpha)``, located to
+    ~1e-15 relative by Brent's root finder from a 3% bracket (about 8 evaluations of the
+    expansion, each ~0.1 ms).
+    """
+    memo = {}
+
+    def f(d):
+        if d not in memo:
+            memo[d] = _uniform_em.stationarity(levels, d)
+        return memo[d]
+
+    # the guess refined by a cubic fit of D_opt / guess in x = ln ln N (within 0.4%, N = 10 .. 1e12)
+    x = math.log(math.log(levels))
+    guess = _spacing_guess(levels) * (1.0362 + x * (-0.2046 + x * (0.1376 - 0.0209 * x)))
+    lo, hi = guess / 1.03, guess * 1.03
+    for _ in range(40):  # the bracket holds for N = 10 .. 1e15; widen it should it not
+        if f(lo) < 0.0 < f(hi):
+            break
+        if f(lo) >= 0.0:
+            lo, hi = lo / 1.3, lo
+        else:
+            lo, hi = hi, hi * 1.3
+    d_opt = optimize.brentq(f, lo, hi, xtol=1e-300, rtol=4.0 * np.finfo(float).eps)
+    gap = _uniform_em.gap_chi(levels, d_opt)[0]
+    return float(1.0 - gap), float(gap), d_opt
+
+
 def chi_max(levels, complement=False):
     r"""Maximum over the normalised spacing of chi(0), and the maximiser.
 
@@ -221,7 +361,8 @@ def chi_max(levels, complement=False):
 
     complement : bool
         If true, return ``1 - chi_max`` in place of ``chi_max``, computed without cancellation
-        (at N = 10^6 it is 1.6e-11, of which ``1 - chi_max(N)[0]`` keeps only five digits).
+        (at N = 10^6 it is 1.6e-11, of which ``1 - chi_max(N)[0]`` keeps only five digits; at
+        N = 10^9 it is 1e-17 and ``chi_max(N)[0]`` rounds to 1.0).
 
     Returns
     -------
@@ -231,11 +372,34 @@ def chi_max(levels, complement=False):
         :math:`\tilde D_{\rm opt}`, the optimal spacing in units of :math:`\sqrt{q^*}`. For
         ``N = 2`` the single threshold sits at 0, every spacing is optimal, and this is NaN.
 
+    Notes
+    -----
+    Cost and accuracy. Below ``FAST_MIN_LEVELS`` (10) levels the O(N) direct sums are
+    maximised over :math:`\ln\tilde D` by Brent's method (tolerance 1e-8 in
+    :math:`\ln\tilde D`, which moves ``chi`` by ~1e-16). From 10 levels on both are O(1):
+    with the mid-rise quantizer :math:`Q = \tilde D(\psi - \mathbb E\psi)`,
+    :math:`\alpha = \mathbb E[z(z - Q)]` and :math:`e = \mathbb E[(z - Q)^2]`,
+
+    .. math:: 1 - \chi(0) = \frac{e - \alpha^2}{1 + e - 2\alpha},
+
+    and :math:`\alpha` and :math:`e` are Euler-Maclaurin expansions of the sums over thresholds
+    and cells about the outer thresholds :math:`\pm T`, :math:`T = \tilde D(N-2)/2`, in which the
+    leading 1 of :math:`\tilde D\sum_i\varphi(t_i)` and the Sheppard term
+    :math:`\tilde D^2/12` of :math:`e` are exact, so that nothing cancels; the optimum is the
+    root of :math:`e = \alpha` (:math:`\mathbb E[Q(z - Q)] = 0`), found to ~1e-15 relative.
+    The derivation is in ``qmf_lite._uniform_em``. Measured against 30-40-digit direct sums
+    (N = 10 .. 3000) and float64 direct sums (N up to 10^7, and 10^8 .. 10^9 in chunks), the
+    gap agrees to a few 1e-16 relative (the direct float64 sums themselves carry ~1e-14); a call
+    takes ~1-3 ms at any N (10^9 included) against ~1 s for the direct sums at N = 10^6.
+
     Examples
     --------
     >>> chi, d = chi_max(16)
     >>> round(1 - chi, 6), round(d, 4)
     (0.011543, 0.3352)
+    >>> gap, d = chi_max(10**9, complement=True)   # O(1): ~1 ms
+    >>> print(f"{gap:.6e} {d:.6e}")
+    2.455442e-17 1.693986e-08
     """
     chi, gap, spacing = _chi_max_cached(check_levels(levels))
     return (gap if complement else chi), spacing
@@ -408,30 +572,100 @@ def optimal_init(levels, scale=1.0, spacing=None):
     return InitScheme(levels, sigma_w, 0.0, act, q_star, act.spacing / math.sqrt(q_star), c, xi, 6.0 * xi, gap)
 
 
+#: levels_for_depth searches N up to this many levels (the range in which chi_max is checked
+#: against independent evaluations); a deeper target is refused
+LEVELS_LIMIT = 10**9
+
+
 def levels_for_depth(depth, multiple=6.0):
-    """The fewest levels ``N`` whose ``max_depth(N, multiple)`` reaches ``depth``, and its bits.
+    r"""The fewest levels ``N`` whose ``max_depth(N, multiple)`` reaches ``depth``, and its bits.
+
+    :math:`L_{\max}(N)` grows with ``N`` (about as :math:`N^2/\ln N`), so the answer is the
+    integer root of :math:`\ln L_{\max}(N) = \ln\text{depth}`, found by interpolation in
+    :math:`\ln N` safeguarded by bisection (O(log log) steps in practice, O(log) at worst), each
+    step an O(1) :func:`chi_max`: a few milliseconds for any reachable depth.
+
+    Parameters
+    ----------
+    depth : float
+        Target trainable depth, ``0 < depth <= max_depth(10**9, multiple)`` (about 2.4e17 layers
+        for ``multiple = 6``; see ``LEVELS_LIMIT``).
+    multiple : float
+        ``L_max = multiple * xi``, ``> 0`` (default 6).
 
     Returns
     -------
     levels : int
     bits : int
         ``ceil(log2(levels))``, the bits needed to store one activation.
+
+    Raises
+    ------
+    ValueError
+        For a depth beyond ``max_depth(10**9, multiple)`` (or a bad argument).
+
+    Examples
+    --------
+    >>> levels_for_depth(500)
+    (16, 4)
+    >>> levels_for_depth(1e12)
+    (1653591, 21)
     """
     depth = float(check_positive(depth, "depth", allow_array=False))
     multiple = float(check_positive(multiple, "multiple", allow_array=False))
-    if max_depth(2, multiple) >= depth:
+    log_target = math.log(depth) - math.log(multiple)   # compare ln xi(N) with it: no overflow
+
+    def excess(n):  # ln L_max(N) - ln depth, increasing in N
+        return math.log(optimal_depth_scale(n)) - log_target
+
+    f_lo = excess(2)
+    if f_lo >= 0.0:
         return 2, 1
-    lo, hi = 2, 4
-    while max_depth(hi, multiple) < depth:
-        lo, hi = hi, hi * 2
-        if hi > 1 << 40:
-            raise ValueError(f"depth {depth} is beyond reach of any practical number of levels")
-    while hi - lo > 1:  # L_max grows with N: bisection on integers
-        mid = (lo + hi) // 2
-        if max_depth(mid, multiple) >= depth:
-            hi = mid
+    f_hi = excess(LEVELS_LIMIT)
+    if f_hi < 0.0:
+        reach = multiple * optimal_depth_scale(LEVELS_LIMIT)
+        raise ValueError(f"depth must be at most max_depth(10**9, multiple={multiple:g}) = {reach:.6g} layers "
+                         f"(levels_for_depth searches N <= 10**9), got {depth!r}")
+    def u_of(n):  # L_max ~ N^2 / ln N: ln L_max is nearly linear in u (increasing for N >= 2)
+        return 2.0 * math.log(n) - math.log(math.log(n))
+
+    def n_of(u):  # inverse of u_of by fixed-point iteration on ln N (a contraction for N >= 3)
+        log_n = 0.5 * u
+        for _ in range(40):
+            log_n = 0.5 * (u + math.log(max(log_n, 0.5)))
+        return math.exp(log_n)
+
+    lo, hi = 2, LEVELS_LIMIT           # excess(lo) < 0 <= excess(hi)
+    interpolate = True
+    while hi - lo > 1:
+        width = math.log(hi / lo)
+        if interpolate:
+            # regula falsi in u, then probe the neighbour to close the bracket
+            u_lo, u_hi = u_of(lo), u_of(hi)
+            x = u_lo + (u_hi - u_lo) * (-f_lo) / (f_hi - f_lo)
+            mid = min(max(int(round(n_of(x))), lo + 1), hi - 1)
         else:
-            lo = mid
+            mid = (lo + hi) // 2 if hi - lo < lo else int(round(math.sqrt(lo * hi)))
+            mid = min(max(mid, lo + 1), hi - 1)
+        f_mid = excess(mid)
+        if f_mid >= 0.0:
+            hi, f_hi = mid, f_mid
+            if interpolate and hi - 1 > lo:
+                f_nb = excess(hi - 1)
+                if f_nb < 0.0:
+                    lo, f_lo = hi - 1, f_nb
+                else:
+                    hi, f_hi = hi - 1, f_nb
+        else:
+            lo, f_lo = mid, f_mid
+            if interpolate and lo + 1 < hi:
+                f_nb = excess(lo + 1)
+                if f_nb >= 0.0:
+                    hi, f_hi = lo + 1, f_nb
+                else:
+                    lo, f_lo = lo + 1, f_nb
+        # bisect next whenever interpolation failed to halve the bracket (in ln N)
+        interpolate = hi - lo <= 1 or math.log(hi / lo) <= 0.5 * width
     return hi, bits(hi)
 
 

@@ -239,9 +239,10 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         Independent initializations (and data orders) per cell.
     steps : sequence of int
         Step counts at which train and test accuracy are recorded.
-    dataset : ``"digits"`` or ``"mnist"``; ``data`` may pass a loaded :class:`~qmf_lite.data.Dataset`.
+    dataset : {"digits", "mnist"}
+        Which data set to load; ``data`` may pass a loaded :class:`~qmf_lite.Dataset` instead.
     cache : bool
-        Store each depth's results under :func:`qmf_lite.data.cache_dir` ``/ "grid"``, keyed by
+        Store each depth's results under :func:`qmf_lite.cache_dir` ``/ "grid"``, keyed by
         a hash of every input, and reuse them.
 
     Returns

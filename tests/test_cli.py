@@ -36,6 +36,7 @@ def test_cli_depth():
     (["init", "--depth", "-3"], "depth"),
     (["init"], "required"),
     (["init", "--levels", "4", "--spacing", "0"], "spacing"),
+    (["init", "--depth", "1e308"], "depth must be at most"),
 ])
 def test_cli_errors_exit_2_with_one_line(args, needle):
     proc = subprocess.run([sys.executable, "-m", "qmf_lite", *args], capture_output=True, text=True)

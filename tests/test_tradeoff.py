@@ -6,6 +6,7 @@ import math
 import mpmath
 import numpy as np
 import pytest
+from scipy import integrate, optimize, special
 
 import qmf_lite as qmf
 
@@ -114,6 +115,353 @@ def test_levels_for_depth():
     assert qmf.max_depth(n) >= 2000 > qmf.max_depth(n - 1)
     assert bits == math.ceil(math.log2(n))
     assert qmf.levels_for_depth(5) == (2, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# chi_max in O(1): the Euler-Maclaurin path (qmf_lite._uniform_em) against independent sums
+# ---------------------------------------------------------------------------------------------
+
+def direct_gap_chunked(levels, spacing, chunk=1 << 19):
+    """1 - chi(0) by O(N) sums over the right half, in chunks: an implementation independent of qmf_lite.
+
+    With centred levels j, cells z = D j + s and the best gain beta = S / V,
+    ``gap = A + 2 delta B + delta^2 C + 2 tail`` (delta = D - beta), with A = sum int s^2 pdf,
+    B = sum j int s pdf, C = sum j^2 int pdf over the interior cells (4-point Gauss-Legendre, exact
+    to (D T)^8, i.e. for large N only), and the outer cell by quad. V by summation by parts,
+    ``1/4 [even N] + (4/D) sum_{t>0} t Phi(-t)``: positive terms, no differences of cell masses
+    (which lose 1e-8 relative each at N = 1e9). Chunk sums are added with math.fsum.
+    """
+    d = float(spacing)
+    even = levels % 2 == 0
+    n_right = (levels - 2) // 2 + 1 if even else (levels - 1) // 2       # thresholds t >= 0
+    x, w = np.polynomial.legendre.leggauss(4)
+    s_nodes, s_w = 0.5 * d * x, 0.5 * d * w
+    sums = {"S": [], "V": [], "A": [], "B": [], "C": []}
+    for start in range(0, n_right, chunk):
+        n = np.arange(start, min(start + chunk, n_right), dtype=np.float64)
+        t = d * (n if even else n + 0.5)
+        pos = t > 0
+        sums["S"].append(2.0 * np.sum(np.exp(-0.5 * t[pos] ** 2)) / math.sqrt(2 * math.pi))
+        sums["V"].append(4.0 / d * np.sum(t[pos] * special.ndtr(-t[pos])))
+        # right-hand interior cells: even N midpoints (n + 1/2) D, n < n_right - 1; odd N n D (n = 0 once)
+        j = (n[n < n_right - 1] + 0.5) if even else n
+        z = d * j[:, None] + s_nodes[None, :]
+        dens = np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+        factor = np.full(j.size, 2.0)
+        if not even and start == 0:
+            factor[0] = 1.0
+        sums["A"].append(np.sum(factor * ((dens * s_nodes ** 2) @ s_w)))
+        sums["B"].append(np.sum(factor * j * ((dens * s_nodes) @ s_w)))
+        sums["C"].append(np.sum(factor * j * j * (dens @ s_w)))
+    total = {k: math.fsum(v) for k, v in sums.items()}
+    s_sum = total["S"] + (1.0 / math.sqrt(2 * math.pi) if even else 0.0)
+    v_sum = total["V"] + (0.25 if even else 0.0)
+    delta = d - s_sum / v_sum
+    t_max = d * (levels - 2) / 2.0
+    e = delta * (levels - 1) / 2.0 - 0.5 * d            # t_max - beta (N - 1) / 2, no cancellation
+    tail = math.exp(-0.5 * t_max ** 2) / math.sqrt(2 * math.pi) * integrate.quad(
+        lambda u: (u + e) ** 2 * math.exp(-t_max * u - 0.5 * u * u), 0, math.inf,
+        epsabs=0, epsrel=1e-13, limit=200)[0]
+    return total["A"] + 2.0 * delta * total["B"] + delta * delta * total["C"] + 2.0 * tail
+
+
+def direct_stationarity(levels, spacing):
+    """e - alpha = -E[Q (z - Q)] by O(N) cell sums: zero at the optimal spacing (independent of qmf_lite)."""
+    d = float(spacing)
+    even = levels % 2 == 0
+    t = d * (levels - 2) / 2.0
+    j = np.arange(levels // 2 - 1 if even else (levels - 1) // 2) + (0.5 if even else 0.0)
+    m = d * j
+    x, w = np.polynomial.legendre.leggauss(8)
+    s = 0.5 * d * x
+    dens = np.exp(-0.5 * (m[:, None] + s) ** 2) / math.sqrt(2 * math.pi)
+    interior = 2.0 * np.sum(m * ((dens * s) @ (0.5 * d * w)))     # each term < 0
+    outer = 2.0 * (t + 0.5 * d) * math.exp(-0.5 * t * t) / math.sqrt(2 * math.pi) * integrate.quad(
+        lambda u: (u - 0.5 * d) * math.exp(-t * u - 0.5 * u * u), 0, math.inf,
+        epsabs=0, epsrel=1e-13, limit=200)[0]
+    return -(interior + outer)
+
+
+def em_gap_multiprecision(levels, spacing, terms=30, digits=40):
+    """The expansion of qmf_lite._uniform_em at 40 digits, with 30 terms and adaptive quadrature.
+
+    Checks the float64 implementation (truncation, Gauss-Legendre, continued fraction, rounding),
+    not the derivation (which the direct sums check). No aliasing terms: 0 for D < 0.15.
+    """
+    mpmath.mp.dps = digits
+    d = mpmath.mpf(spacing)
+    t = d * (levels - 2) / 2
+
+    def he_odd(x):  # He_1, He_3, ..., He_{2 terms - 1}
+        out, h0, h1 = [], mpmath.mpf(1), x
+        for n in range(1, 2 * terms):
+            if n % 2:
+                out.append(h1)
+            h0, h1 = h1, x * h1 - n * h0
+        return out
+
+    trap = [mpmath.bernoulli(2 * k) / mpmath.factorial(2 * k) for k in range(1, terms + 1)]
+    mid = [(mpmath.mpf(2) ** (1 - 2 * k) - 1) * trap[k - 1] for k in range(1, terms + 1)]
+    p = mpmath.npdf(t)
+    alpha = 2 * mpmath.ncdf(-t) - d * p + 2 * p * mpmath.fsum(
+        a * d ** (2 * k + 2) * h for k, (a, h) in enumerate(zip(trap, he_odd(t))))
+
+    def integrand(u):
+        em = mpmath.fsum(c * d ** (2 * k + 2) * h for k, (c, h) in enumerate(zip(mid, he_odd(t + u))))
+        return u * u * (mpmath.ncdf(u - t) + mpmath.npdf(t + u) * em)
+
+    gran = d ** 2 / 12 - 2 / d * mpmath.quad(integrand, [-d / 2, 0, d / 2])
+    over = 2 * mpmath.quad(lambda u: (u - d / 2) ** 2 * mpmath.npdf(t + u), [0, 1, mpmath.inf])
+    e = gran + over
+    return float((e - alpha ** 2) / (1 + e - 2 * alpha))
+
+
+def test_expansion_building_blocks_with_sympy():
+    """The identities the expansion of qmf_lite._uniform_em rests on, checked symbolically."""
+    import sympy as sp
+
+    x, u, s_, t_, d, alpha, e = sp.symbols("x u s t D alpha e", real=True)
+    n = sp.Symbol("n", positive=True, integer=True)
+    pdf = sp.exp(-x ** 2 / 2) / sp.sqrt(2 * sp.pi)
+    # phi^(m) = (-1)^m He_m phi with He from its recurrence, by induction: (He_m phi)' = -He_{m+1} phi,
+    # i.e. He_m' - x He_m = -He_{m+1}
+    he = [sp.Integer(1), x]
+    for m in range(1, 24):
+        he.append(sp.expand(x * he[m] - m * he[m - 1]))
+    for m in range(0, 24):
+        assert sp.expand(sp.diff(he[m], x) - x * he[m] + he[m + 1]) == 0
+    # midpoint-rule coefficients B_2k(1/2) = (2^(1-2k) - 1) B_2k; the module's tables
+    from qmf_lite import _uniform_em
+
+    for k in range(1, 13):
+        assert sp.bernoulli(2 * k, sp.Rational(1, 2)) == (sp.Integer(2) ** (1 - 2 * k) - 1) * sp.bernoulli(2 * k)
+    for k in range(1, _uniform_em.MAX_TERMS + 1):
+        trap = sp.bernoulli(2 * k) / sp.factorial(2 * k)
+        assert _uniform_em._TRAP[k - 1] == pytest.approx(float(trap), rel=2e-16)
+        assert _uniform_em._MID[k - 1] == pytest.approx(float(sp.bernoulli(2 * k, sp.Rational(1, 2)) / sp.factorial(2 * k)), rel=2e-16)
+    # 1 - chi = (e - alpha^2) / (1 + e - 2 alpha) from E[zQ] = 1 - alpha, E[Q^2] = 1 - 2 alpha + e
+    assert sp.simplify(1 - (1 - alpha) ** 2 / (1 - 2 * alpha + e) - (e - alpha ** 2) / (1 + e - 2 * alpha)) == 0
+    # int_0^x t Phi(-t) dt = x^2 Phi(-x) / 2 + P(3/2, x^2/2) / 4, and P(3/2, x^2/2) = int_{-x}^x z^2 phi
+    x = sp.Symbol("x", positive=True)                  # the endpoint x = T (or T + D/2) > 0
+    tail = sp.erfc(x / sp.sqrt(2)) / 2
+    p32 = sp.lowergamma(sp.Rational(3, 2), x ** 2 / 2) / sp.gamma(sp.Rational(3, 2))
+    antiderivative = x ** 2 * tail / 2 + p32 / 4
+    assert sp.simplify(sp.diff(antiderivative, x) - x * tail) == 0 and sp.limit(antiderivative, x, 0) == 0
+    assert sp.simplify(sp.diff(p32, x) - 2 * x ** 2 * pdf.subs(sp.Symbol("x", real=True), x)) == 0
+    # the lower endpoint of the summation-by-parts sum gives exactly the Sheppard term D^2/12
+    # (f = t Phi(-t): f'(0) = 1/2, higher odd derivatives 0): trapezoid (even N) and midpoint (odd N)
+    # f^(2k-1) = x Phi(-x)^(2k-1) + (2k-1) Phi(-x)^(2k-2), Phi(-x)^(m) = (-1)^m He_{m-1} phi: at 0 that
+    # is (2k-1) He_{2k-3}(0) phi(0) = 0 for k >= 2 (odd Hermite polynomials vanish at 0)
+    f = x * tail
+    assert sp.diff(f, x).subs(x, 0) == sp.Rational(1, 2)
+    xr = sp.Symbol("x", real=True)
+    assert sp.simplify(sp.diff(tail, x, 3) + (he[2] * pdf).subs(xr, x)) == 0
+    assert all(he[2 * k - 3].subs(sp.Symbol("x", real=True), 0) == 0 for k in range(2, 13))
+    assert d ** 2 / 4 - 4 * sp.bernoulli(2) / 2 * d ** 2 * sp.Rational(1, 2) == d ** 2 / 12
+    assert -4 * sp.bernoulli(2, sp.Rational(1, 2)) / 2 * d ** 2 * sp.Rational(1, 2) == d ** 2 / 12
+    # J_n = int_0^inf s^n exp(-T s - s^2/2): T J_n + J_{n+1} = n J_{n-1} (the integrand's derivative)
+    g = s_ ** n * sp.exp(-t_ * s_ - s_ ** 2 / 2)
+    assert sp.simplify(sp.diff(-g, s_) - ((t_ + s_) * g - n * s_ ** (n - 1) * sp.exp(-t_ * s_ - s_ ** 2 / 2))) == 0
+    # int_{-T}^{T} g(x) dx for g(x) = int_{-D/2}^{D/2} u^2 phi(x + u) du: numerically
+    for t_val, d_val in ((2.0, 0.3), (5.0, 0.01)):
+        lhs = integrate.dblquad(lambda uu, xx: uu * uu * math.exp(-0.5 * (xx + uu) ** 2) / math.sqrt(2 * math.pi),
+                                -t_val, t_val, -d_val / 2, d_val / 2, epsabs=0, epsrel=1e-12)[0]
+        rhs = d_val ** 3 / 12 - 2 * integrate.quad(lambda uu: uu * uu * special.ndtr(uu - t_val),
+                                                   -d_val / 2, d_val / 2, epsabs=0, epsrel=1e-13)[0]
+        assert lhs == pytest.approx(rhs, rel=1e-10)
+
+
+DIRECT_SAMPLE = list(range(3, 201)) + sorted(set(np.round(np.logspace(np.log10(250), 6, 16)).astype(int).tolist()))
+
+
+def test_chi_max_agrees_with_the_direct_sum():
+    """N = 3..200 all, then 16 log-spaced N to 1e6: the gap at D_opt against the O(N) cell sum.
+
+    Measured: at most 1.5e-14 relative (the O(N) float64 sum itself carries ~1e-14, 1e-15 at
+    the small N); below 10 levels chi_max is that sum.
+    """
+    for levels in DIRECT_SAMPLE:
+        gap, d = qmf.chi_max(levels, complement=True)
+        direct = qmf.tradeoff._quantization_error_scalar(levels, d)
+        assert gap == pytest.approx(direct, rel=1e-13, abs=0), levels
+        assert qmf.chi_max(levels)[0] == 1.0 - gap
+
+
+@pytest.mark.parametrize("levels", [10, 11, 24, 1000, 1001, 30001])
+def test_optimal_spacing_is_the_root_of_the_direct_stationarity(levels):
+    """D_opt against the root of -E[Q (z - Q)] by direct sums: measured agreement 2e-16 .. 2e-14.
+
+    (The Brent maximiser of the direct 1 - S^2/V used below 10 levels, and before for all N,
+    lands 1e-9 .. 5e-7 away from it: the maximum is flat and S^2/V noisy at 1e-16.)
+    """
+    d = qmf.chi_max(levels)[1]
+    root = optimize.brentq(lambda x: direct_stationarity(levels, x), 0.9 * d, 1.1 * d, xtol=1e-300, rtol=1e-15)
+    assert d == pytest.approx(root, rel=1e-12)
+    # and it is the minimum of the direct gap: 0.1% off moves the gap by ~1e-6 of itself
+    gap = qmf.tradeoff._quantization_error_scalar(levels, d)
+    for f in (0.999, 1.001):
+        assert qmf.tradeoff._quantization_error_scalar(levels, f * d) > gap * (1 + 1e-8)
+
+
+@pytest.mark.parametrize("levels", [10, 11, 24, 31, 64, 1000, 3000])
+def test_expansion_against_multiprecision_sums(levels):
+    """The expansion at D_opt, 0.77 D_opt and 1.3 D_opt against 30-digit sums: measured <= 6e-16."""
+    from qmf_lite import _uniform_em
+
+    d = qmf.chi_max(levels)[1]
+    for f in (1 / 1.3, 1.0, 1.3):
+        gap, chi, err = _uniform_em.gap_chi(levels, f * d)
+        assert err < 1e-15                                 # its own a-priori bound
+        assert gap == pytest.approx(independent_gap(levels, f * d, 30), rel=4e-15)
+        assert chi == pytest.approx(1 - gap, rel=1e-15)
+
+
+def test_expansion_needs_the_fallback_below_10_levels():
+    """Why the switch sits at 10: the endpoint series loses accuracy as D T grows towards 1.
+
+    Measured relative errors (and the expansion's own bound) at D_opt and 1.3 D_opt: N = 5
+    2.6e-13 (1.7e-11), 3.3e-8 (1.1e-6); N = 6 3e-16, 1.3e-10 (4.9e-9); N = 8 2e-16, 2.0e-15
+    (6.8e-14); N = 9 0, 4.4e-16 (1.06e-15); N = 10 2e-16, 2e-16 (4.6e-16).
+    """
+    from qmf_lite import _uniform_em
+
+    d5 = qmf.chi_max(5)[1]
+    assert abs(_uniform_em.gap_chi(5, d5)[0] / independent_gap(5, d5, 30) - 1) > 1e-13
+    assert _uniform_em.gap_chi(5, d5)[2] > 1e-13                          # and its bound says so
+    for levels in (9, 10):
+        d = qmf.chi_max(levels)[1]
+        bound = max(_uniform_em.gap_chi(levels, f * d)[2] for f in (1 / 1.3, 1.0, 1.3))
+        assert (bound <= 1e-15) == (levels >= qmf.tradeoff.FAST_MIN_LEVELS)
+
+
+@pytest.mark.parametrize("levels", [10**7, 3 * 10**6 + 1])
+def test_large_levels_against_chunked_direct_sums(levels):
+    """N = 1e7 (and an odd N): the O(1) gap against the O(N) sums of direct_gap_chunked.
+
+    Measured relative differences: 7e-16 (N = 1e7), and in the slow test 2e-16 (1e8), 4e-16
+    (1e8 + 1). One evaluation at 1e7 takes ~1 s.
+    """
+    gap, d = qmf.chi_max(levels, complement=True)
+    assert gap == pytest.approx(direct_gap_chunked(levels, d), rel=5e-15)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("levels", [10**8, 10**8 + 1])
+def test_largest_levels_against_chunked_direct_sums(levels):
+    """As above at 1e8 (~15 s each): measured 2.2e-16 and 4.4e-16 relative.
+
+    At 1e9 the same comparison (``direct_gap_chunked(10**9, d)``, ~4 min on a shared core, not
+    run here) measured 2.2e-16 (N = 1e9) and 4.4e-16 (N = 1e9 - 1).
+    """
+    gap, d = qmf.chi_max(levels, complement=True)
+    assert gap == pytest.approx(direct_gap_chunked(levels, d), rel=5e-15)
+
+
+@pytest.mark.parametrize("levels", [10**7, 10**8 + 1, 10**9])
+def test_large_levels_against_multiprecision_expansion(levels):
+    """The float64 expansion against 40 digits and 30 terms: measured <= 2.2e-16 relative."""
+    gap, d = qmf.chi_max(levels, complement=True)
+    assert gap == pytest.approx(em_gap_multiprecision(levels, d), rel=2e-15)
+
+
+def test_chi_max_is_constant_time(monkeypatch):
+    """From 10 levels on no O(N) sum is touched: chi_max(1e9) works with the direct sums disabled."""
+    def refuse(*args):
+        raise AssertionError("O(N) path used")
+
+    monkeypatch.setattr(qmf.tradeoff, "_quantization_error_scalar", refuse)
+    monkeypatch.setattr(qmf.tradeoff, "_naive_parts", refuse)
+    monkeypatch.setattr(qmf.tradeoff, "_half_parts", refuse)
+    qmf.tradeoff._chi_max_cached.cache_clear()
+    try:
+        gap, d = qmf.chi_max(10**9, complement=True)
+        chi, _ = qmf.chi_max(10**9 - 1)
+        # any spacing: all thresholds near 0 (D N ~ 1e-11 .. 6), near the optimum, wide cells
+        spacings = [1e-20, 1e-9, 3e-9, 6e-9, 0.5 * d, d, 2 * d, 0.1, 1.0, 10.0]
+        gaps = qmf.quantization_error(10**9, spacings)
+        assert np.all((gaps > 0) & (gaps < 1))
+    finally:
+        qmf.tradeoff._chi_max_cached.cache_clear()
+    # the uniform-quantizer asymptotics: granular error D^2/12 dominates, plus the overload tails
+    assert 2.4e-17 < gap < 2.5e-17 and d * d / 12 < gap < 1.1 * d * d / 12
+    assert chi == 1.0                                        # 1 - 2.5e-17 rounds to 1: use complement
+
+
+def test_local_exponent_at_a_billion_levels():
+    """d ln(1 - chi_max) / d ln N tends to -2 (+ 1/ln N from L_max ~ N^2 / ln N) at large N."""
+    n = np.array([10**8, 10**9])
+    gaps = np.array([qmf.chi_max(int(k), complement=True)[0] for k in n])
+    slope = np.diff(np.log(gaps))[0] / np.diff(np.log(n))[0]
+    assert -2.0 < slope < -2.0 + 1.5 / math.log(10**8.5)
+
+
+def test_quantization_error_at_any_spacing_for_many_levels():
+    """Once the outer thresholds pass |t| = 40 nothing depends on N but its parity: N = 1e9 (O(1)
+    expansion with its aliasing terms) equals N = 1e5 (O(80/D) direct cell sums), any spacing."""
+    spacings = np.array([0.3, 0.5, 1.0, 2.0, 3.0])
+    for big, small in ((10**9, 10**5), (10**9 + 1, 10**5 + 1)):
+        fast = qmf.quantization_error(big, spacings)
+        direct = np.array([qmf.tradeoff._quantization_error_scalar(small, float(s)) for s in spacings])
+        assert fast == pytest.approx(direct, rel=1e-13)
+        assert np.all((fast > 0) & (fast < 1))
+
+
+@pytest.mark.parametrize("levels", [10, 25, 10**5, 10**5 + 1])
+def test_quantization_error_with_all_thresholds_near_zero(levels):
+    """T = D (N - 2) / 2 from 1e-4 to 3: where 1 + e - 2 alpha = E[Q^2] is small the expansion
+    switches to E[zQ]^2 / E[Q^2] with both moments expanded; against the direct O(N) sums
+    (measured <= 4e-15) and, for N = 10, 25, 30-digit sums."""
+    for t in (1e-4, 0.05, 0.3, 0.6, 1.0, 3.0):
+        spacing = 2 * t / (levels - 2)
+        gap = qmf.quantization_error(levels, spacing)
+        assert gap == pytest.approx(qmf.tradeoff._quantization_error_scalar(levels, spacing), rel=1e-14)
+        if levels < 100:
+            assert gap == pytest.approx(independent_gap(levels, spacing, 30), rel=1e-14)
+
+
+@pytest.mark.parametrize("levels", [3, 4, 24, 25])
+def test_quantization_error_for_wide_cells(levels):
+    """Cells wider than 2 standard deviations (tail-integral differences, not Gauss-Legendre)."""
+    for spacing in (2.5, 7.0, 60.0):
+        exact = independent_gap(levels, spacing, 30)
+        assert qmf.quantization_error(levels, spacing) == pytest.approx(exact, rel=1e-14)
+        assert qmf.chi_zero(levels, spacing) == pytest.approx(1 - exact, rel=1e-14, abs=1e-300)
+
+
+@pytest.mark.parametrize("spacing", [1e-300, 1e300, 1e308])
+def test_extreme_spacings_give_the_limits(spacing):
+    """All thresholds at 0 (tiny D) or all but the central ones beyond reach (huge D): for even N
+    the sign function, 1 - chi = 1 - 2/pi; for odd N and huge D the output is constant, chi = 0."""
+    sign_gap = 1 - 2 / math.pi
+    for levels in (4, 10**9):
+        assert qmf.quantization_error(levels, spacing) == pytest.approx(sign_gap, rel=1e-14)
+    if spacing > 1:
+        assert qmf.quantization_error(3, spacing) == 1.0 and qmf.chi_zero(3, spacing) == 0.0
+        assert qmf.quantization_error(10**9 + 1, spacing) == 1.0
+
+
+def test_levels_for_depth_is_the_fewest_levels():
+    rng = np.random.default_rng(0)
+    for depth in np.exp(rng.uniform(math.log(10.0), math.log(2e17), 12)):
+        n, bits = qmf.levels_for_depth(depth)
+        assert qmf.max_depth(n) >= depth and (n == 2 or depth > qmf.max_depth(n - 1))
+        assert bits == (n - 1).bit_length()
+    assert qmf.levels_for_depth(1e12) == (1653591, 21)
+    assert qmf.levels_for_depth(1000, multiple=3) == qmf.levels_for_depth(2000)
+    # the search reaches the end of its range exactly
+    assert qmf.levels_for_depth(qmf.max_depth(10**9)) == (10**9, 30)
+
+
+@pytest.mark.parametrize("depth,multiple", [(1e308, 6.0), (3e17, 6.0), (1e17, 1.0), (1e300, 1e-300)])
+def test_levels_for_depth_refuses_an_unreachable_depth(depth, multiple):
+    with pytest.raises(ValueError, match=r"depth must be at most max_depth\(10\*\*9"):
+        qmf.levels_for_depth(depth, multiple)
+
+
+@pytest.mark.parametrize("depth", [0, -1, math.nan, math.inf, "x", [5.0, 6.0]])
+def test_levels_for_depth_bad_input(depth):
+    with pytest.raises(ValueError, match="depth"):
+        qmf.levels_for_depth(depth)
 
 
 def test_lloyd_max_known_values():

@@ -1,0 +1,69 @@
+"""Command line: ``python -m assignments build|grade`` (see ``python -m assignments -h``)."""
+import argparse
+import pathlib
+import sys
+
+from .build import DEFAULT_OUT, ROOT
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m assignments",
+        description="Course assignments from the book's exercises: build the student notebooks and the "
+                    "otter-grader autograders, and grade submitted notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="student notebooks and autograders for the chapters with exercises",
+                       description="Runs each chapter once (its code and its solutions), writes "
+                                   "OUT/student/<chapter>.ipynb (hand these out) and OUT/autograder/<chapter>.zip "
+                                   "(keep these private: they hold the answers), and self-checks them: the solutions "
+                                   "score full marks, empty answers zero, a wrong answer loses only its question.")
+    b.add_argument("chapters", nargs="*", help="chapter names (file stems, e.g. fixed_points); default: all")
+    b.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(ROOT)})")
+    b.add_argument("--root", type=pathlib.Path, default=ROOT, help="the book's root (with _toc.yml)")
+
+    g = sub.add_parser("grade", help="grade a folder of submitted notebooks",
+                       description="Grades every file in SUBMISSIONS (one per student, named after the student) "
+                                   "with otter run, without Docker. Writes OUT/grades.csv, OUT/feedback/<student>.md "
+                                   "and OUT/results/<student>.json.")
+    g.add_argument("submissions", type=pathlib.Path)
+    which = g.add_mutually_exclusive_group(required=True)
+    which.add_argument("--chapter", help="the chapter: uses the autograder of the last build")
+    which.add_argument("--autograder", type=pathlib.Path, help="an autograder zip made by build")
+    g.add_argument("--out", type=pathlib.Path, help="results folder (default: _build/assignments/grades/<chapter>)")
+    g.add_argument("--cell-timeout", type=int, default=600, help="seconds a cell may run (default 600)")
+    g.add_argument("--timeout", type=int, default=3600, help="seconds a whole notebook may take (default 3600)")
+    g.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    g.add_argument("--regrade", action="store_true", help="grade again submissions already graded unchanged")
+
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        from .build import build
+
+        reports = build(root=args.root, out=args.out, names=args.chapters or None)
+        failed = [r["chapter"] for r in reports if not r["ok"]]
+        print(f"\nstudent notebooks: {args.out / 'student'}\nautograders (private): {args.out / 'autograder'}\n"
+              f"summary: {args.out / 'summary.md'}")
+        if failed:
+            print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+            return 1
+        return 0
+    from .grade import grade
+
+    autograder = args.autograder or DEFAULT_OUT / "autograder" / f"{args.chapter}.zip"
+    if not autograder.exists():
+        parser.error(f"no autograder at {autograder}: run `python -m assignments build {args.chapter or ''}` first")
+    if not args.submissions.is_dir():
+        parser.error(f"{args.submissions} is not a folder")
+    from .grade import read_manifest
+
+    chapter = read_manifest(autograder)["chapter"]
+    out = args.out or DEFAULT_OUT / "grades" / chapter
+    results = grade(args.submissions, autograder, out, cell_timeout=args.cell_timeout, timeout=args.timeout,
+                    jobs=args.jobs, regrade=args.regrade)
+    print(f"\n{len(results)} submissions graded: {out / 'grades.csv'}, feedback in {out / 'feedback'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1683 @@
+r"""How many bits a weight needs: exact ReLU networks with dyadic weights (chapter 11).
+
+The chapter is a numerical companion to Ou, Schenkel & Bölcskei, *Three quantization regimes for
+ReLU networks* (2024). Everything in this module is **our own construction**, written for the book;
+none of it reproduces the paper's constructions, constants or proofs (whose full text we could not
+consult). It provides:
+
+* :class:`DyadicNet`, a ReLU network whose weights and biases are integers scaled by a power of two
+  per layer, :math:`W_l = A_l\,2^{-e_l}`, evaluated exactly (Python integers) or in float64, and
+  converted from and to a torch ``nn.Sequential`` of ``Linear``/``ReLU`` layers;
+* the quantizers :func:`round_to_grid` and :func:`sigma_delta` (error feedback: the running sum of
+  the rounding errors stays within half a grid step), and the fixed-point step
+  :func:`fixed_point_step`;
+* :class:`ShallowReLU`, the one-hidden-layer interpolant
+  :math:`f_N(x) = f(0) + \sum_k s_k\,\mathrm{ReLU}(x - k/N)` and its quantized versions;
+* :class:`PiecewiseLinear` and :func:`sup_error`, the sup-norm distance of two piecewise-linear
+  functions computed exactly at the union of their breakpoints (a certified bracket for a
+  Lipschitz target that is not piecewise linear);
+* :func:`to_low_precision`, an exact depth-precision conversion of a network with B-bit weights
+  into a deeper one whose weights take :math:`2^b` values (signed-digit Horner expansion);
+* :func:`bit_extractor` (classical and deep forms) and :func:`codec`, which stores the slopes of a
+  fine piecewise-linear approximant in a few high-precision weights and decodes them with a deep
+  network of small weights;
+* :func:`lower_bounds`, the precision, counting and VC lower bounds as the chapter derives them.
+
+Weight format used throughout (our convention): a weight has **b bits** when it is one of the
+:math:`2^b` nonzero values :math:`\pm k\,s`, :math:`k = 1,\dots,2^{b-1}` (a sign and b - 1 bits of
+magnitude), where the power of two :math:`s` is the scale of its layer; a zero weight is an absent
+connection and costs nothing.
+
+Everything here imports without torch; only :meth:`DyadicNet.from_torch` and
+:meth:`DyadicNet.to_torch` import it.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import numbers
+from fractions import Fraction
+
+import numpy as np
+
+from ._validate import check_int, check_nonnegative, check_positive
+
+__all__ = [
+    "DyadicNet",
+    "PiecewiseLinear",
+    "SupError",
+    "ShallowReLU",
+    "Codec",
+    "fixed_point_step",
+    "round_to_grid",
+    "sigma_delta",
+    "lacunary_target",
+    "sup_error",
+    "quantize_net",
+    "in_alphabet",
+    "to_low_precision",
+    "bit_extractor",
+    "codec",
+    "lower_bounds",
+]
+
+_INT64_SAFE = 1 << 62
+
+# --------------------------------------------------------------------------------------------
+# exact dyadic numbers
+
+
+def _fraction(value, name):
+    """``value`` as an exact Fraction; ValueError for bools, strings, NaN, inf."""
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, (str, bytes)):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, (numbers.Integral, np.integer)):
+        return Fraction(int(value))
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        return Fraction(float(value))
+    if isinstance(value, numbers.Rational):
+        return Fraction(value.numerator, value.denominator)
+    raise ValueError(f"{name} must be a real number, got {value!r}")
+
+
+def _log2_denominator(fr, name):
+    d = fr.denominator
+    if d & (d - 1):
+        raise ValueError(f"{name} must be dyadic (an integer times a power of 2) for exact arithmetic, got {fr}")
+    return d.bit_length() - 1
+
+
+def _normalize(num, exp):
+    """Strip the common factors of 2 of the numerators, keeping the exponent >= 0 (canonical form)."""
+    if exp < 0:
+        return _shift_left(num, -exp)
+    if num.size == 0 or exp == 0:
+        return num, exp
+    acc = int(np.bitwise_or.reduce(num.ravel()))
+    if acc == 0:
+        return num, 0
+    tz = (acc & -acc).bit_length() - 1
+    shift = min(tz, exp)
+    if shift:
+        num = num >> shift
+    return num, exp - shift
+
+
+def _shift_left(num, k):
+    if num.dtype == object:
+        return num * (1 << k), 0
+    return (num.astype(object) * (1 << k)), 0
+
+
+def _dyadic_array(values, name):
+    """Exact (numerators, exponent) of an array of dyadic numbers: values = numerators * 2**-exponent.
+
+    Numerators are Python ints in an object array; the exponent is >= 0 and minimal.
+    """
+    arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    if arr.dtype.kind in "iu":
+        num = np.array(arr.tolist(), dtype=object).reshape(arr.shape) if arr.size else arr.astype(object)
+        return num, 0
+    if arr.dtype.kind == "f":
+        a = arr.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} must be finite")
+        mant, ex = np.frexp(a)
+        m = (mant * 2.0**53).astype(np.int64)            # exact: |mant| in [0.5, 1)
+        e = 53 - ex.astype(np.int64)                      # value = m * 2**-e
+        nz = m != 0
+        if not nz.any():
+            return np.zeros(a.shape, dtype=object), 0
+        exp = max(int(e[nz].max()), 0)
+        shifts = np.where(nz, exp - e, 0)
+        num = np.array([int(mi) << int(si) if si >= 0 else int(mi) >> int(-si)
+                        for mi, si in zip(m.ravel().tolist(), shifts.ravel().tolist())],
+                       dtype=object).reshape(a.shape)
+        return _normalize(num, exp)
+    if arr.dtype.kind in "bUSV" or arr.dtype.kind == "M":
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    flat = [_fraction(v, name) for v in arr.ravel().tolist()]
+    exps = [_log2_denominator(f, name) for f in flat]
+    exp = max(exps, default=0)
+    num = np.array([f.numerator << (exp - k) for f, k in zip(flat, exps)], dtype=object).reshape(arr.shape)
+    return _normalize(num, exp)
+
+
+def _to_float(num, exp):
+    return np.ldexp(np.array(num, dtype=np.float64), -exp)
+
+
+def _maybe_int64(num):
+    """The same numerators as int64 when every one fits comfortably, else unchanged."""
+    if num.dtype != object or num.size == 0:
+        return num
+    lo, hi = min(num.ravel().tolist()), max(num.ravel().tolist())
+    if -_INT64_SAFE < lo and hi < _INT64_SAFE:
+        return num.astype(np.int64)
+    return num
+
+
+def _max_abs(num):
+    if num.size == 0:
+        return 0
+    if num.dtype == object:
+        return max(abs(v) for v in num.ravel().tolist())
+    return int(np.abs(num).max())
+
+
+# --------------------------------------------------------------------------------------------
+# the exact network
+
+
+class DyadicNet:
+    r"""A ReLU network with dyadic weights, evaluated exactly or in float64.
+
+    Layer :math:`l` computes :math:`h_l = \mathrm{ReLU}(W_l h_{l-1} + c_l)` (no ReLU on the last
+    layer), with :math:`W_l = A_l\,2^{-e_l}` and :math:`c_l = C_l\,2^{-e_l}`, :math:`A_l, C_l`
+    integer (Python ints, any size) and :math:`e_l \ge 0` minimal.
+
+    Build one with :meth:`from_arrays` (floats, ints or Fractions; floats are dyadic, so they are
+    taken exactly; a non-dyadic Fraction is a ValueError) or :meth:`from_torch`.
+
+    Examples
+    --------
+    >>> net = DyadicNet.from_arrays([[[1.0], [1.0]], [[1.0, -2.0]]], [[0.0, -0.5], [0.25]])
+    >>> net.exact([[Fraction(3, 4)]])[0, 0]     # ReLU(3/4) - 2 ReLU(1/4) + 1/4
+    Fraction(1, 2)
+    >>> float(net([[0.75]])[0, 0]), net.depth, net.n_params, net.layer_bits()
+    (0.5, 2, 6, [2, 4])
+    """
+
+    def __init__(self, layers):
+        self._layers = []
+        n_prev = None
+        for l, (a, c, e) in enumerate(layers):
+            a = np.asarray(a, dtype=object)
+            c = np.asarray(c, dtype=object)
+            if a.ndim != 2 or c.shape != (a.shape[0],):
+                raise ValueError(f"layer {l}: weights must be 2-D (out, in) and biases 1-D (out,), "
+                                 f"got {a.shape} and {c.shape}")
+            if n_prev is not None and a.shape[1] != n_prev:
+                raise ValueError(f"layer {l} takes {a.shape[1]} inputs but layer {l - 1} has {n_prev} outputs")
+            e = check_int(e, f"exponent of layer {l}", -10**9)
+            both = np.concatenate([a.ravel(), c])
+            both, e = _normalize(both, e)
+            a, c = both[:a.size].reshape(a.shape), both[a.size:]
+            self._layers.append((a, c, e))
+            n_prev = a.shape[0]
+        if not self._layers:
+            raise ValueError("layers must hold at least one layer")
+        self._cache = {}
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, weights, biases):
+        """From per-layer weight matrices (out, in) and bias vectors, taken exactly.
+
+        Parameters
+        ----------
+        weights, biases : sequences of array_like
+            Floats (exact), ints or Fractions (dyadic); one weight matrix and one bias per layer.
+        """
+        if len(weights) != len(biases):
+            raise ValueError(f"weights and biases must have one entry per layer, got {len(weights)} and {len(biases)}")
+        layers = []
+        for l, (w, b) in enumerate(zip(weights, biases)):
+            w = np.asarray(w, dtype=object if _has_fraction(w) else None)
+            b = np.asarray(b, dtype=object if _has_fraction(b) else None)
+            if w.ndim != 2:
+                raise ValueError(f"weights[{l}] must be a 2-D array (out, in), got shape {w.shape}")
+            b = b.reshape(-1)
+            both, e = _dyadic_array(np.concatenate([w.astype(object).ravel(), b.astype(object)])
+                                    if (w.dtype == object or b.dtype == object or w.dtype != b.dtype)
+                                    else np.concatenate([w.ravel(), b]), f"weights[{l}] and biases[{l}]")
+            layers.append((both[:w.size].reshape(w.shape), both[w.size:], e))
+        return cls(layers)
+
+    @classmethod
+    def from_torch(cls, model, bits=None):
+        """From a torch ``nn.Sequential`` of ``Linear`` layers with ``ReLU`` between them.
+
+        Parameters
+        ----------
+        model : torch.nn.Sequential
+            ``Linear, ReLU, Linear, ..., Linear`` (a single ``Linear`` is allowed).
+        bits : int >= 1, optional
+            Round each layer's weights and biases to the b-bit format of that layer
+            (:func:`quantize_net`); by default the float weights are taken exactly.
+        """
+        import torch
+
+        mods = list(model) if isinstance(model, torch.nn.Sequential) else [model]
+        weights, biases = [], []
+        expect_linear = True
+        for i, m in enumerate(mods):
+            if expect_linear:
+                if not isinstance(m, torch.nn.Linear):
+                    raise ValueError(f"model[{i}] must be torch.nn.Linear, got {type(m).__name__}")
+                w = m.weight.detach().cpu().double().numpy()
+                b = (m.bias.detach().cpu().double().numpy() if m.bias is not None else np.zeros(w.shape[0]))
+                weights.append(w)
+                biases.append(b)
+            elif not isinstance(m, torch.nn.ReLU):
+                raise ValueError(f"model[{i}] must be torch.nn.ReLU, got {type(m).__name__}")
+            expect_linear = not expect_linear
+        if expect_linear:
+            raise ValueError("model must end with a torch.nn.Linear layer")
+        net = cls.from_arrays(weights, biases)
+        return net if bits is None else quantize_net(net, bits)
+
+    def to_torch(self, dtype=None):
+        """The same network as a torch ``nn.Sequential`` (float64 by default).
+
+        Weights with more than 53 significant bits are rounded to float64.
+        """
+        import torch
+
+        dtype = torch.float64 if dtype is None else dtype
+        mods = []
+        for l, (w, b) in enumerate(zip(self.weights(), self.biases())):
+            lin = torch.nn.Linear(w.shape[1], w.shape[0], dtype=dtype)
+            with torch.no_grad():
+                lin.weight.copy_(torch.as_tensor(w, dtype=dtype))
+                lin.bias.copy_(torch.as_tensor(b, dtype=dtype))
+            mods.append(lin)
+            if l < self.depth - 1:
+                mods.append(torch.nn.ReLU())
+        return torch.nn.Sequential(*mods)
+
+    # -- structure -----------------------------------------------------------------------------
+    @property
+    def layers(self):
+        """Tuple of ``(A, C, e)``: integer weight numerators, bias numerators and exponent."""
+        return tuple(self._layers)
+
+    @property
+    def depth(self):
+        """Number of affine layers (hidden layers + 1)."""
+        return len(self._layers)
+
+    @property
+    def widths(self):
+        """Neurons per layer, input first: ``(n_in, n_1, ..., n_out)``."""
+        return (self._layers[0][0].shape[1],) + tuple(a.shape[0] for a, _, _ in self._layers)
+
+    @property
+    def width(self):
+        """The largest hidden width (the input width for a network without hidden layers)."""
+        hidden = self.widths[1:-1]
+        return max(hidden) if hidden else self.widths[0]
+
+    @property
+    def n_params(self):
+        """Number of nonzero weights and biases."""
+        return sum(int(np.count_nonzero(a != 0)) + int(np.count_nonzero(c != 0)) for a, c, _ in self._layers)
+
+    def weights(self):
+        """Weight matrices as float64 (exact when a numerator has at most 53 significant bits)."""
+        return [_to_float(a, e) for a, _, e in self._layers]
+
+    def biases(self):
+        """Bias vectors as float64."""
+        return [_to_float(c, e) for _, c, e in self._layers]
+
+    def param_bits(self, model="param"):
+        r"""Bits to store the nonzero parameters, layer by layer.
+
+        Each layer is stored in one fixed-point format, a power-of-two scale :math:`s_l` (the
+        largest one that makes every parameter an integer multiple :math:`k s_l`). With
+        ``model="param"`` a parameter costs :math:`1 + \lceil\log_2 |k|\rceil` bits (sign and the
+        magnitude code it needs); with ``model="layer"`` every nonzero parameter of the layer costs
+        what the largest one costs (a uniform b-bit format per layer).
+
+        Returns
+        -------
+        list of int
+        """
+        if model not in ("param", "layer"):
+            raise ValueError(f"model must be 'param' or 'layer', got {model!r}")
+        out = []
+        for a, c, _ in self._layers:
+            vals = [abs(v) for v in np.concatenate([a.ravel(), c]).tolist() if v != 0]
+            if not vals:
+                out.append(0)
+                continue
+            acc = 0
+            for v in vals:
+                acc |= v
+            tz = (acc & -acc).bit_length() - 1
+            ks = [v >> tz for v in vals]
+            if model == "layer":
+                out.append(len(ks) * (1 + (max(ks) - 1).bit_length()))
+            else:
+                out.append(sum(1 + (k - 1).bit_length() for k in ks))
+        return out
+
+    def layer_bits(self):
+        """Per layer, the bits b of its format: every nonzero parameter is one of the 2**b values +-k s."""
+        out = []
+        for a, c, _ in self._layers:
+            vals = [abs(v) for v in np.concatenate([a.ravel(), c]).tolist() if v != 0]
+            if not vals:
+                out.append(0)
+                continue
+            acc = 0
+            for v in vals:
+                acc |= v
+            tz = (acc & -acc).bit_length() - 1
+            out.append(1 + ((max(vals) >> tz) - 1).bit_length())
+        return out
+
+    def memory_bits(self, model="param"):
+        """Total bits of the nonzero parameters (see :meth:`param_bits`)."""
+        return int(sum(self.param_bits(model)))
+
+    def summary(self):
+        """Depth, largest hidden width, nonzero parameters and bits (both memory models)."""
+        return {"depth": self.depth, "width": self.width, "params": self.n_params,
+                "bits": self.memory_bits("param"), "bits_layer_format": self.memory_bits("layer")}
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _float_layers(self):
+        if "float" not in self._cache:
+            self._cache["float"] = list(zip(self.weights(), self.biases()))
+        return self._cache["float"]
+
+    def __call__(self, x):
+        """Float64 forward pass; ``x`` of shape (n, n_in) or (n_in,)."""
+        h = np.asarray(x, dtype=np.float64)
+        single = h.ndim == 1
+        h = np.atleast_2d(h)
+        if h.shape[1] != self.widths[0]:
+            raise ValueError(f"x must have {self.widths[0]} features, got shape {np.shape(x)}")
+        layers = self._float_layers()
+        for l, (w, b) in enumerate(layers):
+            h = h @ w.T + b
+            if l < len(layers) - 1:
+                h = np.maximum(h, 0.0)
+        return h[0] if single else h
+
+    def _sparse(self, l):
+        key = ("sparse", l)
+        if key not in self._cache:
+            a = self._layers[l][0]
+            rows = []
+            for r in range(a.shape[0]):
+                cols = np.flatnonzero(a[r] != 0)
+                rows.append((cols, a[r, cols].reshape(-1, 1)))
+            l1 = max((sum(abs(v) for v in a[r].tolist()) for r in range(a.shape[0])), default=0)
+            csr = abs_csr = None
+            if l1 < _INT64_SAFE and a.size:
+                from scipy import sparse
+                csr = sparse.csr_matrix(a.astype(np.int64))
+                abs_csr = abs(csr).astype(np.float64)
+            self._cache[key] = (rows, l1, csr, abs_csr)
+        return self._cache[key]
+
+    def exact_numerators(self, x):
+        """Exact outputs as ``(numerators, exponent)``: outputs = numerators * 2**-exponent.
+
+        The pair is canonical (common factors of 2 stripped), so two arrays of outputs are equal
+        exactly when their pairs are. Layers run in int64 (scipy.sparse) when a bound on every
+        partial sum shows that they fit, otherwise with Python integers.
+        """
+        num, exp = _dyadic_array(np.atleast_2d(np.asarray(x) if not _has_fraction(x) else np.asarray(x, dtype=object)),
+                                 "x")
+        if num.shape[1] != self.widths[0]:
+            raise ValueError(f"x must have {self.widths[0]} features, got {num.shape[1]}")
+        xt = np.ascontiguousarray(_maybe_int64(num).T)          # features x batch
+        for l, (a, c, e) in enumerate(self._layers):
+            rows, l1, csr, abs_csr = self._sparse(l)
+            bias = c * (1 << exp)
+            fits = False
+            if xt.dtype != object and csr is not None and xt.size:
+                bmax = _max_abs(bias)
+                xmax = np.abs(xt).max(axis=1)
+                if int(xmax.max()) * l1 + bmax < _INT64_SAFE:
+                    fits = True
+                elif bmax < _INT64_SAFE // 2:
+                    # every partial sum of row r is at most sum_j |a_rj| max|x_j|; bounded in float64
+                    # with a margin far above its rounding
+                    fits = 1.001 * float((abs_csr @ xmax.astype(np.float64)).max()) + bmax < _INT64_SAFE
+            if fits:
+                z = np.asarray(csr @ xt, dtype=np.int64) + np.asarray(bias.tolist(), dtype=np.int64)[:, None]
+            else:
+                xo = xt.astype(object)
+                z = np.empty((a.shape[0], xt.shape[1]), dtype=object)
+                for r, (cols, vals) in enumerate(rows):
+                    z[r] = (vals * xo[cols]).sum(axis=0) + bias[r] if cols.size else bias[r]
+            exp = exp + e
+            if l < len(self._layers) - 1:
+                z = np.maximum(z, 0)
+            z, exp = _normalize(z, exp)
+            xt = _maybe_int64(z)
+        out = np.ascontiguousarray(xt.T)
+        return (out.astype(object) if out.dtype != object else out), exp
+
+    def exact(self, x):
+        """Exact outputs as an object array of Fractions; ``x`` must be dyadic (floats are)."""
+        num, exp = self.exact_numerators(x)
+        den = 1 << exp
+        return np.array([Fraction(int(v), den) for v in num.ravel().tolist()], dtype=object).reshape(num.shape)
+
+    def piecewise_linear(self, interval=(0.0, 1.0), exact=False):
+        """The network on an interval as a :class:`PiecewiseLinear` (one input, one output).
+
+        Breakpoints are found layer by layer: between two consecutive breakpoints found so far
+        every pre-activation is affine, so a sign change of a neuron adds one breakpoint where it
+        crosses zero. With ``exact=True`` the computation is in Fractions (slower; for small nets).
+        """
+        if self.widths[0] != 1 or self.widths[-1] != 1:
+            raise ValueError(f"piecewise_linear needs one input and one output, the network has widths {self.widths}")
+        lo, hi = _interval(interval)
+        if exact:
+            knots = np.array([Fraction(lo), Fraction(hi)], dtype=object)
+            layers = [(a.astype(object) * Fraction(1, 1 << e), c.astype(object) * Fraction(1, 1 << e))
+                      for a, c, e in self._layers]
+            h = knots.reshape(-1, 1)
+        else:
+            knots = np.array([float(lo), float(hi)], dtype=np.float64)
+            layers = self._float_layers()
+            h = knots.reshape(-1, 1)
+        for l, (w, b) in enumerate(layers):
+            p = h.dot(w.T) + b
+            if l == len(layers) - 1:
+                return PiecewiseLinear(knots, p[:, 0])
+            s = (p[:-1] * p[1:]) < 0
+            ii, jj = np.nonzero(s)
+            if ii.size:
+                t = p[ii, jj] / (p[ii, jj] - p[ii + 1, jj])
+                new_x = knots[ii] + t * (knots[ii + 1] - knots[ii])
+                new_p = p[ii] + t[:, None] * (p[ii + 1] - p[ii])
+                knots = np.concatenate([knots, new_x])
+                p = np.concatenate([p, new_p])
+                order = np.argsort(knots, kind="stable")
+                knots, p = knots[order], p[order]
+                keep = np.concatenate([[True], knots[1:] != knots[:-1]])
+                knots, p = knots[keep], p[keep]
+            h = np.maximum(p, 0) if not exact else np.where(p > 0, p, Fraction(0))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _has_fraction(x):
+    try:
+        arr = np.asarray(x, dtype=object)
+    except (ValueError, TypeError):
+        return False
+    return any(isinstance(v, Fraction) for v in arr.ravel().tolist())
+
+
+def _interval(interval):
+    """``(lo, hi)`` as exact Fractions, lo < hi."""
+    try:
+        lo, hi = interval
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"interval must be a pair (lo, hi), got {interval!r}") from exc
+    lo, hi = _fraction(lo, "interval"), _fraction(hi, "interval")
+    if not lo < hi:
+        raise ValueError(f"interval must have lo < hi, got {interval!r}")
+    return lo, hi
+
+
+# --------------------------------------------------------------------------------------------
+# quantizers
+
+
+def fixed_point_step(values, bits, headroom=False):
+    r"""The power-of-two step :math:`s` of the b-bit format that covers ``values``.
+
+    .. math:: s = 2^{\lceil\log_2 m\rceil - (b - 1)},\qquad m = \max_k |v_k|,
+
+    so that every value rounds to one of :math:`\pm k s`, :math:`|k| \le 2^{b-1}`. With
+    ``headroom=True`` the step is the smallest power of two with
+    :math:`m \le (2^{b-1} - \tfrac12)\,s`, which error feedback (:func:`sigma_delta`) needs.
+
+    Parameters
+    ----------
+    values : array_like
+        Finite real numbers (all zero gives :math:`s = 2^{1-b}`).
+    bits : int >= 1
+
+    Examples
+    --------
+    >>> fixed_point_step([0.3, -1.7], 4), fixed_point_step([0.3, -1.7], 4, headroom=True)
+    (0.25, 0.25)
+    >>> fixed_point_step([2.0], 3), fixed_point_step([2.0], 3, headroom=True)
+    (0.5, 1.0)
+    """
+    b = check_int(bits, "bits", 1)
+    v = np.asarray(values, dtype=np.float64) if not isinstance(values, np.ndarray) else values.astype(np.float64)
+    if v.size and not np.isfinite(v).all():
+        raise ValueError("values must be finite")
+    m = float(np.abs(v).max()) if v.size else 0.0
+    if m == 0.0:
+        return 2.0 ** (1 - b)
+    p = math.ceil(math.log2(m)) - (b - 1)
+    s = 2.0 ** p
+    if s * 2 ** (b - 1) < m:  # log2 rounding at exact powers of two
+        s *= 2.0
+    if headroom:
+        while (2 ** (b - 1) - 0.5) * s < m:
+            s *= 2.0
+    return s
+
+
+def round_to_grid(values, bits, step=None):
+    r"""Round to the nearest multiple of ``step`` with at most :math:`2^{b-1}` steps (saturating).
+
+    .. math:: q_k = s\,\mathrm{clip}\bigl(\mathrm{round}(v_k/s),\,-2^{b-1},\,2^{b-1}\bigr)
+
+    Parameters
+    ----------
+    values : array_like
+    bits : int >= 1
+    step : float > 0, optional
+        A power of two; default :func:`fixed_point_step` ``(values, bits)``.
+
+    Examples
+    --------
+    >>> round_to_grid([0.3, -1.7, 0.05], 3)
+    array([ 0.5, -1.5,  0. ])
+    """
+    b = check_int(bits, "bits", 1)
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).all():
+        raise ValueError("values must be finite")
+    s = fixed_point_step(v, b) if step is None else _check_step(step)
+    k = np.clip(np.rint(v / s), -(2 ** (b - 1)), 2 ** (b - 1))
+    return k * s
+
+
+def _check_step(step):
+    s = float(check_positive(step, "step", allow_array=False))
+    m, _ = math.frexp(s)
+    if m != 0.5:
+        raise ValueError(f"step must be a power of two, got {step}")
+    return s
+
+
+def sigma_delta(values, bits, step=None):
+    r"""Error-feedback (first-order sigma-delta) rounding of a sequence, in exact arithmetic.
+
+    Round the running sums instead of the values: with :math:`S_k = \sum_{j\le k} v_j` and
+    :math:`Q_k = s\,\mathrm{round}(S_k/s)`, return :math:`q_k = Q_k - Q_{k-1}`. Every :math:`q_k` is a
+    multiple of :math:`s`, and the running sum of the errors stays within half a step,
+
+    .. math:: \Bigl|\sum_{j\le k}(q_j - v_j)\Bigr| = |Q_k - S_k| \le s/2 \quad\text{for every } k,
+
+    where plain rounding lets it wander like a random walk. The same as the recursion
+    :math:`q_k = \mathrm{round}(v_k - u_{k-1})`, :math:`u_k = u_{k-1} + q_k - v_k`. The sums are
+    formed exactly (floats are dyadic), so the bound holds exactly.
+
+    Parameters
+    ----------
+    values : array_like, 1-D
+    bits : int >= 1
+    step : float, optional
+        A power of two with :math:`\max|v| \le (2^{b-1} - \frac12) s` (no overload); default
+        :func:`fixed_point_step` ``(values, bits, headroom=True)``.
+
+    Examples
+    --------
+    >>> q = sigma_delta([0.3, 0.3, 0.3, 0.3], 1)         # one bit: steps of 1
+    >>> q, np.cumsum(q) - np.cumsum([0.3] * 4)
+    (array([0., 1., 0., 0.]), array([-0.3,  0.4,  0.1, -0.2]))
+    >>> round_to_grid([0.3, 0.3, 0.3, 0.3], 1, step=1.0)  # plain rounding drifts
+    array([0., 0., 0., 0.])
+    """
+    b = check_int(bits, "bits", 1)
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("values must be finite")
+    s = fixed_point_step(v, b, headroom=True) if step is None else _check_step(step)
+    if v.size and float(np.abs(v).max()) > (2 ** (b - 1) - 0.5) * s:
+        raise ValueError(f"step {s} is too small for bits={b}: error feedback would overload; "
+                         f"use step >= fixed_point_step(values, bits, headroom=True)")
+    if v.size == 0:
+        return v.copy()
+    num, exp = _dyadic_array(v, "values")
+    p = -int(round(math.log2(s)))                       # s = 2**-p
+    sums = np.cumsum(num)                               # exact (object)
+    shift = exp - p
+    if shift > 0:
+        half = 1 << (shift - 1)
+        q_int = np.array([(int(t) + half) >> shift for t in sums.tolist()], dtype=object)
+    else:
+        q_int = sums * (1 << (-shift))
+    steps = np.diff(np.concatenate([[0], q_int]))
+    return np.array(steps.tolist(), dtype=np.float64) * s
+
+
+def quantize_net(net, bits):
+    """Round every layer of ``net`` to its own b-bit format (:func:`round_to_grid`, per layer).
+
+    Parameters
+    ----------
+    net : DyadicNet
+    bits : int >= 1
+
+    Examples
+    --------
+    >>> net = DyadicNet.from_arrays([[[0.3, -0.7]]], [[0.1]])
+    >>> quantize_net(net, 3).weights()[0], quantize_net(net, 3).biases()[0]
+    (array([[ 0.25, -0.75]]), array([0.]))
+    """
+    b = check_int(bits, "bits", 1)
+    if not isinstance(net, DyadicNet):
+        raise ValueError(f"net must be a DyadicNet, got {type(net).__name__}")
+    weights, biases = [], []
+    for w, c in zip(net.weights(), net.biases()):
+        both = np.concatenate([w.ravel(), c])
+        q = round_to_grid(both, b)
+        weights.append(q[:w.size].reshape(w.shape))
+        biases.append(q[w.size:])
+    return DyadicNet.from_arrays(weights, biases)
+
+
+def in_alphabet(net, bits, scale=None):
+    r"""Whether every nonzero parameter of ``net`` is one of :math:`\pm k\,s`, :math:`1\le k\le 2^{b-1}`.
+
+    ``scale`` defaults to :math:`2^{-b}`, the alphabet of :func:`to_low_precision`.
+    """
+    b = check_int(bits, "bits", 1)
+    s = Fraction(1, 1 << b) if scale is None else _fraction(scale, "scale")
+    if s <= 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    kmax = 1 << (b - 1)
+    for a, c, e in net.layers:
+        for v in np.concatenate([a.ravel(), c]).tolist():
+            if v:
+                k = Fraction(abs(v), 1 << e) / s
+                if k.denominator != 1 or k > kmax:
+                    return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# piecewise-linear functions and the sup-norm error
+
+
+class PiecewiseLinear:
+    """A continuous piecewise-linear function on an interval, from its knots and values.
+
+    ``knots`` strictly increasing; float64 arrays, or object arrays of Fractions (exact).
+
+    Examples
+    --------
+    >>> f = PiecewiseLinear([0.0, 0.5, 1.0], [0.0, 0.5, 0.0])
+    >>> f([0.25, 0.75]), f.lipschitz()
+    (array([0.25, 0.25]), 1.0)
+    """
+
+    def __init__(self, knots, values):
+        exact = _has_fraction(knots) or _has_fraction(values)
+        dtype = object if exact else np.float64
+        k = np.asarray(knots, dtype=dtype).reshape(-1)
+        v = np.asarray(values, dtype=dtype).reshape(-1)
+        if exact:
+            k = np.array([_fraction(t, "knots") for t in k.tolist()], dtype=object)
+            v = np.array([_fraction(t, "values") for t in v.tolist()], dtype=object)
+        elif not (np.isfinite(k).all() and np.isfinite(v).all()):
+            raise ValueError("knots and values must be finite")
+        if k.size < 2 or k.shape != v.shape:
+            raise ValueError(f"knots and values must have the same length >= 2, got {k.size} and {v.size}")
+        increasing = (all(x < y for x, y in zip(k[:-1].tolist(), k[1:].tolist())) if exact
+                      else bool(np.all(np.diff(k) > 0)))
+        if not increasing:
+            raise ValueError("knots must be strictly increasing")
+        self.knots, self.values, self.exact = k, v, exact
+
+    @property
+    def interval(self):
+        return self.knots[0], self.knots[-1]
+
+    @property
+    def slopes(self):
+        return np.diff(self.values) / np.diff(self.knots)
+
+    def lipschitz(self):
+        """The largest absolute slope."""
+        s = self.slopes
+        return max(abs(t) for t in s.tolist()) if self.exact else float(np.abs(s).max())
+
+    def to_exact(self):
+        """The same function with Fraction knots and values (floats convert exactly)."""
+        if self.exact:
+            return self
+        return PiecewiseLinear(np.array([Fraction(t) for t in self.knots.tolist()], dtype=object),
+                               np.array([Fraction(t) for t in self.values.tolist()], dtype=object))
+
+    def __call__(self, x):
+        if not self.exact:
+            return np.interp(np.asarray(x, dtype=np.float64), self.knots, self.values)
+        xs = np.asarray(x, dtype=object)
+        flat = [_fraction(t, "x") for t in xs.ravel().tolist()]
+        idx = np.clip(np.searchsorted(self.knots, np.array(flat, dtype=object), side="right") - 1,
+                      0, self.knots.size - 2)
+        out = []
+        for t, i in zip(flat, idx.tolist()):
+            x0, x1, y0, y1 = self.knots[i], self.knots[i + 1], self.values[i], self.values[i + 1]
+            t = min(max(t, self.knots[0]), self.knots[-1])
+            out.append(y0 + (y1 - y0) * (t - x0) / (x1 - x0))
+        return np.array(out, dtype=object).reshape(xs.shape)
+
+    def __repr__(self):
+        return f"PiecewiseLinear({self.knots.size} knots on [{self.knots[0]}, {self.knots[-1]}], exact={self.exact})"
+
+
+#: ``value`` the sup-norm error; ``lower`` <= sup <= ``upper`` (equal when exact); ``argmax`` where
+SupError = collections.namedtuple("SupError", "value lower upper argmax")
+
+
+def _as_piecewise(f, interval, exact, name):
+    if isinstance(f, PiecewiseLinear):
+        return f.to_exact() if exact else f
+    if isinstance(f, DyadicNet):
+        return f.piecewise_linear(interval, exact=exact)
+    if isinstance(f, ShallowReLU):
+        return f.to_net().piecewise_linear(interval, exact=True) if exact else f.piecewise_linear(interval)
+    if callable(f):
+        return None
+    raise ValueError(f"{name} must be a PiecewiseLinear, DyadicNet, ShallowReLU or callable, got {type(f).__name__}")
+
+
+def sup_error(approx, target, interval=None, *, exact=False, lipschitz=None, n_grid=4097):
+    r"""The sup-norm distance :math:`\sup_{x\in[a,b]}|g(x) - f(x)|`, exact at the breakpoints.
+
+    If both ``approx`` (g) and ``target`` (f) are piecewise linear, so is :math:`g - f`, and its
+    largest absolute value on :math:`[a, b]` is attained at one of the breakpoints of either: the
+    maximum over the merged breakpoints is the supremum (in float64, or exactly in Fractions
+    with ``exact=True``).
+
+    A ``target`` that is only a (vectorized) callable must come with a Lipschitz constant
+    :math:`L_f`. Then :math:`|g - f|` is evaluated at the breakpoints of g and on a uniform grid of
+    ``n_grid`` points; on each gap :math:`[x_i, x_{i+1}]` the error is Lipschitz with constant
+    :math:`\Lambda_i = L_f + |g'|`, so :math:`\sup \le (|e_i| + |e_{i+1}| + \Lambda_i(x_{i+1}-x_i))/2`
+    there. The result is the bracket ``lower <= sup <= upper``.
+
+    Parameters
+    ----------
+    approx : PiecewiseLinear, DyadicNet (one input, one output) or ShallowReLU
+    target : PiecewiseLinear, DyadicNet, ShallowReLU or callable
+    interval : (a, b), optional
+        Default: the intersection of the intervals of the piecewise-linear arguments, else [0, 1].
+    exact : bool
+        Exact rational arithmetic (piecewise-linear targets only).
+    lipschitz : float >= 0
+        Lipschitz constant of a callable target (required then).
+    n_grid : int >= 2
+
+    Returns
+    -------
+    SupError
+        ``(value, lower, upper, argmax)``.
+
+    Examples
+    --------
+    >>> g = PiecewiseLinear([0.0, 1.0], [0.0, 1.0])
+    >>> f = PiecewiseLinear([0.0, 0.3, 1.0], [0.0, 0.5, 1.0])
+    >>> float(sup_error(g, f).value), float(sup_error(g, f).argmax)
+    (0.2, 0.3)
+    >>> r = sup_error(g, np.sin, lipschitz=1.0, n_grid=1001)
+    >>> bool(r.lower <= 1 - np.sin(1.0) <= r.upper)
+    True
+    """
+    n_grid = check_int(n_grid, "n_grid", 2)
+    if interval is None:
+        spans = [f.interval for f in (approx, target) if isinstance(f, PiecewiseLinear)]
+        lo = max([s[0] for s in spans], default=0.0)
+        hi = min([s[1] for s in spans], default=1.0)
+        interval = (lo, hi)
+    lo, hi = _interval(interval)
+    g = _as_piecewise(approx, (lo, hi), exact, "approx")
+    if g is None:
+        raise ValueError("approx must be piecewise linear (PiecewiseLinear, DyadicNet or ShallowReLU)")
+    f = _as_piecewise(target, (lo, hi), exact, "target")
+    for h, name in ((g, "approx"), (f, "target")):
+        if h is not None and (h.knots[0] > lo or h.knots[-1] < hi):
+            raise ValueError(f"{name} is defined on [{h.knots[0]}, {h.knots[-1]}], which does not cover "
+                             f"the interval [{lo}, {hi}]")
+    if f is not None:
+        pts = [g.knots, f.knots]
+    else:
+        if exact:
+            raise ValueError("exact=True needs a piecewise-linear target")
+        if lipschitz is None:
+            raise ValueError("lipschitz (the target's Lipschitz constant, >= 0) is required for a callable target")
+        lip = float(check_nonnegative(lipschitz, "lipschitz"))
+        pts = [g.knots, np.linspace(float(lo), float(hi), n_grid)]
+    if exact:
+        lo_f, hi_f = Fraction(lo), Fraction(hi)
+        xs = sorted({t for p in pts for t in p.tolist() if lo_f <= t <= hi_f} | {lo_f, hi_f})
+        xs = np.array(xs, dtype=object)
+    else:
+        xs = np.unique(np.concatenate([np.asarray(p, dtype=np.float64) for p in pts] + [[float(lo), float(hi)]]))
+        xs = xs[(xs >= float(lo)) & (xs <= float(hi))]
+    if f is not None:
+        e = g(xs) - f(xs)
+        absd = np.array([abs(t) for t in e.tolist()], dtype=object) if exact else np.abs(e)
+        i = int(np.argmax(absd)) if not exact else max(range(len(absd)), key=lambda j: absd[j])
+        v = absd[i]
+        return SupError(v, v, v, xs[i])
+    e = g(xs) - np.asarray(target(xs), dtype=np.float64)
+    if not np.isfinite(e).all():
+        raise ValueError("target returned non-finite values")
+    absd = np.abs(e)
+    i = int(np.argmax(absd))
+    dx = np.diff(xs)
+    slope = np.abs(np.diff(g(xs)) / dx)
+    upper = float(np.max((absd[:-1] + absd[1:] + (lip + slope) * dx) / 2)) if dx.size else float(absd[i])
+    return SupError(float(absd[i]), float(absd[i]), max(upper, float(absd[i])), float(xs[i]))
+
+
+def lacunary_target(n_terms=9, ratio=1 + 5 ** 0.5, seed=0, lipschitz=1.0):
+    r"""A rough Lipschitz function on [0, 1]: a lacunary sum of triangle waves at every scale.
+
+    .. math:: f(x) = \frac{L}{J}\sum_{j=0}^{J-1} \lambda^{-j}\,\tau(\lambda^j x + \varphi_j),
+              \qquad \tau(t) = |t - \mathrm{round}(t)|,
+
+    with random phases :math:`\varphi_j` (seeded). Each term has slopes :math:`\pm L/J`, so f is
+    L-Lipschitz; it oscillates at the scales :math:`\lambda^{-j}`, and with the irrational default
+    ratio its breakpoints avoid every dyadic grid. f is returned exactly as the piecewise-linear
+    function it is (about :math:`2\lambda^J/(\lambda - 1)` knots). Our construction.
+
+    Parameters
+    ----------
+    n_terms : int >= 1
+    ratio : float > 1
+    seed : int
+    lipschitz : float > 0
+
+    Examples
+    --------
+    >>> f = lacunary_target(n_terms=3, ratio=3.0, seed=0)
+    >>> f.lipschitz() <= 1.0 + 1e-12, f.knots.size
+    (True, 28)
+    """
+    J = check_int(n_terms, "n_terms", 1)
+    lam = float(check_positive(ratio, "ratio", allow_array=False))
+    if lam <= 1:
+        raise ValueError(f"ratio must be > 1, got {ratio}")
+    L = float(check_positive(lipschitz, "lipschitz", allow_array=False))
+    seed = check_int(seed, "seed", 0)
+    phases = np.random.default_rng(seed).random(J)
+    knots = [np.array([0.0, 1.0])]
+    for j in range(J):
+        scale = lam ** j
+        k = np.arange(math.ceil(2 * phases[j]), math.floor(2 * (scale + phases[j])) + 1)
+        knots.append((k / 2 - phases[j]) / scale)
+    x = np.unique(np.clip(np.concatenate(knots), 0.0, 1.0))
+    values = np.zeros_like(x)
+    for j in range(J):
+        t = lam ** j * x + phases[j]
+        values += np.abs(t - np.round(t)) / lam ** j
+    return PiecewiseLinear(x, values * (L / J))
+
+
+# --------------------------------------------------------------------------------------------
+# the shallow interpolant
+
+
+@dataclasses.dataclass(frozen=True)
+class ShallowReLU:
+    r"""A one-hidden-layer ReLU network on [0, 1]:
+    :math:`g(x) = \beta + \sum_k c_k\,\mathrm{ReLU}(w_k x + a_k)`.
+
+    Attributes
+    ----------
+    inner, offset, outer : ndarray
+        :math:`w_k`, :math:`a_k`, :math:`c_k`.
+    bias : float
+        :math:`\beta`.
+    """
+
+    inner: np.ndarray
+    offset: np.ndarray
+    outer: np.ndarray
+    bias: float
+
+    @classmethod
+    def interpolant(cls, target, n_pieces):
+        r"""The piecewise-linear interpolant of ``target`` at :math:`k/N`, as a shallow network.
+
+        .. math:: f_N(x) = f(0) + \sum_{k=0}^{N-1} c_k\,\mathrm{ReLU}(x - k/N),\qquad
+                  c_k = \sigma_k - \sigma_{k-1},\quad \sigma_k = N\bigl(f(\tfrac{k+1}{N}) - f(\tfrac kN)\bigr),
+
+        with :math:`\sigma_{-1} = 0`: the outer weights are the changes of slope.
+
+        Parameters
+        ----------
+        target : PiecewiseLinear or vectorized callable on [0, 1]
+        n_pieces : int >= 1
+        """
+        n = check_int(n_pieces, "n_pieces", 1)
+        if not callable(target):
+            raise ValueError(f"target must be callable or a PiecewiseLinear, got {type(target).__name__}")
+        nodes = np.arange(n + 1) / n
+        vals = np.asarray(target(nodes), dtype=np.float64)
+        slopes = n * np.diff(vals)
+        outer = np.diff(np.concatenate([[0.0], slopes]))
+        return cls(np.ones(n), -nodes[:-1], outer, float(vals[0]))
+
+    def quantized(self, bits, method="nearest"):
+        """The same network with b-bit parameters, one fixed-point format per layer.
+
+        Layer 1 (``inner``, ``offset``) is rounded to nearest. Layer 2 (``outer``, ``bias``) is
+        rounded to nearest (``method="nearest"``) or, for ``outer``, by error feedback in the order
+        of the breakpoints (``method="sigma_delta"``, with the head-room step of
+        :func:`fixed_point_step`); then the slope error on every piece is at most half a step.
+        """
+        b = check_int(bits, "bits", 1)
+        if method not in ("nearest", "sigma_delta"):
+            raise ValueError(f"method must be 'nearest' or 'sigma_delta', got {method!r}")
+        l1 = np.concatenate([self.inner, self.offset])
+        q1 = round_to_grid(l1, b)
+        n = self.inner.size
+        l2 = np.concatenate([self.outer, [self.bias]])
+        if method == "nearest":
+            q2 = round_to_grid(l2, b)
+            outer, bias = q2[:n], float(q2[n])
+        else:
+            step = fixed_point_step(l2, b, headroom=True)
+            outer = sigma_delta(self.outer, b, step)
+            bias = float(round_to_grid([self.bias], b, step)[0])
+        return ShallowReLU(q1[:n], q1[n:], outer, bias)
+
+    def __call__(self, x):
+        """Float64 values, in O((N + n) log N): sums of ramps from sorted breakpoints and prefix sums."""
+        x = np.asarray(x, dtype=np.float64)
+        w, a, c = self.inner, self.offset, self.outer
+        out = np.full(x.shape, self.bias + float(c[w == 0] @ np.maximum(a[w == 0], 0.0)))
+        for sign in (1, -1):
+            sel = sign * w > 0
+            if not sel.any():
+                continue
+            t = -a[sel] / w[sel]
+            alpha = c[sel] * np.abs(w[sel])             # slope added beyond the breakpoint
+            order = np.argsort(t)
+            t, alpha = t[order], alpha[order]
+            ca = np.concatenate([[0.0], np.cumsum(alpha)])
+            cb = np.concatenate([[0.0], np.cumsum(alpha * t)])
+            if sign > 0:                                 # sum over t < x of alpha (x - t)
+                i = np.searchsorted(t, x, side="left")
+                out = out + x * ca[i] - cb[i]
+            else:                                        # sum over t > x of alpha (t - x)
+                i = np.searchsorted(t, x, side="right")
+                out = out + (cb[-1] - cb[i]) - x * (ca[-1] - ca[i])
+        return out
+
+    def piecewise_linear(self, interval=(0.0, 1.0)):
+        """Exact breakpoints :math:`-a_k/w_k` inside the interval, values in float64."""
+        lo, hi = (float(t) for t in _interval(interval))
+        nz = self.inner != 0
+        t = -self.offset[nz] / self.inner[nz]
+        knots = np.unique(np.concatenate([[lo, hi], t[(t > lo) & (t < hi)]]))
+        return PiecewiseLinear(knots, self(knots))
+
+    def to_net(self):
+        """As a :class:`DyadicNet` (exact)."""
+        return DyadicNet.from_arrays([self.inner.reshape(-1, 1), self.outer.reshape(1, -1)],
+                                     [self.offset, [self.bias]])
+
+
+# --------------------------------------------------------------------------------------------
+# building networks row by row
+
+
+class _Lin:
+    """A linear form over the neurons of the last built layer: sum_j terms[j] * n_j + const."""
+
+    __slots__ = ("terms", "const")
+
+    def __init__(self, terms=None, const=0):
+        self.terms = dict(terms or {})
+        self.const = Fraction(const)
+
+    def _combine(self, other, sign):
+        if isinstance(other, _Lin):
+            out = _Lin(self.terms, self.const + sign * other.const)
+            for j, v in other.terms.items():
+                out.terms[j] = out.terms.get(j, 0) + sign * v
+            return out
+        return _Lin(self.terms, self.const + sign * Fraction(other))
+
+    def __add__(self, other):
+        return self._combine(other, 1)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        return self._combine(other, -1)
+
+    def __rsub__(self, other):
+        return (-self) + other
+
+    def __neg__(self):
+        return self * -1
+
+    def __mul__(self, k):
+        k = Fraction(k)
+        return _Lin({j: v * k for j, v in self.terms.items()}, self.const * k)
+
+    __rmul__ = __mul__
+
+
+class _Builder:
+    """Assemble a DyadicNet one layer at a time from linear forms over the previous layer."""
+
+    def __init__(self, n_inputs):
+        self.width = n_inputs
+        self.rows = []
+
+    def inputs(self):
+        return [_Lin({i: 1}) for i in range(self.width)]
+
+    def layer(self, exprs):
+        """A layer computing ``exprs`` (then ReLU, except on the last layer); returns its neurons."""
+        exprs = [e if isinstance(e, _Lin) else _Lin({}, e) for e in exprs]
+        for e in exprs:
+            if any(j >= self.width for j in e.terms):
+                raise AssertionError("a linear form refers to a neuron of an older layer")  # pragma: no cover
+        self.rows.append((exprs, self.width))
+        self.width = len(exprs)
+        return [_Lin({j: 1}) for j in range(len(exprs))]
+
+    def net(self):
+        layers = []
+        for exprs, n_in in self.rows:
+            vals = [v for e in exprs for v in list(e.terms.values()) + [e.const]]
+            exp = max((_log2_denominator(v, "weight") for v in vals), default=0)
+            a = np.zeros((len(exprs), n_in), dtype=object)
+            c = np.zeros(len(exprs), dtype=object)
+            for r, e in enumerate(exprs):
+                for j, v in e.terms.items():
+                    a[r, j] = (v * (1 << exp)).numerator
+                c[r] = (e.const * (1 << exp)).numerator
+            layers.append((a, c, exp))
+        return DyadicNet(layers)
+
+
+# --------------------------------------------------------------------------------------------
+# the exact depth-precision conversion
+
+
+def _digits(n, b):
+    """Balanced base-2**b digits of the integer n, least significant first, |d| <= 2**(b-1).
+
+    Base 2 uses the non-adjacent form (digits -1, 0, 1, no two adjacent nonzero).
+    """
+    r = 1 << b
+    out = []
+    while n:
+        if b == 1:
+            d = 0 if n % 2 == 0 else 2 - (n % 4)
+        else:
+            d = n % r
+            if d > r // 2:
+                d -= r
+        out.append(d)
+        n = (n - d) >> b
+    return out or [0]
+
+
+def to_low_precision(net, bits, nonnegative_inputs=False):
+    r"""A deeper network with b-bit weights that computes exactly the same function as ``net``.
+
+    Every weight and bias of the result is one of the :math:`2^b` values :math:`\pm k\,2^{-b}`,
+    :math:`k = 1,\dots,2^{b-1}` (:func:`in_alphabet`). Our construction, layer by layer: write the
+    layer as :math:`y = 2^{-G}(M\hat x + C)` with integers M, C and the (rescaled) layer input
+    :math:`\hat x`; expand :math:`M` and :math:`C` in balanced base-:math:`R = 2^b` digits,
+    :math:`M = \sum_j D_j R^j`; and run Horner's rule from the least significant digit,
+
+    .. math:: a_0 = \tfrac{1}{R}(D_0\hat x + E_0),\qquad
+              a_j = \tfrac{1}{R}\,a_{j-1} + \tfrac{1}{R}(D_j\hat x + E_j),\qquad
+              a_{J-1} = R^{-J}(M\hat x + C),
+
+    one ReLU layer per digit: a signed accumulator travels as the pair
+    :math:`(\mathrm{ReLU}(a), \mathrm{ReLU}(-a))`, and :math:`\hat x` travels in two copies, each
+    passed on with weight 1/2. A hidden layer ends with :math:`\mathrm{ReLU}(a_{J-1})`, which is the
+    true activation times a known power of two (absorbed into the next layer's integers, since
+    ReLU is positively homogeneous); the output is rescaled exactly at the end (layers of up to
+    8 copies, each multiplying by up to 4, or a last weight :math:`2^{-t}`).
+
+    Parameters
+    ----------
+    net : DyadicNet
+    bits : int >= 1
+    nonnegative_inputs : bool
+        Promise that every input is >= 0 (saves the negative parts of the first layer's inputs);
+        the result is then exact only on such inputs.
+
+    Returns
+    -------
+    DyadicNet
+        Depth grows like :math:`\lceil B/b\rceil` per layer for B-bit weights.
+
+    Examples
+    --------
+    >>> net = DyadicNet.from_arrays([[[0.8125, -1.5]], [[3.0]]], [[0.25], [-1.0]])
+    >>> low = to_low_precision(net, 2)
+    >>> in_alphabet(low, 2), low.depth
+    (True, 16)
+    >>> x = [[0.5, -0.25], [Fraction(-3, 8), 1]]
+    >>> bool((low.exact(x) == net.exact(x)).all())
+    True
+    """
+    b = check_int(bits, "bits", 1)
+    if not isinstance(net, DyadicNet):
+        raise ValueError(f"net must be a DyadicNet, got {type(net).__name__}")
+    half = 1 << (b - 1)
+    layers = []          # (A, C) numerators at scale 2**-b
+
+    def emit(rows, n_in):
+        a = np.zeros((len(rows), n_in), dtype=object)
+        c = np.zeros(len(rows), dtype=object)
+        for r, (terms, const) in enumerate(rows):
+            for j, v in terms.items():
+                a[r, j] += v
+            c[r] = const
+        layers.append((a, c, b))
+
+    # the source of the current block: list of (linear form over the current layer, signed?)
+    n_cur = net.widths[0]
+    src = [({i: 1}, not nonnegative_inputs) for i in range(n_cur)]
+    t = 0                                 # source = 2**-t * true input
+    n_layers = net.depth
+    for l, (A, C, e) in enumerate(net.layers):
+        last = l == n_layers - 1
+        # copy layer: two copies of src/2 (and of -src/2 for signed signals)
+        rows, parts = [], []
+        for form, signed in src:
+            idx = []
+            for sign in ((1, -1) if signed else (1,)):
+                pair = []
+                for _ in range(2):
+                    pair.append(len(rows))
+                    rows.append(({j: sign * half * v for j, v in form.items()}, 0))
+                idx.append(pair)
+            parts.append(idx)               # parts[i][sign][copy]
+        emit(rows, n_cur)
+        n_cur = len(rows)
+        t += 1
+        # integers: y = 2**-G (M xhat + C'), with W = A 2**-e, xhat = 2**-t z
+        G = max(e, e - t)
+        M = A * (1 << (t + G - e)) if t + G - e >= 0 else None
+        Cp = C * (1 << (G - e))
+        dig_m = [[_digits(int(v), b) for v in row] for row in M.tolist()]
+        dig_c = [_digits(int(v), b) for v in Cp.tolist()]
+        J = max([len(d) for row in dig_m for d in row] + [len(d) for d in dig_c])
+        # shift the integers up while they still fit in J digits: every bit of shift is one
+        # doubling less at the end (y = 2**(bJ - G) a)
+        for s in range(b - 1, 0, -1):
+            dm = [[_digits(int(v) << s, b) for v in row] for row in M.tolist()]
+            dc = [_digits(int(v) << s, b) for v in Cp.tolist()]
+            if max([len(d) for row in dm for d in row] + [len(d) for d in dc]) <= J:
+                dig_m, dig_c, G = dm, dc, G + s
+                break
+        n_out = A.shape[0]
+        acc = None                           # indices (pos, neg) of the accumulators in the current layer
+        for j in range(J):
+            final = j == J - 1
+            rows = []
+            carry = []
+            if not final:
+                for idx in parts:
+                    cidx = []
+                    for pair in idx:
+                        new = []
+                        for _ in range(2):
+                            new.append(len(rows))
+                            rows.append(({pair[0]: half, pair[1]: half}, 0))
+                        cidx.append(new)
+                    carry.append(cidx)
+            new_acc = []
+            for o in range(n_out):
+                terms = {}
+                if acc is not None:
+                    terms[acc[o][0]] = terms.get(acc[o][0], 0) + 1
+                    if acc[o][1] is not None:
+                        terms[acc[o][1]] = terms.get(acc[o][1], 0) - 1
+                for i, idx in enumerate(parts):
+                    d = dig_m[o][i][j] if j < len(dig_m[o][i]) else 0
+                    if d:
+                        terms[idx[0][0]] = terms.get(idx[0][0], 0) + d
+                        if len(idx) > 1:
+                            terms[idx[1][0]] = terms.get(idx[1][0], 0) - d
+                bias = dig_c[o][j] if j < len(dig_c[o]) else 0
+                terms = {k: v for k, v in terms.items() if v}
+                pos = len(rows)
+                rows.append((terms, bias))
+                neg = None
+                if not (final and not last):
+                    neg = len(rows)
+                    rows.append(({k: -v for k, v in terms.items()}, -bias))
+                new_acc.append((pos, neg))
+            emit(rows, n_cur)
+            n_cur = len(rows)
+            acc, parts = new_acc, carry
+        T = b * J - G                        # y = 2**T * a_{J-1}
+        if not last:
+            src = [({pos: 1}, False) for pos, _ in acc]
+            t = T
+            continue
+        # exact rescaling of the output pair by 2**T
+        pairs = [[(pos, neg)] for pos, neg in acc]     # per output: copies of (pos, neg)
+        while T < -b:
+            rows = []
+            new = []
+            for copies in pairs:
+                p0, n0 = copies[0]
+                new.append([(len(rows), len(rows) + 1)])
+                rows += [({p0: 1, n0: -1}, 0), ({p0: -1, n0: 1}, 0)]
+            emit(rows, n_cur)
+            n_cur, pairs, T = len(rows), new, T + b
+        if T >= 0:
+            # fan out into P copies of a/2, then each layer multiplies by up to P/2 = 4
+            T += 1
+            P = 1 << min(T + 1, 3)
+            rows, new = [], []
+            for copies in pairs:
+                p0, n0 = copies[0]
+                cp = []
+                for _ in range(P):
+                    cp.append((len(rows), len(rows) + 1))
+                    rows += [({p0: half}, 0), ({n0: half}, 0)]
+                new.append(cp)
+            emit(rows, n_cur)
+            n_cur, pairs = len(rows), new
+            while T > 2:
+                k = min(T - 2, 2)
+                rows, new = [], []
+                for copies in pairs:
+                    cp = []
+                    for _ in range(P):
+                        cp.append((len(rows), len(rows) + 1))
+                        rows += [({p: half for p, _ in copies[: 1 << (k + 1)]}, 0),
+                                 ({n: half for _, n in copies[: 1 << (k + 1)]}, 0)]
+                    new.append(cp)
+                emit(rows, n_cur)
+                n_cur, pairs, T = len(rows), new, T - k
+            rows = []
+            for copies in pairs:
+                terms = {}
+                for p, n in copies[: 1 << (T + 1)]:
+                    terms[p] = half
+                    terms[n] = -half
+                rows.append((terms, 0))
+        else:
+            k = 1 << (b + T)
+            rows = [({copies[0][0]: k, copies[0][1]: -k}, 0) for copies in pairs]
+        emit(rows, n_cur)
+    return DyadicNet(layers)
+
+
+# --------------------------------------------------------------------------------------------
+# bit extraction
+
+
+def bit_extractor(m, form="deep"):
+    r"""A ReLU network whose outputs are the m bits of every input :math:`x = \sum_{i=1}^m \beta_i 2^{-i}`.
+
+    Exact on the :math:`2^m` dyadic inputs of :math:`[0, 1)` with m bits (between them it
+    interpolates). Our constructions:
+
+    ``form="classical"``: :math:`\beta_k = \mathrm{ReLU}(2^{m-k+1}x_k - 2^{m-k} + 1) -
+    \mathrm{ReLU}(2^{m-k+1}x_k - 2^{m-k})` and :math:`x_{k+1} = 2x_k - \beta_k`: depth m + 1, one
+    weight of size up to :math:`2^m` per step (weights need about m bits).
+
+    ``form="deep"``: all weights in :math:`\{\pm1, \pm2\}`, biases in {0, 1}. First
+    :math:`Y = 2^m x` by m doublings (and the constant :math:`C = 2^{m-1}` likewise); then m folds
+    :math:`Y \mapsto 2\,t(Y)` with :math:`t(Y) = Y - \mathrm{ReLU}(Y - C) - \mathrm{ReLU}(Y - C + 1)`,
+    each reading one Gray-code bit :math:`g_k = \mathrm{ReLU}(Y - C + 1) - \mathrm{ReLU}(Y - C)`; the
+    bits follow as :math:`\beta_k = |\beta_{k-1} - g_k|` (exclusive or). Depth 2m + 2.
+
+    Parameters
+    ----------
+    m : int >= 1
+    form : {"deep", "classical"}
+
+    Returns
+    -------
+    DyadicNet
+        One input, m outputs (most significant bit first).
+
+    Examples
+    --------
+    >>> x = [[Fraction(k, 8)] for k in range(8)]
+    >>> bit_extractor(3, "deep").exact(x)[5].tolist(), bit_extractor(3, "classical").exact(x)[5].tolist()
+    ([Fraction(1, 1), Fraction(0, 1), Fraction(1, 1)], [Fraction(1, 1), Fraction(0, 1), Fraction(1, 1)])
+    """
+    m = check_int(m, "m", 1)
+    if form not in ("deep", "classical"):
+        raise ValueError(f"form must be 'deep' or 'classical', got {form!r}")
+    bld = _Builder(1)
+    (x,) = bld.inputs()
+    if form == "classical":
+        bits = []                                           # linear forms of the bits found so far
+        xk = x
+        for k in range(1, m + 1):
+            scale = 1 << (m - k + 1)
+            exprs = [scale * xk - (scale // 2), scale * xk - (scale // 2) + 1]
+            if k < m:
+                exprs.append(xk)                            # x_k >= 0, carried
+            exprs += bits
+            out = bld.layer(exprs)
+            beta = out[1] - out[0]                          # q - p, the k-th bit
+            if k < m:
+                xk = 2 * out[2] - beta                      # x_{k+1} = 2 x_k - beta_k
+            bits = [*out[3 if k < m else 2:], beta]
+        bld.layer(bits)
+        return bld.net()
+    # deep form: Y = 2**m x and C = 2**(m-1) by doubling
+    y, c0, cbig = x, None, None
+    for j in range(m):
+        exprs = [2 * y, _Lin({}, 1)] if j == 0 else [2 * y, c0, 2 * (cbig if cbig is not None else c0)]
+        out = bld.layer(exprs)
+        y, c0, cbig = out[0], out[1], (out[2] if j else None)
+    C = cbig if cbig is not None else c0
+    # folds: layer S_k reads the Gray bit g_k and turns g_{k-1}, beta_{k-2} into beta_{k-1}
+    beta, g, done = None, None, []
+    for k in range(1, m + 2):
+        exprs, n_fold = [], 0
+        if k <= m:
+            exprs += [y - C, y - C + c0, y, C, c0]
+            n_fold = 5
+        if k == 2:
+            exprs.append(g)                                  # beta_1 = g_1
+        elif k > 2:
+            exprs += [beta - g, g - beta]                    # |beta_{k-2} - g_{k-1}|
+        n_xor = len(exprs) - n_fold
+        if k > 2:
+            done = [*done, beta]                             # beta_{k-2}, finished
+        out = bld.layer(exprs + done)
+        xor = out[n_fold:n_fold + n_xor]
+        done = out[n_fold + n_xor:]
+        if k <= m:
+            p, q, ycar, C, c0 = out[:5]
+            g = q - p
+            y = 2 * ycar - 2 * p - 2 * q
+        if xor:
+            beta = xor[0] + xor[1] if len(xor) == 2 else xor[0]
+    bld.layer([*done, beta])
+    return bld.net()
+
+
+# --------------------------------------------------------------------------------------------
+# a codec: fine slopes stored in a few high-precision weights, decoded by a deep network
+
+
+@dataclasses.dataclass(frozen=True)
+class Codec:
+    """The result of :func:`codec`.
+
+    Attributes
+    ----------
+    net : DyadicNet
+        One input, one output; computes ``approximant`` exactly on [0, 1].
+    approximant : PiecewiseLinear
+        The fine approximant: slopes :math:`\\pm L` on :math:`N` pieces of width :math:`1/N`.
+    words : tuple of int
+        The stored words, one M-bit integer per half-cell.
+    cells, word_bits, n_pieces : int
+    """
+
+    net: DyadicNet
+    approximant: PiecewiseLinear
+    words: tuple
+    cells: int
+    word_bits: int
+    n_pieces: int
+
+
+def _power_of_two(v, name):
+    v = check_int(v, name, 1)
+    if v & (v - 1):
+        raise ValueError(f"{name} must be a power of two, got {v}")
+    return v
+
+
+def codec(target, cells, word_bits, lipschitz=1.0):
+    r"""Store the slopes of a fine approximant of ``target`` in 2K words of M bits; decode them deeply.
+
+    Our construction. Split [0, 1] into :math:`2K` half-cells of :math:`M` pieces each,
+    :math:`N = 2KM` pieces of width :math:`h = 1/N`. A greedy walk with slopes :math:`\pm L`,
+
+    .. math:: \hat g_{j+1} = \hat g_j + L h\,(2\beta_j - 1),\qquad
+              \beta_j = [\hat g_j \le f(x_{j+1})],\qquad \hat g_0 = Lh\,\mathrm{round}(f(0)/Lh),
+
+    stays within :math:`Lh` of f at the nodes (f L-Lipschitz), hence within :math:`2Lh` everywhere.
+    Its N bits are the information; the network stores the M bits of each half-cell in one
+    integer weight (the *word*) and computes
+
+    .. math:: \hat g(x) = P(x) + 2Lh\sum_{D\in\{A,B\}}\sum_{i=1}^{M}
+              \bigl[\pi(\rho_i(u_D), s_i) - \pi(u_D, s_i)\bigr],\qquad \pi(r, s) = \mathrm{ReLU}(r + s - 1) = rs,
+
+    where P is the chord through the half-cell ends (a shallow layer), :math:`u_A, u_B` are two
+    continuous coordinates that sweep the even (A) and odd (B) half-cells alternately up and down
+    and stay at 0 or 1 on the others, :math:`\rho_i(u) = \mathrm{clip}(Mu - i + 1, 0, 1)`, and
+    :math:`s_i` are the bits of the word the selector :math:`Y_D(x)` delivers there. Each decoder
+    is a deep, narrow network with weights in :math:`\{\pm 1, \pm 2\}`: the Gray-code folds of
+    :func:`bit_extractor` with a constant threshold :math:`2^{M-1}`, three layers per bit. The
+    selector of A switches words only where :math:`u_A \in \{0, 1\}`; there
+    :math:`\rho_i(u_A) = u_A` and A's sum vanishes whatever the bits, so the switching is exact.
+
+    Parameters
+    ----------
+    target : PiecewiseLinear or vectorized callable on [0, 1]
+    cells : int, a power of two
+        K (the words number 2K).
+    word_bits : int, a power of two
+        M, bits per word.
+    lipschitz : float > 0
+        L, at least the Lipschitz constant of ``target`` for the error bound 2Lh.
+
+    Returns
+    -------
+    Codec
+
+    Examples
+    --------
+    >>> cd = codec(lacunary_target(n_terms=4, ratio=3.0), cells=2, word_bits=4)
+    >>> cd.n_pieces, len(cd.words), cd.net.depth
+    (16, 4, 17)
+    >>> x = [[Fraction(k, 64)] for k in range(65)]
+    >>> bool((cd.net.exact(x)[:, 0] == cd.approximant.to_exact()(np.array(x, dtype=object)[:, 0])).all())
+    True
+    """
+    K = _power_of_two(cells, "cells")
+    M = _power_of_two(word_bits, "word_bits")
+    L = float(check_positive(lipschitz, "lipschitz", allow_array=False))
+    if not callable(target):
+        raise ValueError(f"target must be callable or a PiecewiseLinear, got {type(target).__name__}")
+    N = 2 * K * M
+    h = 1.0 / N
+    nodes = np.arange(N + 1) * h
+    f = np.asarray(target(nodes), dtype=np.float64)
+    # the greedy walk, in units of L h (exact integers)
+    G = [int(round(f[0] / (L * h)))]
+    beta = []
+    for j in range(N):
+        up = G[-1] * L * h <= f[j + 1]
+        beta.append(int(up))
+        G.append(G[-1] + (1 if up else -1))
+    approx = PiecewiseLinear(nodes, np.array(G, dtype=np.float64) * (L * h))
+    # coordinates and words on the 2K half-cells
+    R = 2 * K
+    uA = [1 if r % 4 in (1, 2) else 0 for r in range(R + 1)]
+    uB = [1 if r % 4 in (2, 3) else 0 for r in range(R + 1)]
+    words = []
+    for r in range(R):
+        bits = beta[r * M:(r + 1) * M]
+        u = uA if r % 2 == 0 else uB
+        rising = u[r] == 0
+        s = bits if rising else [1 - bits[M - 1 - i] for i in range(M)]
+        words.append(sum(si << (M - 1 - i) for i, si in enumerate(s)))
+    # knot values of the selectors: the word of the decoder's current (or next) half-cell
+    YA = [words[r if r % 2 == 0 else r - 1] if r < R else words[R - 2] for r in range(R + 1)]
+    YB = [words[1] if r == 0 else words[r if r % 2 == 1 else r - 1] for r in range(R + 1)]
+    Ptil = [G[r * M] for r in range(R + 1)]                  # chord values in units of L h
+
+    bld = _Builder(1)
+    (x,) = bld.inputs()
+    n = bld.layer([R * x - r for r in range(R + 1)])          # n_r = ReLU(2K x - r)
+    s_ = bld.layer([n[r] - n[r + 1] for r in range(R)])       # s_r = clip(2K x - r, 0, 1)
+
+    def pl(vals):                                             # the PL function with these knot values
+        return sum(((vals[r + 1] - vals[r]) * s_[r] for r in range(R) if vals[r + 1] != vals[r]), _Lin({}, vals[0]))
+
+    ptil = pl(Ptil)
+    sig = bld.layer([pl(YA), pl(YB), M * pl(uA), M * pl(uB), pl(uA), pl(uB), ptil, -ptil,
+                     _Lin({}, 1 << (M - 1))])
+    Y = {"A": sig[0], "B": sig[1]}
+    w = {"A": (sig[2], None), "B": (sig[3], None)}
+    u = {"A": sig[4], "B": sig[5]}
+    P = (sig[6], sig[7])
+    C = sig[8]
+    acc = {"A": None, "B": None}
+    pis = {"A": None, "B": None}
+    betas = {"A": None, "B": None}
+    D2 = ("A", "B")
+
+    def wform(d):
+        pos, neg = w[d]
+        return pos - neg if neg is not None else pos
+
+    for i in range(1, M + 1):
+        # layer a: thresholds, position ramps, carries, accumulate the previous bit's products
+        ex, names = [], []
+
+        def put(name, e):
+            names.append(name)
+            ex.append(e)
+
+        for d in D2:
+            put(d + "p", Y[d] - C)
+            put(d + "q", Y[d] - C + 1)
+            put(d + "y", Y[d])
+            put(d + "ra", wform(d))
+            put(d + "rb", wform(d) - 1)                       # also the positive part of w - 1
+            put(d + "wn", 1 - wform(d))
+            put(d + "u", u[d])
+            if betas[d] is not None:
+                put(d + "bc", betas[d])
+            if pis[d] is not None:
+                put(d + "a+", (acc[d][0] if acc[d] else 0) + pis[d][0])
+                put(d + "a-", (acc[d][1] if acc[d] else 0) + pis[d][1])
+        put("C", C)
+        put("P+", P[0])
+        put("P-", P[1])
+        out = dict(zip(names, bld.layer(ex)))
+        C, P = out["C"], (out["P+"], out["P-"])
+        for d in D2:
+            u[d] = out[d + "u"]
+            w[d] = (out[d + "rb"], out[d + "wn"])
+            if d + "a+" in out:
+                acc[d] = (out[d + "a+"], out[d + "a-"])
+        # layer b: the Gray bit into the binary bit (exclusive or), the next fold, the ramp
+        ex, names = [], []
+        for d in D2:
+            g = out[d + "q"] - out[d + "p"]
+            if d + "bc" in out:
+                put(d + "x1", out[d + "bc"] - g)
+                put(d + "x2", g - out[d + "bc"])
+            else:
+                put(d + "x1", g)
+            put(d + "y", 2 * out[d + "y"] - 2 * out[d + "p"] - 2 * out[d + "q"])
+            put(d + "rho", out[d + "ra"] - out[d + "rb"])
+            put(d + "u", u[d])
+            put(d + "w+", w[d][0])
+            put(d + "w-", w[d][1])
+            if acc[d]:
+                put(d + "a+", acc[d][0])
+                put(d + "a-", acc[d][1])
+        put("C", C)
+        put("P+", P[0])
+        put("P-", P[1])
+        out = dict(zip(names, bld.layer(ex)))
+        C, P = out["C"], (out["P+"], out["P-"])
+        for d in D2:
+            u[d], w[d] = out[d + "u"], (out[d + "w+"], out[d + "w-"])
+            if acc[d]:
+                acc[d] = (out[d + "a+"], out[d + "a-"])
+        # layer c: the products pi(rho_i, s_i) and pi(u, s_i)
+        ex, names = [], []
+        for d in D2:
+            bit = out[d + "x1"] + (out[d + "x2"] if d + "x2" in out else 0)
+            put(d + "pi1", out[d + "rho"] + bit - 1)
+            put(d + "pi2", u[d] + bit - 1)
+            put(d + "b", bit)
+            put(d + "Y", out[d + "y"])
+            put(d + "u", u[d])
+            put(d + "w+", w[d][0])
+            put(d + "w-", w[d][1])
+            if acc[d]:
+                put(d + "a+", acc[d][0])
+                put(d + "a-", acc[d][1])
+        put("C", C)
+        put("P+", P[0])
+        put("P-", P[1])
+        out = dict(zip(names, bld.layer(ex)))
+        C, P = out["C"], (out["P+"], out["P-"])
+        for d in D2:
+            Y[d], u[d], w[d] = out[d + "Y"], out[d + "u"], (out[d + "w+"], out[d + "w-"])
+            betas[d] = out[d + "b"]
+            pis[d] = (out[d + "pi1"], out[d + "pi2"])
+            if acc[d]:
+                acc[d] = (out[d + "a+"], out[d + "a-"])
+    ex = []
+    for d in D2:
+        ex += [(acc[d][0] if acc[d] else 0) + pis[d][0], (acc[d][1] if acc[d] else 0) + pis[d][1]]
+    ex += [P[0], P[1]]
+    fin = bld.layer(ex)
+    c = Fraction(2) * Fraction(L) / N
+    bld.layer([Fraction(L) / N * (fin[4] - fin[5]) + c * (fin[0] - fin[1] + fin[2] - fin[3])])
+    return Codec(bld.net(), approx, tuple(words), K, M, N)
+
+
+# --------------------------------------------------------------------------------------------
+# lower bounds (our derivation, for the schematic)
+
+
+def lower_bounds(bits, n_params, depth, vc_constant=1.0):
+    r"""Three lower bounds on the minimax sup-norm error over 1-Lipschitz functions on [0, 1].
+
+    Our derivation (see the chapter), for networks with ``n_params`` (W) nonzero parameters in
+    ``depth`` (L) affine layers, each parameter a multiple of :math:`2^{-b}`:
+
+    * precision: the output at :math:`x = 0` is a multiple of :math:`2^{-bL}`, so the constant
+      target :math:`2^{-bL-1}` is missed by at least :math:`2^{-bL-1}`;
+    * counting (memory): :math:`n` bumps of height :math:`1/(2n)` give :math:`2^n` targets; if every
+      one is approximated within less than :math:`1/(2n)`, the :math:`2^{bW}` networks (at most)
+      shatter n points, so :math:`n \le bW` and the error is at least :math:`1/(2(bW + 1))`;
+    * VC: the same shattering argument with :math:`n \le \mathrm{VCdim} \le c\,WL\log_2 W`
+      (the order of the bound of Bartlett et al. 2019; the constant c is not known here and is
+      ``vc_constant``): at least :math:`1/(2(cWL\log_2 W + 1))`.
+
+    Returns
+    -------
+    dict
+        ``precision``, ``counting``, ``vc`` and their maximum ``bound``; arrays if ``bits`` is.
+
+    Examples
+    --------
+    >>> lb = lower_bounds(8, 1000, 2)
+    >>> round(lb["counting"], 8), lb["bound"] == lb["counting"]
+    (6.249e-05, True)
+    """
+    b = check_positive(bits, "bits")
+    W = float(check_positive(n_params, "n_params", allow_array=False))
+    L = float(check_positive(depth, "depth", allow_array=False))
+    c = float(check_positive(vc_constant, "vc_constant", allow_array=False))
+    precision = 2.0 ** (-b * L - 1)
+    counting = 1.0 / (2 * (b * W + 1))
+    vc = 1.0 / (2 * (c * W * L * max(math.log2(W), 1.0) + 1)) + 0 * b
+    bound = np.maximum(np.maximum(precision, counting), vc)
+    out = {"precision": precision, "counting": counting, "vc": vc, "bound": bound}
+    return {k: (v.item() if np.ndim(v) == 0 else v) for k, v in out.items()}

@@ -1,0 +1,603 @@
+"""Course assignments (assignments/): parsing, checks, student notebooks, autograder, grading.
+
+The grader must not be fooled: the solutions score full marks, empty answers score zero, one
+wrong answer loses exactly its question's points, no solution text reaches a student notebook,
+and the student notebooks run top to bottom with empty answers. The machinery is tested end to
+end (build, ``otter run``, the grade report) on a small toy book (tests/fixtures/toy_book); every
+real chapter with exercises is built and self-checked once, in the slow test at the end.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import pathlib
+import re
+import shutil
+
+import nbformat
+import numpy as np
+import pytest
+import sympy as sp
+import yaml
+from conftest import ROOT
+
+from assignments import checks
+from assignments.build import build, render_test_file
+from assignments.notebooks import (META, find_leaks, label_index, site_url, solution_notebook,
+                                   student_notebook)
+from assignments.source import (SourceError, chapters_in_toc, directives, parse_check,
+                                read_chapter)
+
+TOY = ROOT / "tests" / "fixtures" / "toy_book"
+
+# otter-grader 7.0 declares a traitlets trait with types instead of instances; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:Traits should be given as instances:DeprecationWarning")
+
+
+def _real_chapters():
+    return [read_chapter(p) for p in chapters_in_toc(ROOT)]
+
+
+def _role(nb, role, label=None):
+    return [c for c in nb.cells if c.metadata.get(META, {}).get("role") == role
+            and (label is None or c.metadata[META].get("label") == label)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the source: # check: lines and directives
+
+def test_check_lines_parse_every_form():
+    c = parse_check("# check: floor_sr rtol=1e-6")
+    assert (c.var, c.kind, c.rtol, c.atol, c.points) == ("floor_sr", "numeric", 1e-6, 0.0, 1.0)
+    c = parse_check("   #check: ratio atol=0.05 rtol=1e-3 points=2")
+    assert (c.kind, c.rtol, c.atol, c.points) == ("numeric", 1e-3, 0.05, 2.0)
+    assert parse_check("# check: n exact").spec() == {"kind": "exact"}
+    assert parse_check("# check: expr sympy").spec() == {"kind": "sympy"}
+    assert parse_check("x = 1  # not a check line") is None
+
+
+@pytest.mark.parametrize("line, message", [
+    ("# check:", "empty"),
+    ("# check: 1x rtol=1e-6", "variable name"),
+    ("# check: x", "needs rtol=, atol=, exact or sympy"),
+    ("# check: x rtol=abc", "not a number"),
+    ("# check: x rtol=-1", ">= 0"),
+    ("# check: x rtol=0", "both zero"),
+    ("# check: x exact sympy", "two comparisons"),
+    ("# check: x sympy rtol=1e-3", "mixes"),
+    ("# check: x tol=1e-3", "unknown option"),
+    ("# check: x exact points=0", "positive"),
+])
+def test_bad_check_lines_are_refused_with_the_reason(line, message):
+    with pytest.raises(SourceError, match=re.escape(message)):
+        parse_check(line, where="ch.ipynb, ex-1")
+
+
+def test_directives_with_nested_fences_and_options():
+    text = ("Intro\n\n````{exercise} A title\n:label: ex-a\n\nText with math:\n```{math}\nx^2\n```\n"
+            "and code:\n```python\nx = ...\n```\n````\n\n````{solution} ex-a\n:class: dropdown\n\n```python\n"
+            "# check: x rtol=1e-9\nx = 2\n```\n````\n")
+    found = directives(text)
+    assert [(n, a, o) for n, a, o, _ in found] == [("exercise", "A title", {"label": "ex-a"}),
+                                                    ("solution", "ex-a", {"class": "dropdown"})]
+    assert found[0][3].endswith("```python\nx = ...\n```")
+
+
+def test_toy_chapter_reads_as_written():
+    ch = read_chapter(TOY / "book" / "toy.ipynb")
+    assert (ch.name, ch.label, ch.title) == ("toy", "ch-toy", "A toy chapter")
+    assert "import qmf_lite" in ch.setup_cell and len(ch.code_cells) == 1
+    assert [e.label for e in ch.exercises] == ["ex-toy-num", "ex-toy-sym", "ex-toy-exact", "ex-toy-essay"]
+    assert [e.label for e in ch.graded] == ["ex-toy-num", "ex-toy-sym", "ex-toy-exact"]
+    sym = ch.exercises[1]
+    assert sym.starter == ["f = x ** 3\nderiv = ...   # the derivative of f"]
+    assert [(c.var, c.kind, c.points) for c in sym.checks] == [("deriv", "sympy", 2.0)]
+    assert ch.points == 6 and ch.targets["eq-toy"] == "equation"
+
+
+def test_a_chapter_may_not_grade_one_variable_twice(tmp_path):
+    nb = json.loads((TOY / "book" / "toy.ipynb").read_text())
+    for cell in nb["cells"]:
+        cell["source"] = "".join(cell["source"]).replace("# check: n_levels exact", "# check: double exact")
+    path = tmp_path / "dup.ipynb"
+    path.write_text(json.dumps(nb))
+    with pytest.raises(SourceError, match="`?double.*ex-toy-num and ex-toy-exact|double' is declared by ex-toy-num and ex-toy-exact"):
+        read_chapter(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the checks
+
+def _record(value, **spec):
+    kind = "numeric" if ("rtol" in spec or "atol" in spec) else spec.pop("kind")
+    spec = {"kind": kind, **spec}
+    return checks.encode(value, spec, "v"), spec
+
+
+def test_numeric_checks_follow_the_tolerance():
+    rec, spec = _record(2.0, rtol=1e-6)
+    assert checks.compare(2.0 * (1 + 0.9e-6), rec, spec, "v") is None
+    assert "within rtol=1e-06" in checks.compare(2.0 * (1 + 1.1e-6), rec, spec, "v")
+    assert checks.compare(np.float32(2.0), rec, spec, "v") is None
+    rec, spec = _record(np.array([0.0, 1.0]), atol=0.05)
+    assert checks.compare([0.04, 0.96], rec, spec, "v") is None
+    assert "1 of 2 entries" in checks.compare([0.06, 1.0], rec, spec, "v")
+    assert "shape (3,)" in checks.compare([0.0, 1.0, 2.0], rec, spec, "v")
+    assert "a single number" in checks.compare(np.array([0.0, 1.0]), _record(1.0, atol=1)[0], spec, "v")
+
+
+@pytest.mark.parametrize("value, words", [
+    (Ellipsis, "not answered"), (checks.MISSING, "not answered"), (None, "None"),
+    (True, "boolean"), ("0.5", "string"), (float("nan"), "NaN"), (1 + 2j, "complex"),
+    (sp.Symbol("q") + 1, "free symbols"), (object(), "cannot be read"),
+])
+def test_numeric_checks_refuse_what_is_not_a_number(value, words):
+    rec, spec = _record(0.5, rtol=1e-6)
+    assert words in checks.compare(value, rec, spec, "v")
+    assert words in checks.sanity(value, checks.public(rec), "v")
+
+
+def test_exact_checks_compare_values_and_kinds():
+    rec, spec = _record((4, 2), kind="exact")
+    assert checks.compare([4, 2], rec, spec) is None and checks.compare(np.array([4, 2]), rec, spec) is None
+    assert "not the expected value" in checks.compare((4, 3), rec, spec)
+    rec, spec = _record(True, kind="exact")
+    assert checks.compare(np.bool_(True), rec, spec) is None
+    assert "boolean" in checks.compare(1, rec, spec)
+    rec, spec = _record(7, kind="exact")
+    assert checks.compare(7.0, rec, spec) is None and "not the expected" in checks.compare(8, rec, spec)
+    assert "whole number" in checks.compare(7.5, rec, spec)
+    with pytest.raises(checks.CheckError, match="exact check takes"):
+        checks.encode(object(), {"kind": "exact"}, "v")
+
+
+def test_sympy_checks_are_symbolic():
+    x = sp.Symbol("x", positive=True)
+    rec, spec = _record(sp.sin(x) ** 2, kind="sympy")
+    assert checks.compare(1 - sp.cos(x) ** 2, rec, spec) is None
+    assert checks.compare(1 - sp.cos(sp.Symbol("x")) ** 2, rec, spec) is None  # same name, no assumptions
+    assert "not symbolically equal" in checks.compare(sp.cos(x) ** 2, rec, spec)
+    assert "string" in checks.compare("sin(x)**2", rec, spec)
+    eps = sp.Symbol("epsilon", positive=True)
+    series = sp.series(1 - 2 / sp.pi * sp.asin(1 - eps), eps, 0, 2)
+    rec, spec = _record(series, kind="sympy")
+    assert checks.compare(sp.series(1 - 2 / sp.pi * sp.asin(1 - eps), eps, 0, 2), rec, spec) is None
+    assert "order term" in checks.compare(sp.series(1 - 2 / sp.pi * sp.asin(1 - eps), eps, 0, 3), rec, spec)
+    m_rec, m_spec = _record(sp.Matrix([[x, 1], [0, x]]), kind="sympy")
+    assert checks.compare(sp.Matrix([[x, 1], [0, x]]), m_rec, m_spec) is None
+    assert "shape" in checks.compare(x, m_rec, m_spec)
+    with pytest.raises(checks.CheckError, match="not a SymPy expression"):
+        checks.encode(0.5, {"kind": "sympy"}, "v")
+
+
+@pytest.mark.parametrize("value, spec", [
+    (3.0, {"kind": "numeric", "rtol": 1e-6, "atol": 0.0}),
+    (np.array([[0.0, -2.0], [1e-9, 5.0]]), {"kind": "numeric", "rtol": 0.0, "atol": 0.5}),
+    (17, {"kind": "exact"}), (False, {"kind": "exact"}), ("sign", {"kind": "exact"}),
+    ([1, 2, 3], {"kind": "exact"}), (sp.Symbol("d") ** 2 / 3, {"kind": "sympy"}),
+])
+def test_wrong_values_fail_and_public_records_hold_no_value(value, spec):
+    rec = checks.encode(value, spec, "v")
+    assert checks.compare(value, rec, spec) is None
+    assert checks.compare(checks.wrong_value(rec, spec), rec, spec) is not None
+    pub = json.dumps(checks.public(rec))
+    assert not {"data", "value", "srepr"} & set(checks.public(rec))
+    if spec["kind"] == "numeric":
+        assert all(repr(float(v)) not in pub for v in np.ravel(value) if v not in (0, 1))
+
+
+def test_student_check_prints_what_is_wrong_without_the_value(capsys):
+    rec, _ = _record(np.array([0.25, 0.5]), atol=1e-3)
+    answers = {"arr": checks.public(rec), "n": checks.public(checks.encode(3, {"kind": "exact"}, "n"))}
+    assert checks.report("q", answers, {"arr": np.array([9.0, 9.0]), "n": Ellipsis}) is False
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("\u2713 arr: the type and shape look right")  # 9.0 is wrong, but the shape is right
+    assert out[1] == "\u2026 n: not answered yet (the variable is still `...` or not defined)"
+    assert checks.report("q", answers, {"arr": [1.0], "n": "3"}) is False
+    out = capsys.readouterr().out
+    assert "\u2717 `arr` is an array of shape (1,); expected an array of shape (2,)" in out
+    assert "\u2717 `n` is a string; expected an integer" in out
+    assert "0.25" not in out and "3" not in out.replace("(1,)", "").replace("(2,)", "")
+
+
+def test_a_slow_comparison_is_stopped_not_hung(monkeypatch):
+    import time
+
+    x = sp.Symbol("x")
+    rec, spec = _record(sp.sin(x), kind="sympy")
+    monkeypatch.setattr(sp, "simplify", lambda e: time.sleep(5) or e)
+    t0 = time.perf_counter()
+    assert "longer than 1 s" in checks.compare(sp.cos(x), rec, spec, "v", time_limit=1)
+    assert time.perf_counter() - t0 < 3
+
+
+def test_hidden_test_file_is_otter_format_and_hides_values(tmp_path):
+    from otter.test_files import ExceptionTestFile
+
+    ch = read_chapter(TOY / "book" / "toy.ipynb")
+    ex = ch.exercises[0]
+    records = {"double": checks.encode(6.0, ex.checks[0].spec(), "double"),
+               "powers": checks.encode(np.array([3.0, 9.0]), ex.checks[1].spec(), "powers")}
+    path = tmp_path / "ex-toy-num.py"
+    path.write_text(render_test_file(ch, ex, records))
+    tf = ExceptionTestFile.from_file(str(path))
+    assert tf.name == "ex-toy-num" and tf.possible == 2 and all(tc.hidden for tc in tf.test_cases)
+    tf.run({"double": 6.0, "powers": [3.0, 9.0]})
+    assert tf.score == 2
+    tf.run({"double": 6.5, "powers": [3.0, 9.0]})
+    assert tf.score == 1
+    message = next(r.message for r in tf.test_case_results if not r.passed)
+    assert "`double` is not within rtol=1e-09" in message and "6.0" not in message
+
+
+# ---------------------------------------------------------------------------------------------
+# student notebooks of the real chapters (no execution)
+
+def _assert_no_answer_data(nb):
+    """The student notebook carries no solution data: the check helper holds checks.py (verbatim)
+    and, per answer, only its kind, shape, finiteness, type and length; no other cell has more."""
+    (helper,) = _role(nb, "helper")
+    library = pathlib.Path(checks.__file__).read_text()
+    assert library in helper.source
+    answers = json.loads(re.search(r"_QMF_ANSWERS = _json.loads\(r'''(.*?)'''\)", helper.source, re.S).group(1))
+    for question in answers.values():
+        for record in question.values():
+            assert set(record) <= {"kind", "shape", "finite", "type", "len"}, record
+    rest = json.dumps([c for c in nb.cells if c is not helper]) + helper.source.replace(library, "")
+    for marker in ("# check:", "SOLUTION", "srepr", '"data"', "_EXPECTED"):
+        assert marker not in rest, marker
+
+
+def _with_exercises():
+    return [c for c in _real_chapters() if c.exercises]
+
+
+@pytest.mark.parametrize("chapter", _with_exercises(), ids=lambda c: c.name)
+def test_student_notebook_of_every_chapter_holds_no_solution(chapter):
+    """Search the student notebook for each solution's code and text lines (type/shape data only)."""
+    chapters = _real_chapters()
+    index = label_index(chapters, ROOT)
+    public = {e.label: {c.var: {"kind": "numeric", "shape": [], "finite": True} for c in e.checks}
+              for e in chapter.graded}
+    nb = student_notebook(chapter, public, index, ROOT)
+    nbformat.validate(nb)
+    assert find_leaks(nb, chapter) == []
+    _assert_no_answer_data(nb)
+    # the detector finds a leak when there is one: the solution notebook is full of them
+    if any(e.solution_code for e in chapter.exercises):
+        assert find_leaks(solution_notebook(chapter, public, index, ROOT), chapter)
+    # each graded variable is in its answer cell, with `...` unless the starter computes it
+    for ex in chapter.graded:
+        (answer,) = _role(nb, "answer", ex.label)
+        for c in ex.checks:
+            assert re.search(rf"^\s*{c.var}\s*=", answer.source, re.M), (ex.label, c.var)
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert f"git+{url}" in first.source and "except ImportError" in first.source
+    assert len(_role(nb, "setup")) == len(chapter.code_cells)
+    assert all(c.metadata["cellView"] == "form" for c in _role(nb, "setup"))
+    for cell in nb.cells:  # MyST that Colab cannot render is converted
+        if cell.cell_type == "markdown":
+            assert not re.search(r"\{(ref|eq|prf:ref|cite|cite:t|numref)\}`", cell.source), cell.source
+
+
+def test_leak_detector_flags_a_copied_solution_line():
+    ch = read_chapter(TOY / "book" / "toy.ipynb")
+    index = label_index([ch], TOY)
+    nb = student_notebook(ch, {}, index, TOY)
+    assert find_leaks(nb, ch) == []
+    (answer,) = _role(nb, "answer", "ex-toy-sym")
+    answer.source += "\nderiv = sp.diff(f, x)\n"
+    assert find_leaks(nb, ch) == [("ex-toy-sym", "deriv = sp.diff(f, x)")]
+    nb.cells.append(nbformat.v4.new_markdown_cell("The power rule gives three x squared."))
+    assert ("ex-toy-sym", "The power rule gives three x squared.") in find_leaks(nb, ch)
+
+
+def test_site_url_follows_the_repository_url(tmp_path):
+    assert site_url(ROOT).startswith("https://") and site_url(ROOT).endswith("/")
+    (tmp_path / "_config.yml").write_text("repository:\n  url: https://github.com/Some-Org/my-book\n")
+    assert site_url(tmp_path) == "https://some-org.github.io/my-book/"
+    (tmp_path / "_config.yml").write_text("repository:\n  url: https://github.com/o/r\nhtml:\n  baseurl: https://x.org/b\n")
+    assert site_url(tmp_path) == "https://x.org/b/"
+
+
+# ---------------------------------------------------------------------------------------------
+# the toy book, end to end: build (one kernel per chapter), student notebook run, grading
+
+@pytest.fixture(scope="module")
+def toy_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy_assignments")
+    reports = build(root=TOY, out=out, log=lambda *a: None)
+    return out, {r["chapter"]: r for r in reports}
+
+
+def test_toy_build_self_checks(toy_build):
+    out, reports = toy_build
+    assert {n: r["problems"] for n, r in reports.items()} == {"toy": [], "toy_intro": []}
+    sc = reports["toy"]["self_check"]
+    assert {q: (r["score"], r["possible"]) for q, r in sc["solutions"].items()} == {
+        "ex-toy-num": (2, 2), "ex-toy-sym": (2, 2), "ex-toy-exact": (2, 2)}
+    assert all(r["score"] == 0 for r in sc["blank"].values())
+    for wrong, results in sc["wrong"].items():
+        assert {q: r["score"] for q, r in results.items()} == {
+            q: (0 if q == wrong else r["possible"]) for q, r in results.items()}
+    for name in ("toy", "toy_intro"):
+        assert (out / "student" / f"{name}.ipynb").exists() and (out / "autograder" / f"{name}.zip").exists()
+    # nothing of the autograder in the student folder, no value in the student notebook
+    assert sorted(p.name for p in (out / "student").iterdir()) == ["toy.ipynb", "toy_intro.ipynb"]
+    _assert_no_answer_data(nbformat.read(out / "student" / "toy.ipynb", as_version=4))
+    assert "3*x**2" not in (out / "student" / "toy.ipynb").read_text()
+
+
+def test_toy_student_notebook_runs_top_to_bottom_with_empty_answers(toy_build):
+    from nbclient import NotebookClient
+
+    from assignments._kernel import pinned_python3_kernel
+
+    out, _ = toy_build
+    nb = nbformat.read(out / "student" / "toy.ipynb", as_version=4)
+    with pinned_python3_kernel():
+        NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=False).execute()
+    printed = {c.metadata[META]["label"]: "".join(o.get("text", "") for o in c.outputs) for c in _role(nb, "check")}
+    assert set(printed) == {"ex-toy-num", "ex-toy-sym", "ex-toy-exact"}
+    assert all("not answered yet" in t for t in printed.values())
+
+
+def test_notebook_kernels_run_this_python_even_if_the_user_installed_another(tmp_path, monkeypatch):
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from assignments._kernel import pinned_python3_kernel
+
+    decoy = tmp_path / "user" / "kernels" / "python3"
+    decoy.mkdir(parents=True)
+    (decoy / "kernel.json").write_text(json.dumps({"argv": ["/some/other/python", "-m", "ipykernel_launcher",
+                                                            "-f", "{connection_file}"], "display_name": "x",
+                                                   "language": "python"}))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "user"))
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "0")  # as outside a virtual environment
+    monkeypatch.delenv("JUPYTER_PATH", raising=False)
+    assert KernelSpecManager().get_kernel_spec("python3").argv[0] == "/some/other/python"
+    with pinned_python3_kernel():
+        assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
+    assert "JUPYTER_PATH" not in __import__("os").environ
+
+
+def _submission(out, answers):
+    """The toy student notebook with some answer cells replaced: {label: source}."""
+    nb = nbformat.read(out / "student" / "toy.ipynb", as_version=4)
+    for label, source in answers.items():
+        (cell,) = _role(nb, "answer", label)
+        cell.source = source
+    return nb
+
+
+def _solutions(out):
+    sol = nbformat.read(out / "autograder" / "toy" / "solutions.ipynb", as_version=4)
+    return {c.metadata[META]["label"]: c.source for c in _role(sol, "answer")}
+
+
+def test_grading_a_folder_cannot_be_fooled(toy_build, tmp_path):
+    from assignments.grade import grade
+
+    out, _ = toy_build
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    right = _solutions(out)
+    nbformat.write(_submission(out, right), subs / "alice.ipynb")                        # all right
+    nbformat.write(_submission(out, {}), subs / "bob.ipynb")                             # empty answers
+    nbformat.write(_submission(out, {**right, "ex-toy-num": "double = 2 * a + 1e-6\npowers = np.array([a, a**2])"}),
+                   subs / "carol.ipynb")                                                  # one wrong
+    nbformat.write(_submission(out, {**right, "ex-toy-sym": "deriv = 1 / 0",
+                                     "ex-toy-exact": "import time\nwhile True:\n    time.sleep(0.1)"}),
+                   subs / "dave.ipynb")                                                   # raises, loops
+    (subs / "erin.pdf").write_bytes(b"%PDF-1.4 a scan of a notebook")                     # not a notebook
+    (subs / "frank.ipynb").write_text('{"cells": [{"cell_type": "code", "sou')             # truncated
+    (subs / ".DS_Store").write_bytes(b"\0")                                                # ignored
+    results = grade(subs, out / "autograder" / "toy.zip", tmp_path / "grades", cell_timeout=6, timeout=300,
+                    jobs=2, log=lambda *a: None)
+    by = {r["student"]: r for r in results}
+    scores = {s: {q: r["score"] for q, r in by[s]["questions"].items() if r["graded"]} for s in by}
+    assert scores == {
+        "alice": {"ex-toy-num": 2, "ex-toy-sym": 2, "ex-toy-exact": 2},
+        "bob": {"ex-toy-num": 0, "ex-toy-sym": 0, "ex-toy-exact": 0},
+        "carol": {"ex-toy-num": 1, "ex-toy-sym": 2, "ex-toy-exact": 2},   # `double` wrong: its 1 point only
+        "dave": {"ex-toy-num": 2, "ex-toy-sym": 0, "ex-toy-exact": 0},
+        "erin": {"ex-toy-num": 0, "ex-toy-sym": 0, "ex-toy-exact": 0},
+        "frank": {"ex-toy-num": 0, "ex-toy-sym": 0, "ex-toy-exact": 0},
+    }
+    assert by["erin"]["status"] == by["frank"]["status"] == "not a notebook"
+    assert "not a Jupyter notebook" in by["erin"]["message"]
+    dave_cells = {c["label"]: c["text"] for c in by["dave"]["cells"]}
+    assert "ZeroDivisionError" in dave_cells["ex-toy-sym"]
+    assert "time limit of 6 s" in dave_cells["ex-toy-exact"]
+
+    rows = list(csv.DictReader((tmp_path / "grades" / "grades.csv").open()))
+    assert [(r["student"], r["score"], r["possible"]) for r in rows] == [
+        ("alice", "6", "6"), ("bob", "0", "6"), ("carol", "5", "6"), ("dave", "2", "6"),
+        ("erin", "0", "6"), ("frank", "0", "6")]
+    feedback = (tmp_path / "grades" / "feedback" / "carol.md").read_text()
+    assert "**Score: 5 / 6**" in feedback
+    assert "| ex-toy-num | 1 / 2 | `double` is not within rtol=1e-09 of the expected value |" in feedback
+    assert "| ex-toy-essay | - | not graded automatically" in feedback
+    dave = (tmp_path / "grades" / "feedback" / "dave.md").read_text()
+    assert "raised ZeroDivisionError" in dave and "was stopped after the time limit" in dave
+    assert "6.0" not in feedback  # the expected value is not revealed
+
+
+def test_grading_survives_a_notebook_that_never_ends_and_keeps_earlier_results(toy_build, tmp_path):
+    from assignments.grade import grade
+
+    out, _ = toy_build
+    subs, grades = tmp_path / "subs", tmp_path / "grades"
+    subs.mkdir()
+    nbformat.write(_submission(out, _solutions(out)), subs / "alice.ipynb")
+    grade(subs, out / "autograder" / "toy.zip", grades, log=lambda *a: None)
+    (subs / "alice.ipynb").rename(tmp_path / "alice.ipynb")  # alice's file gone: her result stays
+    nb = _submission(out, {})
+    nb.cells.insert(2, nbformat.v4.new_code_cell("import time\ntime.sleep(600)"))
+    nbformat.write(nb, subs / "zoe.ipynb")
+    (zoe,) = grade(subs, out / "autograder" / "toy.zip", grades, cell_timeout=600, timeout=5, log=lambda *a: None)
+    assert zoe["status"] == "time limit" and zoe["total"] == 0
+    rows = {r["student"]: r for r in csv.DictReader((grades / "grades.csv").open())}
+    assert rows["alice"]["score"] == "6" and rows["zoe"]["status"] == "time limit"
+    assert "time limit for a whole notebook" in (grades / "feedback" / "zoe.md").read_text()
+    # an unchanged submission is not graded again
+    shutil.move(tmp_path / "alice.ipynb", subs / "alice.ipynb")
+    seen = []
+    grade(subs, out / "autograder" / "toy.zip", grades, timeout=5, log=seen.append)
+    assert any("alice: unchanged" in s for s in seen) and any("zoe: unchanged" in s for s in seen)
+
+
+def test_grade_command_line(toy_build, tmp_path, capsys):
+    from assignments.__main__ import main
+
+    out, _ = toy_build
+    with pytest.raises(SystemExit):
+        main(["grade", str(tmp_path), "--autograder", str(tmp_path / "missing.zip")])
+    assert "no autograder" in capsys.readouterr().err
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "ann.txt").write_text("my answers are 6 and 9")
+    assert main(["grade", str(subs), "--autograder", str(out / "autograder" / "toy.zip"),
+                 "--out", str(tmp_path / "g")]) == 0
+    rows = list(csv.DictReader((tmp_path / "g" / "grades.csv").open()))
+    assert [(r["student"], r["score"], r["status"]) for r in rows] == [("ann", "0", "not a notebook")]
+
+
+def test_build_reports_a_broken_solution(tmp_path):
+    root = tmp_path / "book_root"
+    shutil.copytree(TOY, root)
+    path = root / "book" / "toy.ipynb"
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        src = "".join(cell["source"])
+        cell["source"] = src.replace("double = 2 * a\n", "double = 2 * undefined_name\n")
+    path.write_text(json.dumps(nb))
+    (report,) = build(root=root, out=tmp_path / "out", names=["toy"], log=lambda *a: None)
+    assert not report["ok"]
+    text = "\n".join(report["problems"])
+    assert report["problems"] == [p for p in report["problems"] if "ex-toy-num" in p]
+    assert "the solution of ex-toy-num failed: NameError: name 'undefined_name' is not defined" in text
+    assert len(report["problems"]) == 1
+    assert not (tmp_path / "out" / "autograder" / "toy.zip").exists()
+
+
+def test_build_reports_a_starter_that_raises(tmp_path):
+    root = tmp_path / "book_root"
+    shutil.copytree(TOY, root)
+    path = root / "book" / "toy.ipynb"
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        cell["source"] = "".join(cell["source"]).replace(
+            "deriv = ...   # the derivative of f", "deriv = ...\nslope = deriv.subs(x, 1)")
+    path.write_text(json.dumps(nb))
+    (report,) = build(root=root, out=tmp_path / "out", names=["toy"], log=lambda *a: None)
+    assert len(report["problems"]) == 1
+    assert "raises with empty answers (answer cell of ex-toy-sym)" in report["problems"][0]
+    assert "AttributeError" in report["problems"][0]
+    assert not (tmp_path / "out" / "student" / "toy.ipynb").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# publishing and Colab
+
+def test_pages_workflow_builds_with_the_readme_command_and_deploys():
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "pages.yml").read_text())
+    on = wf.get("on", wf.get(True))  # YAML 1.1 reads the key `on` as True
+    assert on["push"]["branches"] == ["main"]
+    assert wf["permissions"] == {"contents": "read", "pages": "write", "id-token": "write"}
+    build_steps, deploy_steps = wf["jobs"]["build"]["steps"], wf["jobs"]["deploy"]["steps"]
+    uses = [s.get("uses", "").split("@")[0] for s in build_steps]
+    for action in ("actions/checkout", "actions/setup-python", "actions/configure-pages",
+                   "actions/upload-pages-artifact"):
+        assert action in uses, action
+    assert all("@v" in s["uses"] for s in build_steps + deploy_steps if "uses" in s)
+    upload = next(s for s in build_steps if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html"
+    assert [s["uses"].split("@")[0] for s in deploy_steps] == ["actions/deploy-pages"]
+    assert wf["jobs"]["deploy"]["needs"] == "build"
+    assert wf["jobs"]["deploy"]["environment"]["name"] == "github-pages"
+    runs = [s.get("run", "") for s in build_steps]
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"```bash\n(pip install -r requirements\.txt && jupyter-book build[^\n]*)\n", readme).group(1)
+    assert any(command in r for r in runs), "the workflow must run the README's build command"
+    torch_step = next(i for i, r in enumerate(runs) if "pip install" in r and "torch" in r)
+    assert torch_step < next(i for i, r in enumerate(runs) if command in r), "torch (CPU) is installed first"
+    python = next(s for s in build_steps if s.get("uses", "").startswith("actions/setup-python"))
+    assert str(python["with"]["python-version"]) == "3.11"
+
+
+@pytest.mark.book
+def test_launch_and_repository_buttons_follow_the_configured_repository(built_book):
+    """The book's Colab and repository buttons, like the set-up cells, use repository.url."""
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    owner_name = repo["url"].split("github.com/", 1)[1].strip("/")
+    for chapter in _with_exercises()[:3]:
+        page = built_book / chapter.path.relative_to(ROOT).with_suffix(".html")
+        html = page.read_text()
+        nb_path = chapter.path.relative_to(ROOT).as_posix()
+        assert f"colab.research.google.com/github/{owner_name}/blob/{repo['branch']}/{nb_path}" in html
+        assert f'href="{repo["url"]}"' in html
+
+
+def test_colab_package_list_is_copied_with_its_attribution():
+    colab = ROOT / "assignments" / "colab"
+    readme = (colab / "README.md").read_text()
+    assert "googlecolab/backend-info" in readme and "Apache-2.0" in readme
+    freeze = (colab / "pip-freeze.txt").read_text()
+    assert "ipywidgets==7.7.1" in freeze and "numpy==2.1.3" in freeze
+    from assignments.colab_parity import colab_constraints
+
+    constraints = colab_constraints()
+    assert "numpy==2.1.3" in constraints and "ipython==7.34.0" in constraints
+    names = {re.split(r"[=<>]", line)[0].lower() for line in constraints}
+    assert not names & {"torch", "torchvision", "torchaudio", "pip", "setuptools"}
+    assert not any("@" in line or "://" in line for line in constraints)
+
+
+def test_readme_tells_teachers_the_commands():
+    readme = (ROOT / "README.md").read_text()
+    lines, fenced = [], False
+    for line in readme.split("## Teaching with this book", 1)[1].splitlines()[1:]:
+        fenced ^= line.startswith("```")
+        if line.startswith("## ") and not fenced:
+            break
+        lines.append(line)
+    section = "\n".join(lines)
+    for command in ("python -m assignments build", "python -m assignments grade",
+                    "python assignments/colab_parity.py", "repository.url", "scripts/sync_colab_url.py",
+                    "colab.research.google.com/github/"):
+        assert command in section, command
+    assert not re.search(r"SAMPLE_FEEDBACK|OTTER_PROBE|PARITY_RESULT", section)
+    assert "**Score:" in section  # the sample feedback file
+
+
+# ---------------------------------------------------------------------------------------------
+# every real chapter, once: the slow test
+
+@pytest.fixture(scope="session")
+def real_build_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("assignments")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [c.name for c in _with_exercises()])
+def test_chapter_assignment_builds_and_passes_its_self_check(name, real_build_dir):
+    """Runs the chapter once: its code, its solutions, its student notebook with empty answers,
+    and the hidden tests against the solutions (full marks), the empty answers (zero) and each
+    question answered wrong (exactly that question's points lost)."""
+    (report,) = build(root=ROOT, out=real_build_dir, names=[name], log=lambda *a: None)
+    assert report["problems"] == []
+    student = nbformat.read(real_build_dir / "student" / f"{name}.ipynb", as_version=4)
+    assert find_leaks(student, read_chapter(ROOT / "book" / f"{name}.ipynb")) == []
+    if not report["graded"]:
+        pytest.skip(f"{name} has no '# check:' line yet: nothing is graded automatically")
+    sc = report["self_check"]
+    assert all(r["score"] == r["possible"] > 0 for r in sc["solutions"].values())
+    assert all(r["score"] == 0 for r in sc["blank"].values())
+    for wrong, results in sc["wrong"].items():
+        for q, r in results.items():
+            assert r["score"] == (0 if q == wrong else r["possible"]), (wrong, q)

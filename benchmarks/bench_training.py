@@ -1,8 +1,14 @@
 """Speed of the torch side: the Fig. 1 simulation and batched training of quantized MLPs.
 
-Run: python benchmarks/bench_training.py [--device cuda]. Prints wall-clock times, network-steps
-per second for batched training (many networks per batched matrix product), and the ratio to
-training the same networks one at a time.
+Run: python benchmarks/bench_training.py [--device cuda] [--max-memory auto|16GB] [--precision tf32]
+
+Prints, for the paper's training setting (layout bgs19, SGD with momentum 0.5, batch 32; width
+2048 on a GPU, smaller on a CPU): network-steps per second, the achieved TFLOP/s of the matrix
+products next to the device's nominal peak, the weight traffic of one step against the memory
+bandwidth (training at batch 32 is bound by reading and updating the weights, not by arithmetic),
+and the time the paper profile of ``qmf_lite.fig3`` would take at the measured rate. Networks are
+trained in chunks that fit the memory budget, so the benchmark does not run out of memory.
+Also: batched against one-at-a-time training, and the Fig. 1 simulation.
 """
 from __future__ import annotations
 
@@ -12,8 +18,25 @@ import time
 import torch
 
 import qmf_lite as qmf
+from qmf_lite import fig3
+from qmf_lite.cli import _memory
 from qmf_lite.data import load_digits
-from qmf_lite.training import NetSpec, QuantizedMLPBatch, train
+from qmf_lite.training import NetSpec, QuantizedMLPBatch, memory_budget, train, training_flops, training_memory
+
+#: nominal dense peaks from the vendors' data sheets: fp32, tf32, bf16 (TFLOP/s), memory bandwidth (TB/s)
+PEAKS = {"H200": (67, 495, 990, 4.8), "H100 PCIe": (51, 378, 756, 2.0), "H100": (67, 495, 990, 3.35),
+         "A100": (19.5, 156, 312, 2.0), "L40S": (91.6, 183, 362, 0.86), "L4": (30, 60, 121, 0.3),
+         "V100": (15.7, 15.7, 125, 0.9), "T4": (8.1, 8.1, 65, 0.32)}
+
+
+def device_peak(device):
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAKS, key=len, reverse=True):
+        if all(part in name for part in key.split()):
+            return key, PEAKS[key]
+    return None
 
 
 def sync(device):
@@ -32,31 +55,123 @@ def fig1(device, width=1000, n_points=256, depth=100):
     return time.perf_counter() - t
 
 
-def training_rate(device, n_nets, depth, width, steps=20, batch_size=128):
-    data = load_digits()
-    specs = [NetSpec.optimal(2 + i % 5, seed=i) for i in range(n_nets)]
-    model = QuantizedMLPBatch(specs, data.n_features, 10, depth, width, device=device)
-    train(model, data, [2], batch_size=batch_size)  # warm-up
-    sync(device)
-    t = time.perf_counter()
-    train(model, data, [steps], batch_size=batch_size)
-    sync(device)
-    return n_nets * steps / (time.perf_counter() - t)
+def fake_mnist(n_train=8192, n_test=2048, seed=0):
+    """MNIST-shaped random data (784 features, 10 classes): speed does not depend on the pixels."""
+    from qmf_lite.data import Dataset
+
+    g = torch.Generator().manual_seed(seed)
+    return Dataset("random-784", torch.randn(n_train, 784, generator=g), torch.randint(10, (n_train,), generator=g),
+                   torch.randn(n_test, 784, generator=g), torch.randint(10, (n_test,), generator=g), 10)
+
+
+def training_rate(device, data, n_nets, depth, width, budget, steps=20, precision="fp32", layout="bgs19",
+                  batch_size=32, momentum=0.5):
+    """Net-steps/s and TFLOP/s of the training steps of one chunk of up to ``n_nets`` networks that fits
+    ``budget``: two runs of 5 and 5 + ``steps`` steps, each ending with one evaluation, are timed and
+    their difference taken, so that neither the evaluation nor the warm-up counts."""
+    per_net = training_memory(depth, width, data.n_features, 10, batch_size, layout=layout, momentum=momentum)
+    fit = n_nets if budget is None else max(0, min(n_nets, int(0.9 * budget) // per_net))
+    if fit == 0:
+        return None
+    specs = [NetSpec.optimal(3 + i % 14, seed=i) for i in range(fit)]
+    model = QuantizedMLPBatch(specs, data.n_features, 10, depth, width, device=device, layout=layout)
+    kw = dict(lr=1e-3, batch_size=batch_size, momentum=momentum, precision=precision)
+    train(model, data, [2], **kw)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for n in (5, 5 + steps):
+        sync(device)
+        t = time.perf_counter()
+        train(model, data, [n], **kw)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    dt = times[1] - times[0]
+    step_flops, _ = training_flops(depth, width, data.n_features, 10, batch_size, layout)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    del model
+    if device.type == "cuda":   # the next depth's chunk must not meet a fragmented cache
+        torch.cuda.empty_cache()
+    return {"nets": fit, "net_steps_per_s": fit * steps / dt, "tflops": fit * steps * step_flops / dt / 1e12,
+            "seconds_per_net_layer_step": dt / (fit * steps * depth), "peak": peak, "estimate": fit * per_net}
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default=None)
+    parser.add_argument("--max-memory", default="auto", help="auto, none, or bytes such as 16GB")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
+    parser.add_argument("--skip-fig1", action="store_true")
     args = parser.parse_args()
     device = qmf.default_device(args.device)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    t = fig1(device)
-    print(f"Fig. 1 simulation (N = 16, width 1000, 256 inputs, depth 100, 5 sigma_w): {t:.1f} s  (target 60 s on 2 CPU cores)")
-    for depth, width in ((32, 64), (128, 64)) if device.type == "cpu" else ((100, 2048), (250, 2048)):
-        one = training_rate(device, 1, depth, width)
-        many = training_rate(device, 20, depth, width)
-        print(f"training depth {depth:3d}, width {width:4d}: {one:8.1f} net-steps/s alone, {many:8.1f} net-steps/s "
-              f"in a batch of 20  (batching x{many / one:.1f})")
+    budget = memory_budget(_memory(args.max_memory), device)
+    print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+          + f", torch {torch.__version__}, threads {torch.get_num_threads()}, precision {args.precision}, "
+          f"memory budget {'none' if budget is None else f'{budget / 2**30:.1f} GiB'}")
+    peak = device_peak(device)
+    if peak:
+        print(f"nominal peak ({peak[0]}): fp32 {peak[1][0]} TFLOP/s, tf32 {peak[1][1]}, bf16 {peak[1][2]}; "
+              f"memory {peak[1][3]} TB/s")
+    else:
+        print("nominal peak of this device: unknown")
+    if not args.skip_fig1:
+        t = fig1(device)
+        print(f"Fig. 1 simulation (N = 16, width 1000, 256 inputs, depth 100, 5 sigma_w): {t:.1f} s")
+
+    data = fake_mnist()
+    gpu = device.type == "cuda"
+    width = 2048 if gpu else 256
+    cases = ((10, 14), (110, 14), (285, 14)) if gpu else ((10, 14), (40, 14))
+    print(f"\ntraining as in the paper profile (bgs19 layout, momentum 0.5, batch 32, 784 inputs), width {width}:")
+    per_layer = []
+    for depth, n in cases:
+        r = training_rate(device, data, n, depth, width, budget, precision=args.precision)
+        if r is None:
+            print(f"  depth {depth:3d}: one network does not fit the memory budget")
+            continue
+        per_layer.append((depth, r["seconds_per_net_layer_step"]))
+        # weight traffic of one step: forward and backward read W, backward writes dW, SGD with
+        # momentum reads W, dW, v and writes W, v: 8 passes over 4-byte weights
+        traffic = 8 * 4 * (depth - 2) * width * width * r["nets"]
+        line = (f"  depth {depth:3d}, {r['nets']:2d} nets per chunk: {r['net_steps_per_s']:8.1f} net-steps/s, "
+                f"{r['tflops']:.3g} TFLOP/s")
+        if peak:
+            line += f" ({100 * r['tflops'] / peak[1][('fp32', 'tf32', 'bf16').index(args.precision)]:.0f}% of peak)"
+            bw = traffic * r["net_steps_per_s"] / r["nets"] / 1e12
+            line += f", weight traffic {bw:.2f} TB/s ({100 * bw / peak[1][3]:.0f}% of bandwidth)"
+        if r["peak"]:
+            line += f", peak memory {r['peak'] / 2**30:.2f} GiB (estimate {r['estimate'] / 2**30:.2f})"
+        print(line)
+
+    cfg = fig3.profile_config("paper")
+    if per_layer:
+        sec = per_layer[-1][1] * (2048 / width) ** 2   # time per net-layer-step scales with width^2
+        net_layer_steps = len(cfg["levels"]) * len(cfg["seeds"]) * sum(cfg["depths"]) * max(cfg["steps"])
+        minutes = net_layer_steps * sec / 60
+        when = f"{minutes:.0f} min" if minutes < 600 else f"{minutes / 60:.0f} h"
+        print(f"\npaper profile: {net_layer_steps:.3g} net-layer-steps; at the rate measured at depth "
+              f"{per_layer[-1][0]}{'' if gpu else ' (scaled from width %d to 2048)' % width}: about "
+              f"{when} of training on this device (plus evaluation)")
+
+    print("\nbatching (book layout, SGD, batch 128, digits):")
+    digits = load_digits()
+    for depth, w in ((32, 64), (128, 64)) if not gpu else ((100, 2048),):
+        rates = []
+        for n in (1, 20):
+            specs = [NetSpec.optimal(2 + i % 5, seed=i) for i in range(n)]
+            per_net = training_memory(depth, w, digits.n_features, 10, 128)
+            if budget is not None and n * per_net > 0.9 * budget:
+                n = max(1, int(0.9 * budget) // per_net)
+                specs = specs[:n]
+            model = QuantizedMLPBatch(specs, digits.n_features, 10, depth, w, device=device)
+            train(model, digits, [2])
+            sync(device)
+            t = time.perf_counter()
+            train(model, digits, [20])
+            sync(device)
+            rates.append((len(specs), len(specs) * 20 / (time.perf_counter() - t)))
+        print(f"  depth {depth:3d}, width {w:4d}: {rates[0][1]:8.1f} net-steps/s alone, {rates[1][1]:8.1f} net-steps/s "
+              f"in a batch of {rates[1][0]}  (batching x{rates[1][1] / rates[0][1]:.1f})")
 
 
 if __name__ == "__main__":

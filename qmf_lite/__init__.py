@@ -23,6 +23,7 @@ module                    concept                                               
 ``training``              batched quantized MLPs, SGD, the cached grid runner         torch
 ``ntk``                   the empirical neural tangent kernel                         torch
 ``data``                  digits (offline) and MNIST (checksummed download)           torch
+``fig3``                  the paper's Fig. 3: profiles, the data file, its analysis    numpy
 ``book``                  chapter helpers: the scale switch, glue, tables, style      numpy
 ``weights``               weight training: rounding, R/SR/BC, the SR chain (ch. 9)    numpy
 ``ptq``                   post-training weight quantization, MSQ to SPFQ (ch. 10)     numpy
@@ -35,8 +36,9 @@ module                    concept                                               
   imported on first use of one of its names.
 * Each **companion topic** of the book is a namespace of its own, imported on first use and
   called as ``qmf.<namespace>.<name>``: ``qmf.book`` (chapter helpers: the scale switch, glue,
-  figure style), ``qmf.weights`` (training with quantized weights), ``qmf.ptq`` (post-training
-  weight quantization) and ``qmf.approx`` (ReLU networks with quantized weights).
+  figure style), ``qmf.fig3`` (the paper-scale trainability experiment), ``qmf.weights``
+  (training with quantized weights), ``qmf.ptq`` (post-training weight quantization) and
+  ``qmf.approx`` (ReLU networks with quantized weights).
 * A name is public when it is listed in its module's ``__all__``; the table ``_LAZY`` below and
   the import block say where each top-level name comes from. Names starting with ``_`` and the
   modules ``_validate`` and ``_progress`` are private.
@@ -100,14 +102,17 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 _LAZY = {
     "simulate": ["SimulationResult", "circle_inputs", "default_device", "simulate_correlations",
                  "simulate_covariance"],
-    "ste": ["QuantAct", "quantize", "ste_clip", "ste_slope", "ste_chi1"],
-    "training": ["NetSpec", "QuantizedMLPBatch", "train", "run_grid", "GridResult", "halfway_depth"],
+    "ste": ["QuantAct", "quantize", "ste_quantize", "staircase_tables", "ste_clip", "ste_slope", "ste_chi1"],
+    "training": ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
+                 "bgs19_lr", "learning_rate", "training_memory", "training_flops", "memory_budget", "LAYOUTS",
+                 "PRECISIONS"],
     "ntk": ["empirical_ntk"],
-    "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir", "MNIST_FILES"],
+    "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir", "MNIST_FILES",
+             "BGS19_NORMALIZATION", "CacheWarning"],
 }
 _LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
 #: namespaces (submodules used as ``qmf.<name>.<function>``), imported on first access
-_NAMESPACES = ("book", "weights", "ptq", "approx")
+_NAMESPACES = ("book", "fig3", "weights", "ptq", "approx")
 
 __all__ = [
     # activations

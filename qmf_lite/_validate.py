@@ -11,26 +11,41 @@ import numpy as np
 
 
 def _as_float_array(value, name):
+    """``value`` as a float64 array, refusing what is not a real number: strings (even "3"),
+    bools, None, complex numbers, and arrays of those."""
+    what = f"{name} must be a real number or array of real numbers, got {value!r}"
+    if value is None or isinstance(value, (str, bytes, bool, np.bool_)):
+        raise ValueError(what)
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a real number or array of real numbers, got {value!r}") from exc
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged nesting
+        raise ValueError(what) from exc
+    if raw.dtype.kind == "O":
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in raw.ravel()):
+            raise ValueError(what)
+    elif raw.dtype.kind not in "iuf":  # strings, bools, complex, datetimes
+        raise ValueError(what)
+    try:
+        arr = raw.astype(np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(what) from exc
     if np.isnan(arr).any():
         raise ValueError(f"{name} must not be NaN")
     return arr
 
 
-def check_levels(levels, name="levels"):
-    """Return ``levels`` as an int, requiring an integer >= 2."""
-    if isinstance(levels, bool) or not isinstance(levels, (numbers.Integral, float, np.floating)):
-        raise ValueError(f"{name} must be an integer >= 2, got {levels!r}")
+def check_levels(levels, name="levels", maximum=None):
+    """Return ``levels`` as an int, requiring an integer >= 2 (and <= ``maximum`` when given)."""
+    allowed = "an integer >= 2" if maximum is None else f"an integer in [2, {maximum}]"
+    if isinstance(levels, (bool, np.bool_)) or not isinstance(levels, (numbers.Integral, float, np.floating)):
+        raise ValueError(f"{name} must be {allowed}, got {levels!r}")
     if isinstance(levels, (float, np.floating)):
         if not np.isfinite(levels) or levels != int(levels):
-            raise ValueError(f"{name} must be an integer >= 2, got {levels!r}")
-    levels = int(levels)
-    if levels < 2:
-        raise ValueError(f"{name} must be an integer >= 2, got {levels}")
-    return levels
+            raise ValueError(f"{name} must be {allowed}, got {levels!r}")
+    as_int = int(levels)
+    if as_int < 2 or (maximum is not None and as_int > maximum):
+        raise ValueError(f"{name} must be {allowed}, got {levels!r}")
+    return as_int
 
 
 def check_positive(value, name, *, allow_array=True):
@@ -59,13 +74,104 @@ def check_correlation(value, name="c"):
     return arr
 
 
-def check_int(value, name, minimum):
-    """Return ``value`` as int, requiring an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
+def check_int(value, name, minimum, maximum=None):
+    """Return ``value`` as int, requiring an integer >= minimum (and <= ``maximum`` when given)."""
+    allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in [{minimum}, {maximum}]"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {allowed}, got {value}")
     return int(value)
+
+
+def check_seed(seed, name="seed"):
+    """Return ``seed`` as int, requiring an integer in [0, 2**63 - 1] (numpy and torch generators both take it)."""
+    return check_int(seed, name, 0, 2**63 - 1)
+
+
+def check_bool(value, name):
+    """Return ``value`` as bool, requiring ``True`` or ``False`` (a flag, not a number or an array)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_callable(value, name):
+    """Return ``value``, requiring a callable."""
+    if not callable(value):
+        raise ValueError(f"{name} must be callable, got {value!r}")
+    return value
+
+
+def check_int_range(value, name, minimum, maximum, why=""):
+    """Return ``value`` as int, requiring an integer in [minimum, maximum].
+
+    The message reads ``"<name> must be an integer >= <minimum> and <= <maximum><why>"``, so that it
+    also matches what :func:`check_int` says about the lower bound; ``why`` (e.g. ``" (a float64
+    limit)"``) gives the reason for the upper one.
+    """
+    allowed = f"an integer >= {minimum} and <= {maximum}{why}"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    if value < minimum or value > maximum:
+        raise ValueError(f"{name} must be {allowed}, got {value}")
+    return int(value)
+
+
+def check_one_of(value, name, choices):
+    """Return ``value``, requiring one of the strings ``choices`` (arrays, numbers and other types refused)."""
+    allowed = (f"{choices[0]!r} or {choices[1]!r}" if len(choices) == 2
+               else f"one of {tuple(choices)!r}")
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def check_real_array(value, name, *, max_abs=None):
+    """Return ``value`` as a float64 array of finite real numbers (|entries| <= ``max_abs`` when given).
+
+    Strings, bools, None and complex numbers are refused, as by every check here.
+    """
+    arr = _as_float_array(value, name)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite (no NaN or inf)" + (f", got {value!r}" if arr.ndim == 0 else ""))
+    if max_abs is not None and arr.size and float(np.abs(arr).max()) > max_abs:
+        raise ValueError(f"{name} must lie in [-{max_abs:g}, {max_abs:g}], got largest |entry| "
+                         f"{float(np.abs(arr).max()):g}")
+    return arr
+
+
+def check_real_in(value, name, low, high):
+    """Return ``value`` as a Python float, requiring a real scalar in [low, high] (no bools, strings, arrays)."""
+    allowed = f"a real number in [{low:g}, {high:g}]"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    try:
+        out = float(value)
+    except OverflowError as exc:  # an int beyond float64
+        raise ValueError(f"{name} must be {allowed}, got {value!r}") from exc
+    if not low <= out <= high:  # also refuses NaN
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return out
+
+
+#: the range of weight scales accepted (and the largest bias scale): their squares, and q*, stay
+#: far inside float64, neither overflowing nor underflowing to 0
+SIGMA_MIN, SIGMA_MAX = 1e-100, 1e100
+
+
+def check_sigmas(sigma_w, sigma_b, *, allow_array=True):
+    """Return (sigma_w, sigma_b) as float64 (arrays): SIGMA_MIN <= sigma_w <= SIGMA_MAX, 0 <= sigma_b <= SIGMA_MAX."""
+    sw = check_positive(sigma_w, "sigma_w", allow_array=allow_array)
+    sb = check_nonnegative(sigma_b, "sigma_b")
+    if not allow_array and sb.ndim:
+        raise ValueError(f"sigma_b must be a scalar >= 0, got an array of shape {sb.shape}")
+    if (sw > SIGMA_MAX).any() or (sw < SIGMA_MIN).any():
+        raise ValueError(f"sigma_w must lie in [{SIGMA_MIN:g}, {SIGMA_MAX:g}] (its square enters the variance), "
+                         f"got {sigma_w!r}")
+    if (sb > SIGMA_MAX).any():
+        raise ValueError(f"sigma_b must be at most {SIGMA_MAX:g} (its square enters the variance), got {sigma_b!r}")
+    return sw, sb
 
 
 def check_real(value, name):
@@ -84,3 +190,18 @@ def check_probability(value, name):
     if ((arr < 0) | (arr > 1)).any():
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
     return arr
+
+
+def check_finite(value, name):
+    """Return ``value`` as float64 (array), requiring every entry a finite real number (no NaN, no inf)."""
+    arr = _as_float_array(value, name)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite real numbers (no inf), got {value!r}")
+    return arr
+
+
+def check_choice(value, name, choices):
+    """Return ``value``, requiring one of the strings ``choices`` (a string, not an array or a number)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value

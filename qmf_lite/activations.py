@@ -18,7 +18,7 @@ import numpy as np
 from scipy import special
 
 from . import gaussian
-from ._validate import check_levels, check_positive
+from ._validate import _as_float_array, check_bool, check_levels, check_positive
 
 __all__ = [
     "Activation",
@@ -33,6 +33,13 @@ __all__ = [
     "QuadratureWarning",
     "get_activation",
 ]
+
+
+#: the largest |output value| of a step activation, and the range of QuantizedActivation's scale and
+#: spacing: squares and the variance stay far inside float64
+VALUE_MAX = 1e100
+#: the most levels a QuantizedActivation stores (two float64 arrays of that length: 32 MiB each)
+MAX_STORED_LEVELS = 2**22
 
 
 def _is_torch(x) -> bool:
@@ -61,10 +68,12 @@ class Activation:
       :math:`\\mathbb E[\\phi'(u_1)\\phi'(u_2)]`: ``q`` and ``c`` broadcast (``c`` in [-1, 1]), result of
       the broadcast shape;
 
-    and should set the class attributes ``name`` (a short string) and ``odd`` (``True`` when
-    :math:`\\phi(-x) = -\\phi(x)`, which makes ``c* = 0`` at ``sigma_b = 0``). A closed form must be
-    accurate to about 1e-12 (tests compare with quadrature or exact arithmetic). Without
-    overrides the base class uses Gauss-Legendre quadrature against the normal density
+    and should set the class attributes ``name`` (a short string), ``odd`` (``True`` when
+    :math:`\\phi(-x) = -\\phi(x)`, which makes ``c* = 0`` at ``sigma_b = 0``) and, for a bounded
+    function, ``bound`` (:math:`\\sup|\\phi|`, which bounds the fixed point
+    :math:`q^* \\le \\sigma_w^2\\,\\mathrm{bound}^2 + \\sigma_b^2`; default ``inf``, unbounded or
+    unknown). A closed form must be accurate to about 1e-12 (tests compare with quadrature or
+    exact arithmetic). Without overrides the base class uses Gauss-Legendre quadrature against the normal density
     (:func:`qmf_lite.expect`, :func:`~qmf_lite.expect_pair`): about 1e-10 for smooth
     functions, but only ~1e-4 for functions with kinks or jumps, which therefore deserve a
     closed form (as :class:`ReLU`, :class:`HardTanh` and every :class:`StepActivation` have).
@@ -108,6 +117,8 @@ class Activation:
 
     #: whether phi is odd, so that with sigma_b = 0 the correlation map is odd and c* = 0
     odd = False
+    #: ``sup |phi(x)|`` (inf: unbounded or unknown); it bounds the search for q*
+    bound = float("inf")
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -180,7 +191,7 @@ class Erf(Activation):
               \mathbb E[\phi'\phi'] = \frac{4}{\pi}\,\bigl((1+2q)^2 - 4q^2c^2\bigr)^{-1/2}.
     """
 
-    name, odd = "erf", True
+    name, odd, bound = "erf", True, 1.0
 
     def _numpy(self, x):
         return special.erf(x)
@@ -212,7 +223,7 @@ class Erf(Activation):
 class Tanh(Activation):
     """phi(x) = tanh(x); Gaussian quadrature (accurate to ~1e-12 for q <= 4)."""
 
-    name, odd = "tanh", True
+    name, odd, bound = "tanh", True, 1.0
 
     def _numpy(self, x):
         return np.tanh(x)
@@ -248,7 +259,7 @@ class HardTanh(Activation):
     conditional mean). :math:`\mathbb E[\phi^2] = q\,P(\chi^2_3 < a^2) + P(\chi^2_1 > a^2)`.
     """
 
-    name, odd = "hardtanh", True
+    name, odd, bound = "hardtanh", True, 1.0
     #: Gauss-Legendre nodes per panel of the correlation integral
     panel_nodes = 24
 
@@ -319,13 +330,15 @@ class CallableActivation(Activation):
 
     def __init__(self, f, derivative=None, name=None, smooth=False):
         if not callable(f):
-            raise ValueError(f"activation must be a name, an Activation or a callable, got {f!r}")
+            raise ValueError(f"f must be callable (the activation function), got {f!r}")
         if derivative is not None and not callable(derivative):
             raise ValueError(f"derivative must be callable or None, got {derivative!r}")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"name must be a string or None, got {name!r}")
         self._f = f
         self._df = derivative
         self.name = name or getattr(f, "__name__", "callable")
-        self.smooth = bool(smooth)
+        self.smooth = check_bool(smooth, "smooth")
         self._warned = self.smooth
 
     def _warn_once(self):
@@ -403,20 +416,24 @@ class StepActivation(Activation):
     name = "step"
 
     def __init__(self, thresholds, values):
-        g = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
-        v = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        g = np.atleast_1d(_as_float_array(thresholds, "thresholds"))
+        v = np.atleast_1d(_as_float_array(values, "values"))
         if g.ndim != 1 or g.size < 1 or not np.all(np.isfinite(g)):
             raise ValueError("thresholds must be a non-empty 1-d array of finite numbers")
         if np.any(np.diff(g) <= 0):
             raise ValueError("thresholds must be strictly increasing")
         if v.shape != (g.size + 1,) or not np.all(np.isfinite(v)):
             raise ValueError(f"values must be finite with one more entry than thresholds ({g.size + 1})")
+        if np.abs(v).max() > VALUE_MAX:
+            raise ValueError(f"values must lie in [-{VALUE_MAX:g}, {VALUE_MAX:g}] (their squares enter the "
+                             f"variance), got {values!r}")
         self._set(g, v)
 
     def _set(self, g, v):
         self.thresholds = g
         self.values = v
         self.jumps = np.diff(v)
+        self.bound = float(np.abs(v).max())
         self.odd = bool(np.allclose(g, -g[::-1], rtol=0, atol=1e-14 * (1 + np.abs(g).max()))
                         and np.allclose(v, -v[::-1], rtol=0, atol=1e-14 * (1 + np.abs(v).max())))
         self._integrals = {}
@@ -479,13 +496,23 @@ class StepActivation(Activation):
 
         return _per_q(q, c, at)
 
+    def _layer(self, q):
+        """The finest scale on which S(sin t) varies near t = +-pi/2: the closest distinct pair among
+        the normalised thresholds and their mirror images, or 1 / max|a| (see ``ArcsineIntegral``)."""
+        a = self.thresholds / np.sqrt(q)
+        gaps = np.diff(np.sort(np.concatenate([a, -a])))
+        gaps = gaps[gaps > 0]
+        widest = np.abs(a).max()
+        return float(min(gaps.min() if gaps.size else np.inf, 1.0 / widest if widest > 0 else np.inf))
+
     def arcsine_integral(self, q):
         """The cached ``ArcsineIntegral`` (:mod:`qmf_lite.gaussian`) of this activation at ``q``."""
         key = float(q)
         if key not in self._integrals:
             if len(self._integrals) > 64:
                 self._integrals.clear()
-            self._integrals[key] = gaussian.ArcsineIntegral(lambda rho: self.density_sum(key, rho))
+            self._integrals[key] = gaussian.ArcsineIntegral(lambda rho: self.density_sum(key, rho),
+                                                            layer=self._layer(key))
         return self._integrals[key]
 
     def kernel(self, q, c):
@@ -508,12 +535,12 @@ class QuantizedActivation(StepActivation):
     Parameters
     ----------
     levels : int
-        Number of output levels ``N >= 2``.
+        Number of output levels, ``2 <= N <= 2**22`` (the thresholds and levels are stored).
     spacing : float, optional
-        Threshold spacing ``D > 0``. The default ``2 A / (N - 1)`` puts each threshold midway
-        between two output levels, so that phi_N rounds hardtanh to the nearest level.
+        Threshold spacing ``D`` in [1e-100, 1e100]. The default ``2 A / (N - 1)`` puts each
+        threshold midway between two output levels, so that phi_N rounds hardtanh to the nearest level.
     scale : float
-        Output range ``A > 0``: the levels are ``A (-1 + 2k/(N-1))``.
+        Output range ``A`` in [1e-100, 1e100]: the levels are ``A (-1 + 2k/(N-1))``.
 
     Examples
     --------
@@ -525,10 +552,12 @@ class QuantizedActivation(StepActivation):
     """
 
     def __init__(self, levels, spacing=None, scale=1.0):
-        levels = check_levels(levels)
-        scale = float(check_positive(scale, "scale", allow_array=False))
-        spacing = 2.0 * scale / (levels - 1) if spacing is None else float(
-            check_positive(spacing, "spacing", allow_array=False))
+        levels = check_levels(levels, maximum=MAX_STORED_LEVELS)
+        scale = _check_scale(scale, "scale")
+        spacing = 2.0 * scale / (levels - 1) if spacing is None else _check_scale(spacing, "spacing")
+        if spacing * (levels - 2) / 2.0 > VALUE_MAX:
+            raise ValueError(f"spacing must be at most {2.0 * VALUE_MAX / max(levels - 2, 1):.3g} for {levels} "
+                             f"levels (the outer thresholds +-D (N-2)/2 stay within {VALUE_MAX:g}), got {spacing!r}")
         self.levels, self.spacing, self.scale = levels, spacing, scale
         k = np.arange(levels - 1, dtype=np.float64)
         thresholds = spacing * (k - (levels - 2) / 2.0)
@@ -556,6 +585,13 @@ class QuantizedActivation(StepActivation):
 
     def __repr__(self):
         return f"QuantizedActivation(levels={self.levels}, spacing={self.spacing!r}, scale={self.scale!r})"
+
+
+def _check_scale(value, name):
+    value = float(check_positive(value, name, allow_array=False))
+    if not 1.0 / VALUE_MAX <= value <= VALUE_MAX:
+        raise ValueError(f"{name} must lie in [{1.0 / VALUE_MAX:g}, {VALUE_MAX:g}], got {value!r}")
+    return value
 
 
 _NAMED = {

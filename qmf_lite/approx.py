@@ -34,6 +34,7 @@ Everything here imports without torch; only :meth:`DyadicNet.from_torch` and
 from __future__ import annotations
 
 import collections
+import collections.abc
 import dataclasses
 import math
 import numbers
@@ -41,7 +42,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from ._validate import check_int, check_nonnegative, check_positive
+from ._validate import (check_bool, check_int, check_int_range, check_nonnegative, check_one_of, check_positive,
+                        check_real, check_real_array)
 
 __all__ = [
     "DyadicNet",
@@ -63,6 +65,57 @@ __all__ = [
 ]
 
 _INT64_SAFE = 1 << 62
+
+# Upper bounds of the arguments (each documented where it is used): without them a huge integer asks
+# for a loop, an allocation or an exponent without end (``bits = 10**30`` ran past any time limit).
+#: the widest weight format, in bits (float64 carries 53; exact integers could carry more, uselessly)
+_MAX_BITS = 64
+#: the largest |value| the float64 quantizers take: the saturation level of a b-bit format covering
+#: it, about 2 max|v|, stays finite
+_MAX_VALUE = 2.0**1000
+#: the smallest positive float64, 2**-1074: no fixed-point step is finer
+_MIN_STEP_EXPONENT = -1074
+#: the largest |exponent| e of a layer's scale 2**-e
+_MAX_EXPONENT = 2**16
+#: bit_extractor: the most bits
+_MAX_EXTRACT = 64
+#: ShallowReLU.interpolant: the most pieces
+_MAX_PIECES = 2**24
+#: codec: the most cells, bits per word and pieces 2 * cells * word_bits (the greedy walk is a Python loop)
+_MAX_CELLS, _MAX_WORD_BITS, _MAX_CODEC_PIECES = 2**16, 2**10, 2**22
+#: lacunary_target: the most terms and knots
+_MAX_TERMS, _MAX_KNOTS = 64, 2**20
+#: sup_error: the most grid points
+_MAX_GRID = 2**22
+#: the largest Lipschitz constant taken (slopes and brackets stay finite in float64)
+_MAX_LIPSCHITZ = 1e300
+
+
+def _check_bits(bits):
+    return check_int_range(bits, "bits", 1, _MAX_BITS, " (the widest weight format here)")
+
+
+def _check_lipschitz(value, *, zero_ok):
+    """A finite scalar Lipschitz constant, > 0 (or >= 0 when ``zero_ok``) and at most 1e300."""
+    arr = (check_nonnegative if zero_ok else check_positive)(value, "lipschitz")
+    if arr.ndim:
+        raise ValueError(f"lipschitz must be a single number, got an array of shape {arr.shape}")
+    if float(arr) > _MAX_LIPSCHITZ:
+        raise ValueError(f"lipschitz must be at most {_MAX_LIPSCHITZ:g} (slopes must stay finite in float64), "
+                         f"got {value!r}")
+    return float(arr)
+
+
+def _integer_array(value, name):
+    """``value`` as an object array of Python ints, refusing anything that is not an integer."""
+    try:
+        arr = np.asarray(value, dtype=object)
+    except (TypeError, ValueError) as exc:   # ragged nesting
+        raise ValueError(f"{name} must be an array of integers (numerators), got {value!r:.80}") from exc
+    flat = arr.ravel().tolist()
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in flat):
+        raise ValueError(f"{name} must hold integers (numerators), got {value!r:.80}")
+    return np.array([int(v) for v in flat] or np.zeros(0), dtype=object).reshape(arr.shape)
 
 # --------------------------------------------------------------------------------------------
 # exact dyadic numbers
@@ -184,6 +237,13 @@ class DyadicNet:
     Build one with :meth:`from_arrays` (floats, ints or Fractions; floats are dyadic, so they are
     taken exactly; a non-dyadic Fraction is a ValueError) or :meth:`from_torch`.
 
+    Parameters
+    ----------
+    layers : sequence of (A, C, e)
+        One triple per layer, at least one: ``A`` a 2-D array of integers (out, in), ``C`` a 1-D array
+        of integers (out,), ``e`` an integer exponent in ``[-2**16, 2**16]``; each layer takes as many
+        inputs as the previous one has outputs.
+
     Examples
     --------
     >>> net = DyadicNet.from_arrays([[[1.0], [1.0]], [[1.0, -2.0]]], [[0.0, -0.5], [0.25]])
@@ -194,17 +254,23 @@ class DyadicNet:
     """
 
     def __init__(self, layers):
+        if isinstance(layers, (str, bytes)) or not isinstance(layers, collections.abc.Sequence):
+            raise ValueError("layers must be a sequence of (A, C, e) triples (integer weight and bias numerators, "
+                             f"exponent), got {type(layers).__name__}")
         self._layers = []
         n_prev = None
-        for l, (a, c, e) in enumerate(layers):
-            a = np.asarray(a, dtype=object)
-            c = np.asarray(c, dtype=object)
+        for l, layer in enumerate(layers):
+            if isinstance(layer, (str, bytes)) or not isinstance(layer, collections.abc.Sequence) or len(layer) != 3:
+                raise ValueError(f"layers[{l}] must be a triple (A, C, e), got {layer!r:.80}")
+            a, c, e = layer
+            a = _integer_array(a, f"layers[{l}] weights A")
+            c = _integer_array(c, f"layers[{l}] biases C")
             if a.ndim != 2 or c.shape != (a.shape[0],):
                 raise ValueError(f"layer {l}: weights must be 2-D (out, in) and biases 1-D (out,), "
                                  f"got {a.shape} and {c.shape}")
             if n_prev is not None and a.shape[1] != n_prev:
                 raise ValueError(f"layer {l} takes {a.shape[1]} inputs but layer {l - 1} has {n_prev} outputs")
-            e = check_int(e, f"exponent of layer {l}", -10**9)
+            e = check_int_range(e, f"layers[{l}] exponent e", -_MAX_EXPONENT, _MAX_EXPONENT)
             both = np.concatenate([a.ravel(), c])
             both, e = _normalize(both, e)
             a, c = both[:a.size].reshape(a.shape), both[a.size:]
@@ -222,14 +288,21 @@ class DyadicNet:
         Parameters
         ----------
         weights, biases : sequences of array_like
-            Floats (exact), ints or Fractions (dyadic); one weight matrix and one bias per layer.
+            Lists or tuples of finite floats (exact), ints or Fractions (dyadic); one weight matrix
+            (out, in) and one bias vector per layer.
         """
+        for name, seq in (("weights", weights), ("biases", biases)):
+            if isinstance(seq, (str, bytes, np.ndarray)) or not isinstance(seq, collections.abc.Sequence):
+                raise ValueError(f"{name} must be a list or tuple with one array per layer, got {type(seq).__name__}")
         if len(weights) != len(biases):
             raise ValueError(f"weights and biases must have one entry per layer, got {len(weights)} and {len(biases)}")
         layers = []
         for l, (w, b) in enumerate(zip(weights, biases)):
-            w = np.asarray(w, dtype=object if _has_fraction(w) else None)
-            b = np.asarray(b, dtype=object if _has_fraction(b) else None)
+            try:
+                w = np.asarray(w, dtype=object if _has_fraction(w) else None)
+                b = np.asarray(b, dtype=object if _has_fraction(b) else None)
+            except (TypeError, ValueError) as exc:   # ragged nesting
+                raise ValueError(f"weights[{l}] and biases[{l}] must be arrays of real numbers") from exc
             if w.ndim != 2:
                 raise ValueError(f"weights[{l}] must be a 2-D array (out, in), got shape {w.shape}")
             b = b.reshape(-1)
@@ -247,11 +320,13 @@ class DyadicNet:
         ----------
         model : torch.nn.Sequential
             ``Linear, ReLU, Linear, ..., Linear`` (a single ``Linear`` is allowed).
-        bits : int >= 1, optional
+        bits : int in [1, 64], optional
             Round each layer's weights and biases to the b-bit format of that layer
             (:func:`quantize_net`); by default the float weights are taken exactly.
         """
         import torch
+
+        bits = None if bits is None else _check_bits(bits)
 
         mods = list(model) if isinstance(model, torch.nn.Sequential) else [model]
         weights, biases = [], []
@@ -275,11 +350,14 @@ class DyadicNet:
     def to_torch(self, dtype=None):
         """The same network as a torch ``nn.Sequential`` (float64 by default).
 
-        Weights with more than 53 significant bits are rounded to float64.
+        Weights with more than 53 significant bits are rounded to float64 (``dtype``: None for float64,
+        or a torch floating dtype).
         """
         import torch
 
         dtype = torch.float64 if dtype is None else dtype
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be None or a torch floating dtype (e.g. torch.float64), got {dtype!r}")
         mods = []
         for l, (w, b) in enumerate(zip(self.weights(), self.biases())):
             lin = torch.nn.Linear(w.shape[1], w.shape[0], dtype=dtype)
@@ -339,8 +417,7 @@ class DyadicNet:
         -------
         list of int
         """
-        if model not in ("param", "layer"):
-            raise ValueError(f"model must be 'param' or 'layer', got {model!r}")
+        model = check_one_of(model, "model", ("param", "layer"))
         out = []
         for a, c, _ in self._layers:
             vals = [abs(v) for v in np.concatenate([a.ravel(), c]).tolist() if v != 0]
@@ -389,8 +466,8 @@ class DyadicNet:
         return self._cache["float"]
 
     def __call__(self, x):
-        """Float64 forward pass; ``x`` of shape (n, n_in) or (n_in,)."""
-        h = np.asarray(x, dtype=np.float64)
+        """Float64 forward pass; ``x`` of shape (n, n_in) or (n_in,), finite real numbers."""
+        h = check_real_array(x, "x")
         single = h.ndim == 1
         h = np.atleast_2d(h)
         if h.shape[1] != self.widths[0]:
@@ -471,7 +548,9 @@ class DyadicNet:
         Breakpoints are found layer by layer: between two consecutive breakpoints found so far
         every pre-activation is affine, so a sign change of a neuron adds one breakpoint where it
         crosses zero. With ``exact=True`` the computation is in Fractions (slower; for small nets).
+        ``interval`` is a pair ``lo < hi`` of finite real numbers, ``exact`` True or False.
         """
+        exact = check_bool(exact, "exact")
         if self.widths[0] != 1 or self.widths[-1] != 1:
             raise ValueError(f"piecewise_linear needs one input and one output, the network has widths {self.widths}")
         lo, hi = _interval(interval)
@@ -512,6 +591,18 @@ def _has_fraction(x):
     return any(isinstance(v, Fraction) for v in arr.ravel().tolist())
 
 
+def _target_values(target, nodes):
+    """``target(nodes)`` as float64, required finite and one value per node."""
+    try:
+        vals = check_real_array(target(nodes), "target(x)")
+    except ValueError as exc:
+        raise ValueError(f"target must return finite real values at the nodes ({exc})") from exc
+    if vals.shape != nodes.shape:
+        raise ValueError(f"target must return one value per node (vectorized), got shape {vals.shape} "
+                         f"for {nodes.shape}")
+    return vals
+
+
 def _interval(interval):
     """``(lo, hi)`` as exact Fractions, lo < hi."""
     try:
@@ -535,13 +626,17 @@ def fixed_point_step(values, bits, headroom=False):
 
     so that every value rounds to one of :math:`\pm k s`, :math:`|k| \le 2^{b-1}`. With
     ``headroom=True`` the step is the smallest power of two with
-    :math:`m \le (2^{b-1} - \tfrac12)\,s`, which error feedback (:func:`sigma_delta`) needs.
+    :math:`m \le (2^{b-1} - \tfrac12)\,s`, which error feedback (:func:`sigma_delta`) needs. The step
+    is never below :math:`2^{-1074}`, the smallest positive float64 (it still covers the values).
 
     Parameters
     ----------
     values : array_like
-        Finite real numbers (all zero gives :math:`s = 2^{1-b}`).
-    bits : int >= 1
+        Finite real numbers with :math:`|v| \le 2^{1000}` (all zero gives :math:`s = 2^{1-b}`).
+    bits : int
+        An integer in ``[1, 64]``.
+    headroom : bool
+        ``True`` or ``False``.
 
     Examples
     --------
@@ -550,14 +645,13 @@ def fixed_point_step(values, bits, headroom=False):
     >>> fixed_point_step([2.0], 3), fixed_point_step([2.0], 3, headroom=True)
     (0.5, 1.0)
     """
-    b = check_int(bits, "bits", 1)
-    v = np.asarray(values, dtype=np.float64) if not isinstance(values, np.ndarray) else values.astype(np.float64)
-    if v.size and not np.isfinite(v).all():
-        raise ValueError("values must be finite")
+    b = _check_bits(bits)
+    headroom = check_bool(headroom, "headroom")
+    v = _check_values(values)
     m = float(np.abs(v).max()) if v.size else 0.0
     if m == 0.0:
         return 2.0 ** (1 - b)
-    p = math.ceil(math.log2(m)) - (b - 1)
+    p = max(math.ceil(math.log2(m)) - (b - 1), _MIN_STEP_EXPONENT)
     s = 2.0 ** p
     if s * 2 ** (b - 1) < m:  # log2 rounding at exact powers of two
         s *= 2.0
@@ -565,6 +659,10 @@ def fixed_point_step(values, bits, headroom=False):
         while (2 ** (b - 1) - 0.5) * s < m:
             s *= 2.0
     return s
+
+
+def _check_values(values):
+    return check_real_array(values, "values", max_abs=_MAX_VALUE)
 
 
 def round_to_grid(values, bits, step=None):
@@ -575,21 +673,22 @@ def round_to_grid(values, bits, step=None):
     Parameters
     ----------
     values : array_like
-    bits : int >= 1
+        Finite real numbers with :math:`|v| \le 2^{1000}`.
+    bits : int
+        An integer in ``[1, 64]``.
     step : float > 0, optional
-        A power of two; default :func:`fixed_point_step` ``(values, bits)``.
+        A power of two (finite); default :func:`fixed_point_step` ``(values, bits)``.
 
     Examples
     --------
     >>> round_to_grid([0.3, -1.7, 0.05], 3)
     array([ 0.5, -1.5,  0. ])
     """
-    b = check_int(bits, "bits", 1)
-    v = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(v).all():
-        raise ValueError("values must be finite")
+    b = _check_bits(bits)
+    v = _check_values(values)
     s = fixed_point_step(v, b) if step is None else _check_step(step)
-    k = np.clip(np.rint(v / s), -(2 ** (b - 1)), 2 ** (b - 1))
+    with np.errstate(over="ignore"):   # |v| / s beyond float64 saturates at 2**(b-1) all the same
+        k = np.clip(np.rint(v / s), -float(2 ** (b - 1)), float(2 ** (b - 1)))
     return k * s
 
 
@@ -617,7 +716,9 @@ def sigma_delta(values, bits, step=None):
     Parameters
     ----------
     values : array_like, 1-D
-    bits : int >= 1
+        Finite real numbers with :math:`|v| \le 2^{1000}`.
+    bits : int
+        An integer in ``[1, 64]``.
     step : float, optional
         A power of two with :math:`\max|v| \le (2^{b-1} - \frac12) s` (no overload); default
         :func:`fixed_point_step` ``(values, bits, headroom=True)``.
@@ -630,12 +731,10 @@ def sigma_delta(values, bits, step=None):
     >>> round_to_grid([0.3, 0.3, 0.3, 0.3], 1, step=1.0)  # plain rounding drifts
     array([0., 0., 0., 0.])
     """
-    b = check_int(bits, "bits", 1)
-    v = np.asarray(values, dtype=np.float64)
+    b = _check_bits(bits)
+    v = _check_values(values)
     if v.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {v.shape}")
-    if not np.isfinite(v).all():
-        raise ValueError("values must be finite")
     s = fixed_point_step(v, b, headroom=True) if step is None else _check_step(step)
     if v.size and float(np.abs(v).max()) > (2 ** (b - 1) - 0.5) * s:
         raise ValueError(f"step {s} is too small for bits={b}: error feedback would overload; "
@@ -661,7 +760,9 @@ def quantize_net(net, bits):
     Parameters
     ----------
     net : DyadicNet
-    bits : int >= 1
+        Its float64 weights and biases must satisfy ``|w| <= 2**1000`` (as the values of :func:`round_to_grid`).
+    bits : int
+        An integer in ``[1, 64]``.
 
     Examples
     --------
@@ -669,7 +770,7 @@ def quantize_net(net, bits):
     >>> quantize_net(net, 3).weights()[0], quantize_net(net, 3).biases()[0]
     (array([[ 0.25, -0.75]]), array([0.]))
     """
-    b = check_int(bits, "bits", 1)
+    b = _check_bits(bits)
     if not isinstance(net, DyadicNet):
         raise ValueError(f"net must be a DyadicNet, got {type(net).__name__}")
     weights, biases = [], []
@@ -685,8 +786,22 @@ def in_alphabet(net, bits, scale=None):
     r"""Whether every nonzero parameter of ``net`` is one of :math:`\pm k\,s`, :math:`1\le k\le 2^{b-1}`.
 
     ``scale`` defaults to :math:`2^{-b}`, the alphabet of :func:`to_low_precision`.
+
+    Parameters
+    ----------
+    net : DyadicNet
+    bits : int
+        An integer in ``[1, 64]``.
+    scale : float or Fraction > 0, optional
+        A finite real number (taken exactly).
+
+    Returns
+    -------
+    bool
     """
-    b = check_int(bits, "bits", 1)
+    if not isinstance(net, DyadicNet):
+        raise ValueError(f"net must be a DyadicNet, got {type(net).__name__}")
+    b = _check_bits(bits)
     s = Fraction(1, 1 << b) if scale is None else _fraction(scale, "scale")
     if s <= 0:
         raise ValueError(f"scale must be > 0, got {scale}")
@@ -709,6 +824,12 @@ class PiecewiseLinear:
 
     ``knots`` strictly increasing; float64 arrays, or object arrays of Fractions (exact).
 
+    Parameters
+    ----------
+    knots, values : array_like, 1-D, of the same length >= 2
+        Finite real numbers (Fractions make the function exact); ``knots`` strictly increasing. In
+        float64 the differences of the knots and of the values, and the slopes, must be finite.
+
     Examples
     --------
     >>> f = PiecewiseLinear([0.0, 0.5, 1.0], [0.0, 0.5, 0.0])
@@ -718,20 +839,26 @@ class PiecewiseLinear:
 
     def __init__(self, knots, values):
         exact = _has_fraction(knots) or _has_fraction(values)
-        dtype = object if exact else np.float64
-        k = np.asarray(knots, dtype=dtype).reshape(-1)
-        v = np.asarray(values, dtype=dtype).reshape(-1)
         if exact:
+            k, v = (np.asarray(a, dtype=object).reshape(-1) for a in (knots, values))
             k = np.array([_fraction(t, "knots") for t in k.tolist()], dtype=object)
             v = np.array([_fraction(t, "values") for t in v.tolist()], dtype=object)
-        elif not (np.isfinite(k).all() and np.isfinite(v).all()):
-            raise ValueError("knots and values must be finite")
+        else:
+            k = check_real_array(knots, "knots").reshape(-1)
+            v = check_real_array(values, "values").reshape(-1)
         if k.size < 2 or k.shape != v.shape:
             raise ValueError(f"knots and values must have the same length >= 2, got {k.size} and {v.size}")
         increasing = (all(x < y for x, y in zip(k[:-1].tolist(), k[1:].tolist())) if exact
-                      else bool(np.all(np.diff(k) > 0)))
+                      else bool(np.all(k[1:] > k[:-1])))
         if not increasing:
             raise ValueError("knots must be strictly increasing")
+        if not exact:
+            with np.errstate(over="ignore", invalid="ignore"):
+                dk, dv = np.diff(k), np.diff(v)
+                finite = np.isfinite(dk).all() and np.isfinite(dv).all() and np.isfinite(dv / dk).all()
+            if not finite:
+                raise ValueError("knots and values must have finite differences and slopes in float64 "
+                                 "(|values[i+1] - values[i]| / (knots[i+1] - knots[i]) <= 1.8e308)")
         self.knots, self.values, self.exact = k, v, exact
 
     @property
@@ -755,8 +882,9 @@ class PiecewiseLinear:
                                np.array([Fraction(t) for t in self.values.tolist()], dtype=object))
 
     def __call__(self, x):
+        """Values at ``x`` (finite real numbers; constant beyond the end knots)."""
         if not self.exact:
-            return np.interp(np.asarray(x, dtype=np.float64), self.knots, self.values)
+            return np.interp(check_real_array(x, "x"), self.knots, self.values)
         xs = np.asarray(x, dtype=object)
         flat = [_fraction(t, "x") for t in xs.ravel().tolist()]
         idx = np.clip(np.searchsorted(self.knots, np.array(flat, dtype=object), side="right") - 1,
@@ -809,10 +937,11 @@ def sup_error(approx, target, interval=None, *, exact=False, lipschitz=None, n_g
     interval : (a, b), optional
         Default: the intersection of the intervals of the piecewise-linear arguments, else [0, 1].
     exact : bool
-        Exact rational arithmetic (piecewise-linear targets only).
-    lipschitz : float >= 0
-        Lipschitz constant of a callable target (required then).
-    n_grid : int >= 2
+        ``True`` or ``False``: exact rational arithmetic (piecewise-linear targets only).
+    lipschitz : float in [0, 1e300], optional
+        Lipschitz constant of a callable target (required then; checked whenever given).
+    n_grid : int
+        An integer in ``[2, 2**22]``: the uniform grid for a callable target.
 
     Returns
     -------
@@ -829,7 +958,9 @@ def sup_error(approx, target, interval=None, *, exact=False, lipschitz=None, n_g
     >>> bool(r.lower <= 1 - np.sin(1.0) <= r.upper)
     True
     """
-    n_grid = check_int(n_grid, "n_grid", 2)
+    n_grid = check_int_range(n_grid, "n_grid", 2, _MAX_GRID)
+    exact = check_bool(exact, "exact")
+    lip = None if lipschitz is None else _check_lipschitz(lipschitz, zero_ok=True)
     if interval is None:
         spans = [f.interval for f in (approx, target) if isinstance(f, PiecewiseLinear)]
         lo = max([s[0] for s in spans], default=0.0)
@@ -849,9 +980,8 @@ def sup_error(approx, target, interval=None, *, exact=False, lipschitz=None, n_g
     else:
         if exact:
             raise ValueError("exact=True needs a piecewise-linear target")
-        if lipschitz is None:
+        if lip is None:
             raise ValueError("lipschitz (the target's Lipschitz constant, >= 0) is required for a callable target")
-        lip = float(check_nonnegative(lipschitz, "lipschitz"))
         pts = [g.knots, np.linspace(float(lo), float(hi), n_grid)]
     if exact:
         lo_f, hi_f = Fraction(lo), Fraction(hi)
@@ -861,19 +991,30 @@ def sup_error(approx, target, interval=None, *, exact=False, lipschitz=None, n_g
         xs = np.unique(np.concatenate([np.asarray(p, dtype=np.float64) for p in pts] + [[float(lo), float(hi)]]))
         xs = xs[(xs >= float(lo)) & (xs <= float(hi))]
     if f is not None:
-        e = g(xs) - f(xs)
+        with np.errstate(over="ignore", invalid="ignore"):
+            e = g(xs) - f(xs)
+        if not exact and not np.isfinite(e).all():
+            raise ValueError("approx and target must differ by finite amounts in float64 (their values overflow)")
         absd = np.array([abs(t) for t in e.tolist()], dtype=object) if exact else np.abs(e)
         i = int(np.argmax(absd)) if not exact else max(range(len(absd)), key=lambda j: absd[j])
         v = absd[i]
         return SupError(v, v, v, xs[i])
-    e = g(xs) - np.asarray(target(xs), dtype=np.float64)
-    if not np.isfinite(e).all():
-        raise ValueError("target returned non-finite values")
-    absd = np.abs(e)
-    i = int(np.argmax(absd))
-    dx = np.diff(xs)
-    slope = np.abs(np.diff(g(xs)) / dx)
-    upper = float(np.max((absd[:-1] + absd[1:] + (lip + slope) * dx) / 2)) if dx.size else float(absd[i])
+    try:
+        fx = check_real_array(target(xs), "target(x)")
+    except ValueError as exc:
+        raise ValueError(f"target must return finite real values ({exc})") from exc
+    if fx.shape != xs.shape:
+        raise ValueError(f"target must return one value per point (vectorized), got shape {fx.shape} for {xs.shape}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = g(xs) - fx
+        absd = np.abs(e)
+        i = int(np.argmax(absd))
+        dx = np.diff(xs)
+        slope = np.abs(np.diff(g(xs)) / dx)
+        upper = float(np.max((absd[:-1] + absd[1:] + (lip + slope) * dx) / 2)) if dx.size else float(absd[i])
+    if not (np.isfinite(absd).all() and math.isfinite(upper)):
+        raise ValueError("lipschitz times the interval's length, and the target's values, must keep the error "
+                         "bracket finite in float64")
     return SupError(float(absd[i]), float(absd[i]), max(upper, float(absd[i])), float(xs[i]))
 
 
@@ -890,10 +1031,14 @@ def lacunary_target(n_terms=9, ratio=1 + 5 ** 0.5, seed=0, lipschitz=1.0):
 
     Parameters
     ----------
-    n_terms : int >= 1
+    n_terms : int
+        J, an integer in ``[1, 64]``.
     ratio : float > 1
-    seed : int
-    lipschitz : float > 0
+        :math:`\lambda`, finite; with ``n_terms`` it must give at most :math:`2^{20}` knots,
+        :math:`\sum_{j<J}(2\lambda^j + 1) \le 2^{20}`.
+    seed : int >= 0
+    lipschitz : float
+        L, in ``(0, 1e300]``.
 
     Examples
     --------
@@ -901,11 +1046,15 @@ def lacunary_target(n_terms=9, ratio=1 + 5 ** 0.5, seed=0, lipschitz=1.0):
     >>> f.lipschitz() <= 1.0 + 1e-12, f.knots.size
     (True, 28)
     """
-    J = check_int(n_terms, "n_terms", 1)
+    J = check_int_range(n_terms, "n_terms", 1, _MAX_TERMS)
     lam = float(check_positive(ratio, "ratio", allow_array=False))
     if lam <= 1:
         raise ValueError(f"ratio must be > 1, got {ratio}")
-    L = float(check_positive(lipschitz, "lipschitz", allow_array=False))
+    # knots: about 2 lam**j + 1 per term (bounded in logs first: lam**j may overflow)
+    if (J - 1) * math.log2(lam) > 20 or sum(2 * lam**j + 1 for j in range(J)) > _MAX_KNOTS:
+        raise ValueError(f"ratio and n_terms must give at most 2**20 knots (sum over j < n_terms of 2 ratio**j + 1),"
+                         f" got ratio = {ratio!r}, n_terms = {J}")
+    L = _check_lipschitz(lipschitz, zero_ok=False)
     seed = check_int(seed, "seed", 0)
     phases = np.random.default_rng(seed).random(J)
     knots = [np.array([0.0, 1.0])]
@@ -933,15 +1082,31 @@ class ShallowReLU:
     Attributes
     ----------
     inner, offset, outer : ndarray
-        :math:`w_k`, :math:`a_k`, :math:`c_k`.
+        :math:`w_k`, :math:`a_k`, :math:`c_k`: 1-D arrays of finite real numbers, all of the same length
+        (stored as float64).
     bias : float
-        :math:`\beta`.
+        :math:`\beta`, a finite real number.
     """
 
     inner: np.ndarray
     offset: np.ndarray
     outer: np.ndarray
     bias: float
+
+    def __post_init__(self):
+        arrays = {}
+        for name in ("inner", "offset", "outer"):
+            arr = check_real_array(getattr(self, name), name)
+            if arr.ndim != 1:
+                raise ValueError(f"{name} must be a 1-D array (one entry per hidden neuron), got shape {arr.shape}")
+            arrays[name] = arr
+        n = arrays["inner"].size
+        for name in ("offset", "outer"):
+            if arrays[name].size != n:
+                raise ValueError(f"{name} must have the length of inner ({n}), got {arrays[name].size}")
+        for name, arr in arrays.items():
+            object.__setattr__(self, name, arr)
+        object.__setattr__(self, "bias", check_real(self.bias, "bias"))
 
     @classmethod
     def interpolant(cls, target, n_pieces):
@@ -955,13 +1120,15 @@ class ShallowReLU:
         Parameters
         ----------
         target : PiecewiseLinear or vectorized callable on [0, 1]
-        n_pieces : int >= 1
+            Its values at the nodes must be finite real numbers.
+        n_pieces : int
+            N, an integer in ``[1, 2**24]``.
         """
-        n = check_int(n_pieces, "n_pieces", 1)
+        n = check_int_range(n_pieces, "n_pieces", 1, _MAX_PIECES)
         if not callable(target):
             raise ValueError(f"target must be callable or a PiecewiseLinear, got {type(target).__name__}")
         nodes = np.arange(n + 1) / n
-        vals = np.asarray(target(nodes), dtype=np.float64)
+        vals = _target_values(target, nodes)
         slopes = n * np.diff(vals)
         outer = np.diff(np.concatenate([[0.0], slopes]))
         return cls(np.ones(n), -nodes[:-1], outer, float(vals[0]))
@@ -973,10 +1140,10 @@ class ShallowReLU:
         rounded to nearest (``method="nearest"``) or, for ``outer``, by error feedback in the order
         of the breakpoints (``method="sigma_delta"``, with the head-room step of
         :func:`fixed_point_step`); then the slope error on every piece is at most half a step.
+        ``bits``: an integer in ``[1, 64]``; ``method``: ``"nearest"`` or ``"sigma_delta"``.
         """
-        b = check_int(bits, "bits", 1)
-        if method not in ("nearest", "sigma_delta"):
-            raise ValueError(f"method must be 'nearest' or 'sigma_delta', got {method!r}")
+        b = _check_bits(bits)
+        method = check_one_of(method, "method", ("nearest", "sigma_delta"))
         l1 = np.concatenate([self.inner, self.offset])
         q1 = round_to_grid(l1, b)
         n = self.inner.size
@@ -991,8 +1158,11 @@ class ShallowReLU:
         return ShallowReLU(q1[:n], q1[n:], outer, bias)
 
     def __call__(self, x):
-        """Float64 values, in O((N + n) log N): sums of ramps from sorted breakpoints and prefix sums."""
-        x = np.asarray(x, dtype=np.float64)
+        """Float64 values, in O((N + n) log N): sums of ramps from sorted breakpoints and prefix sums.
+
+        ``x``: finite real numbers.
+        """
+        x = check_real_array(x, "x")
         w, a, c = self.inner, self.offset, self.outer
         out = np.full(x.shape, self.bias + float(c[w == 0] @ np.maximum(a[w == 0], 0.0)))
         for sign in (1, -1):
@@ -1150,10 +1320,11 @@ def to_low_precision(net, bits, nonnegative_inputs=False):
     Parameters
     ----------
     net : DyadicNet
-    bits : int >= 1
+    bits : int
+        An integer in ``[1, 64]``.
     nonnegative_inputs : bool
-        Promise that every input is >= 0 (saves the negative parts of the first layer's inputs);
-        the result is then exact only on such inputs.
+        ``True`` or ``False``: promise that every input is >= 0 (saves the negative parts of the first
+        layer's inputs); the result is then exact only on such inputs.
 
     Returns
     -------
@@ -1170,9 +1341,10 @@ def to_low_precision(net, bits, nonnegative_inputs=False):
     >>> bool((low.exact(x) == net.exact(x)).all())
     True
     """
-    b = check_int(bits, "bits", 1)
+    b = _check_bits(bits)
     if not isinstance(net, DyadicNet):
         raise ValueError(f"net must be a DyadicNet, got {type(net).__name__}")
+    nonnegative_inputs = check_bool(nonnegative_inputs, "nonnegative_inputs")
     half = 1 << (b - 1)
     layers = []          # (A, C) numerators at scale 2**-b
 
@@ -1340,7 +1512,8 @@ def bit_extractor(m, form="deep"):
 
     Parameters
     ----------
-    m : int >= 1
+    m : int
+        An integer in ``[1, 64]``.
     form : {"deep", "classical"}
 
     Returns
@@ -1354,9 +1527,8 @@ def bit_extractor(m, form="deep"):
     >>> bit_extractor(3, "deep").exact(x)[5].tolist(), bit_extractor(3, "classical").exact(x)[5].tolist()
     ([Fraction(1, 1), Fraction(0, 1), Fraction(1, 1)], [Fraction(1, 1), Fraction(0, 1), Fraction(1, 1)])
     """
-    m = check_int(m, "m", 1)
-    if form not in ("deep", "classical"):
-        raise ValueError(f"form must be 'deep' or 'classical', got {form!r}")
+    m = check_int_range(m, "m", 1, _MAX_EXTRACT)
+    form = check_one_of(form, "form", ("deep", "classical"))
     bld = _Builder(1)
     (x,) = bld.inputs()
     if form == "classical":
@@ -1436,8 +1608,8 @@ class Codec:
     n_pieces: int
 
 
-def _power_of_two(v, name):
-    v = check_int(v, name, 1)
+def _power_of_two(v, name, maximum):
+    v = check_int_range(v, name, 1, maximum, ", a power of two")
     if v & (v - 1):
         raise ValueError(f"{name} must be a power of two, got {v}")
     return v
@@ -1471,12 +1643,14 @@ def codec(target, cells, word_bits, lipschitz=1.0):
     Parameters
     ----------
     target : PiecewiseLinear or vectorized callable on [0, 1]
+        Its values at the nodes must be finite real numbers.
     cells : int, a power of two
-        K (the words number 2K).
+        K (the words number 2K), in ``[1, 2**16]``.
     word_bits : int, a power of two
-        M, bits per word.
-    lipschitz : float > 0
-        L, at least the Lipschitz constant of ``target`` for the error bound 2Lh.
+        M, bits per word, in ``[1, 2**10]``; the pieces :math:`N = 2KM` must number at most
+        :math:`2^{22}` (the greedy walk is a Python loop over them).
+    lipschitz : float
+        L, in ``(0, 1e300]``; at least the Lipschitz constant of ``target`` for the error bound 2Lh.
 
     Returns
     -------
@@ -1491,15 +1665,18 @@ def codec(target, cells, word_bits, lipschitz=1.0):
     >>> bool((cd.net.exact(x)[:, 0] == cd.approximant.to_exact()(np.array(x, dtype=object)[:, 0])).all())
     True
     """
-    K = _power_of_two(cells, "cells")
-    M = _power_of_two(word_bits, "word_bits")
-    L = float(check_positive(lipschitz, "lipschitz", allow_array=False))
+    K = _power_of_two(cells, "cells", _MAX_CELLS)
+    M = _power_of_two(word_bits, "word_bits", _MAX_WORD_BITS)
+    if 2 * K * M > _MAX_CODEC_PIECES:
+        raise ValueError(f"cells and word_bits must give at most 2**22 pieces (2 * cells * word_bits), got "
+                         f"cells = {K}, word_bits = {M}")
+    L = _check_lipschitz(lipschitz, zero_ok=False)
     if not callable(target):
         raise ValueError(f"target must be callable or a PiecewiseLinear, got {type(target).__name__}")
     N = 2 * K * M
     h = 1.0 / N
     nodes = np.arange(N + 1) * h
-    f = np.asarray(target(nodes), dtype=np.float64)
+    f = _target_values(target, nodes)
     # the greedy walk, in units of L h (exact integers)
     G = [int(round(f[0] / (L * h)))]
     beta = []
@@ -1660,10 +1837,23 @@ def lower_bounds(bits, n_params, depth, vc_constant=1.0):
       (the order of the bound of Bartlett et al. 2019; the constant c is not known here and is
       ``vc_constant``): at least :math:`1/(2(cWL\log_2 W + 1))`.
 
+    Parameters
+    ----------
+    bits : float or array_like
+        b, finite and > 0 (the mean bits per parameter need not be an integer).
+    n_params : float
+        W, finite and > 0.
+    depth : float
+        L, finite and > 0.
+    vc_constant : float
+        c, finite and > 0.
+
     Returns
     -------
     dict
-        ``precision``, ``counting``, ``vc`` and their maximum ``bound``; arrays if ``bits`` is.
+        ``precision``, ``counting``, ``vc`` and their maximum ``bound``; arrays if ``bits`` is. Each is
+        computed in float64: a bound below the smallest positive float64 comes out as 0 (the precision
+        bound once :math:`bL > 1074`; every bound when b, W or L approach the float64 range).
 
     Examples
     --------
@@ -1675,9 +1865,10 @@ def lower_bounds(bits, n_params, depth, vc_constant=1.0):
     W = float(check_positive(n_params, "n_params", allow_array=False))
     L = float(check_positive(depth, "depth", allow_array=False))
     c = float(check_positive(vc_constant, "vc_constant", allow_array=False))
-    precision = 2.0 ** (-b * L - 1)
-    counting = 1.0 / (2 * (b * W + 1))
-    vc = 1.0 / (2 * (c * W * L * max(math.log2(W), 1.0) + 1)) + 0 * b
+    with np.errstate(over="ignore"):   # a product past float64 is inf, and its bound 0: the float64 value
+        precision = 2.0 ** (-b * L - 1)
+        counting = 1.0 / (2 * (b * W + 1))
+        vc = 1.0 / (2 * (c * W * L * max(math.log2(W), 1.0) + 1)) + 0 * b
     bound = np.maximum(np.maximum(precision, counting), vc)
     out = {"precision": precision, "counting": counting, "vc": vc, "bound": bound}
     return {k: (v.item() if np.ndim(v) == 0 else v) for k, v in out.items()}

@@ -1,4 +1,12 @@
-"""Command line: ``python -m qmf_lite init --levels 16`` or ``python -m qmf_lite init --depth 500``."""
+"""Command line.
+
+``python -m qmf_lite init --levels 16`` or ``python -m qmf_lite init --depth 500``: the optimal
+initialization, or the fewest levels for a depth.
+
+``python -m qmf_lite fig3 --profile paper``: run the experiment of the paper's Fig. 3 (on a GPU
+when there is one) and write its data file (default ``book/data/fig3_paper.json``, relative to
+the current folder: run it from the repository root).
+"""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +47,47 @@ def _init(args, out):
         out.write(f"L_max = {args.multiple:g} xi      {args.multiple * init.depth_scale:.1f} layers\n")
 
 
+def _memory(text):
+    """``auto``, ``none``, a number of bytes, or a number with a unit (``16GB``, ``512MiB``)."""
+    text = text.strip()
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    units = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+    low = text.lower().rstrip("b")
+    for suffix in sorted(units, key=len, reverse=True):
+        if low.endswith(suffix):
+            return int(float(low[:-len(suffix)]) * units[suffix])
+    return int(float(low))
+
+
+def _fig3(args, out):
+    from . import fig3
+
+    config = fig3.profile_config(args.profile)
+    for name in ("width", "levels", "depths", "steps", "seeds", "dataset", "precision"):
+        value = getattr(args, name)
+        if value is not None:
+            config[name] = value
+    if args.dataset == "digits":
+        config["normalize"] = "feature"
+    target = args.out or (fig3.DATA_FILE if config == fig3.PROFILES["paper"] else f"book/data/fig3_{args.profile}.json")
+    out.write(f"fig3: profile {args.profile}, config hash {fig3.config_hash(config)}, writing {target}\n")
+    path, grid, meta = fig3.produce(args.profile, target, config=config, device=args.device,
+                                    max_memory=_memory(args.max_memory), cache=not args.no_cache,
+                                    progress=not args.quiet)
+    out.write(f"{grid.summary()}\n")
+    tf = meta["tflops_per_second"]
+    peak = meta["peak_memory_bytes"]
+    out.write(f"device {meta['device']}, wall time {meta['wall_seconds']:.1f} s"
+              + (f", peak memory {peak / 2**30:.2f} GiB" if peak else "")
+              + (f", {tf:.2f} TFLOP/s in training" if tf else "") + "\n")
+    b = fig3.boundary(grid)
+    out.write(f"after {max(config['steps'])} steps:   N      xi   L_1/2  L_1/2/xi\n")
+    for n, xi, lh, r in zip(b["levels"], b["xi"], b["l_half"], b["ratio"]):
+        out.write(f"                    {n:3d} {xi:7.2f} {lh:7.1f} {r:8.2f}\n")
+    out.write(f"wrote {path}\n")
+
+
 def main(argv=None, out=None):
     out = out or sys.stdout
     parser = _Parser(prog="qmf_lite", description="Mean-field initialization of quantized networks.")
@@ -50,11 +99,28 @@ def main(argv=None, out=None):
     p.add_argument("--scale", type=float, default=1.0, help="output range A > 0 (default 1)")
     p.add_argument("--spacing", type=float, default=None, help="threshold spacing D > 0 (default 2A/(N-1))")
     p.add_argument("--multiple", type=float, default=6.0, help="L_max = multiple * xi (default 6)")
+    f = sub.add_parser("fig3", help="train the grid of the paper's Fig. 3 and write its data file")
+    f.add_argument("--profile", choices=("fast", "paper"), default="paper", help="settings (default: paper)")
+    f.add_argument("--out", default=None, help="data file to write (default book/data/fig3_<profile>.json)")
+    f.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    f.add_argument("--max-memory", default="auto", help="memory budget: auto (free device memory), none, or bytes "
+                                                        "such as 16GB (default auto)")
+    f.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=None,
+                   help="matmul precision (changes the configuration and its hash)")
+    f.add_argument("--dataset", choices=("mnist", "digits"), default=None, help="override the profile's data set")
+    for name, typ in (("width", int), ("levels", int), ("depths", int), ("steps", int), ("seeds", int)):
+        f.add_argument(f"--{name}", type=typ, nargs=None if name == "width" else "+", default=None,
+                       help=f"override the profile's {name} (changes the configuration and its hash)")
+    f.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
+        if args.command == "fig3":
+            _fig3(args, out)
+            return 0
         _init(args, out)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except (ValueError, OSError) as exc:   # bad input, or MNIST cannot be downloaded
+        parser.error(str(exc).replace("\n", "; "))
     return 0
 
 

@@ -1,7 +1,12 @@
 """Data for the training chapters: scikit-learn's digits offline, MNIST for readers online.
 
-Both come back as a :class:`Dataset` of float32 tensors, standardised per feature with the
-training set's statistics (so that the first layer sees inputs of unit variance).
+Both come back as a :class:`Dataset` of float32 tensors, by default standardised per feature
+with the training set's statistics (so that the first layer sees inputs of unit variance);
+``load_mnist(normalize="bgs19")`` uses the paper's global normalisation instead.
+
+MNIST is downloaded once into :func:`cache_dir` ``/ "mnist"``: each file goes to a temporary
+name in that folder, its MD5 checksum is verified, and only then is it renamed into place, so
+that an interrupted or corrupted download never leaves a file that a later run trusts.
 """
 from __future__ import annotations
 
@@ -10,13 +15,17 @@ import gzip
 import hashlib
 import os
 import pathlib
-import shutil
 import struct
+import tempfile
 import urllib.request
+import warnings
 
 import numpy as np
 
-__all__ = ["Dataset", "load_digits", "load_mnist", "read_idx", "load_dataset", "cache_dir", "MNIST_FILES"]
+from ._cache import CacheWarning
+
+__all__ = ["Dataset", "load_digits", "load_mnist", "read_idx", "load_dataset", "cache_dir", "MNIST_FILES",
+           "BGS19_NORMALIZATION", "CacheWarning"]
 
 #: the four MNIST files (LeCun et al. 1998) and their MD5 checksums
 MNIST_FILES = {
@@ -25,6 +34,8 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
+#: the paper's MNIST normalisation: pixels scaled to [0, 1], then (x - 0.1307) / 0.3081 (torchvision's)
+BGS19_NORMALIZATION = (0.1307, 0.3081)
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -41,7 +52,12 @@ def cache_dir(*parts):
 
 @dataclasses.dataclass
 class Dataset:
-    """Train and test splits as torch tensors: ``x`` float32 (n, features), ``y`` int64 (n,)."""
+    """Train and test splits as torch tensors: ``x`` float32 (n, features), ``y`` int64 (n,).
+
+    ``normalization`` says how the inputs were scaled: ``"feature"`` (each feature standardised
+    with the training set's mean and standard deviation) or ``"bgs19"`` (MNIST's global
+    ``(x / 255 - 0.1307) / 0.3081``).
+    """
 
     name: str
     x_train: "torch.Tensor"  # noqa: F821
@@ -49,13 +65,34 @@ class Dataset:
     x_test: "torch.Tensor"  # noqa: F821
     y_test: "torch.Tensor"  # noqa: F821
     n_classes: int
+    normalization: str = "feature"
 
     @property
     def n_features(self):
         return self.x_train.shape[1]
 
     def to(self, device):
-        return dataclasses.replace(self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
+        """A copy with the four tensors on ``device`` (a ``torch.device`` or its name)."""
+        import torch
+
+        device = torch.device(device)
+        moved = dataclasses.replace(
+            self, **{k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")})
+        if getattr(self, "_fingerprint", None) is not None:
+            moved._fingerprint = self._fingerprint  # same values, same key
+        return moved
+
+    def fingerprint(self):
+        """A short hash of the four tensors (part of the training cache's key); computed once."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.blake2b(digest_size=10)
+            h.update(f"{self.name}|{self.n_classes}|{self.normalization}".encode())
+            for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+                arr = t.detach().cpu().contiguous().numpy()
+                h.update(f"{arr.dtype}{arr.shape}".encode())
+                h.update(arr.tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
 
 def _standardised(name, x_train, y_train, x_test, y_test, n_classes):
@@ -110,15 +147,22 @@ def _md5(path):
 
 
 def _download(name, md5, root, mirrors, progress):
+    """``root / name``, downloaded if missing or corrupt: fetched to a temporary file in ``root``,
+    checked against ``md5``, then renamed into place."""
     target = root / name
-    if target.exists() and _md5(target) == md5:
-        return target
+    if target.exists():
+        got = _md5(target)
+        if got == md5:
+            return target
+        warnings.warn(f"{target} is corrupt (md5 {got}, expected {md5}); downloading it again", CacheWarning,
+                      stacklevel=3)
     errors = []
     for base in mirrors:
         url = base.rstrip("/") + "/" + name
-        tmp = target.with_suffix(target.suffix + ".part")
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{name}.", suffix=".part")
+        tmp = pathlib.Path(tmp)
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
                 total = int(response.headers.get("Content-Length") or 0)
                 bar = None
                 if progress:
@@ -131,19 +175,24 @@ def _download(name, md5, root, mirrors, progress):
                         bar.update(len(block))
                 if bar is not None:
                     bar.close()
+                out.flush()
+                os.fsync(out.fileno())
+            got = _md5(tmp)
+            if got != md5:
+                errors.append(f"{url}: checksum mismatch (md5 {got}, expected {md5}); the download was discarded")
+                continue
+            os.replace(tmp, target)
+            return target
         except OSError as exc:
             errors.append(f"{url}: {exc}")
-            continue
-        if _md5(tmp) != md5:
-            errors.append(f"{url}: checksum mismatch")
-            tmp.unlink()
-            continue
-        shutil.move(tmp, target)
-        return target
-    raise OSError(f"could not download {name}:\n" + "\n".join(errors))
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    raise OSError(f"could not download {name} into {target}:\n" + "\n".join(errors))
 
 
-def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_FILES, progress=True):
+def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_FILES, progress=True,
+               normalize="feature"):
     """MNIST (60000 + 10000 images of 28x28 pixels, flattened), downloaded once and cached.
 
     Parameters
@@ -151,8 +200,16 @@ def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_
     root : path, optional
         Where the four ``.gz`` files live; default :func:`cache_dir` ``/ "mnist"``.
     download : bool
-        Fetch missing files from ``mirrors`` (tried in order), each verified against ``checksums``.
+        Fetch missing (or corrupt) files from ``mirrors`` (tried in order); each download goes to
+        a temporary file, is verified against ``checksums`` (MD5) and is then renamed into place.
+        With ``download=False`` a missing file is a ``FileNotFoundError`` and a file whose
+        checksum is wrong a ``ValueError``, both naming the file.
+    normalize : ``"feature"`` or ``"bgs19"``
+        Standardise each pixel with the training set's statistics, or the paper's global
+        ``(x / 255 - 0.1307) / 0.3081`` (:data:`BGS19_NORMALIZATION`).
     """
+    if normalize not in ("feature", "bgs19"):
+        raise ValueError(f"normalize must be 'feature' or 'bgs19', got {normalize!r}")
     root = cache_dir("mnist") if root is None else pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -162,14 +219,24 @@ def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_
             path = _download(name, md5, root, mirrors, progress)
         elif not path.exists():
             raise FileNotFoundError(f"{path} is missing; call load_mnist(download=True)")
+        elif _md5(path) != md5:
+            raise ValueError(f"{path} is corrupt (md5 {_md5(path)}, expected {md5}); delete it or call "
+                             "load_mnist(download=True)")
         paths[name] = path
     x_train = read_idx(paths["train-images-idx3-ubyte.gz"])
     y_train = read_idx(paths["train-labels-idx1-ubyte.gz"])
     x_test = read_idx(paths["t10k-images-idx3-ubyte.gz"])
-    x_test = x_test.reshape(len(x_test), -1)
-    x_train = x_train.reshape(len(x_train), -1)
+    x_test = x_test.reshape(len(x_test), -1).astype(np.float64)
+    x_train = x_train.reshape(len(x_train), -1).astype(np.float64)
     y_test = read_idx(paths["t10k-labels-idx1-ubyte.gz"])
-    return _standardised("mnist", x_train.astype(np.float64), y_train, x_test.astype(np.float64), y_test, 10)
+    if normalize == "feature":
+        return _standardised("mnist", x_train, y_train, x_test, y_test, 10)
+    import torch
+
+    mean, std = BGS19_NORMALIZATION
+    f = lambda x: torch.as_tensor(((x / 255.0 - mean) / std).astype(np.float32))  # noqa: E731
+    return Dataset("mnist", f(x_train), torch.as_tensor(y_train.astype(np.int64)), f(x_test),
+                   torch.as_tensor(y_test.astype(np.int64)), 10, "bgs19")
 
 
 def load_dataset(name, **kwargs):

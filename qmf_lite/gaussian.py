@@ -33,6 +33,8 @@ import numpy as np
 from numpy.polynomial import chebyshev as _cheb
 from scipy import special
 
+from ._validate import check_callable, check_correlation, check_int, check_nonnegative, check_seed
+
 __all__ = ["normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "monte_carlo_kernel"]
 
 SQRT2PI = np.sqrt(2.0 * np.pi)
@@ -48,9 +50,8 @@ def legendre_rule(n: int):
     return np.polynomial.legendre.leggauss(n)
 
 
-@functools.lru_cache(maxsize=8)
 def normal_rule(n: int):
-    """Nodes and weights of an ``n``-point rule for the standard normal.
+    """Nodes and weights of an ``n``-point rule for the standard normal (``1 <= n <= 4096``; cached).
 
     Gauss-Legendre on ``[-Z_MAX, Z_MAX]`` with the density folded into the weights:
     ``sum(w * f(x)) ~= E[f(z)]``. Unlike Gauss-Hermite, whose nodes spread out as ``sqrt(n)``,
@@ -58,6 +59,15 @@ def normal_rule(n: int):
     large ``q`` change fastest; for a function analytic within a distance ``d`` of the real
     axis the error falls like ``(1 + d / Z_MAX)^(-2n)``.
     """
+    return _normal_rule(check_int(n, "n", 1, MAX_NODES))
+
+
+#: the most quadrature nodes per dimension (the pair rule holds n^2 values per correlation)
+MAX_NODES = 4096
+
+
+@functools.lru_cache(maxsize=8)
+def _normal_rule(n):
     x, w = np.polynomial.legendre.leggauss(n)
     x = Z_MAX * x
     return x, Z_MAX * w * np.exp(-0.5 * x * x) / SQRT2PI
@@ -68,8 +78,18 @@ def expect(f, q, n: int = 400):
 
     ``q`` may be an array; the result has its shape. Geometrically convergent for functions
     analytic near the real axis (tanh, erf): about 1e-14 for ``tanh`` at ``q <= 4``.
+
+    Parameters
+    ----------
+    f : callable
+        Vectorised over numpy arrays.
+    q : array_like
+        Variance(s), finite and ``>= 0``.
+    n : int
+        Nodes, ``1 <= n <= 4096``.
     """
-    q = np.asarray(q, dtype=np.float64)
+    check_callable(f, "f")
+    q = check_nonnegative(q, "q")
     x, w = normal_rule(n)
     vals = f(np.sqrt(q)[..., None] * x)
     return np.sum(vals * w, axis=-1)
@@ -78,9 +98,14 @@ def expect(f, q, n: int = 400):
 def expect_pair(f, g, q, c, n: int = 240, chunk: int = 32):
     r"""E[f(u1) g(u2)] for (u1, u2) ~ N(0, q [[1, c], [c, 1]]) by a tensor product of :func:`normal_rule`.
 
-    ``q`` and ``c`` broadcast; the work is chunked to keep memory small.
+    ``q`` (finite, ``>= 0``) and ``c`` (in [-1, 1]) broadcast; ``n`` nodes per dimension
+    (``1 <= n <= 4096``); the work is chunked, ``chunk >= 1`` correlations at a time, to keep
+    memory small.
     """
-    q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
+    check_callable(f, "f")
+    check_callable(g, "g")
+    chunk = check_int(chunk, "chunk", 1)
+    q, c = np.broadcast_arrays(check_nonnegative(q, "q"), check_correlation(c, "c"))
     out = np.empty(q.shape)
     x, w = normal_rule(n)
     z1, z2 = x[:, None], x[None, :]
@@ -189,18 +214,35 @@ class ArcsineIntegral:
     ``x = 2 theta / pi`` converges fast; the degree is doubled until the trailing
     coefficients fall below ``tol`` relative to the largest. The antiderivative is then exact
     for the interpolant, and one fit serves any number of correlations.
+
+    Where ``S`` varies on a much finer scale near :math:`t = \pm\pi/2` than elsewhere (a step
+    function at a variance far above its threshold spacing: the terms
+    :math:`e^{-(a_i-a_j)^2/(4(1-\sin t))}` switch on within :math:`|a_i - a_j|` of :math:`\pi/2`) the
+    fit would need tens of thousands of coefficients. Given that scale, ``layer``, the integral
+    is instead summed on Gauss-Legendre panels graded geometrically (ratio 2) from
+    ``layer / 64`` towards both end points, beyond ``PANEL_SWITCH_DEGREE`` coefficients.
     """
 
-    def __init__(self, density_sum, tol: float = 1e-13, max_degree: int = 1 << 14):
+    #: the Chebyshev degree beyond which graded panels take over (when ``layer`` is given)
+    PANEL_SWITCH_DEGREE = 2048
+    #: Gauss-Legendre nodes per panel
+    PANEL_NODES = 24
+
+    def __init__(self, density_sum, tol: float = 1e-13, max_degree: int = 1 << 14, layer=None):
         deg = 32
+        limit = max_degree if layer is None else min(max_degree, self.PANEL_SWITCH_DEGREE)
         while True:
             coef = _cheb.chebinterpolate(lambda x: density_sum(np.sin(0.5 * np.pi * x)), deg)
             scale = np.max(np.abs(coef))
             tail = np.max(np.abs(coef[-max(4, deg // 16):]))
-            if tail <= tol * scale or deg >= max_degree:
+            if tail <= tol * scale or deg >= limit:
                 break
             deg *= 2
         self.degree = deg
+        self._panels = None
+        if scale > 0 and tail > tol * scale and layer is not None and layer > 0:
+            self._panels = self._graded_panels(density_sum, float(layer))
+            return
         if scale > 0 and tail > tol * scale:
             import warnings
 
@@ -211,7 +253,28 @@ class ArcsineIntegral:
         self._anti = _cheb.chebint(coef)
         self._top = _cheb.chebval(1.0, self._anti)
 
+    def _graded_panels(self, density_sum, layer):
+        """Breakpoints, G at each breakpoint, and the rule for partial panels."""
+        half = 0.5 * np.pi
+        start = min(layer, 1.0) / 64.0
+        offsets = start * 2.0 ** np.arange(0, int(np.ceil(np.log2(half / start))))
+        breaks = np.unique(np.concatenate([[-half, half], half - offsets, offsets - half, np.linspace(-half, half, 13)]))
+        x, w = legendre_rule(self.PANEL_NODES)
+        lo, hi = breaks[:-1, None], breaks[1:, None]
+        vals = density_sum(np.sin(0.5 * (hi - lo) * (x + 1.0) + lo))
+        pieces = np.sum(0.5 * (hi - lo) * w * vals, axis=-1)
+        g_at = np.append(np.cumsum(pieces[::-1])[::-1], 0.0)   # G(breaks[k]) = sum of the panels above
+        return breaks, g_at, density_sum
+
     def __call__(self, theta):
+        if self._panels is not None:
+            breaks, g_at, density_sum = self._panels
+            th = np.clip(np.asarray(theta, np.float64), breaks[0], breaks[-1])
+            k = np.clip(np.searchsorted(breaks, th, side="right") - 1, 0, breaks.size - 2)
+            x, w = legendre_rule(self.PANEL_NODES)
+            lo, hi = th[..., None], breaks[k + 1][..., None]   # from theta to the top of its panel
+            part = np.sum(0.5 * (hi - lo) * w * density_sum(np.sin(0.5 * (hi - lo) * (x + 1.0) + lo)), axis=-1)
+            return g_at[k + 1] + part
         x = np.asarray(theta, np.float64) * (2.0 / np.pi)
         return 0.5 * np.pi * (self._top - _cheb.chebval(x, self._anti))
 
@@ -247,9 +310,9 @@ def monte_carlo_kernel(activation, q, c, n_samples=400_000, seed=0):
     c : array_like
         Correlations in [-1, 1].
     n_samples : int
-        Number of Gaussian pairs, ``>= 2``.
+        Number of Gaussian pairs, ``2 <= n_samples <= 10**8``.
     seed : int
-        Seed of the numpy generator.
+        Seed of the numpy generator, in [0, 2**63 - 1].
 
     Returns
     -------
@@ -262,14 +325,14 @@ def monte_carlo_kernel(activation, q, c, n_samples=400_000, seed=0):
     >>> bool(abs(est.z_score(2 / np.pi * np.arcsin(0.5))) < 4)
     True
     """
-    from ._validate import check_correlation, check_int, check_positive
+    from ._validate import check_positive
     from .activations import get_activation
 
     act = get_activation(activation)
     q = float(check_positive(q, "q", allow_array=False))
     c = check_correlation(c)
-    n_samples = check_int(n_samples, "n_samples", 2)
-    rng = np.random.default_rng(seed)
+    n_samples = check_int(n_samples, "n_samples", 2, 10**8)
+    rng = np.random.default_rng(check_seed(seed))
     z1, z2 = rng.standard_normal((2, n_samples))
     u1 = np.sqrt(q) * z1
     f1 = act(u1)

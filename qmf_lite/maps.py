@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 from scipy import optimize
 
-from ._validate import check_correlation, check_int, check_nonnegative, check_positive
+from ._validate import check_correlation, check_int, check_positive, check_sigmas
 from .activations import QuantizedActivation, get_activation  # noqa: F401 (QuantizedActivation: doctests)
 
 __all__ = [
@@ -39,7 +39,42 @@ __all__ = [
 
 
 def _params(sigma_w, sigma_b):
-    return check_positive(sigma_w, "sigma_w"), check_nonnegative(sigma_b, "sigma_b")
+    return check_sigmas(sigma_w, sigma_b)
+
+
+#: q* must stay below this (far inside float64, so that the maps' arithmetic cannot overflow)
+Q_STAR_MAX = 1e300
+
+
+def _fixed_point_q_bounded(act, sw, sb, q0):
+    """:func:`_fixed_point_q_scalar` with its search bounded by what q* can reach.
+
+    For a bounded activation :math:`q^* \\le \\sigma_w^2 \\sup\\phi^2 + \\sigma_b^2`: the search stops past
+    that (and parameters that put it beyond ``Q_STAR_MAX`` are refused); otherwise the search
+    stops at ``max(1e12, 1e12 sigma_b^2)`` and returns inf (linear and ReLU nets: a finite q* is
+    ``sigma_b^2 / (1 - slope)``, far below that unless the slope is within 1e-12 of 1).
+    """
+    bound = float(getattr(act, "bound", np.inf))
+    if np.isfinite(bound):
+        top = sw * sw * bound * bound + sb * sb
+        if not top <= Q_STAR_MAX:
+            raise ValueError(f"sigma_w and sigma_b must keep q* <= sigma_w^2 max|phi|^2 + sigma_b^2 below "
+                             f"{Q_STAR_MAX:g}; at sigma_w={sw}, sigma_b={sb} that bound is {top:.3g}")
+        q_max = max(1e12, 16.0 * top)
+    else:
+        q_max = min(Q_STAR_MAX, max(1e12, 1e12 * sb * sb))
+    with np.errstate(over="ignore"):  # sigma_w^2 E[phi^2] beyond float64: the map raises q without bound
+        return _fixed_point_q_scalar(act, sw, sb, q0, q_max)
+
+
+def _finite(out, **args):
+    """``out``, or a ValueError naming ``args`` when sigma_w^2 E[...] + sigma_b^2 overflowed."""
+    if not np.all(np.isfinite(out)):
+        names = ", ".join(args)
+        values = ", ".join(f"{k}={np.max(v):g}" if np.ndim(v) else f"{k}={float(v):g}" for k, v in args.items())
+        raise ValueError(f"{names} must keep sigma_w^2 E[...] + sigma_b^2 within float64; it overflows at {values} "
+                         f"(largest values shown)")
+    return out
 
 
 def _over_params(fn, sigma_w, sigma_b):
@@ -69,7 +104,8 @@ def variance_map(q, activation, sigma_w, sigma_b):
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     act = get_activation(activation)
     q, sw, sb = np.broadcast_arrays(q, sigma_w, sigma_b)
-    out = sw * sw * act.second_moment(q) + sb * sb
+    with np.errstate(over="ignore"):
+        out = _finite(sw * sw * act.second_moment(q) + sb * sb, q=q, sigma_w=sigma_w, sigma_b=sigma_b)
     return out[()] if out.ndim == 0 else out
 
 
@@ -174,7 +210,7 @@ def fixed_point_q(activation, sigma_w, sigma_b, *, q0=1.0):
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     q0 = float(check_positive(q0, "q0", allow_array=False))
     act = get_activation(activation)
-    return _over_params(lambda a, b: _fixed_point_q_scalar(act, a, b, q0), sigma_w, sigma_b)
+    return _over_params(lambda a, b: _fixed_point_q_bounded(act, a, b, q0), sigma_w, sigma_b)
 
 
 def _zero_is_fixed(act, sw, sb):
@@ -325,16 +361,17 @@ def covariance_map(q, c, activation, sigma_w, sigma_b):
     if sigma_w.ndim or sigma_b.ndim:
         raise ValueError("sigma_w and sigma_b must be scalars in covariance_map")
     act = get_activation(activation)
-    out = sigma_w**2 * act.kernel(q, c) + sigma_b**2
+    with np.errstate(over="ignore"):
+        out = _finite(sigma_w**2 * act.kernel(q, c) + sigma_b**2, q=q, sigma_w=sigma_w, sigma_b=sigma_b)
     return out[()] if np.ndim(out) == 0 else out
 
 
 def _q_star_checked(act, sw, sb):
-    q_star = _fixed_point_q_scalar(act, float(sw), float(sb), 1.0)
+    q_star = _fixed_point_q_bounded(act, float(sw), float(sb), 1.0)
     if not (0 < q_star < np.inf):
         raise ValueError(
-            f"the variance map has no finite positive fixed point at sigma_w={float(sw)}, sigma_b={float(sb)} "
-            f"(q* = {q_star}); the correlation map is undefined there")
+            f"sigma_w and sigma_b must give the variance map a finite positive fixed point; at sigma_w={float(sw)}, "
+            f"sigma_b={float(sb)} it has none (q* = {q_star}), and the correlation map is undefined there")
     return q_star
 
 
@@ -442,6 +479,12 @@ def depth_scale(activation, sigma_w, sigma_b, *, dead="raise"):
     (:math:`\chi(c^*) = 1`). Schoenholz et al. (2017) found nets trainable to about
     :math:`6\xi_c` layers.
 
+    For a step activation with a bias that dominates (small ``sigma_w``) the stable :math:`c^*`
+    lies within 1e-13 of 1 and rounds to 1 in float64, where :math:`\chi = \infty`. There the
+    square-root cusp of the correlation map, :math:`1 - c^{l+1} \approx \alpha\sqrt{1 - c^l}`,
+    puts the fixed point at :math:`1 - c^* = \alpha^2` with :math:`\chi(c^*) = 1/2` (to
+    :math:`O(\alpha)`), and the value returned is :math:`\xi_c = 1/\ln 2`.
+
     Parameters
     ----------
     activation : str, Activation or callable
@@ -460,19 +503,26 @@ def depth_scale(activation, sigma_w, sigma_b, *, dead="raise"):
     >>> float(depth_scale(QuantizedActivation(3), 0.5, 0.0, dead="nan"))  # the zero level swallows the signal
     nan
     """
-    if dead not in ("raise", "nan"):
+    if not isinstance(dead, str) or dead not in ("raise", "nan"):
         raise ValueError(f"dead must be 'raise' or 'nan', got {dead!r}")
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     act = get_activation(activation)
 
     def one(a, b):
         if dead == "nan":
-            q_star = _fixed_point_q_scalar(act, a, b, 1.0)
+            q_star = _fixed_point_q_bounded(act, a, b, 1.0)
             if not 0 < q_star < np.inf:
                 return np.nan
         else:
             q_star = _q_star_checked(act, a, b)
-        x = a * a * float(act.derivative_kernel(q_star, _fixed_point_c_scalar(act, a, b, q_star)))
+        c_star = _fixed_point_c_scalar(act, a, b, q_star)
+        x = a * a * float(act.derivative_kernel(q_star, c_star))
+        if c_star == 1.0 and x == np.inf:
+            # a step activation whose stable c* lies within 1e-13 of 1 (the bias dominates): there the
+            # square-root cusp, 1 - c' = alpha sqrt(1 - c), puts c* at 1 - alpha^2 and chi(c*) at 1/2
+            x = 0.5
+        if x == 0.0:
+            return 0.0  # chi(c*) = 0 (sigma_w^2 underflows): deviations from c* vanish at once
         return np.inf if x == 1.0 else -1.0 / np.log(x)
 
     return _over_params(one, sigma_w, sigma_b)
@@ -493,7 +543,7 @@ def iterate_maps(activation, sigma_w, sigma_b, *args, depth=None, q0=None, c0=No
     sigma_w, sigma_b : float
         Weight and bias scales, ``sigma_w > 0``, ``sigma_b >= 0``.
     depth : int
-        Number of layers, ``>= 0`` (keyword).
+        Number of layers, ``0 <= depth <= 10**6`` (keyword).
     q0 : array_like, optional
         Input variance(s) ``> 0``; default the fixed point :math:`q^*` (keyword).
     c0 : array_like
@@ -523,7 +573,7 @@ def iterate_maps(activation, sigma_w, sigma_b, *args, depth=None, q0=None, c0=No
                          "iterate_maps(activation, sigma_w, sigma_b, depth=..., q0=..., c0=...)")
     if depth is None or c0 is None:
         raise ValueError("iterate_maps needs depth (an integer >= 0) and c0 (in [-1, 1])")
-    depth = check_int(depth, "depth", 0)
+    depth = check_int(depth, "depth", 0, 10**6)
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     if sigma_w.ndim or sigma_b.ndim:
         raise ValueError("sigma_w and sigma_b must be scalars in iterate_maps")
@@ -535,7 +585,9 @@ def iterate_maps(activation, sigma_w, sigma_b, *args, depth=None, q0=None, c0=No
     q, c = np.broadcast_arrays(q0, c0)
     qs, cs = [q.astype(float)], [c.astype(float)]
     for _ in range(depth):
-        q_next = sigma_w**2 * act.second_moment(qs[-1]) + sigma_b**2
+        with np.errstate(over="ignore"):
+            q_next = _finite(sigma_w**2 * act.second_moment(qs[-1]) + sigma_b**2, q0=q0, sigma_w=sigma_w,
+                             sigma_b=sigma_b)
         cov = sigma_w**2 * act.kernel(qs[-1], cs[-1]) + sigma_b**2
         qs.append(q_next)
         cs.append(np.clip(cov / q_next, -1.0, 1.0))

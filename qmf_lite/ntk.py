@@ -25,6 +25,8 @@ def empirical_ntk(model, x, output=0):
     Parameters
     ----------
     model : :class:`qmf_lite.training.QuantizedMLPBatch`
+        In the ``"book"`` layout (no first-layer bias, an unquantized linear readout), which the
+        formula above assumes.
     x : tensor, shape (n, features)
     output : int
         Which output (logit) is ``f``.
@@ -33,6 +35,8 @@ def empirical_ntk(model, x, output=0):
     -------
     tensor, shape (B, n, n)
     """
+    if getattr(model, "layout", "book") != "book":
+        raise ValueError(f"model must use layout='book' (the readout term above assumes it), got {model.layout!r}")
     x = x.to(model.w_out.device)
     hs, grads = model.preactivation_grads(x, output)
     with torch.no_grad():

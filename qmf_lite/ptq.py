@@ -48,7 +48,8 @@ import numbers
 
 import numpy as np
 
-from ._validate import check_int, check_nonnegative, check_positive
+from ._validate import (check_bool, check_int, check_int_range, check_nonnegative, check_one_of, check_positive,
+                        check_real_array, check_real_in)
 
 __all__ = [
     "Alphabet",
@@ -71,6 +72,15 @@ METHODS = ("msq", "gpfq", "spfq")
 
 #: indices beyond this cannot be rounded exactly in float64 (a near-dead input blew the argument up)
 _MAX_SAFE_INDEX = 2.0**52
+#: the largest index of a finite alphabet: ``max_index_for_bits(62)`` (indices are stored as int64)
+_MAX_INDEX = 2**61
+#: the range of C: the alphabet's radius relative to the weights (far outside it the step is absurd,
+#: and the weights in units of the step leave float64's comfortable range)
+_C_MIN, _C_MAX = 1e-6, 1e6
+#: the most CPU threads a call may ask for
+_MAX_THREADS = 1024
+#: the largest integer seed (numpy and torch generators both take it)
+_MAX_SEED = 2**63 - 1
 
 
 def _is_torch(x):
@@ -86,16 +96,14 @@ def max_index_for_bits(bits):
     Parameters
     ----------
     bits : int
-        ``bits >= 1``.
+        An integer in ``[1, 62]`` (indices are stored as int64).
 
     Examples
     --------
     >>> [max_index_for_bits(b) for b in (1, 2, 3, 4)]
     [1, 2, 4, 8]
     """
-    bits = check_int(bits, "bits", 1)
-    if bits > 62:
-        raise ValueError(f"bits must be an integer in [1, 62], got {bits}")
+    bits = check_int_range(bits, "bits", 1, 62, " (indices are int64)")
     return 2 ** (bits - 1)
 
 
@@ -109,9 +117,11 @@ class Alphabet:
     Parameters
     ----------
     step : float
-        The step :math:`\delta > 0`.
+        The step :math:`\delta > 0`, finite; for a finite alphabet ``(max_index + 1) * step`` must be
+        finite too (so are its levels).
     max_index : int or None
-        The largest index ``K >= 1``, or ``None`` for the infinite grid.
+        The largest index, an integer in ``[1, 2**61]`` (``2**61 = max_index_for_bits(62)``), or ``None``
+        for the infinite grid.
 
     Examples
     --------
@@ -130,7 +140,11 @@ class Alphabet:
             raise ValueError(f"step must be a finite number > 0, got {self.step!r}")
         object.__setattr__(self, "step", float(check_positive(self.step, "step", allow_array=False)))
         if self.max_index is not None:
-            object.__setattr__(self, "max_index", check_int(self.max_index, "max_index", 1))
+            K = check_int_range(self.max_index, "max_index", 1, _MAX_INDEX, " (max_index_for_bits(62))")
+            object.__setattr__(self, "max_index", K)
+            if not math.isfinite((K + 1) * self.step):
+                raise ValueError(f"step must be at most {np.finfo(np.float64).max / (K + 1):.6g} for max_index = {K} "
+                                 f"(the levels up to (max_index + 1) * step must be finite), got {self.step!r}")
 
     @property
     def finite(self):
@@ -168,9 +182,10 @@ class Alphabet:
 
 
 def _max_abs_rowwise_mean(weight):
-    if _is_torch(weight):   # the same float64 sum as numpy's, so that both give the same step to the last bit
-        return float(np.mean(weight.detach().abs().amax(dim=1).double().cpu().numpy()))
-    return float(np.abs(weight).max(axis=1).mean())
+    with np.errstate(over="ignore"):   # an overflowing mean is refused by the caller
+        if _is_torch(weight):   # the same float64 sum as numpy's, so that both give the same step to the last bit
+            return float(np.mean(weight.detach().abs().amax(dim=1).double().cpu().numpy()))
+        return float(np.abs(weight).max(axis=1).mean())
 
 
 def alphabet_for(weight, bits, C=1.16, finite=True):
@@ -183,13 +198,15 @@ def alphabet_for(weight, bits, C=1.16, finite=True):
     Parameters
     ----------
     weight : array_like or torch.Tensor, shape (N_out, N_in)
-        The layer's weights, finite, not all zero.
+        The layer's weights: real, finite, not all zero, and such that the step is a positive finite
+        float64.
     bits : int
-        ``bits >= 1``: the largest index is ``K = 2**(bits - 1)``.
+        An integer in ``[1, 62]``: the largest index is ``K = 2**(bits - 1)``.
     C : float
-        ``C > 0``, the scale of the alphabet's radius relative to the weights (default 1.16).
+        A real number in ``[1e-6, 1e6]``, the scale of the alphabet's radius relative to the weights
+        (default 1.16).
     finite : bool
-        False keeps the step and returns the infinite grid.
+        ``True`` or ``False``; False keeps the step and returns the infinite grid.
 
     Examples
     --------
@@ -199,16 +216,17 @@ def alphabet_for(weight, bits, C=1.16, finite=True):
     (2, 0.375, 5)
     """
     K = max_index_for_bits(bits)
-    C = float(check_positive(C, "C", allow_array=False)) if not isinstance(C, bool) else _bad_C(C)
+    C = check_real_in(C, "C", _C_MIN, _C_MAX)
+    finite = check_bool(finite, "finite")
     weight = _check_weight(weight)
     radius = _max_abs_rowwise_mean(weight)
     if not radius > 0:
         raise ValueError("weight must not be all zero: the alphabet's step would be 0")
-    return Alphabet(C * radius / K, K if finite else None)
-
-
-def _bad_C(C):
-    raise ValueError(f"C must be a finite number > 0, got {C!r}")
+    step = C * radius / K
+    if not (math.isfinite(step) and step > 0 and math.isfinite((K + 1) * step)):
+        raise ValueError(f"weight must have a mean largest |W_ij| per row ({radius:g}) that gives a positive, "
+                         f"finite step C * mean / K in float64 (got {step!r} for C = {C:g}, K = {K})")
+    return Alphabet(step, K if finite else None)
 
 
 def nearest_index(x, alphabet):
@@ -216,19 +234,77 @@ def nearest_index(x, alphabet):
 
     Ties round up, as ``msq`` in the authors' code. Works on numpy arrays and torch tensors.
 
+    Parameters
+    ----------
+    x : array_like or torch.Tensor
+        Finite real numbers (no NaN, inf, bools, strings or complex numbers). On the infinite grid
+        :math:`|x| \le 2^{52}\delta` (beyond, the index cannot be rounded exactly in float64); a finite
+        alphabet takes any finite x (the index saturates at :math:`\pm K`).
+    alphabet : Alphabet
+
+    Returns
+    -------
+    int64 array (or torch long tensor) of the shape of ``x``
+
     Examples
     --------
     >>> nearest_index(np.array([-0.74, -0.2, 0.26, 3.0]), Alphabet(0.5, 2)).tolist()
     [-1, 0, 1, 2]
     """
-    if _is_torch(x):
+    return _nearest_index(x, alphabet, "x")
+
+
+def _check_alphabet(alphabet):
+    if not isinstance(alphabet, Alphabet):
+        raise ValueError(f"alphabet must be an Alphabet (see alphabet_for), got {type(alphabet).__name__}")
+    return alphabet
+
+
+def _check_tensor(x, name):
+    """A real torch tensor with finite entries (integer tensors are taken as they are)."""
+    if x.is_complex() or x.dtype == _torch_bool():
+        raise ValueError(f"{name} must be a tensor of real numbers, got dtype {x.dtype}")
+    if x.is_floating_point() and not bool(x.isfinite().all()):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return x
+
+
+def _torch_bool():
+    import torch
+
+    return torch.bool
+
+
+def _index_input(x, alphabet, name):
+    """``x`` validated, as a float64 array (numpy) or as given (torch), with its values divided by the step.
+
+    A finite alphabet clips x to ``[-(K + 1) step, (K + 1) step]`` first (the index saturates at K there
+    anyway), so that the division cannot overflow; the infinite grid requires ``|x| <= 2**52 step``.
+    """
+    _check_alphabet(alphabet)
+    torch_mode = _is_torch(x)
+    x = _check_tensor(x, name) if torch_mode else check_real_array(x, name)
+    largest = (float(x.abs().max()) if x.numel() else 0.0) if torch_mode else (float(np.abs(x).max()) if x.size else 0.0)
+    if alphabet.finite:
+        edge = (alphabet.max_index + 1) * alphabet.step
+        if largest > edge and not torch_mode:
+            x = np.clip(x, -edge, edge)
+    elif largest > _MAX_SAFE_INDEX * alphabet.step:
+        raise ValueError(f"{name} must lie within 2**52 steps of 0 on the infinite grid (|{name}| <= 2**52 * "
+                         f"alphabet.step = {_MAX_SAFE_INDEX * alphabet.step:g}), got largest |{name}| = {largest:g}: "
+                         "beyond, its index cannot be rounded exactly in float64")
+    return x, torch_mode
+
+
+def _nearest_index(x, alphabet, name):
+    x, torch_mode = _index_input(x, alphabet, name)
+    if torch_mode:
         import torch
 
         k = torch.floor(x / alphabet.step + 0.5)
         if alphabet.finite:
             k = k.clamp(-alphabet.max_index, alphabet.max_index)
         return k.long()
-    x = np.asarray(x, dtype=np.float64)
     k = np.floor(x / alphabet.step + 0.5)
     if alphabet.finite:
         k = np.clip(k, -alphabet.max_index, alphabet.max_index)
@@ -250,8 +326,11 @@ def stochastic_index(x, alphabet, seed=None):
     Parameters
     ----------
     x : array_like or torch.Tensor
+        Finite real numbers; on the infinite grid :math:`|x| \le 2^{52}\delta` (as in :func:`nearest_index`).
     alphabet : Alphabet
-    seed : int, numpy.random.Generator or torch.Generator, optional
+    seed : None, int, numpy.random.Generator or torch.Generator, optional
+        An integer in ``[0, 2**63 - 1]``, or a generator of the kind of ``x`` (numpy for arrays, torch for
+        tensors); None draws fresh entropy.
 
     Examples
     --------
@@ -259,7 +338,9 @@ def stochastic_index(x, alphabet, seed=None):
     >>> sorted(set(k.tolist())), bool(abs(k.mean() - 0.3) < 0.01)
     ([0, 1], True)
     """
-    if _is_torch(x):
+    _check_seed(seed)
+    x, torch_mode = _index_input(x, alphabet, "x")
+    if torch_mode:
         import torch
 
         gen = _torch_generator(seed, x.device)
@@ -270,7 +351,7 @@ def stochastic_index(x, alphabet, seed=None):
             k = k.clamp(-alphabet.max_index, alphabet.max_index)
         return k.long()
     rng = _numpy_generator(seed)
-    v = np.asarray(x, dtype=np.float64) / alphabet.step
+    v = x / alphabet.step
     k = np.floor(v)
     k = k + (rng.random(v.shape) < v - k)
     if alphabet.finite:
@@ -278,11 +359,20 @@ def stochastic_index(x, alphabet, seed=None):
     return k.astype(np.int64)
 
 
+def _check_seed(seed):
+    """None, an integer in [0, 2**63 - 1], or a numpy or torch generator (which kind fits is checked on use)."""
+    if seed is None or isinstance(seed, np.random.Generator) or type(seed).__name__ == "Generator" and _is_torch(seed):
+        return seed
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED:
+        raise ValueError(f"seed must be None, an integer in [0, 2**63 - 1] or a numpy or torch Generator, got {seed!r}")
+    return int(seed)
+
+
 def _numpy_generator(seed):
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-        raise ValueError(f"seed must be None, an integer >= 0 or a numpy Generator, got {seed!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED):
+        raise ValueError(f"seed must be None, an integer in [0, 2**63 - 1] or a numpy Generator, got {seed!r}")
     return np.random.default_rng(seed)
 
 
@@ -291,8 +381,8 @@ def _torch_generator(seed, device):
 
     if isinstance(seed, torch.Generator):
         return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
-        raise ValueError(f"seed must be None, an integer >= 0 or a torch Generator, got {seed!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED):
+        raise ValueError(f"seed must be None, an integer in [0, 2**63 - 1] or a torch Generator, got {seed!r}")
     gen = torch.Generator(device=device)
     if seed is None:
         gen.seed()
@@ -350,17 +440,10 @@ def _check_weight(weight):
     if _is_torch(weight):
         if weight.ndim != 2 or weight.shape[0] < 1 or weight.shape[1] < 1:
             raise ValueError(f"weight must be a 2-D array of shape (N_out, N_in), got shape {tuple(weight.shape)}")
-        if not bool(weight.isfinite().all()):
-            raise ValueError("weight must be finite (no NaN or inf)")
-        return weight
-    try:
-        arr = np.asarray(weight, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"weight must be a 2-D array of real numbers, got {type(weight).__name__}") from exc
+        return _check_tensor(weight, "weight")
+    arr = check_real_array(weight, "weight")
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"weight must be a 2-D array of shape (N_out, N_in), got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("weight must be finite (no NaN or inf)")
     return arr
 
 
@@ -369,24 +452,14 @@ def _check_data(x, name, n_in, torch_mode):
         raise ValueError(f"{name} is required for GPFQ and SPFQ: calibration inputs of shape (m, N_in)")
     if torch_mode != _is_torch(x):
         raise ValueError(f"{name} must be a torch tensor when weight is one, and a numpy array otherwise")
-    if torch_mode:
-        shape = tuple(x.shape)
-        ok = bool(x.isfinite().all())
-    else:
-        try:
-            x = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be a 2-D array of real numbers") from exc
-        shape = x.shape
-        ok = bool(np.isfinite(x).all())
+    x = _check_tensor(x, name) if torch_mode else check_real_array(x, name)
+    shape = tuple(x.shape)
     if len(shape) != 2:
         raise ValueError(f"{name} must be 2-D, of shape (m, N_in) with m >= 1, got shape {shape}")
     if shape[0] < 1:
         raise ValueError(f"{name} must hold m >= 1 calibration samples, got m = {shape[0]}")
     if shape[1] != n_in:
         raise ValueError(f"{name} must have N_in = {n_in} columns (one per input of the layer), got shape {shape}")
-    if not ok:
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
     return x
 
 
@@ -412,6 +485,9 @@ class _Numpy:
 
     def max_abs(self, x):
         return float(np.abs(x).max()) if x.size else 0.0
+
+    def all_finite(self, x):
+        return bool(np.isfinite(x).all())
 
     def to_float(self, x):
         return float(x)
@@ -444,6 +520,9 @@ class _Torch:
 
     def max_abs(self, x):
         return float(x.abs().max()) if x.numel() else 0.0
+
+    def all_finite(self, x):
+        return bool(self.torch.isfinite(x).all())
 
     def to_float(self, x):
         return float(x)
@@ -507,17 +586,22 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
     Parameters
     ----------
     weight : ndarray or torch.Tensor, shape (N_out, N_in)
-        The layer's weights (rows are neurons).
+        The layer's weights (rows are neurons): finite real numbers, within :math:`2^{52}` steps of 0 on
+        the infinite grid.
     x : ndarray or torch.Tensor, shape (m, N_in), m >= 1
-        The layer's inputs on ``m`` calibration samples in the full-precision network (optional for MSQ:
-        then no residual is computed).
+        The layer's inputs on ``m`` calibration samples in the full-precision network, finite real numbers
+        (optional for MSQ: then no residual is computed); a tensor exactly when ``weight`` is one.
     xq : same shape as ``x``, optional
         The same samples' inputs in the partly quantized network (default: ``x``, the first layer).
+        ``weight``, ``x`` and ``xq`` must be small enough, relative to the step, that the products, the
+        error and :math:`\|XW^\top\|_F^2` are finite in the working precision (else a ValueError).
     alphabet : Alphabet
         For example :func:`alphabet_for` ``(weight, bits)``.
     method : {"msq", "gpfq", "spfq"}
-    seed : int, numpy.random.Generator or torch.Generator, optional
-        Randomness of SPFQ: one uniform vector over the neurons is drawn per input index ``t``.
+    seed : None, int, numpy.random.Generator or torch.Generator, optional
+        Randomness of SPFQ: one uniform vector over the neurons is drawn per input index ``t``. An integer
+        in ``[0, 2**63 - 1]`` or a generator of the kind of ``weight`` (checked for every method, used by
+        SPFQ only).
     dead_tol : float, >= 0
         Dead-input guard (our choice of rule): a column with :math:`\|\tilde X_t\|^2 \le` ``dead_tol`` times
         the mean of :math:`\|\tilde X_s\|^2` over the columns, or exactly zero, is not used to steer; its
@@ -530,8 +614,9 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
     block : int, >= 1
         Input indices per block (a speed setting; the result does not depend on it beyond round-off).
     dtype : numpy or torch float dtype, optional
-        Working precision, default float64 (float32 is faster; see the benchmark).
-    threads : int >= 1 or None
+        Working precision: None (float64, the default), float32 or float64 of numpy for arrays and of torch
+        for tensors (float32 is faster; see the benchmark).
+    threads : int in [1, 1024] or None
         CPU threads while the layer is quantized (BLAS for numpy, torch's pool for tensors on the CPU),
         restored afterwards; ``None`` leaves them as they are. Each step's products are small, and extra
         threads lose more to synchronisation than they gain, badly so on shared cores (see the benchmark).
@@ -549,21 +634,21 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
     ...  for m in ("msq", "gpfq", "spfq")]
     [0.252, 0.033, 0.061]
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(alphabet, Alphabet):
-        raise ValueError(f"alphabet must be an Alphabet (see alphabet_for), got {type(alphabet).__name__}")
-    if dead_fill not in ("round", "zero"):
-        raise ValueError(f"dead_fill must be 'round' or 'zero', got {dead_fill!r}")
-    dead_tol = float(check_nonnegative(dead_tol, "dead_tol")) if not isinstance(dead_tol, bool) else _bad_tol(dead_tol)
-    block = check_int(block, "block", 1)
-    if threads is not None:
-        threads = check_int(threads, "threads", 1)
+    method, seed, dead_tol, dead_fill, block, threads = _check_options(method, seed, dead_tol, dead_fill, block,
+                                                                       threads)
+    _check_alphabet(alphabet)
     weight = _check_weight(weight)
     torch_mode = _is_torch(weight)
+    dtype = _check_dtype(dtype, torch_mode)
     n_out, n_in = weight.shape
+    if not alphabet.finite:
+        largest = float(weight.abs().max()) if torch_mode else float(np.abs(weight).max())
+        if largest > _MAX_SAFE_INDEX * alphabet.step:
+            raise ValueError(f"weight must lie within 2**52 steps of 0 on the infinite grid (|weight| <= 2**52 * "
+                             f"alphabet.step = {_MAX_SAFE_INDEX * alphabet.step:g}), got largest |weight| = "
+                             f"{largest:g}: beyond, its index cannot be rounded exactly in float64")
     if x is None and method == "msq":
-        k = nearest_index(weight, alphabet)
+        k = _nearest_index(weight, alphabet, "weight")
         q = alphabet.step * (k.to(weight.dtype) if torch_mode else k.astype(np.float64))
         return QuantizedLayer(q, k, alphabet, method)
     x = _check_data(x, "x", n_in, torch_mode)
@@ -572,32 +657,64 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
         raise ValueError(f"xq must have the same m = {x.shape[0]} rows as x, got {xq.shape[0]}")
 
     if torch_mode:
-        import torch
-
-        dtype = torch.float64 if dtype is None else dtype
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         ops = _Torch(dtype, weight.device)
         gen = _torch_generator(seed, weight.device) if method == "spfq" else None
     else:
-        dtype = np.float64 if dtype is None else dtype
-        if np.dtype(dtype) not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be numpy float32 or float64, got {dtype}")
         ops = _Numpy(dtype)
         gen = _numpy_generator(seed) if method == "spfq" else None
 
-    with _cpu_threads(threads, torch_mode, ops):
+    with _cpu_threads(threads, torch_mode, ops), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         qt, u, ref_sq, n_dead = _quantize(ops, weight, x, xq, alphabet, method, gen, dead_tol, dead_fill, block, torch_mode)
-    step = alphabet.step
+        step = alphabet.step
+        residual = u * step
+        ok = ops.all_finite(qt) and ops.all_finite(residual) and math.isfinite(ref_sq)
+    if not ok:   # an overflow in float64 (or float32): checked here rather than warned about
+        raise ValueError("weight and x must be small enough, relative to alphabet.step, that the products X W^T / step, "
+                         f"the output error and |X W^T|^2 stay finite in {ops.dtype}; rescale them or use a larger step")
     if torch_mode:
         index = qt.T.long()
         q = (step * qt.T).to(weight.dtype if weight.dtype.is_floating_point else dtype)
-        residual = u * step
     else:
         index = qt.T.astype(np.int64)
         q = step * index.astype(np.float64)
-        residual = (u * step).astype(np.float64)
+        residual = residual.astype(np.float64)
     return QuantizedLayer(q, index, alphabet, method, residual, ref_sq, int(n_dead))
+
+
+def _check_options(method, seed, dead_tol, dead_fill, block, threads):
+    """The settings shared by quantize_layer and quantize_mlp, validated."""
+    method = check_one_of(method, "method", METHODS)
+    seed = _check_seed(seed)
+    tol = check_nonnegative(dead_tol, "dead_tol")
+    if tol.ndim:
+        raise ValueError(f"dead_tol must be a single finite number >= 0, got an array of shape {tol.shape}")
+    dead_tol = float(tol)
+    dead_fill = check_one_of(dead_fill, "dead_fill", ("round", "zero"))
+    block = check_int(block, "block", 1)
+    if threads is not None:
+        threads = check_int_range(threads, "threads", 1, _MAX_THREADS)
+    return method, seed, dead_tol, dead_fill, block, threads
+
+
+def _check_dtype(dtype, torch_mode):
+    """The working precision: float32 or float64 of the array library in use (default float64)."""
+    if torch_mode:
+        import torch
+
+        if dtype is None:
+            return torch.float64
+        if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be None, torch.float32 or torch.float64, got {dtype!r}")
+        return dtype
+    if dtype is None:
+        return np.float64
+    try:
+        ok = np.dtype(dtype) in (np.float32, np.float64)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"dtype must be None, numpy float32 or numpy float64, got {dtype!r}")
+    return dtype
 
 
 def _quantize(ops, weight, x, xq, alphabet, method, gen, dead_tol, dead_fill, block, torch_mode):
@@ -659,10 +776,6 @@ def _cpu_threads(threads, torch_mode, ops):
         yield
 
 
-def _bad_tol(value):
-    raise ValueError(f"dead_tol must be a finite number >= 0, got {value!r}")
-
-
 def msq(weight, alphabet, x=None, xq=None):
     """Nearest rounding of every weight (memoryless scalar quantization); see :func:`quantize_layer`."""
     return quantize_layer(weight, x, xq, alphabet=alphabet, method="msq")
@@ -691,22 +804,23 @@ def quantize_mlp(model, x, *, bits, method="gpfq", C=1.16, finite=True, seed=Non
     Parameters
     ----------
     model : torch.nn.Sequential
-        Linear layers and element-wise modules (activations), applied in order.
+        Linear layers and element-wise modules (activations), applied in order; at least one Linear.
     x : torch.Tensor, shape (m, features)
-        Calibration inputs, m >= 1.
+        Calibration inputs, m >= 1, finite real numbers that the model accepts.
     bits : int
-        ``bits >= 1`` (``K = 2**(bits - 1)``).
+        An integer in ``[1, 62]`` (``K = 2**(bits - 1)``).
     method : {"msq", "gpfq", "spfq"}
     C : float
-        ``C > 0``.
+        A real number in ``[1e-6, 1e6]`` (as in :func:`alphabet_for`).
     finite : bool
-        False: the infinite grid with the same step.
-    seed : int or torch.Generator, optional
-        For SPFQ: one generator, used by the layers in order.
+        ``True`` or ``False``; False: the infinite grid with the same step.
+    seed : None, int or torch.Generator, optional
+        For SPFQ: one generator, used by the layers in order (an integer in ``[0, 2**63 - 1]`` seeds it).
     dead_tol, dead_fill, block, threads
         As in :func:`quantize_layer`.
     dtype : torch dtype, optional
-        Working precision of the quantization (default float64).
+        Working precision of the quantization: None (float64, the default), ``torch.float32`` or
+        ``torch.float64``.
 
     Returns
     -------
@@ -721,13 +835,16 @@ def quantize_mlp(model, x, *, bits, method="gpfq", C=1.16, finite=True, seed=Non
 
     if not isinstance(model, torch.nn.Sequential):
         raise ValueError(f"model must be a torch.nn.Sequential, got {type(model).__name__}")
-    if not _is_torch(x) or x.ndim != 2 or x.shape[0] < 1:
-        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or x.shape[0] < 1:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a torch tensor of shape (m, features) with m >= 1, got {shape}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_tensor(x, "x")
+    method, seed, dead_tol, dead_fill, block, threads = _check_options(method, seed, dead_tol, dead_fill, block,
+                                                                       threads)
     max_index_for_bits(bits)
-    dtype = torch.float64 if dtype is None else dtype
+    C = check_real_in(C, "C", _C_MIN, _C_MAX)
+    finite = check_bool(finite, "finite")
+    dtype = _check_dtype(dtype, True)
     gen = _torch_generator(seed, x.device) if method == "spfq" else None
     qmodel = copy.deepcopy(model)
     results = []
@@ -741,7 +858,11 @@ def quantize_mlp(model, x, *, bits, method="gpfq", C=1.16, finite=True, seed=Non
                                      block=block, threads=threads)
                 qmod.weight.copy_(res.weight.to(qmod.weight.dtype))
                 results.append(res)
-            h, hq = mod(h), qmod(hq)
+            try:
+                h, hq = mod(h), qmod(hq)
+            except RuntimeError as exc:   # a shape or dtype the model does not take
+                raise ValueError(f"x must fit the model: {type(mod).__name__} could not take the calibration "
+                                 f"batch ({exc})") from exc
     if not results:
         raise ValueError("model has no torch.nn.Linear layer to quantize")
     return qmodel, results
@@ -750,23 +871,52 @@ def quantize_mlp(model, x, *, bits, method="gpfq", C=1.16, finite=True, seed=Non
 def relative_error(reference, approx):
     r"""Relative square error :math:`\|A - B\|_F^2 / \|A\|_F^2` of ``approx`` (B) against ``reference`` (A).
 
+    Both are scaled by the same power of two before squaring (exact, so the result is that of the plain
+    formula), so that no square overflows.
+
+    Parameters
+    ----------
+    reference : array_like or torch.Tensor
+        A: finite real numbers, not all zero.
+    approx : array_like or torch.Tensor
+        B: finite real numbers of the shape of ``reference`` (one of the two may be a numpy array when the
+        other is a tensor). The ratio must be finite in float64 (a ValueError when ``reference`` is so
+        small against ``approx`` that it is not).
+
     Examples
     --------
     >>> relative_error(np.array([3.0, 4.0]), np.array([3.0, 3.0]))
     0.04
     """
     if _is_torch(reference) or _is_torch(approx):
-        a, b = reference.detach().double(), approx.detach().double()
+        import torch
+
+        device = (reference if _is_torch(reference) else approx).device
+        a, b = (_check_tensor(v, name).detach().double() if _is_torch(v)
+                else torch.as_tensor(check_real_array(v, name), device=device)
+                for v, name in ((reference, "reference"), (approx, "approx")))
         if a.shape != b.shape:
             raise ValueError(f"reference and approx must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        ref_max = float(a.abs().max()) if a.numel() else 0.0
+        if not ref_max > 0:
+            raise ValueError("reference must not be all zero")
+        e = -math.frexp(max(ref_max, float(b.abs().max())))[1]
+        a, b = torch.ldexp(a, torch.tensor(e, device=device)), torch.ldexp(b, torch.tensor(e, device=device))
         den = float((a * a).sum())
         num = float(((a - b) ** 2).sum())
     else:
-        a, b = np.asarray(reference, dtype=np.float64), np.asarray(approx, dtype=np.float64)
+        a, b = check_real_array(reference, "reference"), check_real_array(approx, "approx")
         if a.shape != b.shape:
             raise ValueError(f"reference and approx must have the same shape, got {a.shape} and {b.shape}")
+        ref_max = float(np.abs(a).max()) if a.size else 0.0
+        if not ref_max > 0:
+            raise ValueError("reference must not be all zero")
+        e = -math.frexp(max(ref_max, float(np.abs(b).max())))[1]
+        a, b = np.ldexp(a, e), np.ldexp(b, e)
         den = float(np.sum(a * a))
         num = float(np.sum((a - b) ** 2))
-    if not den > 0:
-        raise ValueError("reference must not be all zero")
-    return num / den
+    ratio = num / den if den > 0 else math.inf
+    if not math.isfinite(ratio):
+        raise ValueError("reference must not be so small against approx that the relative error exceeds the float64 "
+                         f"range (largest |reference| {ref_max:g})")
+    return ratio

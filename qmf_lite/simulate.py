@@ -13,7 +13,8 @@ import math
 import numpy as np
 
 from ._progress import progress as _progress
-from ._validate import check_correlation, check_int, check_nonnegative, check_positive
+from ._validate import (_as_float_array, check_bool, check_choice, check_correlation, check_int, check_positive, check_seed,
+                        check_sigmas)
 from .activations import get_activation
 from .maps import fixed_point_q
 
@@ -21,12 +22,59 @@ __all__ = ["default_device", "SimulationResult", "simulate_correlations", "circl
 
 
 def default_device(device=None):
-    """``device`` as a ``torch.device``; ``None`` picks CUDA when it is available."""
+    """``device`` as a ``torch.device``; ``None`` picks CUDA when it is available.
+
+    ``device`` is ``None``, a ``torch.device`` or a device string such as ``"cpu"`` or
+    ``"cuda:0"``; a CUDA device must be available.
+    """
     import torch
 
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be None, a torch.device or a string such as 'cpu' or 'cuda:0', got {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(f"device must be None, a torch.device or a string such as 'cpu' or 'cuda:0', "
+                         f"got {device!r} ({exc})") from None
+    if dev.type == "cuda" and not (torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()):
+        raise ValueError(f"device must be available: {dev} is not ({torch.cuda.device_count()} CUDA devices here)")
+    return dev
+
+
+#: the most layers, units and networks a simulation takes (far beyond any use; they keep loops finite)
+MAX_DEPTH, MAX_WIDTH, MAX_NETS = 10**6, 2**20, 2**20
+
+
+def _dtype(dtype):
+    """``dtype`` (default float32), which must be a torch floating-point dtype."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be None or a torch floating-point dtype such as torch.float64, got {dtype!r}")
+    return dtype
+
+
+def _check_variance(q0, dtype, name="q0"):
+    """Require h^2 ~ q0 to stay clear of under- and overflow in ``dtype``."""
+    import torch
+
+    info = torch.finfo(dtype)
+    lo, hi = 1e3 * info.tiny, 1e-3 * info.max
+    if not lo <= q0 <= hi:
+        raise ValueError(f"{name} must lie in [{lo:.3g}, {hi:.3g}] for {dtype} (squared pre-activations must "
+                         f"neither underflow nor overflow), got {q0!r}")
+
+
+def _overflowed(values, dtype, sigma_w, sigma_b, ratios=()):
+    """A ValueError if the recorded statistics overflowed (pre-activations beyond ``dtype``). In
+    ``ratios`` (correlations) only inf counts: NaN is 0/0, a net whose pre-activations all vanished."""
+    if not np.all(np.isfinite(values)) or np.any(np.isinf(ratios)):
+        raise ValueError(f"sigma_w={sigma_w} and sigma_b={sigma_b} must keep the pre-activations within the range "
+                         f"of {dtype}: they overflowed (use torch.float64 or a smaller sigma_w)")
 
 
 def _generator(seed, device):
@@ -65,9 +113,7 @@ WEIGHTS = ("gaussian", "binary", "uniform")
 
 
 def _check_weights(weights):
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
-    return weights
+    return check_choice(weights, "weights", WEIGHTS)
 
 
 def _unit_weights(shape, weights, gen, device, dtype):
@@ -126,24 +172,28 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
     -------
     SimulationResult
         Compare with :func:`qmf_lite.iterate_maps` (``q0``, ``c0``): at width ``n`` the empirical
-        values scatter around it by ``O(1/sqrt(n))`` per net.
+        values scatter around it by ``O(1/sqrt(n))`` per net. A net whose pre-activations all
+        vanish (the signal died) has ``c`` NaN from that layer on. Pre-activations that overflow
+        ``dtype`` are a ``ValueError``, and so is a ``q0`` whose square would under- or overflow it.
     """
     import torch
 
     act = get_activation(activation)
-    sigma_w = float(check_positive(sigma_w, "sigma_w", allow_array=False))
-    sigma_b = float(check_nonnegative(sigma_b, "sigma_b"))
-    depth = check_int(depth, "depth", 0)
-    width = check_int(width, "width", 1)
-    n_nets = check_int(n_nets, "n_nets", 1)
+    sigma_w, sigma_b = map(float, check_sigmas(sigma_w, sigma_b, allow_array=False))
+    given_q0 = q0 is not None
+    depth = check_int(depth, "depth", 0, MAX_DEPTH)
+    width = check_int(width, "width", 1, MAX_WIDTH)
+    n_nets = check_int(n_nets, "n_nets", 1, MAX_NETS)
     c0 = float(check_correlation(c0, "c0"))
     weights = _check_weights(weights)
     q0 = float(fixed_point_q(act, sigma_w, sigma_b)) if q0 is None else float(check_positive(q0, "q0", allow_array=False))
     if not (0 < q0 < np.inf):
         raise ValueError(f"q0 must be finite and > 0; the fixed point here is q* = {q0}, pass q0 explicitly")
     dev = default_device(device)
-    dtype = torch.float32 if dtype is None else dtype
-    gen = _generator(seed, dev)
+    dtype = _dtype(dtype)
+    _check_variance(q0, dtype, "q0" if given_q0 else f"q0 (here q* of sigma_w={sigma_w:g}, sigma_b={sigma_b:g})")
+    progress = check_bool(progress, "progress")
+    gen = _generator(check_seed(seed), dev)
     z = torch.randn(n_nets, width, 2, generator=gen, device=dev, dtype=dtype)
     h = torch.empty_like(z)
     h[..., 0] = z[..., 0]
@@ -154,7 +204,7 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
     def record(h):
         sq = (h * h).mean(dim=1)                                   # (n_nets, 2)
         qs.append(sq.mean(dim=1))
-        cs.append((h[..., 0] * h[..., 1]).mean(dim=1) / torch.sqrt(sq[:, 0] * sq[:, 1]))
+        cs.append((h[..., 0] * h[..., 1]).mean(dim=1) / (sq[:, 0].sqrt() * sq[:, 1].sqrt()))  # no q^2: no overflow
 
     layers = _progress(range(depth), progress, desc="layers")
     with torch.no_grad():
@@ -164,6 +214,7 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
             record(h)
     q_nets = torch.stack(qs, dim=1).double().cpu().numpy()
     c_nets = torch.stack(cs, dim=1).double().cpu().numpy()
+    _overflowed(q_nets, dtype, sigma_w, sigma_b, c_nets)
     sem = lambda x: x.std(axis=0, ddof=1) / math.sqrt(n_nets) if n_nets > 1 else np.full(x.shape[1], np.nan)  # noqa: E731
     return SimulationResult(q_nets.mean(0), c_nets.mean(0), sem(q_nets), sem(c_nets), q_nets, c_nets)
 
@@ -180,10 +231,10 @@ def circle_inputs(n_points, width, q0=1.0, seed=0):
     theta : ndarray, shape (n_points,)
     h0 : ndarray, shape (width, n_points)
     """
-    n_points = check_int(n_points, "n_points", 1)
-    width = check_int(width, "width", 2)
+    n_points = check_int(n_points, "n_points", 1, MAX_WIDTH)
+    width = check_int(width, "width", 2, MAX_WIDTH)
     q0 = float(check_positive(q0, "q0", allow_array=False))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     g, _ = np.linalg.qr(rng.standard_normal((width, 2)))
     g *= math.sqrt(width)
     theta = np.linspace(0.0, 2 * np.pi, n_points, endpoint=False)
@@ -216,14 +267,24 @@ def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, s
     import torch
 
     act = get_activation(activation)
-    sigma_w = float(check_positive(sigma_w, "sigma_w", allow_array=False))
-    sigma_b = float(check_nonnegative(sigma_b, "sigma_b"))
-    n_nets = check_int(n_nets, "n_nets", 1)
-    layers = sorted({check_int(int(l), "layers", 0) for l in layers})
+    sigma_w, sigma_b = map(float, check_sigmas(sigma_w, sigma_b, allow_array=False))
+    n_nets = check_int(n_nets, "n_nets", 1, MAX_NETS)
+    if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+        raise ValueError(f"layers must be a non-empty sequence of integers in [0, {MAX_DEPTH}], got {layers!r}")
+    layers = sorted({check_int(l, "layers", 0, MAX_DEPTH) for l in layers})
+    if not layers:
+        raise ValueError(f"layers must be a non-empty sequence of integers in [0, {MAX_DEPTH}], got none")
+    h0 = _as_float_array(h0, "h0")
+    if h0.ndim != 2 or h0.shape[0] < 1 or h0.shape[1] < 1 or not np.all(np.isfinite(h0)):
+        raise ValueError(f"h0 must be a finite 2-d array of shape (width, n_inputs), got shape {h0.shape}")
     weights = _check_weights(weights)
     dev = default_device(device)
-    dtype = torch.float32 if dtype is None else dtype
-    gen = _generator(seed, dev)
+    dtype = _dtype(dtype)
+    peak = float(np.abs(h0).max())
+    _check_variance(peak * peak if peak > 0 else 1.0, dtype, "h0**2")
+    progress = check_bool(progress, "progress")
+    post_activation = check_bool(post_activation, "post_activation")
+    gen = _generator(check_seed(seed), dev)
     h = torch.as_tensor(np.asarray(h0), dtype=dtype, device=dev).expand(n_nets, -1, -1).contiguous()
     width = h.shape[1]
     out = {}
@@ -239,4 +300,5 @@ def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, s
         for l in steps:
             h = _layer(h, act, sigma_w, sigma_b, gen, weights)
             record(l, h)
+    _overflowed(np.concatenate([c.ravel() for c in out.values()]), dtype, sigma_w, sigma_b)
     return out

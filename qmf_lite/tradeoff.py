@@ -33,7 +33,7 @@ import numpy as np
 from scipy import optimize, special
 
 from . import _uniform_em
-from ._validate import check_int, check_levels, check_positive
+from ._validate import check_bool, check_int, check_levels, check_positive
 from .activations import QuantizedActivation, StepActivation
 from .gaussian import SQRT2PI, step_variance
 
@@ -52,6 +52,11 @@ __all__ = [
 ]
 
 
+#: the most levels the trade-off functions take: the range over which the O(1) chi_max's first
+#: guess is fitted (N = 10 .. 1e12); beyond it nothing is checked
+MAX_LEVELS = 10**12
+
+
 def _pdf(x):
     with np.errstate(over="ignore"):  # |x| > 1e154: x * x = inf, exp(-inf) = 0 as it should be
         return np.exp(-0.5 * x * x) / SQRT2PI
@@ -60,7 +65,8 @@ def _pdf(x):
 def _naive_parts(levels, spacing):
     """S = sum_i pdf(t_i) and V = Var(psi) for unit steps, each a sum of positive terms."""
     j = np.arange(levels - 1) - (levels - 2) / 2.0
-    t = np.multiply.outer(spacing, j)
+    with np.errstate(over="ignore"):  # spacing near 1e308: thresholds at +-inf, beyond reach as they should be
+        t = np.multiply.outer(spacing, j)
     return np.sum(_pdf(t), axis=-1), step_variance(t, np.ones(levels - 1))
 
 
@@ -73,7 +79,7 @@ def _renamed(value, old_value, old, new, func):
                       f"(the spacing in units of sqrt(q*), not the raw spacing D)", DeprecationWarning, stacklevel=3)
         return old_value
     if value is None:
-        raise ValueError(f"{func}: {new} is required")
+        raise ValueError(f"{func}: {new} must be given (a number > 0)")
     return value
 
 
@@ -86,7 +92,7 @@ def chi_zero(levels, normalized_spacing=None, *, spacing=None):
     Parameters
     ----------
     levels : int
-        Number of levels ``N >= 2``.
+        Number of levels, ``2 <= N <= 10**12``.
     normalized_spacing : array_like
         Threshold spacing in units of the pre-activation standard deviation, ``D / sqrt(q*) > 0``.
         (Deprecated keyword: ``spacing``.)
@@ -96,7 +102,7 @@ def chi_zero(levels, normalized_spacing=None, *, spacing=None):
     >>> round(float(chi_zero(2, 1.0)), 12)  # sign: 2/pi whatever the spacing
     0.636619772368
     """
-    levels = check_levels(levels)
+    levels = check_levels(levels, maximum=MAX_LEVELS)
     spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing", "chi_zero"),
                              "normalized_spacing")
     if levels > 4096:
@@ -260,7 +266,7 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
     Parameters
     ----------
     levels : int
-        Number of levels ``N >= 2``.
+        Number of levels, ``2 <= N <= 10**12``.
     normalized_spacing : array_like
         ``D / sqrt(q*) > 0`` (deprecated keyword: ``spacing``).
 
@@ -269,7 +275,7 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
     >>> round(float(quantization_error(16, 0.3352)), 6)
     0.011543
     """
-    levels = check_levels(levels)
+    levels = check_levels(levels, maximum=MAX_LEVELS)
     spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing",
                                       "quantization_error"), "normalized_spacing")
     out = np.vectorize(lambda d: _quantization_error_auto(levels, float(d)), otypes=[float])(spacing)
@@ -357,7 +363,7 @@ def chi_max(levels, complement=False):
     Parameters
     ----------
     levels : int
-        Number of levels ``N >= 2``.
+        Number of levels, ``2 <= N <= 10**12`` (``MAX_LEVELS``).
 
     complement : bool
         If true, return ``1 - chi_max`` in place of ``chi_max``, computed without cancellation
@@ -401,7 +407,8 @@ def chi_max(levels, complement=False):
     >>> print(f"{gap:.6e} {d:.6e}")
     2.455442e-17 1.693986e-08
     """
-    chi, gap, spacing = _chi_max_cached(check_levels(levels))
+    complement = check_bool(complement, "complement")
+    chi, gap, spacing = _chi_max_cached(check_levels(levels, maximum=MAX_LEVELS))
     return (gap if complement else chi), spacing
 
 
@@ -433,7 +440,11 @@ def max_depth(levels, multiple=6.0):
     516.8
     """
     multiple = float(check_positive(multiple, "multiple", allow_array=False))
-    return multiple * optimal_depth_scale(levels)
+    xi = optimal_depth_scale(levels)
+    if multiple * xi > np.finfo(float).max:
+        raise ValueError(f"multiple must be at most {np.finfo(float).max / xi:.3g} for N = {levels} "
+                         f"(L_max = multiple * {xi:.4g} overflows), got {multiple!r}")
+    return multiple * xi
 
 
 def bits(levels):
@@ -549,16 +560,17 @@ def optimal_init(levels, scale=1.0, spacing=None):
     >>> round(init.sigma_w, 4), init.sigma_b, init.bits
     (1.0058, 0.0, 4)
     """
-    if isinstance(levels, StepActivation) and not isinstance(levels, QuantizedActivation):
-        if scale != 1.0 or spacing is not None:
-            raise ValueError("scale and spacing apply to a number of levels, not to a given step activation")
-        return _optimal_init_step(levels)
-    if isinstance(levels, QuantizedActivation):
-        if scale != 1.0 or spacing is not None:
-            raise ValueError("scale and spacing apply to a number of levels, not to a given activation")
+    if isinstance(levels, StepActivation):
+        at_default = (isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, (bool, np.bool_))
+                      and scale == 1.0 and spacing is None)
+        if not at_default:
+            raise ValueError(f"scale and spacing must be left at their defaults (1.0, None) for a given activation "
+                             f"(they apply to a number of levels), got scale={scale!r}, spacing={spacing!r}")
+        if not isinstance(levels, QuantizedActivation):
+            return _optimal_init_step(levels)
         act = levels
     else:
-        act = QuantizedActivation(check_levels(levels), spacing, scale)
+        act = QuantizedActivation(check_levels(levels, maximum=MAX_LEVELS), spacing, scale)
     levels = act.levels
     c, d_opt = chi_max(levels)
     gap, _ = chi_max(levels, complement=True)
@@ -669,6 +681,10 @@ def levels_for_depth(depth, multiple=6.0):
     return hi, bits(hi)
 
 
+#: the most levels lloyd_max takes
+LLOYD_MAX_LEVELS = 1024
+
+
 def lloyd_max(levels, tol=1e-13, max_iter=200_000):
     r"""The Lloyd-Max (minimum mean-squared error) quantizer of a standard normal.
 
@@ -676,14 +692,30 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
     the centroid :math:`(\varphi(t_{k-1}) - \varphi(t_k))/(\Phi(t_k) - \Phi(t_{k-1}))` of its cell
     (Lloyd 1957/1982; Max 1960), starting from the Panter-Dite compander.
 
+    Parameters
+    ----------
+    levels : int
+        Number of levels, ``2 <= N <= 1024`` (the iteration needs ever more steps as N grows:
+        already at 256 levels it has not met ``tol = 1e-13`` after 200000).
+    tol : float
+        Stop when no threshold moves by more than ``tol`` (``> 0``).
+    max_iter : int
+        The most iterations, ``>= 1``.
+
     Returns
     -------
     thresholds : ndarray, shape (N - 1,)
     values : ndarray, shape (N,)
     distortion : float
         :math:`\mathbb E[(z - Q(z))^2]`, which equals ``1 - chi(0)`` of the activation ``Q``.
+
+    Warns
+    -----
+    RuntimeWarning
+        When the thresholds still move by more than ``tol`` after ``max_iter`` iterations ("raise
+        max_iter"); the quantizer returned is the last iterate.
     """
-    levels = check_levels(levels)
+    levels = check_levels(levels, maximum=LLOYD_MAX_LEVELS)
     check_int(max_iter, "max_iter", 1)
     tol = float(check_positive(tol, "tol", allow_array=False))
     p = (np.arange(1, levels) / levels)
@@ -709,7 +741,13 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
 
 
 def lloyd_max_activation(levels, q_star=1.0):
-    """A :class:`StepActivation` whose thresholds and levels are Lloyd-Max optimal at ``q*``."""
+    """A :class:`StepActivation` whose thresholds and levels are Lloyd-Max optimal at ``q*``.
+
+    ``levels`` as in :func:`lloyd_max`; ``q_star`` in [1e-100, 1e100] (the thresholds and levels
+    scale with its square root).
+    """
     q_star = float(check_positive(q_star, "q_star", allow_array=False))
+    if not 1e-100 <= q_star <= 1e100:
+        raise ValueError(f"q_star must lie in [1e-100, 1e100], got {q_star!r}")
     t, y, _ = lloyd_max(levels)
     return StepActivation(t * math.sqrt(q_star), y * math.sqrt(q_star))

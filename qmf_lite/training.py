@@ -1,42 +1,75 @@
-r"""Quantized MLPs trained with SGD, many at once, and a cached grid runner.
+r"""Quantized MLPs trained with SGD, many at once, and a cached, memory-budgeted grid runner.
 
 A batch of ``B`` networks of equal depth and width is stored as stacked weight tensors and run
 with batched matrix products, so a grid over levels, weight scales and seeds costs one forward
-pass per depth. Network ``b`` computes
+pass per depth and chunk. Each network has its own activation, straight-through slope
+(:mod:`qmf_lite.ste`), initialization seed and order of minibatches; a network computes the same
+numbers whether it trains alone or beside others.
 
-.. math:: h^1 = W^{\rm in}_b x,\quad h^{l+1} = W^{l+1}_b\,\phi_b(h^l) + b^{l+1}_b,\quad
-          f_b(x) = W^{\rm out}_b\,\phi_b(h^L),
+Two layouts (``layout=``):
 
-with :math:`W^{l}_{ij}\sim\mathcal N(0,\sigma_{w,b}^2/n)`, biases :math:`\mathcal N(0,\sigma_{b,b}^2)`,
-the first layer scaled so that :math:`h^1` has the variance :math:`q^*` of the fixed point
-(inputs are standardised), and each :math:`\phi_b` a quantized activation with its own straight-
-through slope (:mod:`qmf_lite.ste`).
+``"book"`` (default): ``depth`` counts the hidden pre-activations :math:`h^1..h^L`,
+
+.. math:: h^1 = W^{\rm in} x,\quad h^{l+1} = W^{l+1}\phi(h^l) + b^{l+1},\quad
+          f(x) = W^{\rm out}\phi(h^L) + b^{\rm out},
+
+with :math:`W^{\rm in}_{ij}\sim\mathcal N(0, q^*/n_{\rm in})` (inputs standardised, so that
+:math:`h^1` starts at the fixed point), :math:`W^{l}_{ij}\sim\mathcal N(0,\sigma_w^2/n)`, biases
+:math:`\mathcal N(0,\sigma_b^2)`, and an unquantized readout :math:`\mathcal N(0, 1/n)`.
+
+``"bgs19"``: the network of Blumenfeld, Gilboa & Soudry (2019) as in their public code
+(``src/mnist.py``): ``depth`` counts the linear layers, :math:`784\to n`, ``depth - 2`` times
+:math:`n\to n`, :math:`n\to 10`, every weight :math:`\mathcal N(0,\sigma_w^2/\text{fan-in})`,
+every bias :math:`\mathcal N(0,\sigma_b^2)` (zero at :math:`\sigma_b = 0`), and the quantized
+activation after every layer *including the last*: the logits themselves are quantized before
+the softmax,
+
+.. math:: h^1 = W^1 x + b^1,\quad h^{l+1} = W^{l+1}\phi(h^l) + b^{l+1}\ (l < L),\quad f(x) = \phi(h^L).
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
+import os
+import sys
 import time
 
 import numpy as np
 import torch
 
+from . import _cache
 from ._progress import progress as _progress
-from ._validate import check_int, check_levels, check_positive
+from ._validate import check_int, check_levels, check_nonnegative, check_positive
 from .activations import QuantizedActivation
 from .maps import fixed_point_q
 from .simulate import default_device
-from .ste import ste_clip, ste_quantize, ste_slope
+from .ste import staircase_tables, ste_clip, ste_lookup, ste_slope
 from .tradeoff import optimal_init
 
-__all__ = ["NetSpec", "QuantizedMLPBatch", "train", "run_grid", "GridResult", "halfway_depth"]
+__all__ = ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
+           "bgs19_lr", "learning_rate", "training_memory", "training_flops", "memory_budget", "LAYOUTS",
+           "PRECISIONS"]
+
+#: network layouts of :class:`QuantizedMLPBatch`
+LAYOUTS = ("book", "bgs19")
+#: matmul precisions of :func:`train`: full fp32, TF32 tensor cores (CUDA only), bf16 autocast
+PRECISIONS = ("fp32", "tf32", "bf16")
+#: rows per forward pass when accuracy is evaluated
+EVAL_BATCH = 2048
+#: version of the cached grid entries
+_SCHEMA = 3
 
 
 @dataclasses.dataclass(frozen=True)
 class NetSpec:
-    """One network of a batch: its activation, initialization and seed (``slope=None``: chi_1 = 1)."""
+    """One network of a batch: its activation, initialization and seed (``slope=None``: chi_1 = 1).
+
+    ``spacing`` is the raw threshold spacing ``D`` (``None``: ``2 scale / (levels - 1)``).
+    """
 
     levels: int
     sigma_w: float
@@ -48,22 +81,67 @@ class NetSpec:
 
     @classmethod
     def optimal(cls, levels, seed=0, **kw):
-        """The network initialised by :func:`qmf_lite.optimal_init`."""
-        return cls(levels, optimal_init(levels).sigma_w, 0.0, seed, **kw)
+        """The network initialised by :func:`qmf_lite.optimal_init` for its own ``spacing`` and ``scale``.
+
+        >>> round(NetSpec.optimal(4, spacing=0.3).sigma_w, 3)
+        0.479
+        """
+        init = optimal_init(levels, scale=kw.get("scale", 1.0), spacing=kw.get("spacing"))
+        return cls(levels, init.sigma_w, 0.0, seed, **kw)
+
+
+def bgs19_lr(depth):
+    """The paper's learning rate: ``1e-3`` below 100 layers, ``5e-4`` from 100 (``pick_lr`` in its code)."""
+    return 1e-3 if depth < 100 else 5e-4
+
+
+_LR_RULES = {"bgs19": bgs19_lr}
+
+
+def learning_rate(lr, depth):
+    """The learning rate at ``depth``: ``lr`` itself (a number), a named rule (``"bgs19"``), or ``lr(depth)``."""
+    if isinstance(lr, str):
+        if lr not in _LR_RULES:
+            raise ValueError(f"lr must be a number, a callable of the depth or one of {sorted(_LR_RULES)}, got {lr!r}")
+        lr = _LR_RULES[lr]
+    value = lr(depth) if callable(lr) else lr
+    return float(check_positive(value, "lr", allow_array=False))
 
 
 class QuantizedMLPBatch(torch.nn.Module):
     """``len(specs)`` quantized MLPs of the same depth and width, evaluated together.
 
     ``forward(x)`` takes ``x`` of shape ``(batch, features)`` (shared) or
-    ``(B, batch, features)`` and returns logits of shape ``(B, batch, n_out)``.
+    ``(B, batch, features)`` (one minibatch per network) and returns logits ``(B, batch, n_out)``.
+
+    Parameters
+    ----------
+    specs : sequence of NetSpec
+    n_in, n_out : int
+    depth : int
+        ``layout="book"``: hidden layers (>= 1); ``layout="bgs19"``: linear layers (>= 2).
+    width : int
+    device, dtype
+        Where and in which floating-point type the parameters live.
+    layout : ``"book"`` or ``"bgs19"``
+        See the module docstring.
+
+    Each network draws its parameters from its own generator, seeded with ``spec.seed``, on
+    ``device``, in a fixed order (input layer, hidden weights, hidden biases, output layer), so
+    that its initialization does not depend on the other networks of the batch.
     """
 
-    def __init__(self, specs, n_in, n_out, depth, width, device=None, dtype=torch.float32):
+    def __init__(self, specs, n_in, n_out, depth, width, device=None, dtype=torch.float32, layout="book"):
         super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        self.layout = layout
         self.specs = list(specs)
-        self.depth = check_int(depth, "depth", 1)
+        if not self.specs:
+            raise ValueError("specs must hold at least one NetSpec")
+        self.depth = check_int(depth, "depth", 2 if layout == "bgs19" else 1)
         self.width = check_int(width, "width", 1)
+        n_in, n_out = check_int(n_in, "n_in", 1), check_int(n_out, "n_out", 1)
         dev = default_device(device)
         B = len(self.specs)
         acts = [QuantizedActivation(s.levels, s.spacing, s.scale) for s in self.specs]
@@ -75,39 +153,78 @@ class QuantizedMLPBatch(torch.nn.Module):
                         ("sigma_w", [s.sigma_w for s in self.specs]), ("sigma_b", [s.sigma_b for s in self.specs]),
                         ("q_star", q_star)):
             self.register_buffer(name, col(v))
-        gens = [torch.Generator(device="cpu").manual_seed(int(s.seed)) for s in self.specs]
+        g, v = staircase_tables([a.levels for a in acts], [a.spacing for a in acts], [a.scale for a in acts])
+        self.register_buffer("thresholds", torch.as_tensor(g, dtype=dtype, device=dev))
+        self.register_buffer("values", torch.as_tensor(v, dtype=dtype, device=dev))
 
-        def stack(shape, std):
-            return torch.stack([torch.randn(*shape, generator=g) * sd for g, sd in zip(gens, std)]).to(dev, dtype)
-
-        sq = [math.sqrt(q) for q in q_star]
-        self.w_in = torch.nn.Parameter(stack((n_in, width), [s / math.sqrt(n_in) for s in sq]))
-        self.weights = torch.nn.ParameterList(
-            [torch.nn.Parameter(stack((width, width), [s.sigma_w / math.sqrt(width) for s in self.specs]))
-             for _ in range(depth - 1)])
-        self.biases = torch.nn.ParameterList(
-            [torch.nn.Parameter(stack((1, width), [s.sigma_b for s in self.specs])) for _ in range(depth - 1)])
-        self.w_out = torch.nn.Parameter(stack((width, n_out), [1 / math.sqrt(width)] * B))
-        self.b_out = torch.nn.Parameter(torch.zeros(B, 1, n_out, device=dev, dtype=dtype))
+        bgs = layout == "bgs19"
+        n_hidden = depth - 2 if bgs else depth - 1
+        sw = [s.sigma_w for s in self.specs]
+        std_in = [w / math.sqrt(n_in) for w in sw] if bgs else [math.sqrt(q / n_in) for q in q_star]
+        std_out = [w / math.sqrt(width) for w in sw] if bgs else [1 / math.sqrt(width)] * B
+        empty = lambda *shape: torch.empty(B, *shape, device=dev, dtype=dtype)  # noqa: E731
+        w_in = empty(n_in, width)
+        b_in = empty(1, width) if bgs else None
+        weights = [empty(width, width) for _ in range(n_hidden)]
+        biases = [empty(1, width) for _ in range(n_hidden)]
+        w_out, b_out = empty(width, n_out), empty(1, n_out)
+        for b, spec in enumerate(self.specs):
+            gen = torch.Generator(device=dev)
+            gen.manual_seed(int(spec.seed))
+            draw = lambda t, std: t[b].normal_(0.0, 1.0, generator=gen).mul_(std)  # noqa: E731
+            draw(w_in, std_in[b])
+            for w in weights:
+                draw(w, spec.sigma_w / math.sqrt(width))
+            for bias in biases:
+                draw(bias, spec.sigma_b)
+            draw(w_out, std_out[b])
+            if bgs:
+                draw(b_in, spec.sigma_b)
+                draw(b_out, spec.sigma_b)
+            else:
+                b_out[b].zero_()
+        P = torch.nn.Parameter
+        self.w_in = P(w_in)
+        self.b_in = P(b_in) if bgs else None
+        self.weights = torch.nn.ParameterList([P(w) for w in weights])
+        self.biases = torch.nn.ParameterList([P(bias) for bias in biases])
+        self.w_out = P(w_out)
+        self.b_out = P(b_out)
 
     def phi(self, h):
-        return ste_quantize(h, self.levels, self.spacing, self.scale, self.slope, self.clip)
+        """The quantized activation of each network (STE backward), ``h`` of shape ``(B, ...)``."""
+        return ste_lookup(h, self.thresholds, self.values, self.slope, self.clip)
 
-    def preactivations(self, x):
-        """The list ``[h^1, ..., h^L]``, each of shape ``(B, batch, width)``."""
+    def _first(self, x):
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(len(self.specs), -1, -1)
-        hs = [torch.bmm(x, self.w_in)]
+        return torch.bmm(x, self.w_in) if self.b_in is None else torch.baddbmm(self.b_in, x, self.w_in)
+
+    def preactivations(self, x):
+        """The list ``[h^1, ..., h^L]``, each of shape ``(B, batch, width)`` (``bgs19``: the last ``(B, batch, n_out)``)."""
+        hs = [self._first(x)]
         for w, b in zip(self.weights, self.biases):
             hs.append(torch.baddbmm(b, self.phi(hs[-1]), w))
+        if self.layout == "bgs19":
+            hs.append(torch.baddbmm(self.b_out, self.phi(hs[-1]), self.w_out))
         return hs
 
     def readout(self, h_last):
-        r"""Logits :math:`\phi(h^L) W^{\rm out} + b^{\rm out}` from the last pre-activations, ``(B, batch, n_out)``."""
+        r"""Logits from the last pre-activations, ``(B, batch, n_out)``.
+
+        ``book``: :math:`\phi(h^L) W^{\rm out} + b^{\rm out}`; ``bgs19``: :math:`\phi(h^L)`.
+        """
+        if self.layout == "bgs19":
+            return self.phi(h_last)
         return torch.baddbmm(self.b_out, self.phi(h_last), self.w_out)
 
     def forward(self, x):
-        return self.readout(self.preactivations(x)[-1])
+        h = self._first(x)                     # the same as readout(preactivations(x)[-1]),
+        for w, b in zip(self.weights, self.biases):  # without holding every layer
+            h = torch.baddbmm(b, self.phi(h), w)
+        if self.layout == "bgs19":
+            h = torch.baddbmm(self.b_out, self.phi(h), self.w_out)
+        return self.readout(h)
 
     def preactivation_grads(self, x, output=None):
         r"""Pre-activations :math:`h^l` and the gradients :math:`\partial f/\partial h^l`, through the STE.
@@ -136,51 +253,332 @@ class QuantizedMLPBatch(torch.nn.Module):
         return torch.stack([g.norm(dim=(1, 2)) for g in grads], dim=1).cpu().numpy()
 
 
-def _accuracy(model, x, y, chunk=4096):
+def _layer_shapes(layout, depth, width, n_in, n_out):
+    """(fan-in, fan-out, has bias) of each linear layer, input to output."""
+    if layout == "bgs19":
+        return [(n_in, width, True)] + [(width, width, True)] * (depth - 2) + [(width, n_out, True)]
+    return [(n_in, width, False)] + [(width, width, True)] * (depth - 1) + [(width, n_out, True)]
+
+
+def training_flops(depth, width, n_in, n_out, batch_size, layout="book"):
+    """Floating-point operations of one SGD step of one network, and of one evaluated input.
+
+    Counts the matrix products (2 per multiply-add): forward, backward to the activations (none
+    below the first layer) and backward to the weights. Elementwise work is left out.
+
+    Returns
+    -------
+    step_flops, eval_flops_per_input : float
+
+    >>> training_flops(3, 10, 4, 2, 1, layout="bgs19")
+    (880.0, 320.0)
+    """
+    shapes = _layer_shapes(layout, depth, width, n_in, n_out)
+    fwd = sum(2.0 * i * o for i, o, _ in shapes)
+    return 3 * fwd * batch_size - 2.0 * n_in * width * batch_size, fwd
+
+
+def training_memory(depth, width, n_in, n_out, batch_size, *, layout="book", momentum=0.0, eval_batch=EVAL_BATCH,
+                    bytes_per_value=4):
+    """Bytes that training one network takes on its device (an upper estimate).
+
+    Parameters, their gradients and (with momentum) SGD's momentum buffers; the activations that
+    back-propagation keeps (four tensors of ``batch x width`` per layer: the pre-activation, the
+    quantized activation, the STE's gain and a temporary); and the forward pass of an evaluation
+    batch of ``eval_batch`` inputs (an input, an output and the int64 index of the quantizer's
+    look-up, each ``eval_batch x width``).
+
+    >>> training_memory(2, 8, 4, 3, 5, layout="bgs19", momentum=0.5, eval_batch=10)
+    4004
+    """
+    shapes = _layer_shapes(layout, depth, width, n_in, n_out)
+    n_params = sum(i * o + (o if bias else 0) for i, o, bias in shapes)
+    states = 3 if momentum else 2
+    acts = 4 * batch_size * width * len(shapes)
+    evals = 6 * eval_batch * max(width, n_out)    # input, output and the int64 level index
+    return int(bytes_per_value * (states * n_params + acts + evals))
+
+
+def memory_budget(max_memory, device):
+    """Bytes available for training on ``device``: ``max_memory`` itself, or with ``"auto"`` the
+    device's free memory (``torch.cuda.mem_get_info``; on a CPU the available RAM), or ``None``
+    (no limit)."""
+    if max_memory is None:
+        return None
+    if isinstance(max_memory, str):
+        if max_memory != "auto":
+            raise ValueError(f"max_memory must be a number of bytes > 0, 'auto' or None, got {max_memory!r}")
+        device = default_device(device)
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free)
+        try:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+            return None
+    return int(check_positive(max_memory, "max_memory", allow_array=False))
+
+
+def _chunks(specs, per_net, budget, depth, width):
+    """Split ``specs`` into consecutive chunks whose training fits ``budget`` bytes (90% of it)."""
+    if budget is None:
+        return [list(specs)]
+    fit = int(0.9 * budget) // per_net
+    if fit < 1:
+        raise ValueError(f"max_memory: {budget} bytes (90% usable) cannot hold one network of depth {depth} and "
+                         f"width {width}, which needs about {per_net} bytes; raise max_memory or reduce depth/width")
+    return [list(specs[i:i + fit]) for i in range(0, len(specs), fit)]
+
+
+@contextlib.contextmanager
+def _precision(precision, device_type):
+    """Set the matmul precision for a training run; yields the context to wrap each forward pass in.
+
+    bf16 autocast must wrap each forward pass on its own: autocast caches the bf16 copies of the
+    parameters until its context exits, so one context around many steps would keep using the
+    initial weights.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16":
+        yield lambda: torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    elif precision == "tf32":
+        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield contextlib.nullcontext
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+    else:
+        yield contextlib.nullcontext
+
+
+#: on a CPU, networks up to this width train on one thread (see :func:`train`)
+SMALL_WIDTH = 256
+
+
+@contextlib.contextmanager
+def _cpu_threads(device, width):
+    """One thread for small networks on a CPU: their matrix products are too small to gain from more."""
+    if device.type != "cpu" or width > SMALL_WIDTH or torch.get_num_threads() == 1:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _stable_seed(*parts):
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return int(hashlib.sha256(blob).hexdigest()[:15], 16)
+
+
+def _data_order(specs, n_train, n_steps, batch_size, seed, depth):
+    """Minibatch indices ``(B, n_steps, batch_size)``: each network walks through its own random
+    permutations of the training set (one per epoch), seeded from its spec, ``seed`` and ``depth``."""
+    n_epochs = -(-n_steps * batch_size // n_train)
+    order = torch.empty(len(specs), n_steps * batch_size, dtype=torch.int64)
+    for b, spec in enumerate(specs):
+        gen = torch.Generator().manual_seed(_stable_seed("order", seed, depth, dataclasses.asdict(spec)))
+        order[b] = torch.cat([torch.randperm(n_train, generator=gen) for _ in range(n_epochs)])[:n_steps * batch_size]
+    return order.view(len(specs), n_steps, batch_size)
+
+
+def _eval_sets(data, eval_size, seed, device):
+    """The evaluation inputs: the whole splits, or a fixed random subset of ``eval_size`` of each."""
+    out = []
+    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+        if eval_size is not None and eval_size < len(y):
+            gen = torch.Generator().manual_seed(_stable_seed("eval", seed, len(y)))
+            idx = torch.randperm(len(y), generator=gen)[:eval_size].sort().values
+            x, y = x[idx.to(x.device)], y[idx.to(y.device)]
+        out.append((x.to(device), y.to(device)))
+    return out
+
+
+def _accuracy(model, x, y, eval_batch, amp=contextlib.nullcontext):
     with torch.no_grad():
         correct = torch.zeros(len(model.specs), device=x.device)
-        for s in range(0, len(y), chunk):
-            correct += (model(x[s:s + chunk]).argmax(-1) == y[s:s + chunk]).float().sum(-1)
-    return (correct / len(y)).cpu().numpy()
+        for s in range(0, len(y), eval_batch):
+            with amp():
+                logits = model(x[s:s + eval_batch])
+            correct += (logits.argmax(-1) == y[s:s + eval_batch]).sum(-1)
+    return correct / len(y)
 
 
-def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False):
-    """Train every network of ``model`` with plain SGD on cross-entropy, in lockstep.
+def _sgd(params, lr, momentum, device):
+    params = list(params)
+    if device.type == "cuda" and "fused" in torch.optim.SGD.__init__.__code__.co_varnames:
+        try:   # one kernel for every parameter: reads p, grad, buffer; writes p, buffer
+            return torch.optim.SGD(params, lr=lr, momentum=momentum, fused=True)
+        except (RuntimeError, ValueError, TypeError):  # pragma: no cover - an older or partial CUDA build
+            pass
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, foreach=True)
 
-    The loss is the sum of the networks' mean losses, so each network receives exactly its own
-    gradient. Returns ``{step: (train_acc, test_acc)}`` (arrays over networks) at each step in
-    ``steps`` (a sorted list of step counts).
+
+class TrainRecord(dict):
+    """``{step: (train_acc, test_acc)}`` (arrays over networks), with the training history.
+
+    Attributes
+    ----------
+    losses : ndarray, shape (B, steps)
+        Each network's minibatch loss at every step.
+    seconds : float
+        Wall time (device synchronised).
+    flops : float
+        Matrix-product operations done, training and evaluation (:func:`training_flops`).
     """
-    steps = sorted(int(s) for s in steps)
+
+    losses = None
+    seconds = 0.0
+    flops = 0.0
+
+
+def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *, momentum=0.0, eval_size=None,
+          eval_batch=EVAL_BATCH, precision="fp32"):
+    """Train every network of ``model`` with SGD on cross-entropy, in lockstep.
+
+    The loss is the sum over networks of each network's mean minibatch loss, so each network
+    receives exactly its own gradient. Network ``b`` draws its minibatches from its own random
+    permutations of the training set (epoch after epoch), seeded from its spec, ``seed`` and the
+    depth; the indices are drawn before training and live on the device, so the step loop makes
+    no host-device copies.
+
+    Parameters
+    ----------
+    model : QuantizedMLPBatch
+    data : qmf_lite.Dataset
+    steps : sequence of int
+        Step counts at which train and test accuracy are recorded (0: before training).
+    lr : float, str or callable
+        Learning rate: a number, ``"bgs19"`` (:func:`bgs19_lr`) or a function of ``model.depth``.
+    batch_size : int
+    seed : int
+        Base seed of the data orders and of the evaluation subset.
+    momentum : float in [0, 1)
+        SGD momentum (PyTorch's: ``v <- momentum v + g``, ``p <- p - lr v``).
+    eval_size : int, optional
+        Evaluate on a fixed random subset of this many training and test inputs (the same for
+        every network); default the whole splits.
+    precision : ``"fp32"``, ``"tf32"`` or ``"bf16"``
+        Matrix-product precision: fp32; TF32 tensor cores (CUDA; a no-op on a CPU); or bf16
+        autocast (parameters stay fp32).
+
+    On a CPU, networks of width up to :data:`SMALL_WIDTH` train on one thread: their matrix
+    products are too small to gain from more, and idle threads waiting on each other cost much
+    more than they save on a machine shared with other work.
+
+    Returns
+    -------
+    TrainRecord
+    """
+    steps = sorted({check_int(int(s), "steps", 0) for s in steps})
+    if not steps or steps[-1] < 1:
+        raise ValueError(f"steps must contain a step count >= 1, got {steps}")
+    batch_size = check_int(batch_size, "batch_size", 1)
+    momentum = float(check_nonnegative(momentum, "momentum"))
+    if momentum >= 1:
+        raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+    if eval_size is not None:
+        eval_size = check_int(eval_size, "eval_size", 1)
+    lr_value = learning_rate(lr, model.depth)
     dev = model.w_out.device
-    x_tr, y_tr, x_te, y_te = (t.to(dev) for t in (data.x_train, data.y_train, data.x_test, data.y_test))
-    opt = torch.optim.SGD(model.parameters(), lr=lr, foreach=True)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    record = {}
-    it = _progress(range(1, steps[-1] + 1), progress, desc=f"depth {model.depth}", leave=False)
-    if 0 in steps:
-        record[0] = (_accuracy(model, x_tr, y_tr), _accuracy(model, x_te, y_te))
-    B = len(model.specs)
-    for step in it:
-        idx = torch.randint(len(y_tr), (batch_size,), generator=gen).to(dev)
-        logits = model(x_tr[idx])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_tr[idx].repeat(B),
-                                                 reduction="sum") / batch_size
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step in steps:
-            record[step] = (_accuracy(model, x_tr, y_tr), _accuracy(model, x_te, y_te))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    x_tr, y_tr = data.x_train.to(dev), data.y_train.to(dev)
+    (x_tre, y_tre), (x_tee, y_tee) = _eval_sets(data, eval_size, seed, dev)
+    last, B = steps[-1], len(model.specs)
+    order = _data_order(model.specs, len(y_tr), last, batch_size, seed, model.depth).to(dev)
+    opt = _sgd(model.parameters(), lr_value, momentum, dev)
+    losses = torch.empty(B, last, device=dev, dtype=model.w_out.dtype)
+    acc = {}
+    record_at = set(steps)
+    with _precision(precision, dev.type) as amp, _cpu_threads(dev, model.width):
+        evaluate = lambda: (_accuracy(model, x_tre, y_tre, eval_batch, amp),  # noqa: E731
+                            _accuracy(model, x_tee, y_tee, eval_batch, amp))
+        if 0 in record_at:
+            acc[0] = evaluate()
+        for step in _progress(range(1, last + 1), progress, desc=f"depth {model.depth}", leave=False):
+            idx = order[:, step - 1]                                   # (B, batch), on the device
+            with amp():
+                logits = model(x_tr[idx])
+            logits = logits.to(model.w_out.dtype)                     # bf16 autocast: the loss in fp32
+            per_net = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), y_tr[idx].reshape(-1), reduction="none"
+            ).view(B, batch_size).mean(1)
+            losses[:, step - 1] = per_net.detach()
+            opt.zero_grad(set_to_none=True)
+            per_net.sum().backward()
+            opt.step()
+            if step in record_at:
+                acc[step] = evaluate()
+    sync()
+    record = TrainRecord({s: (tr.cpu().numpy(), te.cpu().numpy()) for s, (tr, te) in sorted(acc.items())})
+    record.losses = losses.cpu().numpy()
+    record.seconds = time.perf_counter() - t0
+    step_flops, eval_flops = training_flops(model.depth, model.width, x_tr.shape[-1], model.w_out.shape[-1],
+                                            batch_size, model.layout)
+    record.flops = B * (last * step_flops + len(acc) * (len(y_tre) + len(y_tee)) * eval_flops)
     return record
 
 
 @dataclasses.dataclass
 class GridResult:
-    """Rows of a grid run: one dict per (levels, depth, sigma_w, seed, step)."""
+    """Rows of a grid run: one dict per (levels, sigma_w, seed, depth, step).
+
+    Attributes
+    ----------
+    rows : list of dict
+        Keys ``levels, sigma_w, seed, depth, step, train_acc, test_acc``.
+    config : dict
+        The grid's settings.
+    seconds : float
+        Wall time of this call.
+    n_cached : int
+        Networks whose results were loaded from the cache.
+    compute_seconds : float
+        Time spent training every network of the grid, in this call or in the earlier calls
+        whose results the cache held.
+    flops : float
+        Matrix-product operations of the networks trained in this call.
+    train_seconds : float
+        Time spent training in this call.
+    peak_memory : int or None
+        Peak device memory allocated (bytes; CUDA only).
+    """
 
     rows: list
     config: dict
     seconds: float
+    n_cached: int = 0
+    compute_seconds: float = 0.0
+    flops: float = 0.0
+    train_seconds: float = 0.0
+    peak_memory: int | None = None
+
+    @property
+    def n_nets(self):
+        """Networks in the grid (one per spec and depth)."""
+        return len({(r["levels"], r["sigma_w"], r["seed"], r["depth"]) for r in self.rows})
+
+    @property
+    def from_cache(self):
+        """True when every network was loaded from the cache."""
+        return self.n_cached == self.n_nets
+
+    def summary(self):
+        """One sentence: how many networks, trained now or loaded from the cache, and how long it took."""
+        n, k = self.n_nets, self.n_cached
+        if k == 0:
+            return f"{n} networks trained in {self.seconds:.0f} s"
+        if k == n:
+            return (f"{n} networks loaded from the cache in {self.seconds:.1f} s "
+                    f"(computing them took {self.compute_seconds:.0f} s)")
+        return (f"{n} networks: {k} loaded from the cache, {n - k} trained now; this call took {self.seconds:.0f} s, "
+                f"computing all of them {self.compute_seconds:.0f} s")
 
     def table(self, value="test_acc", step=None, by="levels"):
         """``(keys, depths, array[keys, depths])`` of ``value`` at ``step``, averaged over the other
@@ -218,15 +616,33 @@ def halfway_depth(depths, accuracy, chance):
     return float(np.exp(np.log(depths[j - 1]) + t * (np.log(depths[j]) - np.log(depths[j - 1]))))
 
 
+_ROW_KEYS = ("levels", "sigma_w", "seed", "depth", "step", "train_acc", "test_acc")
+
+
 def _key(config):
     from . import __version__
 
     blob = json.dumps({"v": __version__, **config}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _validator(n_rows):
+    def validate(entry):
+        rows = entry["rows"]
+        if not isinstance(rows, list) or len(rows) != n_rows:
+            return f"it holds {len(rows) if isinstance(rows, list) else 'no'} rows, expected {n_rows}"
+        for r in rows:
+            if set(r) != set(_ROW_KEYS) or not all(0.0 <= float(r[k]) <= 1.0 for k in ("train_acc", "test_acc")):
+                return f"a row is malformed: {r!r}"
+        if not float(entry["seconds"]) >= 0:
+            return "its compute time is missing"
+        return None
+    return validate
 
 
 def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), width=64, lr=0.01, batch_size=128,
-             dataset="digits", device=None, cache=True, progress=True, data=None):
+             dataset="digits", device=None, cache=True, progress=True, data=None, momentum=0.0, layout="book",
+             max_memory="auto", eval_size=None, precision="fp32", seed=0, callback=None, workers=None):
     """Train quantized MLPs over a grid of levels x depths (x sigma_w x seeds) and record accuracy.
 
     Parameters
@@ -236,14 +652,37 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         ``None``: each ``N`` at its optimal initialization (:func:`qmf_lite.optimal_init`);
         otherwise every value for every ``N``.
     seeds : sequence of int
-        Independent initializations (and data orders) per cell.
+        Independent initializations per cell; every network also has its own data order.
     steps : sequence of int
         Step counts at which train and test accuracy are recorded.
-    dataset : {"digits", "mnist"}
-        Which data set to load; ``data`` may pass a loaded :class:`~qmf_lite.Dataset` instead.
+    lr, batch_size, momentum, eval_size, precision, seed
+        Passed to :func:`train`; ``lr`` may be ``"bgs19"`` or a function of the depth.
+    layout : ``"book"`` or ``"bgs19"``
+        See :class:`QuantizedMLPBatch`.
+    dataset : ``"digits"`` or ``"mnist"``; ``data`` may pass a loaded :class:`~qmf_lite.Dataset`.
+    device : torch device, optional (default: CUDA when available)
+    max_memory : int, ``"auto"`` or None
+        Memory budget in bytes for the networks of one depth: they train in consecutive chunks
+        that each fit 90% of it (:func:`training_memory`). ``"auto"``: the device's free memory
+        (:func:`memory_budget`); ``None``: all networks of a depth at once.
     cache : bool
-        Store each depth's results under :func:`qmf_lite.cache_dir` ``/ "grid"``, keyed by
-        a hash of every input, and reuse them.
+        Store each chunk's results under :func:`qmf_lite.cache_dir` ``/ "grid"`` and reuse
+        them. The key hashes every input that changes a number: the networks' specs, depth,
+        width, layout, steps, learning rate at that depth, momentum, batch size, seeds, the
+        evaluation subset, precision, the data (a hash of its tensors), the device type (CPU and
+        CUDA draw different random numbers) and dtype, the torch and qmf_lite versions and the
+        source code of the modules that produce the numbers (``qmf_lite._cache.RESULT_MODULES``).
+        Not in the key: the GPU model and the number of CPU threads, which can change the last
+        bits of a matrix product. Entries are written atomically; a corrupt one is recomputed
+        with a :class:`~qmf_lite.CacheWarning`; an interrupted grid resumes from the
+        chunks already stored and says so on stderr.
+    callback : callable, optional
+        Called as ``callback(depth=..., chunk=..., rows=..., cached=...)`` after each chunk, in
+        the order of the grid.
+    workers : int, optional
+        Chunks trained at the same time, in threads. Default: on a CPU, for networks of width up
+        to :data:`SMALL_WIDTH`, one per core that torch uses (each chunk on one thread); otherwise
+        one. The results do not depend on it.
 
     Returns
     -------
@@ -252,32 +691,100 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     from .data import cache_dir, load_dataset
 
     levels = [check_levels(n) for n in levels]
-    depths = [check_int(int(d), "depths", 1) for d in depths]
+    depths = [check_int(int(d), "depths", 2 if layout == "bgs19" else 1) for d in depths]
     steps = sorted({check_int(int(s), "steps", 1) for s in steps})
     width = check_int(width, "width", 1)
-    lr = float(check_positive(lr, "lr", allow_array=False))
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    lrs = {d: learning_rate(lr, d) for d in depths}
     if sigma_w is not None:
         sigma_w = [float(check_positive(s, "sigma_w", allow_array=False)) for s in sigma_w]
+    seeds = [check_int(int(s), "seeds", 0) for s in seeds]
     dev = default_device(device)
+    t0 = time.perf_counter()
     data = load_dataset(dataset) if data is None else data
-    specs = [NetSpec.optimal(n, seed) if sigma_w is None else NetSpec(n, sw, 0.0, seed)
-             for n in levels for sw in ([None] if sigma_w is None else sigma_w) for seed in seeds]
-    rows, t0 = [], time.perf_counter()
-    for depth in _progress(depths, progress, desc="depths"):
-        config = {"specs": [dataclasses.asdict(s) for s in specs], "depth": depth, "steps": steps, "width": width,
-                  "lr": lr, "batch_size": batch_size, "dataset": data.name, "n_train": len(data.y_train)}
-        path = cache_dir("grid") / f"{_key(config)}.json" if cache else None
-        if path is not None and path.exists():
-            rows.extend(json.loads(path.read_text()))
-            continue
-        torch.manual_seed(depth)
-        model = QuantizedMLPBatch(specs, data.n_features, data.n_classes, depth, width, device=dev)
-        record = train(model, data, steps, lr=lr, batch_size=batch_size, seed=depth)
-        new = [{"levels": s.levels, "sigma_w": s.sigma_w, "seed": s.seed, "depth": depth, "step": step,
-                "train_acc": float(tr[b]), "test_acc": float(te[b])}
-               for step, (tr, te) in record.items() for b, s in enumerate(specs)]
-        if path is not None:
-            path.write_text(json.dumps(new))
-        rows.extend(new)
-    return GridResult(rows, {"levels": levels, "depths": depths, "sigma_w": sigma_w, "seeds": list(seeds),
-                             "steps": steps, "width": width, "lr": lr, "dataset": data.name}, time.perf_counter() - t0)
+    specs = [NetSpec.optimal(n, s) if sigma_w is None else NetSpec(n, sw, 0.0, s)
+             for n in levels for sw in ([None] if sigma_w is None else sigma_w) for s in seeds]
+    n_in, n_out = data.n_features, data.n_classes
+    base = {"code": _cache.code_fingerprint(), "torch": torch.__version__, "device": dev.type, "dtype": "float32",
+            "precision": precision, "data": data.fingerprint(), "dataset": data.name, "width": width, "layout": layout,
+            "steps": steps, "batch_size": batch_size, "momentum": float(momentum), "seed": seed,
+            "eval_size": eval_size, "eval_batch": EVAL_BATCH}
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    budget = memory_budget(max_memory, dev)
+    if budget is not None and dev.type == "cuda":
+        budget -= 2 * sum(t.numel() * t.element_size() for t in (data.x_train, data.x_test))  # data and eval copies
+    plan = []
+    for depth in depths:
+        per_net = training_memory(depth, width, n_in, n_out, batch_size, layout=layout, momentum=momentum)
+        for chunk in _chunks(specs, per_net, budget, depth, width):
+            config = {**base, "depth": depth, "lr": lrs[depth], "specs": [dataclasses.asdict(s) for s in chunk]}
+            key = _key(config)
+            path = cache_dir("grid") / f"{key}.json" if cache else None
+            entry = _cache.read_json(path, _SCHEMA, key, _validator(len(chunk) * len(steps))) if cache else None
+            plan.append((depth, chunk, config, key, path, entry))
+    n_found = sum(p[-1] is not None for p in plan)
+    if 0 < n_found < len(plan):
+        print(f"run_grid: resuming from the cache: {n_found} of {len(plan)} chunks "
+              f"({sum(len(p[1]) for p in plan if p[-1] is not None)} of {len(specs) * len(depths)} networks) "
+              f"were computed earlier; training the rest", file=sys.stderr)
+    def compute(depth, chunk, config, key, path):
+        model = QuantizedMLPBatch(chunk, n_in, n_out, depth, width, device=dev, layout=layout)
+        rec = train(model, data, steps, lr=lrs[depth], batch_size=batch_size, seed=seed, momentum=momentum,
+                    eval_size=eval_size, precision=precision)
+        del model
+        if dev.type == "cuda":   # hand the chunk's blocks back: chunks of another depth fragment the cache
+            torch.cuda.empty_cache()
+        rows = [{"levels": s.levels, "sigma_w": s.sigma_w, "seed": s.seed, "depth": depth, "step": step,
+                 "train_acc": float(tr[b]), "test_acc": float(te[b])}
+                for step, (tr, te) in rec.items() for b, s in enumerate(chunk)]
+        if path is not None:                       # written as soon as it is done: an interruption keeps it
+            _cache.atomic_write_json(path, {"schema": _SCHEMA, "key": key, "config": config, "rows": rows,
+                                            "seconds": rec.seconds, "flops": rec.flops})
+        return rows, rec
+
+    todo = [i for i, p in enumerate(plan) if p[-1] is None]
+    if workers is None:
+        small_cpu = dev.type == "cpu" and width <= SMALL_WIDTH
+        workers = max(1, min(torch.get_num_threads(), len(todo))) if small_cpu else 1
+    workers = check_int(workers, "workers", 1)
+    results, n_cached, compute_s, flops, train_s = {}, 0, 0.0, 0.0, 0.0
+    pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 and len(todo) > 1 else None
+    try:
+        with _cpu_threads(dev, width if pool is not None else SMALL_WIDTH + 1):
+            # longest first (depth x networks), so that no thread is left with a long chunk at the end
+            by_cost = sorted(todo, key=lambda i: -plan[i][0] * len(plan[i][1]))
+            futures = {i: pool.submit(compute, *plan[i][:5]) for i in by_cost} if pool is not None else {}
+            bar = _progress(range(len(plan)), progress, desc="grid")
+            for i in bar:
+                depth, chunk, config, key, path, entry = plan[i]
+                if progress and hasattr(bar, "set_postfix_str"):
+                    bar.set_postfix_str(f"depth {depth}, {len(chunk)} nets")
+                if entry is not None:
+                    rows = entry["rows"]
+                    n_cached += len(chunk)
+                    compute_s += float(entry["seconds"])
+                else:
+                    rows, rec = futures[i].result() if pool is not None else compute(depth, chunk, config, key, path)
+                    compute_s += rec.seconds
+                    train_s += rec.seconds
+                    flops += rec.flops
+                for r in rows:
+                    results[(r["depth"], r["step"], r["levels"], r["sigma_w"], r["seed"])] = r
+                if callback is not None:
+                    callback(depth=depth, chunk=i, rows=rows, cached=entry is not None)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    order = {(s.levels, s.sigma_w, s.seed): i for i, s in enumerate(specs)}
+    rows = [results[k] for k in sorted(results, key=lambda k: (k[0], k[1], order[k[2:]]))]
+    peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None
+    return GridResult(rows, {"levels": levels, "depths": depths, "sigma_w": sigma_w, "seeds": seeds, "steps": steps,
+                             "width": width, "lr": lr if isinstance(lr, (str, int, float)) else lrs,
+                             "momentum": float(momentum), "batch_size": batch_size, "layout": layout,
+                             "eval_size": eval_size, "precision": precision, "dataset": data.name,
+                             "normalization": getattr(data, "normalization", "feature"), "device": str(dev)},
+                      time.perf_counter() - t0, n_cached, compute_s, flops, train_s, peak)

@@ -40,12 +40,14 @@ import dataclasses
 import math
 import numbers
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 
-from ._validate import _as_float_array, check_int, check_positive, check_probability, check_real
+from ._validate import (_as_float_array, check_bool, check_callable, check_choice, check_finite, check_int,
+                        check_positive, check_probability, check_real, check_seed)
 
 __all__ = [
     "Grid",
@@ -73,6 +75,24 @@ __all__ = [
 #: the update rules: full-precision SGD, deterministic rounding, stochastic rounding, BinaryConnect
 RULES = ("sgd", "r", "sr", "bc")
 
+#: the largest number of steps :math:`(U - L)/\Delta` of a :class:`Grid` (2**53: every grid index is an
+#: exact float64 integer) and the largest :math:`|L|, |U|` (so that :math:`U - L` cannot overflow)
+MAX_GRID_STEPS, MAX_GRID_ABS = 2**53, 1e300
+#: the largest grid size times number of noise values of the exact SR chain (:func:`sr_transition_matrix`,
+#: :func:`neighbour_lr`): about 1.5 GiB of intermediate arrays; the book's largest chain has 40002
+MAX_CHAIN_SIZE = 2**24
+#: the most updates :func:`run_rule` and :func:`fit` take (a Python loop: 10**8 steps take hours)
+MAX_STEPS = 10**8
+#: the most entries of a data array :class:`LogisticProblem` builds (2**27 float64 = 1 GiB)
+MAX_ENTRIES = 2**27
+#: the most weights per layer of :func:`binary_mlp` (2**28 float32 = 1 GiB) and its widest layer
+MAX_LAYER_WEIGHTS, MAX_WIDTH = 2**28, 2**24
+#: the largest norm of the teacher in :meth:`LogisticProblem.make` (labels are deterministic long before)
+MAX_TEACHER_SCALE = 1e100
+#: the largest :math:`|x_{ij}|`, :math:`|w_j|` and ridge of a :class:`LogisticProblem`: margins
+#: :math:`y\,x\cdot w` and the penalty stay far inside float64
+MAX_LOGISTIC_ABS = 1e50
+
 
 def _positive(value, name, scalar=True):
     """A finite positive float (``scalar``) or float64 array; bools and strings are rejected."""
@@ -81,8 +101,6 @@ def _positive(value, name, scalar=True):
         if value <= 0:
             raise ValueError(f"{name} must be finite and > 0, got {value!r}")
         return value
-    if isinstance(value, (bool, str, bytes)):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
     return check_positive(value, name)
 
 
@@ -90,22 +108,23 @@ def _is_torch(x):
     return type(x).__module__.split(".")[0] == "torch"
 
 
-def _numpy_rng(rng):
+def _numpy_rng(rng, name="rng"):
+    """A numpy Generator: ``rng`` itself, or one seeded by the integer ``rng`` in [0, 2**63 - 1]."""
     if isinstance(rng, np.random.Generator):
         return rng
     if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
-        raise ValueError(f"rng must be an integer seed or a numpy Generator, got {rng!r}")
-    return np.random.default_rng(int(rng))
+        raise ValueError(f"{name} must be an integer seed in [0, 2**63 - 1] or a numpy Generator, got {rng!r}")
+    return np.random.default_rng(check_seed(rng, name))
 
 
-def _torch_generator(rng, device):
+def _torch_generator(rng, device, name="rng"):
     import torch
 
     if isinstance(rng, torch.Generator):
         return rng
     if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
-        raise ValueError(f"rng must be an integer seed or a torch.Generator, got {rng!r}")
-    return torch.Generator(device=device).manual_seed(int(rng))
+        raise ValueError(f"{name} must be an integer seed in [0, 2**63 - 1] or a torch.Generator, got {rng!r}")
+    return torch.Generator(device=device).manual_seed(check_seed(rng, name))
 
 
 def _check_weights(w, name="w"):
@@ -113,12 +132,42 @@ def _check_weights(w, name="w"):
     if _is_torch(w):
         import torch
 
-        if not torch.is_floating_point(w):
-            raise ValueError(f"{name} must be a floating-point tensor, got dtype {w.dtype}")
+        if not isinstance(w, torch.Tensor) or not torch.is_floating_point(w):
+            raise ValueError(f"{name} must be a floating-point tensor, got {getattr(w, 'dtype', type(w))}")
         if torch.isnan(w).any():
             raise ValueError(f"{name} must not contain NaN")
         return w
     return _as_float_array(w, name)
+
+
+def _check_finite_values(x, name):
+    """A finite float64 array, or a floating-point torch tensor with finite entries."""
+    if _is_torch(x):
+        import torch
+
+        if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
+            raise ValueError(f"{name} must be finite real numbers (a floating-point tensor), "
+                             f"got {getattr(x, 'dtype', type(x))}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} must be finite real numbers (no NaN or inf)")
+        return x
+    return check_finite(x, name)
+
+
+def _check_grid(grid, name="grid", optional=False):
+    if not isinstance(grid, Grid) and not (optional and grid is None):
+        allowed = "None or a Grid" if optional else "a Grid"
+        raise ValueError(f"{name} must be {allowed} (qmf_lite.weights.Grid), got {grid!r}")
+    return grid
+
+
+def _broadcast(names, *arrays):
+    """The broadcast shape of ``arrays`` (numpy arrays or tensors), a ValueError naming them if they do not."""
+    try:
+        return np.broadcast_shapes(*(tuple(a.shape) for a in arrays))
+    except ValueError:
+        shapes = ", ".join(f"{n} {tuple(a.shape)}" for n, a in zip(names, arrays))
+        raise ValueError(f"{' and '.join(names)} must broadcast together, got shapes {shapes}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +177,11 @@ class Grid:
     Parameters
     ----------
     delta : float
-        The step :math:`\Delta > 0`.
+        The step :math:`\Delta > 0`, finite.
     low, high : float
-        The range :math:`[L, U]`, finite, containing 0, with :math:`(U - L)/\Delta` a positive
-        integer (to a relative 1e-9).
+        The range :math:`[L, U]`, finite, containing 0, with :math:`|L|, |U| \le 10^{300}`
+        (``MAX_GRID_ABS``) and :math:`(U - L)/\Delta` a positive integer (to a relative 1e-9) of at
+        most :math:`2^{53}` (``MAX_GRID_STEPS``: every grid index is then an exact float64 integer).
 
     Examples
     --------
@@ -155,9 +205,12 @@ class Grid:
             raise ValueError(f"the range [low, high] must contain 0, got [{low}, {high}]")
         if not low < high:
             raise ValueError(f"low must be < high, got low = {low}, high = {high}")
+        if max(-low, high) > MAX_GRID_ABS:
+            raise ValueError(f"low and high must lie in [-{MAX_GRID_ABS:g}, {MAX_GRID_ABS:g}], got [{low}, {high}]")
         steps = (high - low) / delta
-        if abs(steps - round(steps)) > 1e-9 * max(1.0, steps) or round(steps) < 1:
-            raise ValueError(f"(high - low) / delta must be a positive integer, got {steps!r}")
+        if not 0.5 <= steps <= MAX_GRID_STEPS + 0.5 or abs(steps - round(steps)) > 1e-9 * max(1.0, steps):
+            raise ValueError(f"(high - low) / delta must be a positive integer of at most 2**53 (the number of grid "
+                             f"steps), got ({high!r} - {low!r}) / {delta!r} = {steps!r}")
         object.__setattr__(self, "delta", delta)
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
@@ -168,25 +221,30 @@ class Grid:
         r"""Two's-complement fixed point: ``bits`` in all, ``frac_bits`` after the binary point.
 
         :math:`\Delta = 2^{-F}`, :math:`L = -2^{W-1-F}`, :math:`U = 2^{W-1-F} - 2^{-F}`
-        (``1 <= bits``, ``0 <= frac_bits``).
+        (``1 <= bits <= 53``, ``0 <= frac_bits <= 1022``: :math:`2^W` levels, each exact in float64).
         """
-        bits = check_int(bits, "bits", 1)
-        frac_bits = check_int(frac_bits, "frac_bits", 0)
+        bits = check_int(bits, "bits", 1, 53)
+        frac_bits = check_int(frac_bits, "frac_bits", 0, 1022)
         delta = 2.0 ** -frac_bits
         half = 2.0 ** (bits - 1 - frac_bits)
         return cls(delta, -half, half - delta)
 
     @classmethod
     def binary(cls, a):
-        """The two-point grid :math:`\\{-a, a\\}` (step ``2a``), as in BinaryConnect; ``a > 0``."""
+        """The two-point grid :math:`\\{-a, a\\}` (step ``2a``), as in BinaryConnect; ``0 < a <= 1e300``."""
         a = _positive(a, "a")
+        if a > MAX_GRID_ABS:
+            raise ValueError(f"a must lie in (0, {MAX_GRID_ABS:g}], got {a!r}")
         return cls(2.0 * a, -a, a)
 
     @classmethod
     def symmetric(cls, delta, half_levels):
-        r"""The grid :math:`\{k\Delta : |k| \le K\}`, ``K = half_levels >= 1``."""
-        half_levels = check_int(half_levels, "half_levels", 1)
+        r"""The grid :math:`\{k\Delta : |k| \le K\}`, ``1 <= K = half_levels <= 2**52``, ``0 < delta``,
+        :math:`K\Delta \le 10^{300}`."""
+        half_levels = check_int(half_levels, "half_levels", 1, MAX_GRID_STEPS // 2)
         delta = _positive(delta, "delta")
+        if half_levels * delta > MAX_GRID_ABS:
+            raise ValueError(f"half_levels * delta must be at most {MAX_GRID_ABS:g}, got {half_levels} * {delta!r}")
         return cls(delta, -half_levels * delta, half_levels * delta)
 
     # --- properties ------------------------------------------------------------------------
@@ -241,8 +299,10 @@ class Grid:
         Parameters
         ----------
         w : array_like or torch.Tensor
+            Real numbers (floating-point for a tensor), no NaN; ``inf`` is clipped like any value.
         rng : int, numpy.random.Generator or torch.Generator
-            An integer seeds a fresh generator (numpy for arrays, torch on ``w``'s device for tensors).
+            An integer in [0, 2**63 - 1] seeds a fresh generator (numpy for arrays, torch on ``w``'s
+            device for tensors).
 
         Examples
         --------
@@ -267,13 +327,12 @@ class Grid:
 
     def quantize(self, w, rounding="deterministic", rng=None):
         """:meth:`round` (``rounding="deterministic"``) or :meth:`stochastic_round` (``"stochastic"``)."""
+        rounding = check_choice(rounding, "rounding", ("deterministic", "stochastic"))
         if rounding == "deterministic":
             return self.round(w)
-        if rounding == "stochastic":
-            if rng is None:
-                raise ValueError("rng must be given for rounding='stochastic' (a seed or a Generator)")
-            return self.stochastic_round(w, rng)
-        raise ValueError(f"rounding must be 'deterministic' or 'stochastic', got {rounding!r}")
+        if rng is None:
+            raise ValueError("rng must be given for rounding='stochastic' (a seed or a Generator)")
+        return self.stochastic_round(w, rng)
 
 
 # --- update rules ----------------------------------------------------------------------------
@@ -282,15 +341,49 @@ def _check_lr(lr):
     return float(lr) if lr.ndim == 0 else lr
 
 
+def _step(w, g, lr, grid=None, wname="w"):
+    r"""Validated ``w`` (named ``wname``), ``g``, ``lr`` and :math:`w - \alpha g`. With a grid the step may
+    overflow to :math:`\pm\infty` (then clipped to the range: the exact limit); without, it must stay finite."""
+    w = _check_finite_values(w, wname)
+    g = _check_finite_values(g, "g")
+    lr = _check_lr(lr)
+    _broadcast((wname, "g", "lr"), w, g, np.asarray(lr))
+    if _is_torch(w) or _is_torch(g):  # a tensor and numbers: all become tensors like it
+        import torch
+
+        like = w if _is_torch(w) else g
+        w, g = (torch.as_tensor(x, dtype=like.dtype, device=like.device) for x in (w, g))
+        if not isinstance(lr, float):
+            lr = torch.as_tensor(lr, dtype=like.dtype, device=like.device)
+    with np.errstate(over="ignore"):
+        new = w - lr * g
+    if grid is None and not _all_finite(new):
+        raise ValueError(f"lr * g must keep {wname} - lr * g finite; it overflowed with lr = {lr!r}")
+    return new
+
+
+def _all_finite(x):
+    if _is_torch(x):
+        import torch
+
+        return bool(torch.isfinite(x).all())
+    return bool(np.isfinite(x).all())
+
+
 def sgd_update(w, g, lr):
-    r"""Full-precision SGD, :math:`w - \alpha g` (``lr`` > 0, a scalar or an array broadcasting with ``w``)."""
-    return w - _check_lr(lr) * g
+    r"""Full-precision SGD, :math:`w - \alpha g`.
+
+    ``w`` and ``g`` are finite real numbers (arrays, or floating-point tensors), ``lr > 0`` a scalar or
+    an array; the three broadcast together, and :math:`w - \alpha g` must stay finite.
+    """
+    return _step(w, g, lr)
 
 
 def r_update(w, g, lr, grid):
     r"""Rule R, deterministic rounding of the step: :math:`Q_d(w - \alpha g)`.
 
     From a grid point it moves only if :math:`\alpha|g| \ge \Delta/2`: with smaller steps R stalls.
+    ``w``, ``g`` finite, ``lr > 0`` (scalar or array), broadcasting together; ``grid`` a :class:`Grid`.
 
     Examples
     --------
@@ -298,12 +391,16 @@ def r_update(w, g, lr, grid):
     >>> float(r_update(0.5, 1.0, 0.1, g)), float(r_update(0.5, 2.0, 0.1, g))   # 0.1 < 0.125: stuck
     (0.5, 0.25)
     """
-    return grid.round(w - _check_lr(lr) * g)
+    return _check_grid(grid).round(_step(w, g, lr, grid))
 
 
 def sr_update(w, g, lr, grid, rng):
-    r"""Rule SR, stochastic rounding of the step: :math:`Q_s(w - \alpha g)`."""
-    return grid.stochastic_round(w - _check_lr(lr) * g, rng)
+    r"""Rule SR, stochastic rounding of the step: :math:`Q_s(w - \alpha g)`.
+
+    ``w``, ``g`` finite, ``lr > 0`` (scalar or array), broadcasting together; ``grid`` a :class:`Grid`;
+    ``rng`` as in :meth:`Grid.stochastic_round`.
+    """
+    return _check_grid(grid).stochastic_round(_step(w, g, lr, grid), rng)
 
 
 def bc_update(buffer, g, lr, grid, clip=True):
@@ -311,9 +408,13 @@ def bc_update(buffer, g, lr, grid, clip=True):
 
     With ``clip`` (default) the buffer is clipped to the grid's range, so that it cannot drift
     beyond the point where its quantized image could change back (our default; it keeps the buffer
-    of a binary weight in :math:`[-a, a]`).
+    of a binary weight in :math:`[-a, a]`). ``buffer``, ``g`` finite, ``lr > 0`` (scalar or array),
+    broadcasting together; ``grid`` a :class:`Grid`; ``clip`` True or False (without clipping the
+    new buffer must stay finite).
     """
-    new = buffer - _check_lr(lr) * g
+    _check_grid(grid)
+    clip = check_bool(clip, "clip")
+    new = _step(buffer, g, lr, grid if clip else None, wname="buffer")
     return grid.clip(new) if clip else new
 
 
@@ -348,23 +449,31 @@ def run_rule(rule, grad, w0, *, lr, steps, grid=None, seed=0, bc_rounding="stoch
     rule : {"sgd", "r", "sr", "bc"}
     grad : callable
         ``grad(w, rng)`` returns a stochastic gradient of the shape of ``w`` (fresh noise per entry
-        or per chain, drawn from the numpy Generator ``rng``).
+        or per chain, drawn from the numpy Generator ``rng``): finite real numbers broadcasting to
+        the shape of ``w``, else a ``ValueError`` names the step.
     w0 : array_like
-        Initial weights, e.g. of shape ``(chains,)`` or ``(chains, d)``; R and SR start from
+        Initial weights, finite, e.g. of shape ``(chains,)`` or ``(chains, d)``; R and SR start from
         :math:`Q_d(w_0)`, BC's buffer from ``w0``.
     lr : float or array_like
-        Step size(s) > 0, broadcasting with ``w0`` (one per chain, for instance).
+        Step size(s) > 0, finite, broadcasting with ``w0`` (one per chain, for instance). Any size is
+        allowed where the result is clipped to the grid (R, SR, BC with ``clip_buffer``); for SGD and
+        unclipped BC an iterate that overflows float64 is a ``ValueError``.
     steps : int
-        Number of updates (>= 0).
+        Number of updates, in [0, 10**8] (``MAX_STEPS``).
     grid : Grid
-        Required for R, SR and BC.
-    seed : int
-        Seed of the numpy Generator used for the gradient noise and the rounding.
+        Required for R, SR and BC (``None`` or a :class:`Grid` for SGD, which ignores it).
+    seed : int or numpy.random.Generator
+        Seed in [0, 2**63 - 1] of the numpy Generator used for the gradient noise and the rounding
+        (or the Generator itself).
     bc_rounding : {"stochastic", "deterministic"}
         The quantizer of BC's forward weights :math:`w_b`. The default, stochastic, gives on a
         quadratic loss an unbiased gradient of the buffer's loss.
+    clip_buffer : bool
+        Clip BC's buffer to the grid's range after each step (True or False).
     observe : callable, optional
         ``observe(deployed, buffer)`` is recorded every ``every`` steps (and at step 0).
+    every : int
+        Recording interval, >= 1.
 
     Returns
     -------
@@ -378,40 +487,65 @@ def run_rule(rule, grad, w0, *, lr, steps, grid=None, seed=0, bc_rounding="stoch
     >>> run.deployed                     # 0.05 |g| < Delta/2 everywhere on the way: R never moves
     array([-1., -1., -1., -1.])
     """
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
-    if rule != "sgd" and not isinstance(grid, Grid):
+    rule = check_choice(rule, "rule", RULES)
+    grad = check_callable(grad, "grad")
+    if rule == "sgd":
+        _check_grid(grid, optional=True)
+    elif not isinstance(grid, Grid):
         raise ValueError(f"grid must be a Grid for rule {rule!r}, got {grid!r}")
-    if bc_rounding not in ("stochastic", "deterministic"):
-        raise ValueError(f"bc_rounding must be 'stochastic' or 'deterministic', got {bc_rounding!r}")
+    bc_rounding = check_choice(bc_rounding, "bc_rounding", ("stochastic", "deterministic"))
+    clip_buffer = check_bool(clip_buffer, "clip_buffer")
+    if observe is not None and not callable(observe):
+        raise ValueError(f"observe must be None or a callable, got {observe!r}")
     lr = _check_lr(lr)
-    steps = check_int(steps, "steps", 0)
+    steps = check_int(steps, "steps", 0, MAX_STEPS)
     every = check_int(every, "every", 1)
-    rng = _numpy_rng(seed)
-    w = _as_float_array(w0, "w0").copy()
+    rng = _numpy_rng(seed, "seed")
+    w = check_finite(w0, "w0").copy()
+    _broadcast(("lr", "w0"), np.asarray(lr), w)
     if rule in ("r", "sr"):
         w = grid.round(w)
+    unclipped = rule == "sgd" or (rule == "bc" and not clip_buffer)
     records, at = [], []
 
     def deployed_and_buffer():
         return (grid.round(w), w) if rule == "bc" else (w, w)
 
+    def gradient(at_w, t):
+        g = np.asarray(grad(at_w, rng))
+        if g.dtype.kind not in "iuf" or not np.isfinite(g).all():
+            raise ValueError(f"grad must return finite real numbers; at step {t} grad(w, rng) gave {g!r}")
+        try:
+            fits = np.broadcast_shapes(g.shape, at_w.shape) == at_w.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"grad must return an array broadcasting to the shape {at_w.shape} of w; at step {t} "
+                             f"it has shape {g.shape}")
+        return g
+
     if observe is not None:
         records.append(observe(*deployed_and_buffer()))
         at.append(0)
-    for t in range(1, steps + 1):
-        if rule == "bc":
-            wb = grid.quantize(w, bc_rounding, rng)
-            w = bc_update(w, grad(wb, rng), lr, grid, clip_buffer)
-        elif rule == "sgd":
-            w = w - lr * grad(w, rng)
-        elif rule == "r":
-            w = grid.round(w - lr * grad(w, rng))
-        else:
-            w = grid.stochastic_round(w - lr * grad(w, rng), rng)
-        if observe is not None and t % every == 0:
-            records.append(observe(*deployed_and_buffer()))
-            at.append(t)
+    with np.errstate(over="ignore"):  # an overflowing step is clipped to the grid, or refused below
+        for t in range(1, steps + 1):
+            if rule == "bc":
+                wb = grid.quantize(w, bc_rounding, rng)
+                w = w - lr * gradient(wb, t)
+                if clip_buffer:
+                    w = grid.clip(w)
+            elif rule == "sgd":
+                w = w - lr * gradient(w, t)
+            elif rule == "r":
+                w = grid.round(w - lr * gradient(w, t))
+            else:
+                w = grid.stochastic_round(w - lr * gradient(w, t), rng)
+            if unclipped and not np.isfinite(w).all():
+                raise ValueError(f"lr must keep the {rule} iterate within float64: it overflowed at step {t} "
+                                 f"(lr = {lr!r})")
+            if observe is not None and t % every == 0:
+                records.append(observe(*deployed_and_buffer()))
+                at.append(t)
     deployed, buffer = deployed_and_buffer()
     trace = np.asarray(records) if observe is not None else None
     return RuleRun(deployed, buffer.copy(), trace, np.asarray(at))
@@ -433,7 +567,13 @@ def _noise_distribution(noise, probs):
     return values, probs
 
 
-def _mean_gradient(grad, grid):
+def _mean_gradient(grad, grid, n_noise):
+    """The mean gradient at the points of ``grid`` (a Grid whose chain, with ``n_noise`` noise values, is not
+    too large), from a callable or values."""
+    _check_grid(grid)
+    if grid.n_levels * n_noise > MAX_CHAIN_SIZE:
+        raise ValueError(f"grid and noise must give at most 2**24 pairs (grid points x noise values) for the exact "
+                         f"chain, got {grid.n_levels} x {n_noise}")
     points = grid.points
     g = _as_float_array(grad(points) if callable(grad) else grad, "grad")
     if g.ndim == 0:
@@ -448,14 +588,30 @@ def neighbour_lr(grid, grad, noise=(-1.0, 1.0)):
 
     For ``lr`` up to this value the SR chain is a birth-death chain with :math:`P = I + \alpha A`.
 
+    Parameters
+    ----------
+    grid : Grid
+        At most 2**24 points times noise values (``MAX_CHAIN_SIZE``).
+    grad : callable or array_like
+        The mean gradient at the grid points, as in :func:`sr_transition_matrix`.
+    noise : array_like
+        The noise values :math:`\xi_i`, finite, at least one.
+
+    Returns
+    -------
+    float
+        :math:`\Delta/\max_{k,i}|\bar g(w_k) + \xi_i|`; ``inf`` when every gradient is 0 (SR never
+        moves), 0 when the largest one overflows float64.
+
     Examples
     --------
     >>> round(neighbour_lr(Grid.symmetric(0.1, 10), lambda w: w, noise=[-0.5, 0.5]), 12)
     0.066666666667
     """
-    g = _mean_gradient(grad, grid)
     values, _ = _noise_distribution(noise, None)
-    biggest = np.max(np.abs(g[:, None] + values[None, :]))
+    g = _mean_gradient(grad, grid, values.size)
+    with np.errstate(over="ignore"):
+        biggest = np.max(np.abs(g[:, None] + values[None, :]))
     return math.inf if biggest == 0 else float(grid.delta / biggest)
 
 
@@ -472,13 +628,17 @@ def sr_transition_matrix(grid, grad, lr, noise=(-1.0, 1.0), probs=None):
     Parameters
     ----------
     grid : Grid
+        At most 2**24 points times noise values (``MAX_CHAIN_SIZE``; memory).
     grad : callable or array_like
-        The mean gradient :math:`\bar g` at the grid points (``grad(grid.points)``), or its values.
+        The mean gradient :math:`\bar g` at the grid points (``grad(grid.points)``), or its values:
+        finite, one per grid point (or a scalar).
     lr : float
-        Step size :math:`\alpha > 0`.
+        Step size :math:`\alpha > 0`, finite; steps beyond the range (even ones that overflow
+        float64) are clipped to it.
     noise, probs : array_like
-        A finite distribution of additive gradient noise: values :math:`\xi_i` and probabilities
-        :math:`p_i` in [0, 1] summing to 1 (default: :math:`\pm 1` with probability 1/2 each).
+        A finite distribution of additive gradient noise: values :math:`\xi_i` (finite, at least
+        one) and probabilities :math:`p_i` in [0, 1] summing to 1 (default: :math:`\pm 1` with
+        probability 1/2 each).
 
     Returns
     -------
@@ -492,13 +652,13 @@ def sr_transition_matrix(grid, grad, lr, noise=(-1.0, 1.0), probs=None):
     >>> P.toarray()[2].round(3)                        # from 0: +-0.2 -> up or down w.p. 0.2 each
     array([0. , 0.2, 0.6, 0.2, 0. ])
     """
-    if not isinstance(grid, Grid):
-        raise ValueError(f"grid must be a Grid, got {grid!r}")
+    _check_grid(grid)
     lr = _positive(lr, "lr")
     values, probs = _noise_distribution(noise, probs)
-    g = _mean_gradient(grad, grid)
+    g = _mean_gradient(grad, grid, values.size)
     n = grid.n_levels
-    x = grid.points[:, None] - lr * (g[:, None] + values[None, :])
+    with np.errstate(over="ignore"):  # a step past the float64 range is clipped like any step past the grid
+        x = grid.points[:, None] - lr * (g[:, None] + values[None, :])
     u = (np.clip(x, grid.low, grid.high) - grid.low) / grid.delta
     j0 = np.minimum(np.floor(u), n - 2).astype(np.int64)
     frac = u - j0
@@ -511,6 +671,30 @@ def sr_transition_matrix(grid, grad, lr, noise=(-1.0, 1.0), probs=None):
     return P
 
 
+def _check_transition(P, name="P"):
+    """``P`` as a float64 CSR matrix, requiring a square, row-stochastic real matrix (a scipy sparse matrix or
+    a 2-d array_like) with entries in [0, 1] and rows summing to 1 (to 1e-10)."""
+    if sparse.issparse(P):
+        if P.dtype.kind not in "iuf":
+            raise ValueError(f"{name} must be a real matrix (probabilities), got dtype {P.dtype}")
+        P = sparse.csr_matrix(P, dtype=np.float64)
+    else:
+        arr = _as_float_array(P, name)
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be a square matrix (2-d), got {P!r}")
+        P = sparse.csr_matrix(arr)
+    n, m = P.shape
+    if n != m or n < 1:
+        raise ValueError(f"{name} must be a square matrix, got shape {P.shape}")
+    if P.nnz and (not np.isfinite(P.data).all() or P.data.min() < 0 or P.data.max() > 1 + 1e-12):
+        raise ValueError(f"{name} must have entries (probabilities) in [0, 1]")
+    rows = np.asarray(P.sum(axis=1)).ravel()
+    if np.max(np.abs(rows - 1.0)) > 1e-10:
+        raise ValueError(f"{name} must have rows summing to 1; the worst row sums to "
+                         f"{rows[np.argmax(np.abs(rows - 1))]!r}")
+    return P
+
+
 def stationary_distribution(P):
     r"""The stationary distribution :math:`\pi = \pi P`, :math:`\sum_k\pi_k = 1`, by a sparse LU solve.
 
@@ -520,8 +704,8 @@ def stationary_distribution(P):
 
     Parameters
     ----------
-    P : scipy.sparse matrix or ndarray
-        Row-stochastic: non-negative entries, rows summing to 1 (to 1e-10).
+    P : scipy.sparse matrix or array_like
+        Square, real and row-stochastic: entries in [0, 1], rows summing to 1 (to 1e-10).
 
     Returns
     -------
@@ -534,15 +718,8 @@ def stationary_distribution(P):
     >>> stationary_distribution(P).round(12)
     array([0.75, 0.25])
     """
-    P = sparse.csr_matrix(P, dtype=np.float64)
-    n, m = P.shape
-    if n != m or n < 1:
-        raise ValueError(f"P must be a square matrix, got shape {P.shape}")
-    if P.nnz and (not np.isfinite(P.data).all() or P.data.min() < 0 or P.data.max() > 1 + 1e-12):
-        raise ValueError("P must have entries (probabilities) in [0, 1]")
-    rows = np.asarray(P.sum(axis=1)).ravel()
-    if np.max(np.abs(rows - 1.0)) > 1e-10:
-        raise ValueError(f"P must have rows summing to 1; the worst row sums to {rows[np.argmax(np.abs(rows - 1))]!r}")
+    P = _check_transition(P)
+    n = P.shape[0]
     if n == 1:
         return np.ones(1)
     # (P^T - I) pi = 0, its last (redundant) equation replaced by sum(pi) = 1. In the natural order
@@ -579,11 +756,18 @@ def detailed_balance_error(P, pi):
 
     Zero (to round-off) for a reversible chain: every birth-death chain, so SR for
     ``lr <=`` :func:`neighbour_lr`.
+
+    Parameters
+    ----------
+    P : scipy.sparse matrix or array_like
+        An ``n x n`` transition matrix, as in :func:`stationary_distribution`.
+    pi : array_like
+        A distribution on the ``n`` states: shape ``(n,)``, entries in [0, 1].
     """
-    P = sparse.csr_matrix(P, dtype=np.float64)
-    pi = _as_float_array(pi, "pi")
+    P = _check_transition(P)
+    pi = check_probability(pi, "pi")
     if pi.shape != (P.shape[0],):
-        raise ValueError(f"pi must have shape ({P.shape[0]},), got {pi.shape}")
+        raise ValueError(f"pi must have shape ({P.shape[0]},), one entry per state of P, got {pi.shape}")
     flow = sparse.diags(pi) @ P
     diff = abs(flow - flow.T)
     return float(diff.max()) if diff.nnz else 0.0
@@ -595,6 +779,10 @@ def sgd_stationary_variance(lr, curvature, noise_var):
 
     .. math:: v = \frac{\alpha s^2}{\lambda(2 - \alpha\lambda)},\qquad 0 < \alpha\lambda < 2 .
 
+    ``lr`` (:math:`\alpha`), ``curvature`` (:math:`\lambda`) and ``noise_var`` (:math:`s^2`) are finite and
+    > 0 (scalars or arrays that broadcast), with :math:`\alpha\lambda < 2`; a variance that would
+    overflow float64 is a ``ValueError``.
+
     Examples
     --------
     >>> round(float(sgd_stationary_variance(0.1, 1.0, 1.0)), 12)     # 0.1 / 1.9
@@ -603,9 +791,17 @@ def sgd_stationary_variance(lr, curvature, noise_var):
     lr = _positive(lr, "lr", scalar=False)
     lam = _positive(curvature, "curvature", scalar=False)
     s2 = _positive(noise_var, "noise_var", scalar=False)
-    if (lr * lam >= 2).any():
-        raise ValueError(f"lr * curvature must be < 2 for a stationary state, got {lr * lam!r}")
-    return lr * s2 / (lam * (2 - lr * lam))
+    _broadcast(("lr", "curvature", "noise_var"), lr, lam, s2)
+    with np.errstate(over="ignore", under="ignore"):
+        prod = lr * lam
+        if (prod >= 2).any():
+            raise ValueError(f"lr * curvature must be < 2 for a stationary state, got {prod!r}")
+        v = lr * s2 / (lam * (2 - prod))
+    if not np.isfinite(v).all():
+        raise ValueError(f"lr, curvature and noise_var must give a variance lr * noise_var / (curvature (2 - lr "
+                         f"curvature)) within float64; it overflowed for lr = {lr!r}, curvature = {curvature!r}, "
+                         f"noise_var = {noise_var!r}")
+    return v
 
 
 def sr_floor(delta, mean_abs_grad):
@@ -620,16 +816,23 @@ def sr_floor(delta, mean_abs_grad):
 
     Parameters
     ----------
-    delta : float
-        Grid step > 0.
+    delta : float or array_like
+        Grid step > 0, finite.
     mean_abs_grad : array_like
-        :math:`\mathbb E|g_j|` per coordinate (>= 0); summed over the last axis.
+        :math:`\mathbb E|g_j|` per coordinate (finite, >= 0); summed over the last axis. A floor that
+        would overflow float64 is a ``ValueError``.
     """
     delta = _positive(delta, "delta", scalar=False)
     m = _as_float_array(mean_abs_grad, "mean_abs_grad")
     if (m < 0).any() or not np.isfinite(m).all():
         raise ValueError(f"mean_abs_grad must be finite and >= 0, got {mean_abs_grad!r}")
-    return delta / 4.0 * (m.sum(axis=-1) if m.ndim else m)
+    _broadcast(("delta", "mean_abs_grad (summed over its last axis)"), delta, np.empty(m.shape[:-1]))
+    with np.errstate(over="ignore"):
+        floor = delta / 4.0 * (m.sum(axis=-1) if m.ndim else m)
+    if not np.isfinite(floor).all():
+        raise ValueError(f"delta and mean_abs_grad must give a floor delta / 4 * sum(mean_abs_grad) within float64; "
+                         f"it overflowed for delta = {delta!r}")
+    return floor
 
 
 # --- a convex test problem: ridge-regularised logistic regression ------------------------------
@@ -638,12 +841,39 @@ class LogisticProblem:
     r"""Ridge logistic regression :math:`F(w) = \frac1n\sum_i \log(1 + e^{-y_i x_i\cdot w}) + \frac\mu2\|w\|^2`.
 
     Built by :meth:`make`: ``n`` Gaussian inputs in ``d`` dimensions, labels from a random teacher
-    with logistic label noise. Every method takes weights of shape ``(..., d)`` (many chains at once).
+    with logistic label noise. Every method takes weights of shape ``(..., d)`` (many chains at once),
+    finite with :math:`|w_j| \le 10^{50}` (``MAX_LOGISTIC_ABS``: no margin or penalty can overflow).
+
+    Parameters
+    ----------
+    x : array_like
+        Inputs, shape ``(n, d)`` with ``n, d >= 1``, finite, :math:`|x_{ij}| \le 10^{50}`.
+    y : array_like
+        Labels, shape ``(n,)``, each -1 or +1.
+    ridge : float
+        :math:`\mu`, in :math:`(0, 10^{50}]`.
     """
 
     x: np.ndarray
     y: np.ndarray
     ridge: float
+
+    def __post_init__(self):
+        x = check_finite(self.x, "x")
+        if x.ndim != 2 or 0 in x.shape:
+            raise ValueError(f"x must be a 2-d array of shape (n, d) with n, d >= 1, got shape {x.shape}")
+        if np.abs(x).max() > MAX_LOGISTIC_ABS:
+            raise ValueError(f"x must have entries in [-{MAX_LOGISTIC_ABS:g}, {MAX_LOGISTIC_ABS:g}], "
+                             f"got {np.abs(x).max():g}")
+        y = check_finite(self.y, "y")
+        if y.shape != x.shape[:1]:
+            raise ValueError(f"y must have shape ({x.shape[0]},), one label per row of x, got {y.shape}")
+        if not np.all(np.abs(y) == 1):
+            raise ValueError(f"y must hold labels -1 or +1, got {np.unique(y)[:5]!r}")
+        ridge = _positive(self.ridge, "ridge")
+        if ridge > MAX_LOGISTIC_ABS:
+            raise ValueError(f"ridge must lie in (0, {MAX_LOGISTIC_ABS:g}], got {ridge!r}")
+        self.x, self.y, self.ridge = x, y, ridge
 
     @classmethod
     def make(cls, d, n=512, ridge=0.1, teacher_scale=2.0, seed=0):
@@ -654,12 +884,14 @@ class LogisticProblem:
         d : int
             Dimension, >= 1.
         n : int
-            Number of samples, >= 2.
+            Number of samples, >= 2, with ``n * d <= 2**27`` (``MAX_ENTRIES``: 1 GiB of inputs).
         ridge : float
-            The ridge strength :math:`\mu > 0` (it makes F strongly convex).
+            The ridge strength :math:`\mu`, in :math:`(0, 10^{50}]` (it makes F strongly convex).
         teacher_scale : float
-            Norm of the teacher's weights, > 0.
+            Norm of the teacher's weights, in :math:`(0, 10^{100}]` (``MAX_TEACHER_SCALE``; the labels
+            are deterministic long before).
         seed : int or numpy.random.Generator
+            An integer in [0, 2**63 - 1], or a Generator.
 
         Examples
         --------
@@ -668,11 +900,17 @@ class LogisticProblem:
         >>> bool(np.max(np.abs(prob.grad(w_star))) < 1e-12)
         True
         """
-        d = check_int(d, "d", 1)
-        n = check_int(n, "n", 2)
+        d = check_int(d, "d", 1, MAX_ENTRIES // 2)
+        n = check_int(n, "n", 2, MAX_ENTRIES)
+        if n * d > MAX_ENTRIES:
+            raise ValueError(f"n * d must be at most 2**27 (1 GiB of inputs), got n = {n}, d = {d}")
         ridge = _positive(ridge, "ridge")
+        if ridge > MAX_LOGISTIC_ABS:
+            raise ValueError(f"ridge must lie in (0, {MAX_LOGISTIC_ABS:g}], got {ridge!r}")
         teacher_scale = _positive(teacher_scale, "teacher_scale")
-        rng = _numpy_rng(seed)
+        if teacher_scale > MAX_TEACHER_SCALE:
+            raise ValueError(f"teacher_scale must lie in (0, {MAX_TEACHER_SCALE:g}], got {teacher_scale!r}")
+        rng = _numpy_rng(seed, "seed")
         x = rng.standard_normal((n, d))
         teacher = rng.standard_normal(d)
         teacher *= teacher_scale / np.linalg.norm(teacher)
@@ -685,10 +923,21 @@ class LogisticProblem:
         """The dimension ``d``."""
         return self.x.shape[1]
 
+    def _weights(self, w, single=False):
+        """``w`` as float64, shape ``(..., d)`` (``(d,)`` if ``single``), finite, entries within MAX_LOGISTIC_ABS."""
+        w = _as_float_array(w, "w")
+        if w.shape[-1:] != (self.d,) or (single and w.ndim != 1):
+            shape = f"({self.d},)" if single else f"(..., {self.d})"
+            raise ValueError(f"w must have shape {shape}, got {w.shape}")
+        if not np.isfinite(w).all() or np.abs(w).max() > MAX_LOGISTIC_ABS:
+            raise ValueError(f"w must be finite with entries in [-{MAX_LOGISTIC_ABS:g}, {MAX_LOGISTIC_ABS:g}]")
+        return w
+
     def loss(self, w):
         """:math:`F(w)`, over the last axis of ``w``."""
-        margins = self.y * (np.asarray(w) @ self.x.T)
-        return np.mean(np.logaddexp(0.0, -margins), axis=-1) + 0.5 * self.ridge * np.sum(np.asarray(w) ** 2, axis=-1)
+        w = self._weights(w)
+        margins = self.y * (w @ self.x.T)
+        return np.mean(np.logaddexp(0.0, -margins), axis=-1) + 0.5 * self.ridge * np.sum(w ** 2, axis=-1)
 
     def _residual(self, w, idx=None):
         x = self.x if idx is None else self.x[idx]
@@ -699,26 +948,40 @@ class LogisticProblem:
 
     def grad(self, w):
         """The full gradient :math:`\\nabla F(w)`."""
-        w = np.asarray(w, dtype=np.float64)
+        w = self._weights(w)
         r, x = self._residual(w)
         return r @ x / len(self.y) + self.ridge * w
 
     def minibatch_grad(self, w, rng, batch):
-        """A stochastic gradient from ``batch`` samples drawn with replacement, independently per chain."""
-        w = np.asarray(w, dtype=np.float64)
+        """A stochastic gradient from ``batch`` samples drawn with replacement, independently per chain.
+
+        ``rng`` a numpy Generator (or a seed in [0, 2**63 - 1]); ``batch >= 1``, with at most 2**27
+        (``MAX_ENTRIES``) sampled inputs in all (chains x ``batch`` x ``d``).
+        """
+        w = self._weights(w)
+        rng = _numpy_rng(rng, "rng")
+        batch = check_int(batch, "batch", 1, MAX_ENTRIES)
+        if math.prod(w.shape) * batch > MAX_ENTRIES:
+            raise ValueError(f"batch must keep chains x batch x d at most 2**27 (1 GiB), got shape {w.shape} "
+                             f"and batch = {batch}")
         idx = rng.integers(0, len(self.y), size=w.shape[:-1] + (batch,))
         r, x = self._residual(w, idx)
         return np.einsum("...b,...bd->...d", r, x) / batch + self.ridge * w
 
     def hessian(self, w):
-        """The Hessian :math:`\nabla^2 F(w)` (``d x d``) at one weight vector."""
-        w = np.asarray(w, dtype=np.float64)
+        """The Hessian :math:`\\nabla^2 F(w)` (``d x d``) at one weight vector ``w`` of shape ``(d,)``."""
+        w = self._weights(w, single=True)
         s = 0.5 * (1 - np.tanh(0.5 * (self.x @ w)))
         curv = s * (1 - s)
         return (self.x.T * curv) @ self.x / len(self.y) + self.ridge * np.eye(self.d)
 
     def solve(self, tol=1e-13, max_iter=100):
-        """The minimiser :math:`w^*` by Newton's method (F is strongly convex)."""
+        """The minimiser :math:`w^*` by Newton's method (F is strongly convex).
+
+        Stops when a Newton step is below ``tol > 0`` in every coordinate; ``1 <= max_iter <= 10**4``.
+        """
+        tol = _positive(tol, "tol")
+        max_iter = check_int(max_iter, "max_iter", 1, 10**4)
         w = np.zeros(self.d)
         for _ in range(max_iter):
             step = np.linalg.solve(self.hessian(w), self.grad(w))
@@ -731,12 +994,15 @@ class LogisticProblem:
         r"""Monte Carlo :math:`\mathbb E|\xi_j|`, per coordinate, of the minibatch noise
         :math:`\xi = g_B(w) - \nabla F(w)`.
 
-        ``batch >= 1`` samples per minibatch, ``n_draws >= 1`` minibatches, seeded by ``seed``.
+        ``w`` of shape ``(d,)``; ``batch >= 1`` samples per minibatch, ``n_draws >= 1`` minibatches,
+        with ``n_draws * batch * d <= 2**27`` (``MAX_ENTRIES``), seeded by ``seed`` (in [0, 2**63 - 1]).
         """
-        batch = check_int(batch, "batch", 1)
-        n_draws = check_int(n_draws, "n_draws", 1)
-        rng = _numpy_rng(seed)
-        w = np.asarray(w, dtype=np.float64)
+        w = self._weights(w, single=True)
+        batch = check_int(batch, "batch", 1, MAX_ENTRIES)
+        n_draws = check_int(n_draws, "n_draws", 1, MAX_ENTRIES)
+        if n_draws * batch * self.d > MAX_ENTRIES:
+            raise ValueError(f"n_draws * batch * d must be at most 2**27 (1 GiB), got {n_draws} * {batch} * {self.d}")
+        rng = _numpy_rng(seed, "seed")
         g = self.minibatch_grad(np.broadcast_to(w, (n_draws, self.d)), rng, batch)
         return np.mean(np.abs(g - self.grad(w)), axis=0)
 
@@ -754,19 +1020,21 @@ class QuantizedSGD:
     Parameters
     ----------
     params : iterable of tensors or of dicts
-        Either parameters (one group) or dicts with ``"params"`` and optional ``"rule"``,
-        ``"grid"``, ``"lr"``, overriding the defaults below. ``grid=None`` means full precision
-        (rule ``"sgd"``), e.g. for biases.
+        Either parameters (one group: floating-point tensors with finite values, at least one) or
+        dicts with ``"params"`` and optional ``"rule"``, ``"grid"``, ``"lr"``, overriding the
+        defaults below. ``grid=None`` means full precision (rule ``"sgd"``), e.g. for biases.
     lr : float
-        Step size > 0.
+        Step size > 0, finite. :meth:`step` refuses a gradient with NaN or inf (a ``ValueError``), so
+        that weights that overflowed with a huge ``lr`` stop training at the next step.
     rule : {"sgd", "r", "sr", "bc"}
     grid : Grid or None
+        Required for ``"r"``, ``"sr"`` and ``"bc"``; ignored by ``"sgd"``.
     seed : int
-        Seeds the torch generator(s) of stochastic rounding.
+        Seeds the torch generator(s) of stochastic rounding, in [0, 2**63 - 1].
     bc_rounding : {"deterministic", "stochastic"}
         How BC quantizes its buffer for the forward pass (deterministic: BinaryConnect's sign).
     clip_buffer : bool
-        Clip BC's buffer to the grid's range after each step.
+        Clip BC's buffer to the grid's range after each step (True or False).
 
     Attributes
     ----------
@@ -787,25 +1055,38 @@ class QuantizedSGD:
     def __init__(self, params, lr, rule="sgd", grid=None, seed=0, bc_rounding="deterministic", clip_buffer=True):
         import torch
 
+        what = "params must be an iterable of floating-point torch tensors (parameters) or of dicts with a 'params' key"
+        if isinstance(params, (str, bytes, dict, torch.Tensor)) or not isinstance(params, Iterable):
+            raise ValueError(f"{what}, got {params!r}")
         params = list(params)
         if not params:
             raise ValueError("params must not be empty")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
-        if bc_rounding not in ("stochastic", "deterministic"):
-            raise ValueError(f"bc_rounding must be 'stochastic' or 'deterministic', got {bc_rounding!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        self.seed, self.bc_rounding, self.clip_buffer = int(seed), bc_rounding, bool(clip_buffer)
+        bc_rounding = check_choice(bc_rounding, "bc_rounding", ("stochastic", "deterministic"))
+        self.seed, self.bc_rounding = check_seed(seed), bc_rounding
+        self.clip_buffer = check_bool(clip_buffer, "clip_buffer")
         self.param_groups = []
         self._buffers = {}
         self._generators = {}
         for group in groups:
+            if not isinstance(group, dict) or "params" not in group:
+                raise ValueError(f"{what}, got an entry {group!r}")
             g = {"lr": lr, "rule": rule, "grid": grid, **group}
-            g["params"] = list(g["params"])
+            ps = g["params"]
+            ps = [ps] if isinstance(ps, torch.Tensor) else ps
+            if isinstance(ps, (str, bytes, dict)) or not isinstance(ps, Iterable):
+                raise ValueError(f"{what}, got {ps!r}")
+            g["params"] = list(ps)
+            for p in g["params"]:
+                if not isinstance(p, torch.Tensor) or not torch.is_floating_point(p):
+                    raise ValueError(f"{what}, got an entry {p!r}")
+                if not bool(torch.isfinite(p).all()):
+                    raise ValueError("params must hold finite values (no NaN or inf)")
             g["lr"] = _positive(g["lr"], "lr")
-            if g["rule"] not in RULES:
-                raise ValueError(f"rule must be one of {RULES}, got {g['rule']!r}")
-            if g["rule"] != "sgd" and not isinstance(g["grid"], Grid):
+            g["rule"] = check_choice(g["rule"], "rule", RULES)
+            if g["rule"] == "sgd":
+                _check_grid(g["grid"], optional=True)
+            elif not isinstance(g["grid"], Grid):
                 raise ValueError(f"grid must be a Grid for rule {g['rule']!r}, got {g['grid']!r}")
             with torch.no_grad():
                 for p in g["params"]:
@@ -864,8 +1145,9 @@ class QuantizedSGD:
                 for p in g["params"]:
                     if p.grad is None:
                         continue
-                    if torch.isnan(p.grad).any():
-                        raise ValueError("a gradient contains NaN")
+                    if not bool(torch.isfinite(p.grad).all()):
+                        raise ValueError("every p.grad must be finite: a gradient contains NaN or inf (a loss "
+                                         "that overflowed, or an lr so large that the weights did?)")
                     if rule == "sgd":
                         p.sub_(lr * p.grad)
                     elif rule == "r":
@@ -880,17 +1162,42 @@ class QuantizedSGD:
                         p.copy_(self._forward(grid, buf))
 
 
+def _check_model(model, name="model"):
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"{name} must be a torch.nn.Module, got {model!r}")
+    return model
+
+
 def weight_groups(model, rule, lr, bias_lr=None):
     r"""Parameter groups for :class:`QuantizedSGD`: every weight matrix on the binary grid
     :math:`\pm 1/\sqrt{\text{fan-in}}` with ``rule``, every bias (1-d parameter) in full precision.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Its parameters of two or more dimensions are weights, with fan-in ``p.shape[1] >= 1``.
+    rule : {"sgd", "r", "sr", "bc"}
+        The rule of the weights.
+    lr : float
+        Step size of the weights, finite and > 0.
+    bias_lr : float, optional
+        Step size of the biases, finite and > 0 (default: ``lr``).
     """
+    model = _check_model(model)
+    rule = check_choice(rule, "rule", RULES)
+    lr = _positive(lr, "lr")
+    bias_lr = lr if bias_lr is None else _positive(bias_lr, "bias_lr")
     weights, biases = [], []
     for p in model.parameters():
         (weights if p.dim() >= 2 else biases).append(p)
+    if any(p.shape[1] == 0 for p in weights):
+        raise ValueError("model must have weights with fan-in p.shape[1] >= 1")
     groups = [{"params": [p], "rule": rule, "grid": Grid.binary(1.0 / math.sqrt(p.shape[1])), "lr": lr}
               for p in weights]
     if biases:
-        groups.append({"params": biases, "rule": "sgd", "grid": None, "lr": lr if bias_lr is None else bias_lr})
+        groups.append({"params": biases, "rule": "sgd", "grid": None, "lr": bias_lr})
     return groups
 
 
@@ -900,16 +1207,30 @@ def binary_mlp(sizes, seed=0, activation="relu"):
     Weights :math:`\mathcal N(0, 1/\text{fan-in})`, biases 0: the variance of the binary weights
     :math:`\pm1/\sqrt{\text{fan-in}}` that :func:`weight_groups` puts them on. ``activation`` is
     ``"relu"`` or ``"tanh"`` between layers.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        At least two widths, each in [1, 2**24] (``MAX_WIDTH``), with at most 2**28 weights per layer
+        (``MAX_LAYER_WEIGHTS``: 1 GiB in float32).
+    seed : int
+        Seed of the torch generator of the initial weights, in [0, 2**63 - 1].
+    activation : {"relu", "tanh"}
     """
     import torch
 
-    sizes = [check_int(s, "sizes", 1) for s in sizes]
+    if isinstance(sizes, (str, bytes, dict)) or not isinstance(sizes, Iterable):
+        raise ValueError(f"sizes must be a sequence of at least two integer widths, got {sizes!r}")
+    sizes = [check_int(s, "sizes", 1, MAX_WIDTH) for s in sizes]
     if len(sizes) < 2:
         raise ValueError(f"sizes must have at least two entries, got {sizes}")
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        if a * b > MAX_LAYER_WEIGHTS:
+            raise ValueError(f"sizes must give at most 2**28 weights per layer (1 GiB), got {a} x {b}")
+    seed = check_seed(seed)
     acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
-    if activation not in acts:
-        raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
-    gen = torch.Generator().manual_seed(int(seed))
+    activation = check_choice(activation, "activation", tuple(acts))
+    gen = torch.Generator().manual_seed(seed)
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = torch.nn.Linear(a, b)
@@ -923,11 +1244,29 @@ def binary_mlp(sizes, seed=0, activation="relu"):
 
 
 def fit(model, data, opt, steps, batch_size, *, seed=0, drop_last=True, eval_every=None):
-    r"""Train ``model`` on ``data`` (a :class:`qmf_lite.data.Dataset`) with ``opt`` for ``steps`` updates.
+    r"""Train ``model`` on ``data`` (a :class:`qmf_lite.Dataset`) with ``opt`` for ``steps`` updates.
 
     Minibatches come from a fresh random permutation of the training set each epoch; with
     ``drop_last`` the ragged last batch of each epoch (``n_train % batch_size`` samples) is
     skipped. Cross-entropy, averaged over the batch.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        With at least one parameter (its device is used).
+    data : qmf_lite.Dataset
+    opt : QuantizedSGD or torch.optim.Optimizer
+        Anything with ``zero_grad()`` and ``step()``.
+    steps : int
+        Number of updates, in [1, 10**8] (``MAX_STEPS``).
+    batch_size : int
+        In [1, number of training samples].
+    seed : int
+        Seed of the batch order, in [0, 2**63 - 1].
+    drop_last : bool
+        True or False.
+    eval_every : int, optional
+        Evaluate every so many steps (>= 1); default: only at the end.
 
     Returns
     -------
@@ -938,14 +1277,27 @@ def fit(model, data, opt, steps, batch_size, *, seed=0, drop_last=True, eval_eve
     """
     import torch
 
-    steps = check_int(steps, "steps", 1)
+    from .data import Dataset
+
+    model = _check_model(model)
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        raise ValueError("model must have at least one parameter")
+    if not isinstance(data, Dataset):
+        raise ValueError(f"data must be a qmf_lite Dataset (e.g. qmf_lite.load_digits()), got {data!r}")
+    if not (callable(getattr(opt, "zero_grad", None)) and callable(getattr(opt, "step", None))):
+        raise ValueError(f"opt must be an optimizer with zero_grad() and step() (a QuantizedSGD or a "
+                         f"torch.optim.Optimizer), got {opt!r}")
+    steps = check_int(steps, "steps", 1, MAX_STEPS)
     batch_size = check_int(batch_size, "batch_size", 1)
     eval_every = steps if eval_every is None else check_int(eval_every, "eval_every", 1)
+    seed = check_seed(seed)
+    drop_last = check_bool(drop_last, "drop_last")
     n = len(data.y_train)
     if batch_size > n:
         raise ValueError(f"batch_size must be <= the training set size {n}, got {batch_size}")
-    gen = torch.Generator().manual_seed(int(seed))
-    dev = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    dev = first.device
     x_tr, y_tr = data.x_train.to(dev), data.y_train.to(dev)
     x_te, y_te = data.x_test.to(dev), data.y_test.to(dev)
     history = {"step": [], "test_acc": [], "train_loss": []}
@@ -999,32 +1351,57 @@ def simulate_weight_correlations(activation, sigma_w, sigma_b, *, depth, width, 
     :math:`Q_d(w_r)` of a BC network whose Gaussian buffer is binarised at the same variance.
     The mean-field maps see only the variance :math:`\sigma_w^2`, so both follow the same curves.
 
+    Parameters
+    ----------
+    activation : str, Activation or callable
+    sigma_w, sigma_b : float
+        :math:`10^{-100} \le \sigma_w \le 10^{100}`, :math:`0 \le \sigma_b \le 10^{100}`; pre-activations
+        that overflow ``dtype`` are a ``ValueError``.
+    depth : int
+        Number of random layers, in [0, 10**6].
+    width : int
+        Their width, in [1, 2**20].
+    c0 : float
+        Correlation of the two inputs, in [-1, 1].
+    q0 : float
+        Their variance, > 0, with :math:`q_0` far from under- and overflow in ``dtype``
+        (:math:`[10^3\,\mathrm{tiny}, 10^{-3}\max]`).
+    weights : {"gaussian", "binary"}
+    n_nets : int
+        Independent networks, in [2, 2**20].
+    seed : int
+        Seed of the torch generator, in [0, 2**63 - 1].
+    device : str or torch.device, optional
+        ``None`` uses CUDA when available.
+    dtype : torch.dtype, optional
+        A floating-point dtype; ``torch.float32`` by default.
+
     Returns
     -------
     qmf_lite.simulate.SimulationResult
     """
     import torch
 
+    from ._validate import check_correlation, check_sigmas
     from .activations import get_activation
-    from .simulate import SimulationResult, default_device
+    from .simulate import (MAX_DEPTH, MAX_NETS, MAX_WIDTH, SimulationResult, _check_variance, _dtype, _overflowed,
+                           default_device)
 
-    if weights not in ("gaussian", "binary"):
-        raise ValueError(f"weights must be 'gaussian' or 'binary', got {weights!r}")
+    weights = check_choice(weights, "weights", ("gaussian", "binary"))
     act = get_activation(activation)
-    sigma_w = _positive(sigma_w, "sigma_w")
-    sigma_b = check_real(sigma_b, "sigma_b")
-    if sigma_b < 0:
-        raise ValueError(f"sigma_b must be >= 0, got {sigma_b}")
-    depth = check_int(depth, "depth", 0)
-    width = check_int(width, "width", 1)
-    n_nets = check_int(n_nets, "n_nets", 2)
-    c0 = check_real(c0, "c0")
-    if abs(c0) > 1:
-        raise ValueError(f"c0 must lie in [-1, 1], got {c0}")
+    sigma_w, sigma_b = map(float, check_sigmas(sigma_w, sigma_b, allow_array=False))
+    depth = check_int(depth, "depth", 0, MAX_DEPTH)
+    width = check_int(width, "width", 1, MAX_WIDTH)
+    n_nets = check_int(n_nets, "n_nets", 2, MAX_NETS)
+    c0_arr = check_correlation(c0, "c0")
+    if c0_arr.ndim:
+        raise ValueError(f"c0 must be a scalar in [-1, 1], got an array of shape {c0_arr.shape}")
+    c0 = float(c0_arr)
     q0 = _positive(q0, "q0")
     dev = default_device(device)
-    dtype = torch.float32 if dtype is None else dtype
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    dtype = _dtype(dtype)
+    _check_variance(q0, dtype, "q0")
+    gen = torch.Generator(device=dev).manual_seed(check_seed(seed))
     z = torch.randn(n_nets, width, 2, generator=gen, device=dev, dtype=dtype)
     h = torch.stack([z[..., 0], c0 * z[..., 0] + math.sqrt(max(0.0, 1 - c0 * c0)) * z[..., 1]], dim=-1)
     h = h * math.sqrt(q0)
@@ -1033,7 +1410,7 @@ def simulate_weight_correlations(activation, sigma_w, sigma_b, *, depth, width, 
     def record(h):
         sq = (h * h).mean(dim=1)
         qs.append(sq.mean(dim=1))
-        cs.append((h[..., 0] * h[..., 1]).mean(dim=1) / torch.sqrt(sq[:, 0] * sq[:, 1]))
+        cs.append((h[..., 0] * h[..., 1]).mean(dim=1) / (sq[:, 0].sqrt() * sq[:, 1].sqrt()))  # no q^2: no overflow
 
     with torch.no_grad():
         record(h)
@@ -1047,5 +1424,6 @@ def simulate_weight_correlations(activation, sigma_w, sigma_b, *, depth, width, 
             record(h)
     q_nets = torch.stack(qs, dim=1).double().cpu().numpy()
     c_nets = torch.stack(cs, dim=1).double().cpu().numpy()
+    _overflowed(q_nets, dtype, sigma_w, sigma_b, c_nets)
     sem = lambda x: x.std(axis=0, ddof=1) / math.sqrt(n_nets)  # noqa: E731
     return SimulationResult(q_nets.mean(0), c_nets.mean(0), sem(q_nets), sem(c_nets), q_nets, c_nets)

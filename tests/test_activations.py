@@ -259,3 +259,71 @@ def test_activation_contract_is_documented():
     doc = qmf.Activation.__doc__
     for method in ("_numpy", "_numpy_derivative", "_torch", "mean", "second_moment", "kernel", "derivative_kernel"):
         assert method in doc
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(thresholds="3"), "thresholds"), (dict(thresholds=""), "thresholds"), (dict(values=None), "values"),
+    (dict(values=[True, False, True]), "values"), (dict(values=[-1e101, 0.0, 1.0]), "values"),
+])
+def test_step_activation_refuses_what_is_not_numbers(kwargs, name):
+    """"3" was read as the threshold 3.0; "" gave numpy's 'could not convert string to float'."""
+    args = dict(thresholds=[-0.5, 0.7], values=[-1.0, 0.2, 1.0]) | kwargs
+    with pytest.raises(ValueError, match=rf"\b{name} must"):
+        qmf.StepActivation(**args)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(levels=2**22 + 1), "levels"), (dict(levels=1e308), "levels"), (dict(levels="3"), "levels"),
+    (dict(scale=1e308), "scale"), (dict(scale=1e-300), "scale"), (dict(spacing=1e-101), "spacing"),
+    (dict(levels=1001, spacing=1e98), "spacing"),
+])
+def test_quantized_activation_ranges(kwargs, name):
+    """levels = 1e308 asked numpy for an array of 1e308 thresholds; spacing = 1e308 overflowed them to inf."""
+    args = dict(levels=4) | kwargs
+    with pytest.raises(ValueError, match=rf"\b{name} must"):
+        qmf.QuantizedActivation(**args)
+    edge = qmf.QuantizedActivation(4, spacing=1e100 / 2, scale=1e100)
+    assert np.all(np.isfinite(edge.thresholds)) and edge.values[-1] == 1e100
+
+
+def test_callable_activation_checks_its_arguments():
+    with pytest.raises(ValueError, match=r"\bf must be callable"):
+        qmf.CallableActivation(3.0)
+    with pytest.raises(ValueError, match=r"\bname must be a string"):
+        qmf.CallableActivation(np.tanh, name=float("nan"))
+    with pytest.raises(ValueError, match=r"\bsmooth must be True or False"):
+        qmf.CallableActivation(np.tanh, smooth=np.array([1.0, np.nan]))
+    assert qmf.CallableActivation(np.tanh, name="t", smooth=np.True_).smooth is True
+
+
+def test_bound_is_the_supremum_of_phi():
+    """``bound`` caps the search for q* (maps): sup |phi| of each bounded activation, inf otherwise."""
+    for name in ("tanh", "erf", "hardtanh"):
+        act = qmf.get_activation(name)
+        assert act.bound == 1.0 and np.abs(act(np.linspace(-50, 50, 1001))).max() <= 1.0
+    assert qmf.QuantizedActivation(4, scale=2.5).bound == 2.5
+    assert qmf.StepActivation([0.0, 1.0], [-0.5, 0.1, 3.0]).bound == 3.0
+    assert qmf.get_activation("relu").bound == np.inf and qmf.CallableActivation(np.sin).bound == np.inf
+
+
+def _phi2(h, k, rho):
+    """P(X < h, Y < k) for standard normals of correlation rho, by one-dimensional quadrature."""
+    s = np.sqrt(1 - rho * rho)
+    return integrate.quad(lambda x: pdf(x) * special.ndtr((k - rho * x) / s), -np.inf, h,
+                          epsabs=1e-15, epsrel=1e-13, limit=200)[0]
+
+
+@pytest.mark.parametrize("q", [1e4, 1e6, 1e7])
+def test_step_kernel_far_above_the_thresholds(q):
+    """q >> D^2: three levels, phi = 1{u > g} - 1{u < -g}, so K = 2 (P(u1, u2 > g) - P(u1 > g, u2 < -g)).
+
+    Before, the Chebyshev fit of the arcsine integrand did not converge (RuntimeWarning) and, at
+    q = 1e7, asked for a 2 GiB matrix (MemoryError under a 2 GiB limit).
+    """
+    phi = qmf.QuantizedActivation(3)                       # thresholds +-0.5, values -1, 0, 1
+    a = 0.5 / np.sqrt(q)
+    c = np.array([-0.999999, -0.999, -0.3, 0.0, 0.2, 0.9, 0.99999])
+    exact = [2 * (_phi2(-a, -a, x) - _phi2(-a, -a, -x)) for x in c]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert phi.kernel(q, c) == pytest.approx(exact, abs=2e-14)

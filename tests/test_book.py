@@ -50,3 +50,36 @@ def test_use_style_sets_the_colour_cycle():
 
     book.use_style()
     assert mpl.rcParams["axes.prop_cycle"].by_key()["color"][:2] == book.COLORS[:2]
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(fast=None), "fast"), (dict(paper=[("n", 2)]), "paper"), (dict(fast={1: 1}, paper={1: 2}), "fast"),
+])
+def test_profile_needs_dicts_of_settings(kwargs, name):
+    """A number or list gave TypeError ('not iterable'), an array numpy's UFuncTypeError."""
+    args = dict(fast={"n": 1}, paper={"n": 2}) | kwargs
+    with pytest.raises(ValueError, match=rf"\b{name} must be a dict"):
+        book.profile(**args)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(name=3.0), "name"), (dict(name=""), "name"), (dict(value=float("nan")), "value"),
+    (dict(value=float("inf")), "value"), (dict(display=1), "display"),
+])
+def test_glue_refuses_bad_names_flags_and_non_finite_numbers(kwargs, name):
+    """A NaN glued into the prose reads 'nan' in the book: refused at the source."""
+    args = dict(name="x", value=1.5, display=False) | kwargs
+    with pytest.raises(ValueError, match=rf"\b{name} must"):
+        book.glue(**args)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(rows=3.0), "rows"), (dict(rows=[(1,)]), "rows"), (dict(rows=[("3", 1.0)]), "rows"),
+    (dict(headers="N"), "headers"), (dict(headers=[1, 2]), "headers"), (dict(formats=["d"]), "formats"),
+    (dict(formats=3), "formats"),
+])
+def test_table_checks_rows_headers_and_formats(kwargs, name):
+    """Before: TypeError 'not iterable', or format()'s 'Unknown format code' naming no argument."""
+    args = dict(rows=[(1, 2.5)], headers=["n", "x"], formats=["d", ".2f"]) | kwargs
+    with pytest.raises(ValueError, match=rf"\b{name} must"):
+        book.table(**args)

@@ -37,6 +37,8 @@ def test_cli_depth():
     (["init"], "required"),
     (["init", "--levels", "4", "--spacing", "0"], "spacing"),
     (["init", "--depth", "1e308"], "depth must be at most"),
+    (["init", "--depth", "nan"], "depth"),
+    (["init", "--levels", "10000000000"], "levels"),  # a 1e10-long array of thresholds before
 ])
 def test_cli_errors_exit_2_with_one_line(args, needle):
     proc = subprocess.run([sys.executable, "-m", "qmf_lite", *args], capture_output=True, text=True)

@@ -67,3 +67,70 @@ def test_uniform_density_sum_equals_direct_sum_at_the_end_points():
     for rho in (-1.0, -0.999, 0.0, 0.999, 1.0):
         assert gaussian.uniform_density_sum(d, m, rho) == pytest.approx(
             gaussian.step_density_sum(a, np.ones(m), rho), rel=1e-13)
+
+
+@pytest.mark.parametrize("n", [0, 2.5, np.nan, "3", None, True, 5000, np.array([4, 8])], ids=repr)
+def test_normal_rule_refuses_bad_node_counts(n):
+    """Before, numpy's TypeError ('deg must be an integer') or lru_cache's 'unhashable' leaked out."""
+    with pytest.raises(ValueError, match=r"\bn must be an integer in \[1, 4096\]"):
+        gaussian.normal_rule(n)
+    x, w = gaussian.normal_rule(np.int64(40))
+    assert x.shape == (40,) and w.sum() == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(f=3.0), "f"), (dict(q=-1.0), "q"), (dict(q=np.inf), "q"), (dict(q=np.nan), "q"), (dict(q="3"), "q"),
+    (dict(n=0), "n"),
+])
+def test_expect_bad_input(kwargs, name):
+    """-inf gave a sqrt RuntimeWarning, NaN a NaN, a number in place of f a TypeError."""
+    args = dict(f=np.cos, q=0.5, n=40) | kwargs
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        gaussian.expect(**args)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(g=None), "g"), (dict(q=-1.0), "q"), (dict(c=1e308), "c"), (dict(c=np.nan), "c"), (dict(chunk=0), "chunk"),
+    (dict(chunk=2.5), "chunk"), (dict(n=-1), "n"),
+])
+def test_expect_pair_bad_input(kwargs, name):
+    """c = 1e308 overflowed (RuntimeWarning), chunk = 0 raised range()'s ValueError naming nothing."""
+    args = dict(f=np.tanh, g=np.tanh, q=0.5, c=0.3, n=20, chunk=4) | kwargs
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        gaussian.expect_pair(**args)
+
+
+def test_expect_at_zero_variance_is_the_value_at_zero():
+    assert gaussian.expect(np.cos, 0.0, 40) == pytest.approx(1.0, rel=1e-14)
+
+
+@pytest.mark.parametrize("seed", [np.nan, -1, 2.5, "3", 1e7, None])
+def test_monte_carlo_kernel_refuses_bad_seeds(seed):
+    """numpy's SeedSequence raised TypeError (or accepted True); now a ValueError naming seed."""
+    with pytest.raises(ValueError, match=r"\bseed must be an integer in \[0, "):
+        qmf.monte_carlo_kernel("sign", 1.0, 0.5, n_samples=100, seed=seed)
+    with pytest.raises(ValueError, match=r"\bn_samples must be an integer in \[2, 100000000\]"):
+        qmf.monte_carlo_kernel("sign", 1.0, 0.5, n_samples=10**9)
+
+
+@pytest.mark.parametrize("levels,q", [(16, 100.0), (16, 1000.0), (5, 300.0)])
+def test_graded_panels_agree_with_the_chebyshev_fit(levels, q):
+    """Where the Chebyshev fit converges (degree <= 2048), the graded panels give the same G(theta)."""
+    phi = qmf.QuantizedActivation(levels)
+    cheb = gaussian.ArcsineIntegral(lambda rho: phi.density_sum(q, rho))
+    panels = gaussian.ArcsineIntegral(lambda rho: phi.density_sum(q, rho), max_degree=32, layer=phi._layer(q))
+    assert cheb._panels is None and panels._panels is not None
+    theta = np.arcsin(np.linspace(-1, 1, 201))
+    g = cheb(theta)
+    assert panels(theta) == pytest.approx(g, abs=1e-13 * np.abs(g).max())
+
+
+def test_narrow_layers_switch_to_panels_without_warning_or_memory_blowup():
+    """q / D^2 = 1e6: the fit would need > 16384 coefficients (a 2 GiB collocation matrix and a warning)."""
+    phi = qmf.QuantizedActivation(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        integral = phi.arcsine_integral(1e6)
+    assert integral._panels is not None and integral.degree == gaussian.ArcsineIntegral.PANEL_SWITCH_DEGREE
+    # G(-pi/2) = int S(sin t) dt over the whole range; at c = -1 the kernel is -E[phi^2] (odd phi)
+    assert phi.kernel(1e6, -1.0) == pytest.approx(-phi.second_moment(1e6), rel=1e-13)

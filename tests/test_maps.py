@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -319,3 +320,85 @@ def test_covariance_map_at_the_fixed_point_is_q_star_times_the_correlation_map()
     assert np.all(np.abs(est.z_score((qmf.covariance_map(2.0, c, phi, sw, sb) - sb**2) / sw**2)) < 4)
     with pytest.raises(ValueError, match="scalars"):
         qmf.covariance_map(1.0, 0.5, phi, [1.0, 2.0], 0.0)
+
+
+@pytest.mark.parametrize("activation", ["sign", qmf.QuantizedActivation(3), "tanh", "erf", "hardtanh"])
+@pytest.mark.parametrize("sigma_w", [1e7, 1e50, 1e100])
+def test_fixed_point_q_of_a_bounded_activation_is_finite_at_any_sigma_w(activation, sigma_w):
+    """q* <= sigma_w^2 sup phi^2 + sigma_b^2: before, the search stopped at 1e12 and returned inf."""
+    act = qmf.get_activation(activation)
+    q = qmf.fixed_point_q(act, sigma_w, 0.1)
+    assert 0 < q < np.inf
+    assert q == pytest.approx(sigma_w**2 * act.second_moment(q) + 0.01, rel=1e-12)   # a fixed point
+    if activation == "sign":
+        assert q == pytest.approx(sigma_w**2 + 0.01, rel=4e-16)
+
+
+def test_fixed_point_q_of_relu_with_a_large_bias():
+    """ReLU below criticality: q* = sigma_b^2 / (1 - sigma_w^2 / 2), beyond the old 1e12 search limit."""
+    assert qmf.fixed_point_q("relu", 1.2, 1e7) == pytest.approx(1e14 / (1 - 0.72), rel=1e-12)
+    assert qmf.fixed_point_q("relu", 1.2, 1e100) == pytest.approx(1e200 / (1 - 0.72), rel=1e-12)
+    assert qmf.fixed_point_q("relu", 1e7, 0.1) == np.inf        # above criticality: q grows without bound
+    assert qmf.fixed_point_q("linear", 1.5, 0.1, q0=1e308) == np.inf
+
+
+def test_fixed_point_q_refuses_a_q_star_beyond_float64():
+    big = qmf.StepActivation([0.0], [-1e100, 1e100])
+    with pytest.raises(ValueError, match=r"sigma_w and sigma_b must keep q\*"):
+        qmf.fixed_point_q(big, 1e100, 0.0)
+    assert qmf.fixed_point_q(big, 1e49, 0.0) == pytest.approx(1e298, rel=1e-12)
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: qmf.variance_map(1.0, "tanh", 1e308, 0.0), "sigma_w"),
+    (lambda: qmf.variance_map(1.0, "tanh", 1.0, 1e308), "sigma_b"),
+    (lambda: qmf.variance_map(1.0, "tanh", 1e-300, 0.0), "sigma_w"),
+    (lambda: qmf.variance_map(1e300, "linear", 1e10, 0.0), "q"),
+    (lambda: qmf.covariance_map(1e300, 0.5, "linear", 1e10, 0.0), "q"),
+    (lambda: qmf.variance_map("3", "tanh", 1.0, 0.0), "q"),
+    (lambda: qmf.variance_map(1.0, "tanh", "3", 0.0), "sigma_w"),
+    (lambda: qmf.variance_map(1.0, "tanh", 1.0, True), "sigma_b"),
+    (lambda: qmf.chi("0.5", "sign", 1.0, 0.0), "c"),
+    (lambda: qmf.chi(True, "sign", 1.0, 0.0), "c"),
+    (lambda: qmf.fixed_point_q("tanh", 1e308, 0.0), "sigma_w"),
+    (lambda: qmf.correlation_map(0.3, "tanh", 1.0, 1e308), "sigma_b"),
+    (lambda: qmf.depth_scale("tanh", 1.2, 0.1, dead=np.array([1.0, np.nan])), "dead"),
+    (lambda: qmf.iterate_maps("tanh", 1.2, 0.1, depth=10**7, q0=1.0, c0=0.3), "depth"),
+    (lambda: qmf.iterate_maps("relu", 1e100, 0.1, depth=4, q0=1.0, c0=0.3), "sigma_w"),
+])
+def test_overflow_and_non_numbers_are_refused(call, name):
+    """1e308 overflowed sigma_w^2 (a leaked RuntimeWarning and inf); "3" and True were taken as numbers."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=rf"\b{name}\b"):
+            call()
+
+
+def test_no_fixed_point_message_states_what_is_needed():
+    with pytest.raises(ValueError, match=r"sigma_w and sigma_b must give the variance map a finite positive fixed point"):
+        qmf.chi(0.3, "relu", 1.2, 0.0)
+
+
+def test_depth_scale_when_the_bias_dominates_a_step_activation():
+    """Small sigma_w with a bias puts c* within 1e-13 of 1, where chi of a step function is inf.
+
+    Before, depth_scale returned -1/ln(inf) = -0.0 there (sigma_w <= 0.03 for N = 3), and NaN at
+    sigma_w = 1e-300. The square-root cusp 1 - c' = alpha sqrt(1 - c) gives chi(c*) = 1/2 in the
+    limit: at sigma_w = 0.5, where c* is still resolved, xi agrees with 1/ln 2 to 4e-8.
+    """
+    phi = qmf.QuantizedActivation(3)
+    resolved = qmf.depth_scale(phi, 0.5, 0.1)
+    assert qmf.fixed_point_c(phi, 0.5, 0.1) < 1.0
+    assert resolved == pytest.approx(1 / math.log(2), rel=1e-7)
+    xi = qmf.depth_scale(phi, [0.03, 1e-5, 1e-100], 0.1)
+    assert np.all(xi == 1 / math.log(2))
+
+
+def test_step_maps_far_above_the_thresholds():
+    """sigma_w = 1e7 drives q to 1e14: before, the kernel's Chebyshev fit asked for a 2 GiB matrix."""
+    phi = qmf.QuantizedActivation(3)
+    q, c = qmf.iterate_maps(phi, 1e7, 0.1, depth=3, q0=1.0, c0=0.3)
+    assert q[1] == pytest.approx(1e14 * phi.second_moment(1.0) + 0.01, rel=1e-14)
+    assert np.all(np.abs(c) <= 1) and np.all(np.diff(c) < 0)   # decorrelating: the sign-like regime
+    # at q* ~ 1e14 the map is the arcsine law of sign (thresholds 0.5 are 5e-8 standard deviations)
+    assert qmf.correlation_map(0.3, phi, 1e7, 0.0) == pytest.approx(2 / np.pi * np.arcsin(0.3), rel=1e-6)

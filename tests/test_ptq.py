@@ -7,6 +7,7 @@ the exact mean and variance of stochastic rounding, and the 1/N law on Gaussian 
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -351,6 +352,112 @@ def test_bad_input(layer):
     for fn, word in cases:
         with pytest.raises(ValueError, match=word):
             fn()
+
+
+_W = np.random.default_rng(0).standard_normal((4, 8)) / 4
+_X = np.random.default_rng(1).standard_normal((5, 8))
+_A = ptq.Alphabet(0.25, 2)
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).double()
+
+
+def _layer(**kw):
+    return ptq.quantize_layer(_W, _X, **{"alphabet": _A, **kw})
+
+
+def _net(**kw):
+    return ptq.quantize_mlp(_mlp(), torch.randn(5, 8, dtype=torch.float64), **{"bits": 2, **kw})
+
+
+# (call, the argument the message must name, a phrase of the allowed range)
+BAD_ARGUMENTS = [
+    (lambda: ptq.max_index_for_bits(63), "bits", r"<= 62"),
+    (lambda: ptq.max_index_for_bits(10**30), "bits", r">= 1 and <= 62"),
+    (lambda: ptq.Alphabet(0.5, 2**61 + 1), "max_index", r"<= 2305843009213693952"),
+    (lambda: ptq.Alphabet(1e308, 2), "step", r"at most 5\.99\d*e\+307 for max_index = 2"),
+    (lambda: ptq.alphabet_for(_W, 2, finite=np.array([1.0, 2.0])), "finite", "True or False"),
+    (lambda: ptq.alphabet_for(_W, 2, C=1e-300), "C", r"in \[1e-06, 1e\+06\]"),
+    (lambda: ptq.alphabet_for(_W, 2, C=1e7), "C", r"in \[1e-06, 1e\+06\]"),
+    (lambda: ptq.alphabet_for(_W, 2, C="1"), "C", r"in \[1e-06, 1e\+06\]"),
+    (lambda: ptq.alphabet_for(np.full((2, 2), 1e308), 2), "weight", "positive, finite step"),
+    (lambda: ptq.alphabet_for(np.array([[1 + 1j]]), 2), "weight", "real number"),
+    (lambda: ptq.nearest_index(np.array([0.1, np.nan]), _A), "x", "must not be NaN"),
+    (lambda: ptq.nearest_index(np.inf, _A), "x", "must be finite"),
+    (lambda: ptq.nearest_index("3", _A), "x", "real number"),
+    (lambda: ptq.nearest_index(True, _A), "x", "real number"),
+    (lambda: ptq.nearest_index(1e308, ptq.Alphabet(0.25)), "x", r"within 2\*\*52 steps"),
+    (lambda: ptq.nearest_index(torch.tensor([1.0, float("inf")]), _A), "x", "must be finite"),
+    (lambda: ptq.nearest_index(torch.tensor([True]), _A), "x", "real numbers"),
+    (lambda: ptq.nearest_index(np.zeros(3), 0.25), "alphabet", "must be an Alphabet"),
+    (lambda: ptq.stochastic_index(np.array([0.3, -np.inf]), _A, seed=0), "x", "must be finite"),
+    (lambda: ptq.stochastic_index(np.zeros(3), None, seed=0), "alphabet", "must be an Alphabet"),
+    (lambda: ptq.stochastic_index(np.zeros(3), _A, seed="3"), "seed", r"\[0, 2\*\*63 - 1\]"),
+    (lambda: ptq.stochastic_index(np.zeros(3), _A, seed=2**63), "seed", r"\[0, 2\*\*63 - 1\]"),
+    (lambda: _layer(method=np.array([1.0, 2.0])), "method", "one of"),
+    (lambda: _layer(seed=True), "seed", r"\[0, 2\*\*63 - 1\]"),     # checked for every method
+    (lambda: _layer(seed=1 + 1j), "seed", r"\[0, 2\*\*63 - 1\]"),
+    (lambda: _layer(dead_tol=np.array([0.5, 2.0])), "dead_tol", "single finite number >= 0"),
+    (lambda: _layer(dead_tol=True), "dead_tol", "real number"),
+    (lambda: _layer(dead_fill=np.array([0.5, 2.0])), "dead_fill", "'round' or 'zero'"),
+    (lambda: _layer(dtype="3"), "dtype", "None, numpy float32 or numpy float64"),
+    (lambda: _layer(dtype=2.5), "dtype", "None, numpy float32 or numpy float64"),
+    (lambda: ptq.quantize_layer(torch.from_numpy(_W), torch.from_numpy(_X), alphabet=_A, dtype=np.float32),
+     "dtype", "None, torch.float32 or torch.float64"),
+    (lambda: _layer(threads=10**30), "threads", r">= 1 and <= 1024"),
+    (lambda: _layer(threads="2"), "threads", r">= 1 and <= 1024"),
+    (lambda: ptq.quantize_layer(_W, _X, alphabet=ptq.Alphabet(2.0**-60)), "weight", r"within 2\*\*52 steps"),
+    (lambda: ptq.quantize_layer(np.full((2, 3), 1e200), np.full((4, 3), 1e200), alphabet=ptq.Alphabet(1e100, 2)),
+     "weight and x", "small enough"),
+    (lambda: ptq.quantize_layer(_W, _X > 0, alphabet=_A), "x", "real number"),          # bools are no numbers
+    (lambda: ptq.quantize_layer(_W, _X.astype(complex), alphabet=_A), "x", "real number"),
+    (lambda: _net(C=1e-300), "C", r"in \[1e-06, 1e\+06\]"),
+    (lambda: _net(finite=np.array([1.0, 2.0])), "finite", "True or False"),
+    (lambda: _net(method=np.array([1.0, 2.0])), "method", "one of"),
+    (lambda: _net(seed="3"), "seed", r"\[0, 2\*\*63 - 1\]"),
+    (lambda: _net(dead_tol=np.array([0.5, 2.0])), "dead_tol", "single finite number >= 0"),
+    (lambda: _net(dead_fill=np.array([0.5, 2.0])), "dead_fill", "'round' or 'zero'"),
+    (lambda: _net(dtype=0), "dtype", "None, torch.float32 or torch.float64"),
+    (lambda: _net(dtype=np.array([0.5, 2.0])), "dtype", "None, torch.float32 or torch.float64"),
+    (lambda: _net(threads=10**30), "threads", r">= 1 and <= 1024"),
+    (lambda: ptq.quantize_mlp(_mlp(), torch.randn(5, 7, dtype=torch.float64), bits=2), "x", "N_in = 8"),
+    (lambda: ptq.quantize_mlp(_mlp(), torch.full((5, 8), float("nan")), bits=2), "x", "must be finite"),
+    (lambda: ptq.quantize_mlp(_mlp(), torch.randn(5, 8, dtype=torch.float32), bits=2), "x", "must fit the model"),
+    (lambda: ptq.relative_error("", np.ones(1)), "reference", "real number"),
+    (lambda: ptq.relative_error(np.ones(2), np.array([1.0, np.nan])), "approx", "must not be NaN"),
+    (lambda: ptq.relative_error(np.ones(2), np.array([1 + 1j, 0])), "approx", "real number"),
+    (lambda: ptq.relative_error(np.array([1e-160, 0.0]), np.array([3.0, 3.0])), "reference", "must not be so small"),
+    (lambda: ptq.relative_error(torch.ones(2), np.array([1.0, np.inf])), "approx", "must be finite"),
+]
+
+
+@pytest.mark.parametrize("call, name, allowed", BAD_ARGUMENTS,
+                         ids=[f"{i}-{name}" for i, (_, name, _) in enumerate(BAD_ARGUMENTS)])
+def test_bad_arguments_name_the_argument_and_its_range(call, name, allowed):
+    with pytest.raises(ValueError, match=allowed) as info:
+        call()
+    assert re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", str(info.value)), str(info.value)
+
+
+def test_new_checks_keep_valid_calls():
+    """What the checks let through: their edges, and the documented None of threads."""
+    assert ptq.max_index_for_bits(62) == 2**61 and ptq.Alphabet(0.5, 2**61).max_index == 2**61
+    assert ptq.alphabet_for(_W, 2, C=1e-6).step > 0 and ptq.alphabet_for(_W, 2, C=1e6).step > 0
+    # a finite alphabet saturates: any finite x, however large, gets +-K (no overflow in x / step)
+    assert ptq.nearest_index(np.array([1e308, -1e308]), _A).tolist() == [2, -2]
+    assert ptq.stochastic_index(np.array([1e308, -1e308]), _A, seed=0).tolist() == [2, -2]
+    assert ptq.nearest_index(2.0**52 * 0.25, ptq.Alphabet(0.25)) == 2**52       # the edge of the infinite grid
+    ref = _layer()
+    for kw in (dict(threads=None), dict(threads=1024), dict(dtype="float64"), dict(seed=2**63 - 1),
+               dict(seed=np.random.default_rng(0))):
+        np.testing.assert_array_equal(_layer(**kw).index, ref.index)
+    # the power-of-two scaling of relative_error is exact: the plain formula, and no overflow at 1e300
+    a, b = np.array([3.0, 4.0, -1e-3]), np.array([3.0, 3.0, 2e-3])
+    assert ptq.relative_error(a, b) == np.sum((a - b) ** 2) / np.sum(a * a)
+    assert ptq.relative_error(1e300 * a, 1e300 * b) == pytest.approx(ptq.relative_error(a, b), rel=1e-15)
+    assert ptq.relative_error(torch.from_numpy(a), b) == ptq.relative_error(a, b)
 
 
 def test_module_imports_without_torch():

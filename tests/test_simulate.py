@@ -119,3 +119,64 @@ def test_post_activation_covariance_is_the_kernel():
 def test_unknown_weight_distribution_is_rejected(call):
     with pytest.raises(ValueError, match=r"\bweights\b"):
         call()
+
+
+@pytest.mark.parametrize("device", [float("nan"), -1, "3", "", 0, "cuda:99"], ids=repr)
+def test_default_device_refuses_what_is_no_available_device(device):
+    """torch raised TypeError or RuntimeError ('Invalid device string', 'Cannot access accelerator device')."""
+    import torch
+
+    if device == 0 and torch.cuda.is_available():
+        pytest.skip("device 0 exists here")
+    with pytest.raises(ValueError, match=r"\bdevice must be"):
+        qmf.default_device(device)
+    assert qmf.default_device("cpu").type == "cpu"
+
+
+SIM = dict(activation="tanh", sigma_w=1.2, sigma_b=0.1, depth=2, width=8, c0=0.3, n_nets=2, seed=0, device="cpu")
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(seed=float("nan")), "seed"), (dict(seed=-1), "seed"), (dict(seed="3"), "seed"), (dict(seed=None), "seed"),
+    (dict(dtype="float64"), "dtype"), (dict(dtype=float("nan")), "dtype"),
+    (dict(q0=1e-300), "q0"), (dict(q0=1e308), "q0"),           # beyond float32: h^2 under- or overflows
+    (dict(sigma_w=1e30), "sigma_w"),                          # q* = 1.4e60, beyond float32
+    (dict(sigma_w=1e308), "sigma_w"), (dict(sigma_b="3"), "sigma_b"),
+    (dict(depth=10**30), "depth"), (dict(progress=np.array([1.0, 2.0])), "progress"),
+    (dict(activation="relu", sigma_w=1e10, q0=1.0, depth=5), "sigma_w"),   # overflows float32 by layer 4
+])
+def test_simulate_correlations_bad_input(kwargs, name):
+    """Each of these raised TypeError/OverflowError, leaked a RuntimeWarning, or returned NaN/inf statistics."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=rf"\b{name}\b"):
+            qmf.simulate_correlations(**(SIM | kwargs))
+
+
+def test_simulate_correlations_float64_reaches_further():
+    import torch
+
+    res = qmf.simulate_correlations(**(SIM | dict(q0=1e-300, dtype=torch.float64)))
+    assert np.all(np.isfinite(res.c)) and res.q[0] == pytest.approx(1e-300, rel=0.5)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(layers=float("nan")), "layers"), (dict(layers="3"), "layers"), (dict(layers=[]), "layers"),
+    (dict(layers=[1.5]), "layers"), (dict(h0=np.zeros(8)), "h0"), (dict(h0="3"), "h0"),
+    (dict(h0=np.full((8, 2), np.nan)), "h0"), (dict(h0=np.full((8, 2), 1e300)), "h0"),
+    (dict(seed=2.5), "seed"), (dict(dtype="float32"), "dtype"),
+])
+def test_simulate_covariance_bad_input(kwargs, name):
+    """layers = '3' was read as [3]; NaN raised 'cannot convert float NaN to integer'; a 1-d h0 failed in torch."""
+    _, h0 = qmf.circle_inputs(4, 8)
+    args = dict(activation="tanh", sigma_w=1.2, sigma_b=0.1, h0=h0, layers=[0, 2], device="cpu") | kwargs
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        qmf.simulate_covariance(**args)
+
+
+def test_circle_inputs_bad_input():
+    for kwargs, name in ((dict(seed=float("nan")), "seed"), (dict(n_points=2**21), "n_points"), (dict(q0="3"), "q0")):
+        with pytest.raises(ValueError, match=rf"\b{name}\b"):
+            qmf.circle_inputs(**(dict(n_points=4, width=8) | kwargs))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import mpmath
 import numpy as np
@@ -561,3 +562,65 @@ def test_naive_difference_loses_digits_at_a_million_levels():
     gap, d = qmf.chi_max(10**6, complement=True)
     s, v = qmf.tradeoff._naive_parts(10**6, d)
     assert 1e-4 < abs((1 - s * s / v) - gap) / gap < 1e-3
+
+
+@pytest.mark.parametrize("call", [
+    lambda n: qmf.chi_max(n), lambda n: qmf.chi_zero(n, 0.3), lambda n: qmf.quantization_error(n, 0.3),
+    lambda n: qmf.optimal_depth_scale(n), lambda n: qmf.max_depth(n), lambda n: qmf.optimal_init(n),
+])
+@pytest.mark.parametrize("levels", [10**12 + 1, 1e308, "16", True])
+def test_levels_beyond_the_checked_range_are_refused(call, levels):
+    """1e308 gave a RuntimeWarning (a 1e308-long array before the O(1) chi_max); the trade-off
+    functions take N up to 10**12 (MAX_LEVELS), the range its first guess is fitted over."""
+    with pytest.raises(ValueError, match=r"\blevels must be an integer"):
+        call(levels)
+
+
+def test_chi_max_complement_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"\bcomplement must be True or False"):
+        qmf.chi_max(16, complement=np.array([1.0, np.nan]))
+
+
+@pytest.mark.parametrize("call", [lambda d: qmf.chi_zero(16, d), lambda d: qmf.quantization_error(16, d)])
+@pytest.mark.parametrize("spacing", [1e308, 1e-300])
+def test_extreme_normalized_spacings_without_overflow_warnings(call, spacing):
+    """chi_zero(16, 1e308) overflowed its thresholds (a leaked RuntimeWarning); the limit is sign's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert call(spacing) == pytest.approx(2 / math.pi if call(1.0) > 0.5 else 1 - 2 / math.pi, rel=1e-14)
+
+
+@pytest.mark.parametrize("spacing", [None, "0.3", True, np.nan])
+def test_normalized_spacing_must_be_a_number(spacing):
+    """None said only 'is required'; "0.3" and True were taken as numbers."""
+    with pytest.raises(ValueError, match=r"\bnormalized_spacing must"):
+        qmf.chi_zero(16, spacing)
+
+
+def test_max_depth_overflow_is_refused():
+    with pytest.raises(ValueError, match=r"\bmultiple must be at most"):
+        qmf.max_depth(16, 1e308)
+
+
+def test_lloyd_max_ranges():
+    with pytest.raises(ValueError, match=r"\blevels must be an integer in \[2, 1024\]"):
+        qmf.lloyd_max(1e7)
+    with pytest.raises(ValueError, match=r"\bq_star must lie in \[1e-100, 1e100\]"):
+        qmf.lloyd_max_activation(8, q_star=1e308)
+
+
+@pytest.mark.parametrize("kwargs", [dict(scale=True), dict(scale=np.array([1.0, 2.0])), dict(scale="1"),
+                                    dict(spacing=0.5)])
+def test_optimal_init_of_an_activation_takes_no_scale_or_spacing(kwargs):
+    """scale=True passed as 1.0; an array raised numpy's 'truth value is ambiguous'."""
+    with pytest.raises(ValueError, match=r"scale and spacing must be left at their defaults"):
+        qmf.optimal_init(qmf.lloyd_max_activation(4), **kwargs)
+    with pytest.raises(ValueError, match=r"scale and spacing must be left at their defaults"):
+        qmf.optimal_init(qmf.QuantizedActivation(4), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,name", [(dict(spacing=1e-300), "spacing"), (dict(scale=1e308), "scale")])
+def test_optimal_init_scale_and_spacing_ranges(kwargs, name):
+    """spacing = 1e-300 made q* underflow to 0 (ZeroDivisionError); scale = 1e308 overflowed."""
+    with pytest.raises(ValueError, match=rf"\b{name} must lie in"):
+        qmf.optimal_init(16, **kwargs)

@@ -1,50 +1,21 @@
-"""Straight-through estimator, batched quantized MLPs, the grid runner and the data loaders."""
+"""Batched quantized MLPs, SGD with momentum, memory-budgeted chunks and the fault-tolerant grid cache."""
 from __future__ import annotations
 
-import functools
-import gzip
-import hashlib
-import http.server
+import json
 import math
-import struct
-import threading
+import multiprocessing as mp
 
 import numpy as np
 import pytest
 import torch
 
 import qmf_lite as qmf
+from qmf_lite import _cache
 from qmf_lite import data as qdata
-from qmf_lite.training import NetSpec, QuantizedMLPBatch, run_grid, train
+from qmf_lite.training import (NetSpec, QuantizedMLPBatch, _data_order, bgs19_lr, learning_rate, memory_budget,
+                               run_grid, train, training_memory)
 
-
-@pytest.mark.parametrize("levels,spacing,scale", [(2, None, 1.0), (4, None, 1.0), (5, 0.3, 2.0), (16, None, 0.5)])
-def test_quantact_forward_equals_quantized_activation(levels, spacing, scale):
-    phi = qmf.QuantizedActivation(levels, spacing, scale)
-    act = qmf.QuantAct(phi, sigma_w=1.2)
-    x = torch.randn(20000, dtype=torch.float64) * 2 * scale
-    assert torch.equal(act(x), phi(x))
-
-
-def test_quantact_gradient_is_the_clipped_slope():
-    act = qmf.QuantAct(4, sigma_w=1.0, slope=0.7)
-    x = torch.tensor([-1.5, -1.0, -0.3, 0.0, 0.99, 1.01, 3.0], requires_grad=True)
-    act(x).sum().backward()
-    assert act.clip == pytest.approx(1.0)
-    expected = torch.tensor([0.0, 0.7, 0.7, 0.7, 0.7, 0.0, 0.0])
-    assert torch.allclose(x.grad, expected)
-
-
-@pytest.mark.parametrize("levels", [2, 4, 16])
-def test_default_slope_makes_chi1_one(levels):
-    init = qmf.optimal_init(levels)
-    act = qmf.QuantAct(init.activation, init.sigma_w)
-    assert act.chi1 == pytest.approx(1.0, rel=1e-12)
-    # against a Monte Carlo estimate of sigma_w^2 s^2 P(|u| <= T)
-    u = math.sqrt(init.q_star) * np.random.default_rng(0).standard_normal(1_000_000)
-    p = np.mean(np.abs(u) <= act.clip)
-    se = math.sqrt(p * (1 - p) / u.size)
-    assert abs(init.sigma_w**2 * act.slope**2 * p - 1) < 4 * init.sigma_w**2 * act.slope**2 * se
+DIGITS = qdata.load_digits()
 
 
 def gradient_norms(spec, depth=60, width=512, n_inputs=64, seed=0):
@@ -64,16 +35,144 @@ def test_gradient_norms_neither_explode_nor_vanish_with_the_default_slope():
     assert big[0] / big[-1] > 1e4
 
 
-def test_batched_networks_are_independent():
-    """A net trained inside a batch follows the same trajectory as alone."""
-    data = qdata.load_digits()
-    specs = [NetSpec.optimal(3, seed=0), NetSpec(5, 1.3, 0.0, seed=4)]
-    both = QuantizedMLPBatch(specs, data.n_features, 10, 3, 16, device="cpu")
-    alone = QuantizedMLPBatch(specs[1:], data.n_features, 10, 3, 16, device="cpu")
-    r_both = train(both, data, [5], lr=0.05, batch_size=32, seed=2)
-    r_alone = train(alone, data, [5], lr=0.05, batch_size=32, seed=2)
-    assert r_both[5][1][1] == pytest.approx(r_alone[5][1][0], abs=1e-6)
-    assert torch.allclose(both.w_out[1], alone.w_out[0], atol=1e-5)
+def test_netspec_optimal_uses_its_spacing():
+    assert NetSpec.optimal(4, spacing=0.3).sigma_w == pytest.approx(qmf.optimal_init(4, spacing=0.3).sigma_w, rel=1e-15)
+    assert NetSpec.optimal(4, spacing=0.3).sigma_w == pytest.approx(0.479, abs=5e-4)
+    assert NetSpec.optimal(4).sigma_w == pytest.approx(1.065, abs=5e-4)
+    assert NetSpec.optimal(5, scale=2.0).sigma_w == pytest.approx(qmf.optimal_init(5, scale=2.0).sigma_w, rel=1e-15)
+
+
+@pytest.mark.parametrize("layout", ["book", "bgs19"])
+def test_batched_networks_are_independent(layout):
+    """A net trained inside a batch follows the same trajectory as alone: same initial weights, same
+    data order, same losses at every step, bit for bit (CPU)."""
+    specs = [NetSpec.optimal(3, seed=0), NetSpec(5, 1.3, 0.1, seed=4), NetSpec.optimal(4, seed=2)]
+    kw = dict(lr=0.05, batch_size=16, seed=2, momentum=0.5)
+    both = QuantizedMLPBatch(specs, DIGITS.n_features, 10, 4, 16, device="cpu", layout=layout)
+    alone = [QuantizedMLPBatch([s], DIGITS.n_features, 10, 4, 16, device="cpu", layout=layout) for s in specs]
+    for b, m in enumerate(alone):
+        for (name, p), (_, q) in zip(both.named_parameters(), m.named_parameters()):
+            assert torch.equal(p[b], q[0]), f"initial {name} of net {b}"
+    r_both = train(both, DIGITS, [5, 10], **kw)
+    for b, m in enumerate(alone):
+        r = train(m, DIGITS, [5, 10], **kw)
+        assert np.array_equal(r_both.losses[b], r.losses[0])
+        assert r_both[10][1][b] == r[10][1][0] and r_both[5][0][b] == r[5][0][0]
+        for (name, p), (_, q) in zip(both.named_parameters(), m.named_parameters()):
+            assert torch.equal(p[b], q[0]), f"trained {name} of net {b}"
+
+
+def test_each_network_has_its_own_data_order():
+    specs = [NetSpec.optimal(3, seed=0), NetSpec.optimal(4, seed=0), NetSpec.optimal(3, seed=1)]
+    order = _data_order(specs, 100, 30, 10, seed=0, depth=5)              # 3 epochs of 100
+    assert order.shape == (3, 30, 10)
+    for b in range(3):
+        for epoch in range(3):                                          # each epoch is a permutation
+            assert sorted(order[b, 10 * epoch:10 * epoch + 10].reshape(-1).tolist()) == list(range(100))
+    assert not torch.equal(order[0], order[1]) and not torch.equal(order[0], order[2])
+    assert torch.equal(order[1], _data_order(specs[1:2], 100, 30, 10, seed=0, depth=5)[0])
+    assert not torch.equal(order[0], _data_order(specs[:1], 100, 30, 10, seed=0, depth=6)[0])
+
+
+def test_momentum_sgd_matches_a_direct_loop():
+    """train(momentum=0.5) against v <- 0.5 v + g, p <- p - lr v written out, in float64."""
+    spec = NetSpec.optimal(4, seed=3)
+    ds = qdata.Dataset("d64", DIGITS.x_train.double(), DIGITS.y_train, DIGITS.x_test.double(), DIGITS.y_test, 10)
+    model = QuantizedMLPBatch([spec], 64, 10, 3, 12, device="cpu", dtype=torch.float64, layout="bgs19")
+    ref = QuantizedMLPBatch([spec], 64, 10, 3, 12, device="cpu", dtype=torch.float64, layout="bgs19")
+    rec = train(model, ds, [4], lr=0.1, batch_size=8, seed=5, momentum=0.5)
+    order = _data_order([spec], len(ds.y_train), 4, 8, seed=5, depth=3)
+    params = list(ref.parameters())
+    vel = [torch.zeros_like(p) for p in params]
+    for step in range(4):
+        idx = order[0, step]
+        loss = torch.nn.functional.cross_entropy(ref(ds.x_train[idx])[0], ds.y_train[idx])
+        assert loss.item() == pytest.approx(rec.losses[0, step], rel=1e-12)
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, v, g in zip(params, vel, grads):
+                v.mul_(0.5).add_(g)
+                p.sub_(0.1 * v)
+    for p, q in zip(model.parameters(), params):
+        assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_bgs19_layout_is_the_papers_network():
+    """784 -> n, depth - 2 hidden, n -> 10, the quantized activation after every layer (logits too),
+    weights N(0, sigma_w^2 / fan-in), zero biases: the same output as the layers composed one by one."""
+    init = qmf.optimal_init(5)
+    spec = NetSpec(5, init.sigma_w, 0.0, seed=7)
+    model = QuantizedMLPBatch([spec], 64, 10, 6, 300, device="cpu", dtype=torch.float64, layout="bgs19")
+    linears = [model.w_in] + list(model.weights) + [model.w_out]
+    assert len(linears) == 6 and model.w_out.shape == (1, 300, 10)
+    for w, fan_in in zip(linears, [64] + [300] * 5):
+        assert w[0].std().item() == pytest.approx(init.sigma_w / math.sqrt(fan_in), rel=0.05)
+    assert all(torch.count_nonzero(b) == 0 for b in [model.b_in, model.b_out, *model.biases])
+    act = qmf.QuantAct(init.activation, init.sigma_w)
+    x = torch.randn(9, 64, dtype=torch.float64)
+    h = x
+    for w, b in zip(linears, [model.b_in] + list(model.biases) + [model.b_out]):
+        h = act(h @ w[0] + b[0])
+    out = model(x)[0]
+    assert torch.equal(out, h)
+    assert set(out.unique().tolist()) <= set(init.activation.values.tolist())   # the logits are levels
+    with pytest.raises(ValueError, match="depth"):
+        QuantizedMLPBatch([spec], 64, 10, 1, 8, layout="bgs19")
+    with pytest.raises(ValueError, match="layout"):
+        QuantizedMLPBatch([spec], 64, 10, 3, 8, layout="paper")
+
+
+def test_learning_rate_rules():
+    assert bgs19_lr(10) == 1e-3 and bgs19_lr(99) == 1e-3 and bgs19_lr(100) == 5e-4 and bgs19_lr(285) == 5e-4
+    assert learning_rate("bgs19", 135) == 5e-4
+    assert learning_rate(lambda d: 0.1 / d, 4) == 0.025
+    assert learning_rate(0.03, 1000) == 0.03
+    for bad in ("fast", -0.1, float("nan"), lambda d: 0.0):
+        with pytest.raises(ValueError, match="lr"):
+            learning_rate(bad, 10)
+
+
+def test_memory_estimate_covers_the_stored_tensors():
+    """training_memory is an upper estimate of what training holds: parameters, gradients, momentum."""
+    specs = [NetSpec.optimal(3, seed=0)] * 2
+    model = QuantizedMLPBatch(specs, 64, 10, 5, 40, device="cpu", layout="bgs19")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
+    model(torch.randn(8, 64)).sum().backward()
+    opt.step()
+    held = sum(p.numel() + p.grad.numel() + opt.state[p]["momentum_buffer"].numel() for p in model.parameters()) * 4
+    est = training_memory(5, 40, 64, 10, 8, layout="bgs19", momentum=0.5, eval_batch=0)
+    assert held <= 2 * est <= 1.5 * held                                  # two networks
+    assert memory_budget(None, "cpu") is None and memory_budget(1e9, "cpu") == 10**9
+    assert memory_budget("auto", "cpu") > 0
+    for bad in ("16GB", -1, float("inf")):
+        with pytest.raises(ValueError, match="max_memory"):
+            memory_budget(bad, "cpu")
+
+
+GRID = dict(seeds=(0, 1), steps=(3, 6), width=12, lr=0.05, batch_size=16, momentum=0.5, layout="bgs19",
+            progress=False, device="cpu", data=DIGITS)
+
+
+def test_chunked_grid_equals_unchunked(tmp_path, monkeypatch):
+    """A memory budget that fits one network at a time gives the same rows, bit for bit."""
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
+    whole = run_grid([2, 4], [3, 5], max_memory=None, cache=False, **GRID)
+    one = training_memory(5, 12, 64, 10, 16, layout="bgs19", momentum=0.5)
+    chunked = run_grid([2, 4], [3, 5], max_memory=int(1.2 * one / 0.9), cache=True, **GRID)
+    assert len(list((tmp_path / "grid").glob("*.json"))) == 2 * 4           # 2 depths x 4 chunks of one
+    assert chunked.rows == whole.rows
+    with pytest.raises(ValueError, match="max_memory"):
+        run_grid([2], [5], max_memory=one // 2, cache=False, **GRID)
+
+
+def test_results_do_not_depend_on_global_random_state():
+    kw = {**GRID, "seeds": (0,)}
+    torch.manual_seed(1)
+    a = run_grid([3], [3], cache=False, **kw)
+    torch.manual_seed(2)
+    torch.rand(5)
+    b = run_grid([3], [3], cache=False, **kw)
+    assert a.rows == b.rows
 
 
 def test_tiny_grid_run_trains_and_caches(tmp_path, monkeypatch):
@@ -85,87 +184,153 @@ def test_tiny_grid_run_trains_and_caches(tmp_path, monkeypatch):
     assert acc[1, 0] > 0.5                     # a shallow 6-level net learns digits (chance: 0.1)
     assert acc[0, 1] < 0.3                     # a 64-layer sign net (6 xi = 13) does not
     assert len(list((tmp_path / "grid").glob("*.json"))) == 2
+    assert res.n_cached == 0 and "trained in" in res.summary()
     again = run_grid([2, 6], [2, 64], **kw)
     assert again.rows == res.rows and again.seconds < res.seconds
+    assert again.from_cache and again.compute_seconds == pytest.approx(res.compute_seconds)
+    assert "loaded from the cache" in again.summary() and "computing them took" in again.summary()
 
 
-def write_idx(path, array, code=0x08):
-    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(">u1").tobytes())
+def test_cache_key_covers_code_and_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
+    kw = {**GRID, "seeds": (0,)}
+    run_grid([3], [3], **kw)
+    assert run_grid([3], [3], **kw).from_cache
+    assert not run_grid([3], [3], **{**kw, "momentum": 0.0}).from_cache
+    assert not run_grid([3], [3], **{**kw, "precision": "bf16"}).from_cache
+    monkeypatch.setattr(_cache, "code_fingerprint", lambda modules=None: "edited-code")
+    assert not run_grid([3], [3], **kw).from_cache                           # the code changed
+    entry = json.loads(next((tmp_path / "grid").glob("*.json")).read_text())
+    for field in ("code", "torch", "device", "dtype", "precision", "data", "specs", "lr", "momentum", "layout"):
+        assert field in entry["config"]
 
 
-def test_read_idx_round_trip(tmp_path):
-    arr = np.random.default_rng(0).integers(0, 256, size=(7, 5, 3)).astype(np.uint8)
-    write_idx(tmp_path / "a.gz", arr)
-    assert np.array_equal(qdata.read_idx(tmp_path / "a.gz"), arr)
-    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
-    with pytest.raises(ValueError, match="not an IDX"):
-        qdata.read_idx(tmp_path / "bad")
+@pytest.mark.parametrize("damage", ["truncate", "key", "schema", "rows"])
+def test_corrupt_cache_entry_is_recomputed_with_a_warning(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
+    kw = {**GRID, "seeds": (0,)}
+    good = run_grid([3], [3], **kw)
+    (path,) = (tmp_path / "grid").glob("*.json")
+    text = path.read_text()
+    entry = json.loads(text)
+    if damage == "truncate":
+        path.write_text(text[: len(text) // 2])                              # a run killed mid-write
+    elif damage == "key":
+        path.write_text(json.dumps({**entry, "key": "0" * 24}))
+    elif damage == "schema":
+        path.write_text(json.dumps({**entry, "schema": 1}))
+    else:
+        path.write_text(json.dumps({**entry, "rows": entry["rows"][:1]}))
+    with pytest.warns(_cache.CacheWarning, match=str(path)):
+        again = run_grid([3], [3], **kw)
+    assert again.rows == good.rows and again.n_cached == 0
+    rewritten = json.loads(path.read_text())                                  # rewritten, valid
+    assert {k: rewritten[k] for k in ("schema", "key", "config", "rows")} == {
+        k: entry[k] for k in ("schema", "key", "config", "rows")}
 
 
-@pytest.fixture
-def mnist_server(tmp_path):
-    """Small MNIST-format files served over HTTP on the loopback interface."""
-    rng = np.random.default_rng(1)
-    served = tmp_path / "served"
-    served.mkdir()
-    arrays = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (12, 28, 28)),
-              "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 12),
-              "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (5, 28, 28)),
-              "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 5)}
-    sums = {}
-    for name, arr in arrays.items():
-        write_idx(served / name, arr)
-        sums[name] = hashlib.md5((served / name).read_bytes()).hexdigest()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a: None
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", sums, arrays
-    httpd.shutdown()
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupted_grid_resumes_and_says_so(tmp_path, monkeypatch, capsys, workers):
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
+    kw = {**GRID, "seeds": (0,), "workers": workers}
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(**info):
+        raise Stop(info["depth"])
+
+    with pytest.raises(Stop):
+        run_grid([2, 3], [3, 4, 5], callback=stop_after_first, **kw)
+    done = len(list((tmp_path / "grid").glob("*.json")))
+    assert done == 1 if workers == 1 else 1 <= done <= 3     # threads may finish chunks already started
+    assert not list((tmp_path / "grid").glob(".*"))          # no temporary files left
+    seen = []
+    resumed = run_grid([2, 3], [3, 4, 5], callback=lambda **info: seen.append(info["cached"]), **kw)
+    assert seen[0] and seen.count(True) == done and len(seen) == 3
+    assert resumed.n_cached == 2 * done
+    if done < 3:
+        assert "resuming" in capsys.readouterr().err
+    fresh = run_grid([2, 3], [3, 4, 5], cache=False, **kw)
+    assert resumed.rows == fresh.rows
 
 
-def test_mnist_loader_downloads_verifies_and_caches(tmp_path, mnist_server):
-    url, sums, arrays = mnist_server
-    root = tmp_path / "cache"
-    ds = qdata.load_mnist(root, mirrors=("http://127.0.0.1:9/", url), checksums=sums, progress=False)
-    assert ds.x_train.shape == (12, 784) and ds.x_test.shape == (5, 784)
-    assert np.array_equal(ds.y_train.numpy(), arrays["train-labels-idx1-ubyte.gz"])
-    assert abs(float(ds.x_train.mean())) < 1e-5                      # standardised
-    # cached: no server needed the second time
-    again = qdata.load_mnist(root, download=False, checksums=sums)
-    assert torch.equal(again.x_test, ds.x_test)
+def test_threads_do_not_change_results_or_global_state():
+    kw = {**GRID, "seeds": (0, 1), "cache": False}
+    threads = torch.get_num_threads()
+    one = run_grid([2, 5], [3, 4, 6], workers=1, **kw)
+    three = run_grid([2, 5], [3, 4, 6], workers=3, **kw)
+    assert one.rows == three.rows and torch.get_num_threads() == threads
 
 
-def test_mnist_loader_rejects_bad_checksums(tmp_path, mnist_server):
-    url, sums, _ = mnist_server
-    wrong = {k: "0" * 32 for k in sums}
-    with pytest.raises(OSError, match="checksum mismatch"):
-        qdata.load_mnist(tmp_path / "c2", mirrors=(url,), checksums=wrong, progress=False)
+def _grid_worker(cache, barrier, queue):
+    import os
+
+    os.environ["QMF_LITE_CACHE"] = cache
+    kw = {k: v for k, v in GRID.items() if k != "data"}
+    barrier.wait()
+    res = run_grid([3], [4], data=qdata.load_digits(), **{**kw, "seeds": (0,)})
+    queue.put(res.rows)
 
 
-def test_real_mnist_checksums_are_the_published_ones():
-    assert qdata.MNIST_FILES["train-images-idx3-ubyte.gz"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
-    assert len(qdata.MNIST_FILES) == 4
+def test_two_processes_writing_the_same_key(tmp_path):
+    """Both finish, with the same rows, and the entry they leave is valid."""
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_grid_worker, args=(str(tmp_path), barrier, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert results[0] == results[1]
+    files = list((tmp_path / "grid").glob("*"))
+    assert len(files) == 1 and not list((tmp_path / "grid").glob(".*"))
+    assert _cache.read_json(files[0], schema=3)["rows"] == results[0]
 
 
-def test_empirical_ntk_equals_per_example_gradients():
-    from qmf_lite.ntk import empirical_ntk
+def test_atomic_write_never_exposes_a_partial_file(tmp_path):
+    path = tmp_path / "entry.json"
+    _cache.atomic_write_json(path, {"a": list(range(1000))})
 
-    torch.manual_seed(0)
-    specs = [NetSpec(3, 1.2, 0.1, seed=0), NetSpec(5, 0.9, 0.0, seed=1)]
-    model = QuantizedMLPBatch(specs, 6, 3, 4, 16, device="cpu", dtype=torch.float64)
-    x = torch.randn(5, 6, dtype=torch.float64)
-    theta = empirical_ntk(model, x, output=1)
-    for b in range(2):
-        grads = []
-        for i in range(5):
-            model.zero_grad()
-            model(x[i:i + 1])[b, 0, 1].backward()
-            grads.append(torch.cat([p.grad[b].reshape(-1) for p in model.parameters()]))
-        g = torch.stack(grads)
-        assert torch.allclose(theta[b], g @ g.T, rtol=1e-10, atol=1e-10)
+    class Boom(Exception):
+        pass
+
+    class Exploding:
+        def __len__(self):
+            raise Boom
+
+    with pytest.raises(TypeError):
+        _cache.atomic_write_json(path, {"a": Exploding()})                  # fails before writing
+    assert json.loads(path.read_text()) == {"a": list(range(1000))}
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.json"]
+
+
+def test_eval_subset_and_bad_arguments():
+    model = QuantizedMLPBatch([NetSpec.optimal(3, seed=0), NetSpec.optimal(4, seed=0)], 64, 10, 3, 8, device="cpu")
+    rec = train(model, DIGITS, [0, 2], lr=0.05, batch_size=8, eval_size=100)
+    for s in (0, 2):
+        for acc in rec[s]:
+            assert np.allclose(acc * 100, np.round(acc * 100))             # counts out of 100
+    assert rec.losses.shape == (2, 2) and rec.flops > 0
+    for kw, needle in ((dict(momentum=1.0), "momentum"), (dict(precision="fp8"), "precision"),
+                       (dict(eval_size=0), "eval_size"), (dict(batch_size=0), "batch_size")):
+        with pytest.raises(ValueError, match=needle):
+            train(model, DIGITS, [1], **kw)
+    with pytest.raises(ValueError, match="steps"):
+        train(model, DIGITS, [0])
+
+
+def test_bf16_autocast_runs_and_stays_close():
+    """bf16 matmuls (autocast, fp32 parameters) train the same networks to similar losses on a CPU."""
+    specs = [NetSpec.optimal(4, seed=0)]
+    kw = dict(lr=0.05, batch_size=32, momentum=0.5)
+    r32 = train(QuantizedMLPBatch(specs, 64, 10, 3, 32, device="cpu", layout="bgs19"), DIGITS, [20], **kw)
+    r16 = train(QuantizedMLPBatch(specs, 64, 10, 3, 32, device="cpu", layout="bgs19"), DIGITS, [20],
+                precision="bf16", **kw)
+    assert r16.losses[0, 0] == pytest.approx(r32.losses[0, 0], rel=0.05)
+    assert abs(r16[20][1][0] - r32[20][1][0]) < 0.2
 
 
 def test_halfway_depth_interpolates_in_log_depth():

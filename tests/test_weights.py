@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -456,3 +458,233 @@ def test_module_imports_without_torch():
             "g = weights.Grid.binary(1.0); print(g.round([0.3]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+# --- bad input: each check names its argument and what is allowed -----------------------------
+NAN, INF = float("nan"), float("inf")
+G = qw.Grid.symmetric(0.25, 8)
+
+
+def _prob():
+    return qw.LogisticProblem.make(3, n=20, seed=0)
+
+
+def _net():
+    return qw.binary_mlp((64, 8, 10), seed=0)
+
+
+def _fit(**kw):
+    model = _net()
+    args = dict(model=model, data=qmf.load_digits(), opt=qw.QuantizedSGD(model.parameters(), lr=0.1), steps=1,
+                batch_size=8)
+    return qw.fit(**{**args, **kw})
+
+
+def _swc(**kw):
+    args = dict(activation="tanh", sigma_w=1.2, sigma_b=0.1, depth=1, width=4, c0=0.3, q0=1.0, n_nets=2)
+    return qw.simulate_weight_correlations(**{**args, **kw})
+
+
+def _nan_grad(w, rng):
+    return w * NAN
+
+
+BAD_INPUT = {
+    # grids: |low|, |high| <= 1e300, at most 2**53 steps; constructors' own ranges
+    "Grid-high-1e308": (lambda: qw.Grid(0.25, -1.0, 1e308), "high"),
+    "Grid-low--1e301": (lambda: qw.Grid(0.25, -1e301, 1.0), "low"),
+    "Grid-delta-too-fine": (lambda: qw.Grid(1e-300, -1.0, 1.0), "delta"),
+    "Grid-delta-subnormal": (lambda: qw.Grid(5e-324, -1.0, 1.0), "delta"),
+    "fixed_point-bits-54": (lambda: qw.Grid.fixed_point(54, 0), "bits"),
+    "fixed_point-frac_bits-1023": (lambda: qw.Grid.fixed_point(8, 1023), "frac_bits"),
+    "binary-a-1e308": (lambda: qw.Grid.binary(1e308), "a"),
+    "binary-a-str": (lambda: qw.Grid.binary("1"), "a"),
+    "symmetric-half_levels-2**52+1": (lambda: qw.Grid.symmetric(1e-300, 2**52 + 1), "half_levels"),
+    "symmetric-range-1e301": (lambda: qw.Grid.symmetric(1e299, 11), "half_levels"),
+    "quantize-rounding-array": (lambda: G.quantize([0.1], np.array(["deterministic"])), "rounding"),
+    "stochastic_round-rng--1": (lambda: G.stochastic_round([0.1], rng=-1), "rng"),
+    "stochastic_round-rng-2**63": (lambda: G.stochastic_round(torch.zeros(2), rng=2**63), "rng"),
+    # update rules: finite w and g, lr > 0, broadcasting together, a Grid
+    "sgd_update-w-nan": (lambda: qw.sgd_update(np.array([0.3, NAN]), 1.0, 0.1), "w"),
+    "sgd_update-w-inf": (lambda: qw.sgd_update(INF, 1.0, 0.1), "w"),
+    "sgd_update-w-None": (lambda: qw.sgd_update(None, 1.0, 0.1), "w"),
+    "sgd_update-g-str": (lambda: qw.sgd_update(0.3, "3", 0.1), "g"),
+    "sgd_update-g-True": (lambda: qw.sgd_update(0.3, True, 0.1), "g"),
+    "sgd_update-g-complex": (lambda: qw.sgd_update(0.3, 1 + 1j, 0.1), "g"),
+    "sgd_update-g-tensor-inf": (lambda: qw.sgd_update(torch.zeros(2), torch.tensor([1.0, INF]), 0.1), "g"),
+    "sgd_update-overflow": (lambda: qw.sgd_update(0.0, 2.0, 1e308), "lr"),
+    "sgd_update-shapes": (lambda: qw.sgd_update(np.zeros(2), np.ones(3), 0.1), "broadcast"),
+    "r_update-g-None": (lambda: qw.r_update(0.5, None, 0.1, G), "g"),
+    "r_update-g-nan": (lambda: qw.r_update(0.5, NAN, 0.1, G), "g"),
+    "r_update-grid-str": (lambda: qw.r_update(0.5, 1.0, 0.1, "grid"), "grid"),
+    "sr_update-grid-None": (lambda: qw.sr_update(0.5, 1.0, 0.1, None, 0), "grid"),
+    "sr_update-rng--1": (lambda: qw.sr_update(0.5, 1.0, 0.1, G, -1), "rng"),
+    "bc_update-buffer-nan": (lambda: qw.bc_update(np.array([NAN]), 1.0, 0.1, G), "buffer"),
+    "bc_update-g-str": (lambda: qw.bc_update(0.1, "", 0.1, G), "g"),
+    "bc_update-grid-array": (lambda: qw.bc_update(0.1, 1.0, 0.1, np.array([0.5, 2.0])), "grid"),
+    "bc_update-clip-array": (lambda: qw.bc_update(0.1, 1.0, 0.1, G, clip=np.array([1, 0])), "clip"),
+    "bc_update-unclipped-overflow": (lambda: qw.bc_update(0.0, 2.0, 1e308, G, clip=False), "buffer"),
+    # run_rule
+    "run_rule-rule-array": (lambda: qw.run_rule(np.array(["sr"]), rademacher_grad, [0.0], lr=0.1, steps=1, grid=G),
+                            "rule"),
+    "run_rule-grad-None": (lambda: qw.run_rule("sr", None, [0.0], lr=0.1, steps=1, grid=G), "grad"),
+    "run_rule-grad-nan": (lambda: qw.run_rule("sr", _nan_grad, [0.1], lr=0.1, steps=1, grid=G), "grad"),
+    "run_rule-grad-shape": (lambda: qw.run_rule("sgd", lambda w, rng: np.ones(3), np.zeros(2), lr=0.1, steps=1),
+                            "grad"),
+    "run_rule-w0-inf": (lambda: qw.run_rule("sr", rademacher_grad, [INF], lr=0.1, steps=1, grid=G), "w0"),
+    "run_rule-lr-shape": (lambda: qw.run_rule("sr", rademacher_grad, np.zeros(4), lr=np.array([0.1, 0.2]), steps=1,
+                                              grid=G), "lr"),
+    "run_rule-steps-too-many": (lambda: qw.run_rule("sr", rademacher_grad, [0.0], lr=0.1, steps=10**8 + 1, grid=G),
+                                "steps"),
+    "run_rule-steps-float": (lambda: qw.run_rule("sr", rademacher_grad, [0.0], lr=0.1, steps=1e7, grid=G), "steps"),
+    "run_rule-seed--1": (lambda: qw.run_rule("sr", rademacher_grad, [0.0], lr=0.1, steps=1, grid=G, seed=-1), "seed"),
+    "run_rule-bc_rounding-array": (lambda: qw.run_rule("bc", rademacher_grad, [0.0], lr=0.1, steps=1, grid=G,
+                                                       bc_rounding=np.array([1.0, 2.0])), "bc_rounding"),
+    "run_rule-clip_buffer-int": (lambda: qw.run_rule("bc", rademacher_grad, [0.0], lr=0.1, steps=1, grid=G,
+                                                     clip_buffer=1), "clip_buffer"),
+    "run_rule-observe-number": (lambda: qw.run_rule("sr", rademacher_grad, [0.0], lr=0.1, steps=1, grid=G, observe=3),
+                                "observe"),
+    "run_rule-sgd-grid-str": (lambda: qw.run_rule("sgd", rademacher_grad, [0.0], lr=0.1, steps=1, grid="x"), "grid"),
+    "run_rule-sgd-overflow": (lambda: qw.run_rule("sgd", lambda w, rng: np.full(w.shape, -1e300), [0.0], lr=1e10,
+                                                  steps=1), "lr"),
+    # the exact chain: at most 2**24 grid points x noise values; P square, real, row-stochastic
+    "neighbour_lr-grid-None": (lambda: qw.neighbour_lr(None, quadratic), "grid"),
+    "neighbour_lr-grid-too-big": (lambda: qw.neighbour_lr(qw.Grid.symmetric(1e-9, 2**23), quadratic), "grid"),
+    "sr_transition_matrix-noise-too-many": (lambda: qw.sr_transition_matrix(qw.Grid.symmetric(1e-6, 2**20), quadratic,
+                                                                            0.1, noise=np.ones(9)), "noise"),
+    "stationary_distribution-P-True": (lambda: qw.stationary_distribution(True), "P"),
+    "stationary_distribution-P-scalar": (lambda: qw.stationary_distribution(0.5), "P"),
+    "stationary_distribution-P-complex": (lambda: qw.stationary_distribution(np.array([[0.9 + 1j, 0.1], [0.3, 0.7]])),
+                                          "P"),
+    "stationary_distribution-P-sparse-complex": (lambda: qw.stationary_distribution(
+        sparse.csr_matrix(np.array([[0.9 + 1j, 0.1], [0.3, 0.7]]))), "P"),
+    "detailed_balance_error-P-not-square": (lambda: qw.detailed_balance_error(np.eye(3)[:2], [0.5, 0.5]), "P"),
+    "detailed_balance_error-P-None": (lambda: qw.detailed_balance_error(None, [1.0]), "P"),
+    "detailed_balance_error-pi-above-1": (lambda: qw.detailed_balance_error(np.eye(2), [0.5, 1.5]), "pi"),
+    # closed forms: results that would overflow float64 are refused
+    "sgd_stationary_variance-overflow": (lambda: qw.sgd_stationary_variance(0.1, 5e-324, 1.0), "curvature"),
+    "sgd_stationary_variance-shapes": (lambda: qw.sgd_stationary_variance([0.1, 0.2], 1.0, [1.0, 2.0, 3.0]),
+                                       "noise_var"),
+    "sr_floor-overflow": (lambda: qw.sr_floor(4.0, [1.7e308, 1.7e308]), "mean_abs_grad"),
+    # LogisticProblem: x (n, d) finite within 1e50, labels +-1, 0 < ridge <= 1e50; make's sizes; methods' w
+    "LogisticProblem-x-1d": (lambda: qw.LogisticProblem(np.ones(3), np.ones(3), 0.1), "x"),
+    "LogisticProblem-x-nan": (lambda: qw.LogisticProblem(np.array([[1.0], [NAN]]), np.ones(2), 0.1), "x"),
+    "LogisticProblem-x-huge": (lambda: qw.LogisticProblem(np.full((2, 1), 1e60), np.ones(2), 0.1), "x"),
+    "LogisticProblem-x-str": (lambda: qw.LogisticProblem("3", np.ones(2), 0.1), "x"),
+    "LogisticProblem-y-length": (lambda: qw.LogisticProblem(np.ones((3, 2)), np.ones(2), 0.1), "y"),
+    "LogisticProblem-y-labels": (lambda: qw.LogisticProblem(np.ones((2, 2)), np.array([1.0, 0.5]), 0.1), "y"),
+    "LogisticProblem-ridge-0": (lambda: qw.LogisticProblem(np.ones((2, 2)), np.ones(2), 0.0), "ridge"),
+    "LogisticProblem-ridge-str": (lambda: qw.LogisticProblem(np.ones((2, 2)), np.ones(2), "0.1"), "ridge"),
+    "LogisticProblem-ridge-huge": (lambda: qw.LogisticProblem(np.ones((2, 2)), np.ones(2), 1e60), "ridge"),
+    "make-n-times-d": (lambda: qw.LogisticProblem.make(3, n=2**26), "n \\* d"),
+    "make-teacher_scale-huge": (lambda: qw.LogisticProblem.make(3, teacher_scale=1e200), "teacher_scale"),
+    "make-seed--1": (lambda: qw.LogisticProblem.make(3, seed=-1), "seed"),
+    "loss-w-shape": (lambda: _prob().loss(np.ones(4)), "w"),
+    "grad-w-nan": (lambda: _prob().grad([0.0, NAN, 0.0]), "w"),
+    "grad-w-huge": (lambda: _prob().grad([0.0, 1e60, 0.0]), "w"),
+    "minibatch_grad-rng--1": (lambda: _prob().minibatch_grad(np.zeros(3), -1, 4), "rng"),
+    "minibatch_grad-batch-0": (lambda: _prob().minibatch_grad(np.zeros(3), np.random.default_rng(0), 0), "batch"),
+    "hessian-w-2d": (lambda: _prob().hessian(np.zeros((2, 3))), "w"),
+    "solve-tol-0": (lambda: _prob().solve(tol=0.0), "tol"),
+    "solve-max_iter-0": (lambda: _prob().solve(max_iter=0), "max_iter"),
+    "noise_mean_abs-n_draws-too-many": (lambda: _prob().noise_mean_abs(np.zeros(3), 4, n_draws=2**24), "n_draws"),
+    # torch: the optimizer, the groups, the MLP, fit, the signal-propagation simulation
+    "QuantizedSGD-params-number": (lambda: qw.QuantizedSGD(3.0, lr=0.1), "params"),
+    "QuantizedSGD-params-strings": (lambda: qw.QuantizedSGD(["3"], lr=0.1), "params"),
+    "QuantizedSGD-params-int-tensor": (lambda: qw.QuantizedSGD([torch.tensor([1, 2])], lr=0.1), "params"),
+    "QuantizedSGD-params-nan": (lambda: qw.QuantizedSGD([torch.tensor([NAN])], lr=0.1), "params"),
+    "QuantizedSGD-params-dict-without-params": (lambda: qw.QuantizedSGD([{"lr": 0.1}], lr=0.1), "params"),
+    "QuantizedSGD-rule-array": (lambda: qw.QuantizedSGD([torch.zeros(2)], lr=0.1, rule=np.array(["sr"])), "rule"),
+    "QuantizedSGD-lr-in-group": (lambda: qw.QuantizedSGD([{"params": [torch.zeros(2)], "lr": NAN}], lr=0.1), "lr"),
+    "QuantizedSGD-sgd-grid-str": (lambda: qw.QuantizedSGD([torch.zeros(2)], lr=0.1, grid="x"), "grid"),
+    "QuantizedSGD-seed--1": (lambda: qw.QuantizedSGD([torch.zeros(2)], lr=0.1, seed=-1), "seed"),
+    "QuantizedSGD-bc_rounding-array": (lambda: qw.QuantizedSGD([torch.zeros(2)], lr=0.1,
+                                                               bc_rounding=np.array([1.0])), "bc_rounding"),
+    "QuantizedSGD-clip_buffer-array": (lambda: qw.QuantizedSGD([torch.zeros(2)], lr=0.1,
+                                                               clip_buffer=np.array([1, 0])), "clip_buffer"),
+    "weight_groups-model-number": (lambda: qw.weight_groups(3.0, "sr", 0.1), "model"),
+    "weight_groups-rule-nan": (lambda: qw.weight_groups(_net(), NAN, 0.1), "rule"),
+    "weight_groups-lr-inf": (lambda: qw.weight_groups(_net(), "sr", INF), "lr"),
+    "weight_groups-bias_lr-str": (lambda: qw.weight_groups(_net(), "sr", 0.1, bias_lr="3"), "bias_lr"),
+    "binary_mlp-sizes-number": (lambda: qw.binary_mlp(8), "sizes"),
+    "binary_mlp-sizes-string": (lambda: qw.binary_mlp("84"), "sizes"),
+    "binary_mlp-sizes-too-wide": (lambda: qw.binary_mlp((8, 2**24 + 1)), "sizes"),
+    "binary_mlp-sizes-layer-too-big": (lambda: qw.binary_mlp((2**15, 2**14 + 1)), "sizes"),
+    "binary_mlp-seed--1": (lambda: qw.binary_mlp((4, 3), seed=-1), "seed"),
+    "binary_mlp-seed-str": (lambda: qw.binary_mlp((4, 3), seed="3"), "seed"),
+    "binary_mlp-activation-array": (lambda: qw.binary_mlp((4, 3), activation=np.array(["relu"])), "activation"),
+    "fit-model-number": (lambda: _fit(model=3.0), "model"),
+    "fit-data-None": (lambda: _fit(data=None), "data"),
+    "fit-opt-None": (lambda: _fit(opt=None), "opt"),
+    "fit-steps-too-many": (lambda: _fit(steps=10**8 + 1), "steps"),
+    "fit-seed-True": (lambda: _fit(seed=True), "seed"),
+    "fit-drop_last-array": (lambda: _fit(drop_last=np.array([1, 0])), "drop_last"),
+    "simulate_weight_correlations-sigma_w-1e308": (lambda: _swc(sigma_w=1e308), "sigma_w"),
+    "simulate_weight_correlations-sigma_w-overflows-float32": (lambda: _swc(sigma_w=1e30), "sigma_w"),
+    "simulate_weight_correlations-sigma_b-negative": (lambda: _swc(sigma_b=-0.1), "sigma_b"),
+    "simulate_weight_correlations-q0-underflows-float32": (lambda: _swc(q0=1e-300), "q0"),
+    "simulate_weight_correlations-c0-array": (lambda: _swc(c0=np.array([0.1, 0.2])), "c0"),
+    "simulate_weight_correlations-depth-too-deep": (lambda: _swc(depth=10**6 + 1), "depth"),
+    "simulate_weight_correlations-width-too-wide": (lambda: _swc(width=2**20 + 1), "width"),
+    "simulate_weight_correlations-n_nets-1": (lambda: _swc(n_nets=1), "n_nets"),
+    "simulate_weight_correlations-seed--1": (lambda: _swc(seed=-1), "seed"),
+    "simulate_weight_correlations-dtype-int": (lambda: _swc(dtype=torch.int32), "dtype"),
+    "simulate_weight_correlations-weights-array": (lambda: _swc(weights=np.array(["binary"])), "weights"),
+}
+
+
+@pytest.mark.parametrize("call,arg", list(BAD_INPUT.values()), ids=list(BAD_INPUT))
+def test_bad_input_names_the_argument_and_what_is_allowed(call, arg):
+    with pytest.raises(ValueError, match=rf"(?<![\w.]){arg}(?!\w)") as info:
+        call()
+    assert re.search(r"\bmust\b|at most|<=|>=|in \[|one of", str(info.value)), str(info.value)
+
+
+def test_the_limits_themselves_are_accepted():
+    assert qw.Grid.fixed_point(53, 0).n_levels == 2**53
+    assert qw.Grid.fixed_point(1, 1022).delta == 2.0**-1022
+    assert qw.Grid.binary(1e300).points.tolist() == [-1e300, 1e300]
+    assert qw.Grid.symmetric(2.0**-1000, 2**52).n_levels == 2**53 + 1
+    assert qw.Grid.symmetric(2.0**944, 2**52).high == 2.0**996            # ~6.7e299 <= 1e300
+    assert qw.run_rule("sr", rademacher_grad, [0.0], lr=0.1, steps=0, grid=G).deployed.tolist() == [0.0]
+    big = qw.Grid.symmetric(1e-6, 2**23 - 1)                      # 2**24 - 1 points x 1 noise value
+    assert qw.neighbour_lr(big, 1.0, noise=[0.0]) == pytest.approx(1e-6)
+
+
+def test_steps_that_overflow_are_clipped_to_the_grid():
+    """With a grid an overflowing step lands beyond the range: clipped, the exact limit, without warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert qw.r_update(0.0, 2.0, 1e308, G) == G.low
+        assert qw.r_update(0.0, -2.0, 1e308, G) == G.high
+        assert qw.sr_update(np.zeros(3), 2.0, 1e308, G, 0).tolist() == [G.low] * 3
+        assert qw.bc_update(0.0, 2.0, 1e308, G) == G.low
+        run = qw.run_rule("sr", lambda w, rng: np.where(w > 0, 2.0, -2.0), np.array([-0.5, 0.5]), lr=1e308,
+                          steps=3, grid=G)
+        assert run.deployed.tolist() == [G.high, G.low]          # the sign flips: from end to end
+        P = qw.sr_transition_matrix(G, quadratic, 1e308).toarray()
+    assert np.allclose(P.sum(axis=1), 1.0) and np.all(P[:, 1:-1] == 0)  # every step reaches an end
+    inside = np.abs(G.points - W_STAR) < 1                              # there the noise's sign decides which
+    assert np.allclose(P[inside][:, [0, -1]], 0.5)
+    assert np.all(P[~inside][:, [0, -1]].max(axis=1) == 1.0)            # elsewhere the mean gradient's sign
+
+
+def test_update_functions_take_tensors_and_numbers_together():
+    w = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    g = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    assert torch.equal(qw.sgd_update(w, g, 0.1), w - 0.1 * g)
+    assert torch.equal(qw.sgd_update(w, 1.0, 0.1), w - 0.1)
+    assert torch.equal(qw.r_update(w, g, 0.1, G), G.round(w - 0.1 * g))
+    assert torch.equal(qw.bc_update(w, g, 10.0, G), torch.tensor([G.low, G.low], dtype=torch.float64))
+    assert torch.equal(qw.sgd_update(w, g, np.array([0.1, 0.2])), w - torch.tensor([0.1, 0.2], dtype=torch.float64) * g)
+
+
+def test_optimizer_refuses_non_finite_gradients():
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = qw.QuantizedSGD([p], lr=0.1)
+    p.grad = torch.tensor([1.0, INF])
+    with pytest.raises(ValueError, match=r"p\.grad must be finite"):
+        opt.step()
+    p.grad = torch.tensor([1.0, -1.0])
+    opt.step()
+    assert torch.equal(p.detach(), torch.tensor([-0.1, 0.1]))

@@ -1,0 +1,135 @@
+"""Data loaders: digits offline, MNIST downloaded to a temporary name, verified, renamed (qmf_lite.data)."""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.server
+import struct
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from qmf_lite import data as qdata
+
+
+def write_idx(path, array, code=0x08):
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(">u1").tobytes())
+
+
+def test_read_idx_round_trip(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 256, size=(7, 5, 3)).astype(np.uint8)
+    write_idx(tmp_path / "a.gz", arr)
+    assert np.array_equal(qdata.read_idx(tmp_path / "a.gz"), arr)
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(ValueError, match="not an IDX"):
+        qdata.read_idx(tmp_path / "bad")
+
+
+def serve(folder):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/"
+
+
+@pytest.fixture
+def mnist_server(tmp_path):
+    """Small MNIST-format files served over HTTP on the loopback interface."""
+    rng = np.random.default_rng(1)
+    served = tmp_path / "served"
+    served.mkdir()
+    arrays = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (12, 28, 28)),
+              "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 12),
+              "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (5, 28, 28)),
+              "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 5)}
+    sums = {}
+    for name, arr in arrays.items():
+        write_idx(served / name, arr)
+        sums[name] = hashlib.md5((served / name).read_bytes()).hexdigest()
+    httpd, url = serve(served)
+    yield url, sums, arrays, served
+    httpd.shutdown()
+
+
+def test_mnist_loader_downloads_verifies_and_caches(tmp_path, mnist_server):
+    url, sums, arrays, _ = mnist_server
+    root = tmp_path / "cache"
+    ds = qdata.load_mnist(root, mirrors=("http://127.0.0.1:9/", url), checksums=sums, progress=False)
+    assert ds.x_train.shape == (12, 784) and ds.x_test.shape == (5, 784)
+    assert np.array_equal(ds.y_train.numpy(), arrays["train-labels-idx1-ubyte.gz"])
+    assert abs(float(ds.x_train.mean())) < 1e-5                      # standardised
+    # cached: no server needed the second time
+    again = qdata.load_mnist(root, download=False, checksums=sums)
+    assert torch.equal(again.x_test, ds.x_test)
+    assert sorted(p.name for p in root.iterdir()) == sorted(sums)    # no temporary files left
+
+
+def test_mnist_loader_rejects_bad_checksums(tmp_path, mnist_server):
+    url, sums, _, _ = mnist_server
+    wrong = {k: "0" * 32 for k in sums}
+    with pytest.raises(OSError, match="checksum mismatch"):
+        qdata.load_mnist(tmp_path / "c2", mirrors=(url,), checksums=wrong, progress=False)
+
+
+def test_corrupted_download_leaves_nothing_and_names_the_file(tmp_path, mnist_server):
+    """A mirror serving a damaged file: a clear error naming the file, and no partial file a later run trusts."""
+    url, sums, _, served = mnist_server
+    name = "t10k-labels-idx1-ubyte.gz"
+    data = (served / name).read_bytes()
+    (served / name).write_bytes(data[: len(data) // 2])                 # truncated on the server
+    root = tmp_path / "c3"
+    with pytest.raises(OSError, match=rf"{name}.*checksum mismatch") as info:
+        qdata.load_mnist(root, mirrors=(url,), checksums=sums, progress=False)
+    assert str(root / name) in str(info.value)
+    assert not (root / name).exists()
+    assert not [p for p in root.iterdir() if name in p.name]            # no .part file either
+    with pytest.raises(FileNotFoundError, match=name):
+        qdata.load_mnist(root, download=False, checksums=sums)
+
+
+def test_corrupted_cached_file_is_refused_or_replaced(tmp_path, mnist_server):
+    url, sums, arrays, _ = mnist_server
+    root = tmp_path / "c4"
+    qdata.load_mnist(root, mirrors=(url,), checksums=sums, progress=False)
+    name = "train-images-idx3-ubyte.gz"
+    (root / name).write_bytes((root / name).read_bytes()[:100])         # a run killed mid-copy, say
+    with pytest.raises(ValueError, match=f"{root / name}.*corrupt"):
+        qdata.load_mnist(root, download=False, checksums=sums)
+    with pytest.warns(qdata.CacheWarning, match=str(root / name)):
+        ds = qdata.load_mnist(root, mirrors=(url,), checksums=sums, progress=False)
+    assert ds.x_train.shape == (12, 784)
+    assert hashlib.md5((root / name).read_bytes()).hexdigest() == sums[name]
+
+
+def test_mnist_bgs19_normalization(tmp_path, mnist_server):
+    url, sums, arrays, _ = mnist_server
+    ds = qdata.load_mnist(tmp_path / "c5", mirrors=(url,), checksums=sums, progress=False, normalize="bgs19")
+    raw = arrays["t10k-images-idx3-ubyte.gz"].reshape(5, -1)
+    expected = ((raw / 255.0 - 0.1307) / 0.3081).astype(np.float32)
+    assert ds.normalization == "bgs19"
+    assert np.array_equal(ds.x_test.numpy(), expected)
+    with pytest.raises(ValueError, match="normalize"):
+        qdata.load_mnist(tmp_path / "c5", download=False, checksums=sums, normalize="global")
+
+
+def test_real_mnist_checksums_are_the_published_ones():
+    assert qdata.MNIST_FILES["train-images-idx3-ubyte.gz"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
+    assert len(qdata.MNIST_FILES) == 4
+
+
+def test_digits_and_fingerprint():
+    a, b = qdata.load_digits(), qdata.load_digits()
+    assert a.x_train.shape == (1348, 64) and a.x_test.shape == (449, 64) and a.n_classes == 10
+    assert abs(float(a.x_train.mean())) < 1e-6 and a.normalization == "feature"
+    assert a.fingerprint() == b.fingerprint()
+    assert qdata.load_digits(seed=1).fingerprint() != a.fingerprint()
+    with pytest.raises(ValueError, match="dataset"):
+        qdata.load_dataset("cifar")
+    with pytest.raises(ValueError, match="test_fraction"):
+        qdata.load_digits(test_fraction=1.5)

@@ -1,0 +1,144 @@
+"""The straight-through estimator and the closed-form staircase (qmf_lite.ste)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import qmf_lite as qmf
+from qmf_lite.ste import quantize, staircase_tables, ste_quantize
+
+
+@pytest.mark.parametrize("levels,spacing,scale", [(2, None, 1.0), (4, None, 1.0), (5, 0.3, 2.0), (16, None, 0.5)])
+def test_quantact_forward_equals_quantized_activation(levels, spacing, scale):
+    phi = qmf.QuantizedActivation(levels, spacing, scale)
+    act = qmf.QuantAct(phi, sigma_w=1.2)
+    x = torch.randn(20000, dtype=torch.float64) * 2 * scale
+    assert torch.equal(act(x), phi(x))
+
+
+def _near_thresholds(phi, dtype, ulps=4):
+    """Every threshold, its neighbours within a few ulps, and signed zeros and tiny values."""
+    g = torch.as_tensor(phi.thresholds, dtype=dtype)
+    pts = [g, torch.tensor([0.0, -0.0, 6e-17, -6e-17, 1e-300 if dtype == torch.float64 else 1e-30], dtype=dtype)]
+    up, down = g.clone(), g.clone()
+    for _ in range(ulps):
+        up = torch.nextafter(up, torch.tensor(math.inf, dtype=dtype))
+        down = torch.nextafter(down, torch.tensor(-math.inf, dtype=dtype))
+        pts += [up.clone(), down.clone()]
+    return torch.cat(pts)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("levels,spacing,scale", [(n, None, 1.0) for n in range(2, 18)] + [(4, 0.3, 2.0), (7, 0.1, 0.5),
+                                                                                           (16, 0.37, 3.0)])
+def test_quantize_matches_quantized_activation_at_every_threshold(levels, spacing, scale, dtype):
+    """At, and within 4 ulps of, each threshold the closed form picks the same level as the table look-up."""
+    phi = qmf.QuantizedActivation(levels, spacing, scale)
+    x = _near_thresholds(phi, dtype)
+    expected = phi(x)
+    assert torch.equal(quantize(x, levels, spacing, scale), expected)
+    # the same through the STE and QuantAct, and per network in a batch
+    assert torch.equal(qmf.QuantAct(phi, sigma_w=1.0)(x), expected)
+    batch = torch.stack([x, -x])
+    out = ste_quantize(batch, [levels, levels], [spacing, spacing], [scale, scale], [1.0, 1.0], [1.0, 1.0])
+    assert torch.equal(out[0], expected) and torch.equal(out[1], phi(-x))
+
+
+def test_quantize_reported_case():
+    """x = -6e-17 lies below the threshold 0 of N = 2 and N = 4: the lower level, as QuantizedActivation says."""
+    x = torch.tensor([-6e-17], dtype=torch.float64)
+    assert quantize(x, 2, None, 1.0).item() == -1.0
+    assert quantize(x, 4, None, 1.0).item() == qmf.QuantizedActivation(4).values[1]
+    assert quantize(-x, 2, None, 1.0).item() == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_quantize_non_finite_inputs_like_quantized_activation(dtype):
+    x = torch.tensor([math.nan, math.inf, -math.inf, 1e300 if dtype == torch.float64 else 1e38, -1e38], dtype=dtype)
+    for levels in (2, 5, 16):
+        phi = qmf.QuantizedActivation(levels)
+        assert torch.equal(quantize(x, levels, None, 1.0), phi(x))
+
+
+def test_quantize_has_zero_autograd_derivative():
+    x = torch.randn(50, requires_grad=True)
+    quantize(x, 4, None, 1.0).sum().backward()
+    assert torch.equal(x.grad, torch.zeros(50))
+
+
+def test_per_network_parameters_match_single_networks():
+    x = torch.randn(3, 7, 11, dtype=torch.float64) * 2
+    params = [(2, None, 1.0), (5, 0.3, 2.0), (16, None, 0.5)]
+    out = quantize(x, [p[0] for p in params], [p[1] for p in params], [p[2] for p in params])
+    for b, (n, d, a) in enumerate(params):
+        assert torch.equal(out[b], qmf.QuantizedActivation(n, d, a)(x[b]))
+
+
+def test_staircase_tables_pad_short_rows():
+    g, v = staircase_tables([2, 5], [None, 0.5], [1.0, 2.0])
+    assert g.shape == (2, 4) and v.shape == (2, 5)
+    assert np.array_equal(g[1], qmf.QuantizedActivation(5, 0.5, 2.0).thresholds)
+    assert g[0, 0] == 0.0 and np.all(np.isinf(g[0, 1:]))
+    assert np.array_equal(v[0], [-1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(levels=1, spacing=None, scale=1.0), "levels"),
+    (dict(levels=2.5, spacing=None, scale=1.0), "levels"),
+    (dict(levels=4, spacing=-0.1, scale=1.0), "spacing"),
+    (dict(levels=4, spacing=None, scale=float("nan")), "scale"),
+    (dict(levels=[2, 3, 4], spacing=[0.1, 0.2], scale=1.0), "spacing"),
+])
+def test_staircase_tables_reject_bad_input(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        staircase_tables(**kwargs)
+
+
+def test_quantact_gradient_is_the_clipped_slope():
+    act = qmf.QuantAct(4, sigma_w=1.0, slope=0.7)
+    x = torch.tensor([-1.5, -1.0, -0.3, 0.0, 0.99, 1.01, 3.0], requires_grad=True)
+    act(x).sum().backward()
+    assert act.clip == pytest.approx(1.0)
+    expected = torch.tensor([0.0, 0.7, 0.7, 0.7, 0.7, 0.0, 0.0])
+    assert torch.allclose(x.grad, expected)
+
+
+def test_ste_equals_the_papers_clamp_then_quantize():
+    """The authors clamp pre-activations to [-1, 1] before the staircase and pass slope * grad back:
+    forward and backward are the same as QuantAct's with T = 1 (default spacing)."""
+    init = qmf.optimal_init(5)
+    act = qmf.QuantAct(init.activation, init.sigma_w)
+    x = (torch.randn(4000, dtype=torch.float64) * 1.5).requires_grad_(True)
+    x2 = x.detach().clone().requires_grad_(True)
+    act(x).sum().backward()
+    y = act.slope * x2.clamp(-1.0, 1.0)                       # the gradient of the paper's clamp, times s
+    ref = y.detach() / act.slope
+    y.sum().backward()
+    assert act.clip == 1.0
+    assert torch.equal(act(x.detach()), init.activation(ref))   # clamping does not move any level
+    assert torch.allclose(x.grad, x2.grad, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("levels", [2, 4, 16])
+def test_default_slope_makes_chi1_one(levels):
+    init = qmf.optimal_init(levels)
+    act = qmf.QuantAct(init.activation, init.sigma_w)
+    assert act.chi1 == pytest.approx(1.0, rel=1e-12)
+    # against a Monte Carlo estimate of sigma_w^2 s^2 P(|u| <= T)
+    u = math.sqrt(init.q_star) * np.random.default_rng(0).standard_normal(1_000_000)
+    p = np.mean(np.abs(u) <= act.clip)
+    se = math.sqrt(p * (1 - p) / u.size)
+    assert abs(init.sigma_w**2 * act.slope**2 * p - 1) < 4 * init.sigma_w**2 * act.slope**2 * se
+
+
+def test_ste_slope_is_the_papers_formula():
+    """1 / (sigma_w sqrt(erf(1 / sqrt(2 q*)))) with T = 1, as in the authors' code."""
+    from scipy.special import erf
+
+    for n in (3, 8, 16):
+        init = qmf.optimal_init(n)
+        expected = 1 / (init.sigma_w * math.sqrt(erf(1 / math.sqrt(2 * init.q_star))))
+        assert qmf.ste_slope(init.activation, init.sigma_w) == pytest.approx(expected, rel=1e-14)

@@ -22,29 +22,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_int
+from ._validate import _as_float_array, check_int, check_seed
 
 __all__ = ["input_alignment", "alignment_floor"]
 
 
+#: the largest number of relabellings alignment_floor draws
+MAX_SHUFFLES = 10_000
+
+
 def _check_pair(kernel, similarity):
-    k = np.asarray(kernel, dtype=np.float64)
-    s = np.asarray(similarity, dtype=np.float64)
-    if k.ndim != 2 or k.shape[1] < 2:
+    k = _as_float_array(kernel, "kernel")
+    s = _as_float_array(similarity, "similarity")
+    if k.ndim != 2 or k.shape[0] < 1 or k.shape[1] < 2:
         raise ValueError(f"kernel must be a 2-d array (test x train) with at least 2 columns, got shape {k.shape}")
     if s.shape != k.shape:
         raise ValueError(f"similarity must have the kernel's shape {k.shape}, got {s.shape}")
-    if not (np.isfinite(k).all() and np.isfinite(s).all()):
-        raise ValueError("kernel and similarity must be finite")
-    return k, s
+    for a, name in ((k, "kernel"), (s, "similarity")):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} must be finite")
+    return _row_standardised(k, "kernel"), _row_standardised(s, "similarity")
 
 
-def _row_standardised(a):
+def _row_standardised(a, name):
+    """Rows centred and scaled to unit norm (each row divided by its largest magnitude first: no overflow)."""
+    peak = np.max(np.abs(a), axis=-1, keepdims=True)
+    a = a / np.where(peak > 0, peak, 1.0)
     a = a - a.mean(axis=-1, keepdims=True)
     norm = np.sqrt(np.sum(a * a, axis=-1, keepdims=True))
     if np.any(norm == 0):
-        raise ValueError("every row of kernel and similarity must vary over the training points (a constant row "
-                         "has no correlation)")
+        raise ValueError(f"every row of {name} must vary over the training points (a constant row has no "
+                         "correlation)")
     return a / norm
 
 
@@ -54,7 +62,7 @@ def input_alignment(kernel, similarity):
     Parameters
     ----------
     kernel, similarity : array_like, shape (n_test, n_train)
-        Finite; no row may be constant.
+        Finite real numbers, at least two columns; no row may be constant.
 
     Returns
     -------
@@ -68,8 +76,8 @@ def input_alignment(kernel, similarity):
     >>> round(input_alignment(3 * s + 1, s), 12)
     1.0
     """
-    k, s = _check_pair(kernel, similarity)
-    return float(np.mean(np.sum(_row_standardised(k) * _row_standardised(s), axis=1)))
+    ks, ss = _check_pair(kernel, similarity)
+    return float(np.mean(np.sum(ks * ss, axis=1)))
 
 
 def alignment_floor(kernel, similarity, n_shuffles=50, seed=0):
@@ -81,10 +89,12 @@ def alignment_floor(kernel, similarity, n_shuffles=50, seed=0):
     Parameters
     ----------
     kernel, similarity : array_like, shape (n_test, n_train)
+        As in :func:`input_alignment`.
     n_shuffles : int
-        Number of permutations, ``>= 2``; the floor's relative standard error is about
+        Number of permutations, in ``[2, 10000]``; the floor's relative standard error is about
         :math:`1/\sqrt{2\,n_{\rm shuffles}}`.
     seed : int or numpy.random.Generator
+        An integer in ``[0, 2**63 - 1]`` or a generator (which is advanced).
 
     Returns
     -------
@@ -99,9 +109,8 @@ def alignment_floor(kernel, similarity, n_shuffles=50, seed=0):
     >>> bool(0.0035 < floor < 0.006)
     True
     """
-    k, s = _check_pair(kernel, similarity)
-    n_shuffles = check_int(n_shuffles, "n_shuffles", 2)
-    rng = np.random.default_rng(seed)
-    ks, ss = _row_standardised(k), _row_standardised(s)
-    values = [np.mean(np.sum(ks[:, rng.permutation(k.shape[1])] * ss, axis=1)) for _ in range(n_shuffles)]
+    ks, ss = _check_pair(kernel, similarity)
+    n_shuffles = check_int(n_shuffles, "n_shuffles", 2, MAX_SHUFFLES)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(check_seed(seed))
+    values = [np.mean(np.sum(ks[:, rng.permutation(ks.shape[1])] * ss, axis=1)) for _ in range(n_shuffles)]
     return float(np.std(values, ddof=1))

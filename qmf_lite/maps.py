@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 from scipy import optimize
 
-from ._validate import check_correlation, check_int, check_positive, check_sigmas
+from ._validate import check_correlation, check_int, check_positive, check_real_in, check_sigmas
 from .activations import QuantizedActivation, get_activation  # noqa: F401 (QuantizedActivation: doctests)
 
 __all__ = [
@@ -186,7 +186,7 @@ def fixed_point_q(activation, sigma_w, sigma_b, *, q0=1.0):
     When the map has several stable fixed points the answer therefore depends on ``q0``: an
     odd number of levels with ``sigma_b = 0`` has the stable fixed point ``q = 0`` (the zero
     level swallows small signals) besides :math:`q^*`, separated by the unstable fixed point of
-    ``basin_boundary_q``; ``variance_fixed_points`` lists them all (both in ``qmf_lite.maps``).
+    :func:`basin_boundary_q`; :func:`variance_fixed_points` lists them all.
 
     Parameters
     ----------
@@ -224,9 +224,26 @@ def _zero_is_fixed(act, sw, sb):
     return True, sw * sw * m < q_tiny
 
 
+#: the largest grid of variance_fixed_points and basin_boundary_q (about 0.1 s for a step activation)
+MAX_GRID = 100_000
+
+
+def _check_search(q_min, q_max, n_grid):
+    """The search range and grid of variance_fixed_points and basin_boundary_q."""
+    q_min = check_real_in(q_min, "q_min", 1e-300, Q_STAR_MAX)
+    q_max = check_real_in(q_max, "q_max", 1e-300, Q_STAR_MAX)
+    if not q_min < q_max:
+        raise ValueError(f"q_min must be below q_max, got q_min={q_min}, q_max={q_max}")
+    return q_min, q_max, check_int(n_grid, "n_grid", 2, MAX_GRID)
+
+
 def _variance_fixed_points_scalar(act, sw, sb, q_min, q_max, n_grid):
     grid = np.geomspace(q_min, q_max, n_grid)
-    g = sw * sw * act.second_moment(grid) + sb * sb - grid
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = sw * sw * act.second_moment(grid) + sb * sb - grid
+    if not np.all(np.isfinite(g)):
+        raise ValueError(f"sigma_w and q_max must keep the variance map finite on [q_min, q_max] (it overflows "
+                         f"float64 at sigma_w={sw:g}, q_max={q_max:g}); lower q_max")
     roots, stable = [], []
     zero, zero_stable = _zero_is_fixed(act, sw, sb)
     if zero:
@@ -263,9 +280,9 @@ def variance_fixed_points(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e
     sigma_w, sigma_b : float
         Scalars, ``sigma_w > 0``, ``sigma_b >= 0``.
     q_min, q_max : float
-        The range searched for positive fixed points, ``0 < q_min < q_max``.
+        The range searched for positive fixed points, ``1e-300 <= q_min < q_max <= 1e300``.
     n_grid : int
-        Grid points, ``>= 2``. Two fixed points in one grid cell (closer than a factor
+        Grid points, in ``[2, 100000]``. Two fixed points in one grid cell (closer than a factor
         ``(q_max/q_min)^(1/(n_grid-1))``, about 1.05 by default), or one where ``g`` touches zero
         without changing sign, are missed.
 
@@ -276,8 +293,8 @@ def variance_fixed_points(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e
     stable : ndarray of bool
         Whether each attracts the iterates of the map.
 
-    ``fixed_point_q`` returns the one fixed point that iterating from a given ``q0`` reaches, and
-    ``basin_boundary_q`` the unstable fixed point below the largest stable one.
+    :func:`fixed_point_q` returns the one fixed point that iterating from a given ``q0`` reaches, and
+    :func:`basin_boundary_q` the unstable fixed point below the largest stable one.
 
     Examples
     --------
@@ -291,11 +308,7 @@ def variance_fixed_points(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     if sigma_w.ndim or sigma_b.ndim:
         raise ValueError("sigma_w and sigma_b must be scalars in variance_fixed_points")
-    q_min = float(check_positive(q_min, "q_min", allow_array=False))
-    q_max = float(check_positive(q_max, "q_max", allow_array=False))
-    if not q_min < q_max:
-        raise ValueError(f"q_min must be below q_max, got q_min={q_min}, q_max={q_max}")
-    n_grid = check_int(n_grid, "n_grid", 2)
+    q_min, q_max, n_grid = _check_search(q_min, q_max, n_grid)
     act = get_activation(activation)
     return _variance_fixed_points_scalar(act, float(sigma_w), float(sigma_b), q_min, q_max, n_grid)
 
@@ -307,7 +320,7 @@ def basin_boundary_q(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e4, n_
     and :math:`q^*`) the unstable fixed point :math:`q_u` between them divides the inputs: for
     :math:`q^0 > q_u` the variance converges to :math:`q^*`, for :math:`q^0 < q_u` it falls to the
     lower attractor (``0``: the signal dies). Here :math:`q^*` is the largest stable fixed point
-    of ``variance_fixed_points`` and :math:`q_u` the largest unstable one below it.
+    of :func:`variance_fixed_points` and :math:`q_u` the largest unstable one below it.
 
     Parameters
     ----------
@@ -315,7 +328,7 @@ def basin_boundary_q(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e4, n_
     sigma_w, sigma_b : array_like
         Broadcast together, ``sigma_w > 0``, ``sigma_b >= 0``.
     q_min, q_max, n_grid
-        As in ``variance_fixed_points``.
+        As in :func:`variance_fixed_points`.
 
     Returns
     -------
@@ -331,11 +344,7 @@ def basin_boundary_q(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e4, n_
     nan
     """
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
-    q_min = float(check_positive(q_min, "q_min", allow_array=False))
-    q_max = float(check_positive(q_max, "q_max", allow_array=False))
-    if not q_min < q_max:
-        raise ValueError(f"q_min must be below q_max, got q_min={q_min}, q_max={q_max}")
-    n_grid = check_int(n_grid, "n_grid", 2)
+    q_min, q_max, n_grid = _check_search(q_min, q_max, n_grid)
     act = get_activation(activation)
 
     def one(a, b):

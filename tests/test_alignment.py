@@ -58,9 +58,31 @@ def test_rows_that_share_structure_raise_the_floor():
     (lambda: input_alignment(np.ones((3, 4)), np.eye(3, 4)), "row"),
     (lambda: input_alignment(np.eye(3, 4), np.eye(4, 3)), "similarity"),
     (lambda: input_alignment(np.ones(4), np.ones(4)), "kernel"),
-    (lambda: input_alignment(np.eye(3, 4) * np.nan, np.eye(3, 4)), "finite"),
+    (lambda: input_alignment(np.eye(3, 4) * np.nan, np.eye(3, 4)), "kernel must not be NaN"),
+    (lambda: input_alignment(np.eye(3, 4), np.full((3, 4), np.inf)), "similarity must be finite"),
+    (lambda: input_alignment("3", np.eye(3, 4)), "kernel must be a real number"),
+    (lambda: input_alignment(np.eye(3, 4), np.eye(3, 4) + 1j), "similarity must be a real number"),
     (lambda: alignment_floor(np.eye(3, 4), np.eye(3, 4), n_shuffles=1), "n_shuffles"),
+    (lambda: alignment_floor(np.eye(3, 4), np.eye(3, 4), n_shuffles=10**30), r"n_shuffles must be an integer in"),
+    (lambda: alignment_floor(np.eye(3, 4), np.eye(3, 4), seed=float("nan")), "seed"),
+    (lambda: alignment_floor(np.eye(3, 4), np.eye(3, 4), seed=-1), "seed"),
 ])
 def test_bad_input(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+def test_huge_and_tiny_entries_do_not_overflow():
+    """Each row is scaled by its largest magnitude first: rows near 1e308 or 1e-300 give the same alignment."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    s = rng.standard_normal((4, 9))
+    k = 2 * s + rng.standard_normal((4, 9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        base = input_alignment(k, s)
+        assert input_alignment(k * 1e307, s * 1e-300) == pytest.approx(base, rel=1e-12)
+        gen = np.random.default_rng(1)
+        assert alignment_floor(k * 1e307, s, seed=np.random.default_rng(1)) == pytest.approx(
+            alignment_floor(k, s, seed=gen), rel=1e-12)

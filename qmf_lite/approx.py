@@ -239,8 +239,8 @@ class DyadicNet:
 
     Parameters
     ----------
-    layers : sequence of (A, C, e)
-        One triple per layer, at least one: ``A`` a 2-D array of integers (out, in), ``C`` a 1-D array
+    layers : sequence of triples
+        One triple ``(A, C, e)`` per layer, at least one: ``A`` a 2-D array of integers (out, in), ``C`` a 1-D array
         of integers (out,), ``e`` an integer exponent in ``[-2**16, 2**16]``; each layer takes as many
         inputs as the previous one has outputs.
 

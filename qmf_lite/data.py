@@ -4,7 +4,7 @@ Both come back as a :class:`Dataset` of float32 tensors, by default standardised
 with the training set's statistics (so that the first layer sees inputs of unit variance);
 ``load_mnist(normalize="bgs19")`` uses the paper's global normalisation instead.
 
-MNIST is downloaded once into :func:`cache_dir` ``/ "mnist"``: each file goes to a temporary
+MNIST is downloaded once into :func:`qmf_lite.cache_dir` ``/ "mnist"``: each file goes to a temporary
 name in that folder, its MD5 checksum is verified, and only then is it renamed into place, so
 that an interrupted or corrupted download never leaves a file that a later run trusts.
 """
@@ -206,7 +206,7 @@ def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_
         checksum is wrong a ``ValueError``, both naming the file.
     normalize : ``"feature"`` or ``"bgs19"``
         Standardise each pixel with the training set's statistics, or the paper's global
-        ``(x / 255 - 0.1307) / 0.3081`` (:data:`BGS19_NORMALIZATION`).
+        ``(x / 255 - 0.1307) / 0.3081`` (:data:`qmf_lite.data.BGS19_NORMALIZATION`).
     """
     if normalize not in ("feature", "bgs19"):
         raise ValueError(f"normalize must be 'feature' or 'bgs19', got {normalize!r}")

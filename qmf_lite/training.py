@@ -56,7 +56,7 @@ __all__ = ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "
 
 #: network layouts of :class:`QuantizedMLPBatch`
 LAYOUTS = ("book", "bgs19")
-#: matmul precisions of :func:`train`: full fp32, TF32 tensor cores (CUDA only), bf16 autocast
+#: matmul precisions of :func:`qmf_lite.train`: full fp32, TF32 tensor cores (CUDA only), bf16 autocast
 PRECISIONS = ("fp32", "tf32", "bf16")
 #: rows per forward pass when accuracy is evaluated
 EVAL_BATCH = 2048
@@ -270,6 +270,8 @@ def training_flops(depth, width, n_in, n_out, batch_size, layout="book"):
     -------
     step_flops, eval_flops_per_input : float
 
+    Examples
+    --------
     >>> training_flops(3, 10, 4, 2, 1, layout="bgs19")
     (880.0, 320.0)
     """
@@ -467,13 +469,15 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
         Matrix-product precision: fp32; TF32 tensor cores (CUDA; a no-op on a CPU); or bf16
         autocast (parameters stay fp32).
 
-    On a CPU, networks of width up to :data:`SMALL_WIDTH` train on one thread: their matrix
-    products are too small to gain from more, and idle threads waiting on each other cost much
-    more than they save on a machine shared with other work.
-
     Returns
     -------
     TrainRecord
+
+    Notes
+    -----
+    On a CPU, networks of width up to ``SMALL_WIDTH`` (256) train on one thread: their matrix
+    products are too small to gain from more, and idle threads waiting on each other cost much
+    more than they save on a machine shared with other work.
     """
     steps = sorted({check_int(int(s), "steps", 0) for s in steps})
     if not steps or steps[-1] < 1:
@@ -656,10 +660,11 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     steps : sequence of int
         Step counts at which train and test accuracy are recorded.
     lr, batch_size, momentum, eval_size, precision, seed
-        Passed to :func:`train`; ``lr`` may be ``"bgs19"`` or a function of the depth.
+        Passed to :func:`qmf_lite.train`; ``lr`` may be ``"bgs19"`` or a function of the depth.
     layout : ``"book"`` or ``"bgs19"``
         See :class:`QuantizedMLPBatch`.
-    dataset : ``"digits"`` or ``"mnist"``; ``data`` may pass a loaded :class:`~qmf_lite.Dataset`.
+    dataset : {"digits", "mnist"}
+        Which data to load; ``data`` may pass a loaded :class:`~qmf_lite.Dataset` instead.
     device : torch device, optional (default: CUDA when available)
     max_memory : int, ``"auto"`` or None
         Memory budget in bytes for the networks of one depth: they train in consecutive chunks
@@ -681,7 +686,7 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         the order of the grid.
     workers : int, optional
         Chunks trained at the same time, in threads. Default: on a CPU, for networks of width up
-        to :data:`SMALL_WIDTH`, one per core that torch uses (each chunk on one thread); otherwise
+        to ``SMALL_WIDTH`` (256), one per core that torch uses (each chunk on one thread); otherwise
         one. The results do not depend on it.
 
     Returns

@@ -1024,7 +1024,7 @@ class QuantizedSGD:
         dicts with ``"params"`` and optional ``"rule"``, ``"grid"``, ``"lr"``, overriding the
         defaults below. ``grid=None`` means full precision (rule ``"sgd"``), e.g. for biases.
     lr : float
-        Step size > 0, finite. :meth:`step` refuses a gradient with NaN or inf (a ``ValueError``), so
+        Step size > 0, finite. :meth:`QuantizedSGD.step <qmf_lite.weights.QuantizedSGD.step>` refuses a gradient with NaN or inf (a ``ValueError``), so
         that weights that overflowed with a huge ``lr`` stop training at the next step.
     rule : {"sgd", "r", "sr", "bc"}
     grid : Grid or None
@@ -1353,7 +1353,7 @@ def simulate_weight_correlations(activation, sigma_w, sigma_b, *, depth, width, 
 
     Parameters
     ----------
-    activation : str, Activation or callable
+    activation : str, qmf_lite.Activation or callable
     sigma_w, sigma_b : float
         :math:`10^{-100} \le \sigma_w \le 10^{100}`, :math:`0 \le \sigma_b \le 10^{100}`; pre-activations
         that overflow ``dtype`` are a ``ValueError``.

@@ -130,3 +130,23 @@ def test_fig3_command_writes_the_data_file(tmp_path, monkeypatch):
     buf2 = io.StringIO()
     assert main(args, out=buf2) == 0
     assert "loaded from the cache" in buf2.getvalue()
+
+
+#: what the shipped width-2048 digits run changes in the paper profile (the rest is the paper's setting)
+DIGITS_RUN_CHANGES = {"dataset", "normalize", "levels", "steps"}
+
+
+def test_shipped_digits_run_is_the_paper_setting_on_the_digits():
+    """book/data/fig3_paper_digits.json: complete, self-consistent, and the paper profile except for the
+    data, the levels and the steps; its networks train (N = 16 at depth 10 learns) and a shallow N = 3
+    net beats a deep one."""
+    path = ROOT / "book" / "data" / "fig3_paper_digits.json"
+    grid, meta = _check_data_file(path, "custom")
+    cfg, paper = meta["config"], fig3.PROFILES["paper"]
+    assert {k for k in paper if cfg[k] != paper[k]} == DIGITS_RUN_CHANGES
+    assert cfg["dataset"] == "digits" and set(cfg["levels"]) <= set(paper["levels"])
+    assert set(cfg["steps"]) <= set(paper["steps"])
+    assert meta["device"].startswith("cuda")
+    levels, depths, acc = grid.table("test_acc", step=cfg["steps"][-1])
+    assert acc[levels.index(16), depths.index(10)] > 0.9
+    assert acc[levels.index(3), depths.index(10)] > acc[levels.index(3), depths.index(260)] + 0.3

@@ -28,6 +28,7 @@ module                    concept                                               
 ``weights``               weight training: rounding, R/SR/BC, the SR chain (ch. 9)    numpy
 ``ptq``                   post-training weight quantization, MSQ to SPFQ (ch. 10)     numpy
 ``approx``                exact dyadic ReLU nets, weight quantizers, bits (ch. 11)    numpy
+``alignment``             kernel alignment with the inputs, its noise floor (ch. 8)   numpy
 ========================  ==========================================================  =========
 
 * The **core** (numpy/scipy rows) is imported with the package and never imports torch, so
@@ -38,7 +39,8 @@ module                    concept                                               
   called as ``qmf.<namespace>.<name>``: ``qmf.book`` (chapter helpers: the scale switch, glue,
   figure style), ``qmf.fig3`` (the paper-scale trainability experiment), ``qmf.weights``
   (training with quantized weights), ``qmf.ptq`` (post-training weight quantization) and
-  ``qmf.approx`` (ReLU networks with quantized weights).
+  ``qmf.approx`` (ReLU networks with quantized weights) and ``qmf.alignment`` (how much a
+  kernel still reflects its inputs, and the noise floor of that measure).
 * A name is public when it is listed in its module's ``__all__``; the table ``_LAZY`` below and
   the import block say where each top-level name comes from. Names starting with ``_`` and the
   modules ``_validate`` and ``_progress`` are private.
@@ -73,12 +75,21 @@ from .maps import (
     covariance_map,
     depth_scale,
     fixed_point_c,
+    basin_boundary_q,
     fixed_point_q,
     iterate_maps,
+    variance_fixed_points,
     variance_map,
     variance_map_slope,
 )
-from .reference import FIG2_LEVELS
+from .reference import (
+    AUTHORS_FIG2_FITS,
+    AUTHORS_FIG2_VALUES,
+    AUTHORS_GRID_STEP,
+    AUTHORS_SOURCE,
+    FIG2_LEVELS,
+    PAPER_DEPTH_EXPONENT,
+)
 from .tradeoff import (
     InitScheme,
     bits,
@@ -101,7 +112,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree th
 #: torch-layer names -> the module that defines them (imported on first access)
 _LAZY = {
     "simulate": ["SimulationResult", "circle_inputs", "default_device", "simulate_correlations",
-                 "simulate_covariance"],
+                 "simulate_covariance", "WEIGHTS"],
     "ste": ["QuantAct", "quantize", "ste_quantize", "staircase_tables", "ste_clip", "ste_slope", "ste_chi1"],
     "training": ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
                  "bgs19_lr", "learning_rate", "training_memory", "training_flops", "memory_budget", "LAYOUTS",
@@ -112,7 +123,7 @@ _LAZY = {
 }
 _LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
 #: namespaces (submodules used as ``qmf.<name>.<function>``), imported on first access
-_NAMESPACES = ("book", "fig3", "weights", "ptq", "approx")
+_NAMESPACES = ("book", "fig3", "weights", "ptq", "approx", "alignment")
 
 __all__ = [
     # activations
@@ -121,13 +132,15 @@ __all__ = [
     # gaussian
     "normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "monte_carlo_kernel",
     # maps
-    "variance_map", "variance_map_slope", "fixed_point_q", "covariance_map", "correlation_map", "chi",
+    "variance_map", "variance_map_slope", "fixed_point_q", "variance_fixed_points", "basin_boundary_q",
+    "covariance_map", "correlation_map", "chi",
     "fixed_point_c", "depth_scale", "iterate_maps",
     # tradeoff
     "InitScheme", "chi_max", "chi_zero", "optimal_depth_scale", "max_depth", "bits", "levels_for_depth",
     "lloyd_max", "lloyd_max_activation", "optimal_init", "quantization_error",
     # reference
-    "FIG2_LEVELS",
+    "FIG2_LEVELS", "PAPER_DEPTH_EXPONENT", "AUTHORS_SOURCE", "AUTHORS_GRID_STEP", "AUTHORS_FIG2_VALUES",
+    "AUTHORS_FIG2_FITS",
     # torch layer
     *_LAZY_NAMES,
     # namespaces

@@ -20,13 +20,15 @@ import warnings
 import numpy as np
 from scipy import optimize
 
-from ._validate import check_correlation, check_int, check_positive, check_sigmas
+from ._validate import check_correlation, check_int, check_positive, check_real_in, check_sigmas
 from .activations import QuantizedActivation, get_activation  # noqa: F401 (QuantizedActivation: doctests)
 
 __all__ = [
     "variance_map",
     "variance_map_slope",
     "fixed_point_q",
+    "variance_fixed_points",
+    "basin_boundary_q",
     "covariance_map",
     "correlation_map",
     "chi",
@@ -124,48 +126,236 @@ def variance_map_slope(q, activation, sigma_w, sigma_b):
     return (variance_map(q + h, activation, sigma_w, sigma_b) - variance_map(q - h, activation, sigma_w, sigma_b)) / (2 * h)
 
 
+#: each factor-4 step of the bracket search is examined at 16 points (a factor 4^(1/16) ~ 1.09 apart)
+_SUBSTEPS = 4.0 ** (np.arange(1, 17) / 16.0)
+
+
 def _fixed_point_q_scalar(act, sw, sb, q0, q_max=1e12):
-    f = lambda q: sw * sw * act.second_moment(q) + sb * sb - q  # noqa: E731
-    f0 = f(q0)
+    """The fixed point that iterating the (increasing) variance map from ``q0`` reaches.
+
+    The map is increasing in ``q`` (``phi^2`` grows with ``|x|``), so the iterates move
+    monotonically from ``q0`` and stop at the first fixed point in the direction they move: the
+    largest one below ``q0`` if the map lowers ``q0``, the smallest one above it if it raises it.
+    The search walks in factor-4 steps, each examined at 16 points, so two fixed points closer
+    than a factor 1.09 (only near the ``sigma_w`` where such a pair is born) can be missed.
+    """
+    def f(q):
+        return sw * sw * act.second_moment(q) + sb * sb - q
+
+    f0 = float(f(q0))
     if f0 == 0.0:
         return q0
-    if f0 < 0:  # the map lowers q: the largest fixed point below q0 (maybe 0)
-        lo = q0
-        while True:
-            hi, lo = lo, lo / 4.0
-            if lo < 1e-300:
+    edge = q0
+    while True:
+        if f0 < 0:  # the map lowers q: walk down to the first q with f >= 0 (maybe none: q -> 0)
+            qs = edge / _SUBSTEPS
+            qs = qs[qs >= 1e-300]
+            if qs.size == 0:
                 return 0.0
-            if f(lo) >= 0:
-                break
-    else:  # the map raises q: the smallest fixed point above q0 (maybe none: q diverges)
-        hi = q0
-        while True:
-            lo, hi = hi, hi * 4.0
-            if hi > q_max:
+            hit = np.nonzero(f(qs) >= 0)[0]
+        else:  # the map raises q: walk up to the first q with f <= 0 (maybe none: q diverges)
+            qs = edge * _SUBSTEPS
+            qs = qs[qs <= q_max]
+            if qs.size == 0:
                 return np.inf
-            if f(hi) <= 0:
-                break
+            hit = np.nonzero(f(qs) <= 0)[0]
+        if hit.size:
+            k = hit[0]
+            a, b = qs[k], (edge if k == 0 else qs[k - 1])
+            break
+        if qs.size < _SUBSTEPS.size:  # reached 1e-300 or q_max without meeting a fixed point
+            return 0.0 if f0 < 0 else np.inf
+        edge = qs[-1]
+    lo, hi = min(a, b), max(a, b)
+    if float(f(a)) == 0.0:
+        return float(a)
     # relative tolerance only: q* can be as small as sigma_b^2, far below any absolute tolerance
-    return optimize.brentq(f, lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
+    return optimize.brentq(lambda q: float(f(q)), lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
 
 
 def fixed_point_q(activation, sigma_w, sigma_b, *, q0=1.0):
-    r"""The fixed point :math:`q^* = \sigma_w^2\,\mathbb E[\phi(\sqrt{q^*}z)^2] + \sigma_b^2`.
+    r"""The fixed point :math:`q^* = \sigma_w^2\,\mathbb E[\phi(\sqrt{q^*}z)^2] + \sigma_b^2` reached from ``q0``.
 
     Found with a root finder, not by iterating the map (which can converge over tens of
-    layers when its slope is close to 1). When the map has several fixed points, the one
-    returned is the one that iterating from ``q0`` reaches: ``0.0`` if ``q`` decays to zero,
-    ``inf`` if it grows without bound (linear or ReLU nets in their unbounded phase).
+    layers when its slope is close to 1). The variance map is increasing in ``q``, so its
+    iterates move monotonically from ``q0`` and stop at the first fixed point in the direction
+    they move. That is the root returned: the largest fixed point below ``q0`` when the map
+    lowers ``q0``, the smallest one above ``q0`` when it raises it; ``0.0`` if ``q`` decays to
+    zero, ``inf`` if it grows without bound (linear or ReLU nets in their unbounded phase).
+
+    When the map has several stable fixed points the answer therefore depends on ``q0``: an
+    odd number of levels with ``sigma_b = 0`` has the stable fixed point ``q = 0`` (the zero
+    level swallows small signals) besides :math:`q^*`, separated by the unstable fixed point of
+    :func:`basin_boundary_q`; :func:`variance_fixed_points` lists them all.
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+    sigma_w, sigma_b : array_like
+        ``sigma_w > 0``, ``sigma_b >= 0``; broadcast together.
+    q0 : float
+        Starting variance, ``q0 > 0`` (keyword; default 1).
 
     Examples
     --------
     >>> round(float(fixed_point_q("relu", 1.0, 0.5)), 12)
     0.5
+
+    Three levels at their optimal ``sigma_w`` (1.1112): small inputs die, larger ones reach ``q*``.
+
+    >>> phi3 = QuantizedActivation(3)
+    >>> float(fixed_point_q(phi3, 1.1112, 0.0, q0=0.05)), round(float(fixed_point_q(phi3, 1.1112, 0.0, q0=0.1)), 4)
+    (0.0, 0.6674)
     """
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
     q0 = float(check_positive(q0, "q0", allow_array=False))
     act = get_activation(activation)
     return _over_params(lambda a, b: _fixed_point_q_bounded(act, a, b, q0), sigma_w, sigma_b)
+
+
+def _zero_is_fixed(act, sw, sb):
+    """Whether q = 0 is a fixed point (no bias and E[phi^2] -> 0 as q -> 0), and whether it attracts."""
+    if sb != 0.0:
+        return False, False
+    q_tiny = 1e-200
+    m = float(act.second_moment(q_tiny))
+    if not m < 1e-100:  # phi(0+) != 0 (an even number of levels, sign): q = 0 maps to a positive value
+        return False, False
+    return True, sw * sw * m < q_tiny
+
+
+#: the largest grid of variance_fixed_points and basin_boundary_q (about 0.1 s for a step activation)
+MAX_GRID = 100_000
+
+
+def _check_search(q_min, q_max, n_grid):
+    """The search range and grid of variance_fixed_points and basin_boundary_q."""
+    q_min = check_real_in(q_min, "q_min", 1e-300, Q_STAR_MAX)
+    q_max = check_real_in(q_max, "q_max", 1e-300, Q_STAR_MAX)
+    if not q_min < q_max:
+        raise ValueError(f"q_min must be below q_max, got q_min={q_min}, q_max={q_max}")
+    return q_min, q_max, check_int(n_grid, "n_grid", 2, MAX_GRID)
+
+
+def _variance_fixed_points_scalar(act, sw, sb, q_min, q_max, n_grid):
+    grid = np.geomspace(q_min, q_max, n_grid)
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = sw * sw * act.second_moment(grid) + sb * sb - grid
+    if not np.all(np.isfinite(g)):
+        raise ValueError(f"sigma_w and q_max must keep the variance map finite on [q_min, q_max] (it overflows "
+                         f"float64 at sigma_w={sw:g}, q_max={q_max:g}); lower q_max")
+    roots, stable = [], []
+    zero, zero_stable = _zero_is_fixed(act, sw, sb)
+    if zero:
+        roots.append(0.0)
+        stable.append(bool(zero_stable))
+    f = lambda q: float(sw * sw * act.second_moment(q) + sb * sb - q)  # noqa: E731
+    for k in np.nonzero(np.sign(g[:-1]) * np.sign(g[1:]) < 0)[0]:
+        roots.append(optimize.brentq(f, grid[k], grid[k + 1], xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500))
+        stable.append(bool(g[k] > 0))  # the map crosses the diagonal from above: it attracts
+    for k in np.nonzero(g == 0)[0]:  # a grid point that is itself a fixed point
+        roots.append(float(grid[k]))
+        stable.append(bool(k + 1 < g.size and g[k + 1] < 0))
+    order = np.argsort(roots, kind="stable")
+    return np.asarray(roots, dtype=float)[order], np.asarray(stable, dtype=bool)[order]
+
+
+def variance_fixed_points(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e4, n_grid=600):
+    r"""Every fixed point of the variance map in :math:`\{0\}\cup[q_{\min}, q_{\max}]`, with its stability.
+
+    The fixed points are the roots of
+
+    .. math:: g(q) = \sigma_w^2\,\mathbb E[\phi(\sqrt q z)^2] + \sigma_b^2 - q .
+
+    ``q = 0`` is one when :math:`\sigma_b = 0` and :math:`\mathbb E[\phi^2]\to 0` as
+    :math:`q\to 0` (tanh, ReLU, an odd number of levels, whose zero level covers the origin).
+    The positive ones are bracketed by the sign changes of ``g`` on a geometric grid of
+    ``n_grid`` points and refined by Brent's method. A fixed point attracts when the map crosses
+    the diagonal from above (``g`` changes from positive to negative; then its slope is below 1);
+    ``q = 0`` attracts when ``g < 0`` just above it.
+
+    Parameters
+    ----------
+    activation : str, qmf_lite.Activation or callable
+    sigma_w, sigma_b : float
+        Scalars, ``sigma_w > 0``, ``sigma_b >= 0``.
+    q_min, q_max : float
+        The range searched for positive fixed points, ``1e-300 <= q_min < q_max <= 1e300``.
+    n_grid : int
+        Grid points, in ``[2, 100000]``. Two fixed points in one grid cell (closer than a factor
+        ``(q_max/q_min)^(1/(n_grid-1))``, about 1.05 by default), or one where ``g`` touches zero
+        without changing sign, are missed.
+
+    Returns
+    -------
+    q : ndarray
+        The fixed points, ascending.
+    stable : ndarray of bool
+        Whether each attracts the iterates of the map.
+
+    :func:`fixed_point_q` returns the one fixed point that iterating from a given ``q0`` reaches, and
+    :func:`basin_boundary_q` the unstable fixed point below the largest stable one.
+
+    Examples
+    --------
+    Three levels at their optimal ``sigma_w``: ``q = 0`` and ``q*`` attract, the fixed point
+    between them repels.
+
+    >>> q, stable = variance_fixed_points(QuantizedActivation(3), 1.1112, 0.0)
+    >>> np.round(q, 4), stable
+    (array([0.    , 0.0679, 0.6674]), array([ True, False,  True]))
+    """
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    if sigma_w.ndim or sigma_b.ndim:
+        raise ValueError("sigma_w and sigma_b must be scalars in variance_fixed_points")
+    q_min, q_max, n_grid = _check_search(q_min, q_max, n_grid)
+    act = get_activation(activation)
+    return _variance_fixed_points_scalar(act, float(sigma_w), float(sigma_b), q_min, q_max, n_grid)
+
+
+def basin_boundary_q(activation, sigma_w, sigma_b, *, q_min=1e-10, q_max=1e4, n_grid=600):
+    r"""The unstable fixed point below the largest stable one: inputs with a smaller variance die.
+
+    With several stable fixed points (an odd number of levels and :math:`\sigma_b = 0`: ``q = 0``
+    and :math:`q^*`) the unstable fixed point :math:`q_u` between them divides the inputs: for
+    :math:`q^0 > q_u` the variance converges to :math:`q^*`, for :math:`q^0 < q_u` it falls to the
+    lower attractor (``0``: the signal dies). Here :math:`q^*` is the largest stable fixed point
+    of :func:`variance_fixed_points` and :math:`q_u` the largest unstable one below it.
+
+    Parameters
+    ----------
+    activation : str, qmf_lite.Activation or callable
+    sigma_w, sigma_b : array_like
+        Broadcast together, ``sigma_w > 0``, ``sigma_b >= 0``.
+    q_min, q_max, n_grid
+        As in :func:`variance_fixed_points`.
+
+    Returns
+    -------
+    float or ndarray
+        :math:`q_u`; NaN where there is none (every positive input reaches :math:`q^*`, or there
+        is no positive stable fixed point at all).
+
+    Examples
+    --------
+    >>> round(float(basin_boundary_q(QuantizedActivation(3), 1.1112, 0.0)), 4)
+    0.0679
+    >>> float(basin_boundary_q(QuantizedActivation(4), 1.0, 0.0))  # even N: no zero level, no boundary
+    nan
+    """
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    q_min, q_max, n_grid = _check_search(q_min, q_max, n_grid)
+    act = get_activation(activation)
+
+    def one(a, b):
+        q, stable = _variance_fixed_points_scalar(act, a, b, q_min, q_max, n_grid)
+        top = np.nonzero(stable & (q > 0))[0]
+        if top.size == 0:
+            return np.nan
+        below = np.nonzero(~stable[:top[-1]])[0]
+        return float(q[below[-1]]) if below.size else np.nan
+
+    return _over_params(one, sigma_w, sigma_b)
 
 
 def covariance_map(q, c, activation, sigma_w, sigma_b):

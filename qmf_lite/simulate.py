@@ -13,12 +13,12 @@ import math
 import numpy as np
 
 from ._progress import progress as _progress
-from ._validate import (_as_float_array, check_bool, check_correlation, check_int, check_positive, check_seed,
+from ._validate import (_as_float_array, check_bool, check_choice, check_correlation, check_int, check_positive, check_seed,
                         check_sigmas)
 from .activations import get_activation
 from .maps import fixed_point_q
 
-__all__ = ["default_device", "SimulationResult", "simulate_correlations", "circle_inputs", "simulate_covariance"]
+__all__ = ["default_device", "SimulationResult", "simulate_correlations", "circle_inputs", "simulate_covariance", "WEIGHTS"]
 
 
 def default_device(device=None):
@@ -108,12 +108,31 @@ class SimulationResult:
     c_nets: np.ndarray
 
 
-def _layer(h, act, sigma_w, sigma_b, gen):
+#: weight distributions of unit variance that the simulations can draw (scaled by sigma_w / sqrt(n))
+WEIGHTS = ("gaussian", "binary", "uniform")
+
+
+def _check_weights(weights):
+    return check_choice(weights, "weights", WEIGHTS)
+
+
+def _unit_weights(shape, weights, gen, device, dtype):
+    """i.i.d. entries of mean 0 and variance 1: standard normal, +-1 with equal odds, or uniform on [-sqrt 3, sqrt 3]."""
+    import torch
+
+    if weights == "gaussian":
+        return torch.randn(*shape, generator=gen, device=device, dtype=dtype)
+    if weights == "binary":
+        return torch.randint(0, 2, shape, generator=gen, device=device).to(dtype).mul_(2).sub_(1)
+    return torch.rand(*shape, generator=gen, device=device, dtype=dtype).mul_(2).sub_(1).mul_(math.sqrt(3.0))
+
+
+def _layer(h, act, sigma_w, sigma_b, gen, weights="gaussian"):
     """One random layer for a batch of nets: h has shape (n_nets, width, n_inputs)."""
     import torch
 
     n_nets, width, _ = h.shape
-    w = torch.randn(n_nets, width, width, generator=gen, device=h.device, dtype=h.dtype)
+    w = _unit_weights((n_nets, width, width), weights, gen, h.device, h.dtype)
     out = torch.bmm(w, act(h)).mul_(sigma_w / math.sqrt(width))
     if sigma_b > 0:
         out += sigma_b * torch.randn(n_nets, width, 1, generator=gen, device=h.device, dtype=h.dtype)
@@ -121,7 +140,7 @@ def _layer(h, act, sigma_w, sigma_b, gen):
 
 
 def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=None, n_nets=16,
-                          seed=0, device=None, dtype=None, progress=False):
+                          seed=0, device=None, dtype=None, progress=False, weights="gaussian"):
     r"""Propagate two inputs of correlation ``c0`` through ``n_nets`` random networks.
 
     Parameters
@@ -142,6 +161,12 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
         ``None`` uses CUDA when available.
     dtype : torch.dtype, optional
         ``torch.float32`` by default (float64 when you need more than ~1e-6).
+    weights : {"gaussian", "binary", "uniform"}
+        Distribution of the weights :math:`W_{ij} = \sigma_w\,\xi_{ij}/\sqrt n`, with i.i.d.
+        :math:`\xi_{ij}` of mean 0 and variance 1: standard normal (default), :math:`\pm 1` with
+        equal odds, or uniform on :math:`[-\sqrt3, \sqrt3]`. The mean-field maps depend on the
+        weights only through their variance (the central limit theorem needs no more), so all
+        three follow the same maps as the width grows. Biases are Gaussian.
 
     Returns
     -------
@@ -160,6 +185,7 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
     width = check_int(width, "width", 1, MAX_WIDTH)
     n_nets = check_int(n_nets, "n_nets", 1, MAX_NETS)
     c0 = float(check_correlation(c0, "c0"))
+    weights = _check_weights(weights)
     q0 = float(fixed_point_q(act, sigma_w, sigma_b)) if q0 is None else float(check_positive(q0, "q0", allow_array=False))
     if not (0 < q0 < np.inf):
         raise ValueError(f"q0 must be finite and > 0; the fixed point here is q* = {q0}, pass q0 explicitly")
@@ -184,7 +210,7 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
     with torch.no_grad():
         record(h)
         for _ in layers:
-            h = _layer(h, act, sigma_w, sigma_b, gen)
+            h = _layer(h, act, sigma_w, sigma_b, gen, weights)
             record(h)
     q_nets = torch.stack(qs, dim=1).double().cpu().numpy()
     c_nets = torch.stack(cs, dim=1).double().cpu().numpy()
@@ -217,7 +243,7 @@ def circle_inputs(n_points, width, q0=1.0, seed=0):
 
 
 def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, seed=0, device=None,
-                        dtype=None, progress=False):
+                        dtype=None, progress=False, post_activation=False, weights="gaussian"):
     r"""Empirical covariance :math:`h^{l\top} h^{l} / n` of many inputs at the chosen layers.
 
     Parameters
@@ -226,6 +252,12 @@ def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, s
         Input pre-activations (e.g. from :func:`circle_inputs`).
     layers : sequence of int
         Layers at which to record; the deepest sets the depth.
+    post_activation : bool
+        Record the covariance of the activations, :math:`\phi(h^l)^\top\phi(h^l)/n` (whose
+        mean-field value is the kernel :math:`K(q^l, c^l)`), in place of the pre-activations'.
+        At layer 0 this is :math:`\phi(h^0)`.
+    weights : {"gaussian", "binary", "uniform"}
+        The weight distribution, as in :func:`simulate_correlations`.
 
     Returns
     -------
@@ -245,11 +277,13 @@ def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, s
     h0 = _as_float_array(h0, "h0")
     if h0.ndim != 2 or h0.shape[0] < 1 or h0.shape[1] < 1 or not np.all(np.isfinite(h0)):
         raise ValueError(f"h0 must be a finite 2-d array of shape (width, n_inputs), got shape {h0.shape}")
+    weights = _check_weights(weights)
     dev = default_device(device)
     dtype = _dtype(dtype)
     peak = float(np.abs(h0).max())
     _check_variance(peak * peak if peak > 0 else 1.0, dtype, "h0**2")
     progress = check_bool(progress, "progress")
+    post_activation = check_bool(post_activation, "post_activation")
     gen = _generator(check_seed(seed), dev)
     h = torch.as_tensor(np.asarray(h0), dtype=dtype, device=dev).expand(n_nets, -1, -1).contiguous()
     width = h.shape[1]
@@ -257,13 +291,14 @@ def simulate_covariance(activation, sigma_w, sigma_b, h0, *, layers, n_nets=1, s
 
     def record(l, h):
         if l in layers:
-            out[l] = (h.transpose(1, 2) @ h / width).mean(0).double().cpu().numpy()
+            a = act(h) if post_activation else h
+            out[l] = (a.transpose(1, 2) @ a / width).mean(0).double().cpu().numpy()
 
     steps = _progress(range(1, layers[-1] + 1), progress, desc="layers")
     with torch.no_grad():
         record(0, h)
         for l in steps:
-            h = _layer(h, act, sigma_w, sigma_b, gen)
+            h = _layer(h, act, sigma_w, sigma_b, gen, weights)
             record(l, h)
     _overflowed(np.concatenate([c.ravel() for c in out.values()]), dtype, sigma_w, sigma_b)
     return out

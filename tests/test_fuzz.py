@@ -283,6 +283,12 @@ for _v, _a in MAP_ACTIVATIONS.items():
     REGISTRY[f"iterate_maps[{_v}]"] = Entry(dict(activation=_a, sigma_w=1.2, sigma_b=0.1, depth=3, q0=1.0, c0=0.3),
                                             skip={"args": "the deprecated positional order (tested in test_maps.py)"})
 REGISTRY["fixed_point_q[tanh]"] = Entry(dict(activation="tanh", sigma_w=1.2, sigma_b=0.1, q0=1.0))
+BASIN_NAN = Documented("NaN where there is none", lambda kw, out: _all_nonfinite_are(out, [NAN]))
+for _v, _a in (("N3", qmf.QuantizedActivation(3)), ("relu", "relu"), ("tanh", "tanh")):
+    REGISTRY[f"variance_fixed_points[{_v}]"] = Entry(dict(activation=_a, sigma_w=1.2, sigma_b=0.0, q_min=1e-10,
+                                                          q_max=1e4, n_grid=200))
+    REGISTRY[f"basin_boundary_q[{_v}]"] = Entry(dict(activation=_a, sigma_w=1.2, sigma_b=0.0, q_min=1e-10, q_max=1e4,
+                                                     n_grid=200), documented=(BASIN_NAN,))
 REGISTRY["depth_scale[N3-nan]"] = Entry(dict(activation=qmf.QuantizedActivation(3), sigma_w=1.2, sigma_b=0.0,
                                              dead="nan"), documented=(DEPTH_SCALE_INF, DEPTH_SCALE_NAN))
 
@@ -307,6 +313,17 @@ REGISTRY["optimal_init[step]"] = Entry(lambda: dict(levels=qmf.lloyd_max_activat
 REGISTRY["InitScheme"] = Entry(dict(levels=4, sigma_w=1.0, sigma_b=0.0, activation=qmf.QuantizedActivation(4),
                                     q_star=1.0, normalized_spacing=0.6, chi=0.9, depth_scale=9.5, max_depth=57.0,
                                     gap=0.1), record=True)
+
+# --- alignment (namespace) --------------------------------------------------------------------
+def _kernel_pair():
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal((3, 6))
+    return 2.0 * s + rng.standard_normal((3, 6)), s
+
+
+REGISTRY["alignment.input_alignment"] = Entry(lambda: dict(zip(("kernel", "similarity"), _kernel_pair())))
+REGISTRY["alignment.alignment_floor"] = Entry(lambda: dict(zip(("kernel", "similarity"), _kernel_pair()),
+                                                           n_shuffles=20, seed=0))
 
 # --- book (namespace) -------------------------------------------------------------------------
 REGISTRY["book.scale"] = Entry({})

@@ -176,6 +176,115 @@ def test_fixed_point_c_close_to_one():
     assert qmf.chi(c_star, phi, 1.0, 0.5) < 1
 
 
+# --- several fixed points of the variance map: odd N without bias is bistable --------------------
+
+def _phi3_second_moment(q):
+    """E[phi_3(sqrt(q) z)^2] for three levels {-1, 0, 1}, thresholds +-1/2: 2 Phi(-1/(2 sqrt q)), by hand."""
+    from scipy.special import ndtr
+    return 2.0 * ndtr(-0.5 / np.sqrt(q))
+
+
+def _roots_by_hand(sigma_w):
+    """The positive roots of sigma_w^2 E[phi_3^2] = q, from a fine scan and Brent (independent of qmf_lite)."""
+    from scipy.optimize import brentq
+    g = lambda q: sigma_w**2 * _phi3_second_moment(q) - q  # noqa: E731
+    grid = np.geomspace(1e-4, 10.0, 20001)
+    v = g(grid)
+    return [brentq(g, grid[k], grid[k + 1], xtol=1e-15) for k in np.nonzero(np.diff(np.sign(v)))[0]]
+
+
+def test_three_levels_at_the_optimum_have_two_stable_fixed_points():
+    init = qmf.optimal_init(3)
+    q, stable = qmf.variance_fixed_points(init.activation, init.sigma_w, 0.0)
+    q_u, q_star = _roots_by_hand(init.sigma_w)
+    assert q[0] == 0.0 and q[1:] == pytest.approx([q_u, q_star], rel=1e-10)
+    assert stable.tolist() == [True, False, True]
+    assert q_star == pytest.approx(init.q_star, rel=1e-10)
+    assert qmf.basin_boundary_q(init.activation, init.sigma_w, 0.0) == pytest.approx(q_u, rel=1e-10)
+    # the numbers of the chapter: from 0.05 one step goes to 0.031 and on to 0; from 0.1 to 0.14 and on to q*
+    assert float(qmf.variance_map(0.05, init.activation, init.sigma_w, 0.0)) == pytest.approx(0.0313, abs=5e-5)
+    assert float(qmf.variance_map(0.1, init.activation, init.sigma_w, 0.0)) == pytest.approx(0.1406, abs=5e-5)
+    assert qmf.fixed_point_q(init.activation, init.sigma_w, 0.0, q0=0.05) == 0.0
+    assert qmf.fixed_point_q(init.activation, init.sigma_w, 0.0, q0=0.1) == pytest.approx(q_star, rel=1e-10)
+    assert qmf.fixed_point_q(init.activation, init.sigma_w, 0.0, q0=0.999 * q_u) == 0.0
+    assert qmf.fixed_point_q(init.activation, init.sigma_w, 0.0, q0=1.001 * q_u) == pytest.approx(q_star, rel=1e-10)
+
+
+def test_the_second_stable_fixed_point_is_born_near_sigma_w_0_8685():
+    # q* is born where sigma_w^2 = min_q q / E[phi_3^2] (a tangency), computed here by hand
+    from scipy.optimize import minimize_scalar
+    res = minimize_scalar(lambda lq: math.exp(lq) / _phi3_second_moment(math.exp(lq)), bounds=(-8, 4),
+                          method="bounded", options={"xatol": 1e-12})
+    sw_birth = math.sqrt(res.fun)
+    assert sw_birth == pytest.approx(0.8685, abs=1e-4)
+    phi3 = qmf.QuantizedActivation(3)
+    assert qmf.variance_fixed_points(phi3, sw_birth - 0.002, 0.0)[0].tolist() == [0.0]
+    q, stable = qmf.variance_fixed_points(phi3, sw_birth + 0.002, 0.0)
+    assert len(q) == 3 and stable.tolist() == [True, False, True]
+    assert np.isnan(qmf.basin_boundary_q(phi3, sw_birth - 0.002, 0.0))
+
+
+def test_fixed_point_q_does_not_jump_over_a_close_pair_of_fixed_points():
+    # at sigma_w = 0.87 the two positive fixed points are 0.161 and 0.194, within a factor 4 of each
+    # other: iterating from q0 = 1 stops at 0.194 (a coarse factor-4 bracket search returned 0)
+    phi3 = qmf.QuantizedActivation(3)
+    q_u, q_star = _roots_by_hand(0.87)
+    for q0 in (0.3, 0.5, 1.0, 2.0, 50.0):
+        assert qmf.fixed_point_q(phi3, 0.87, 0.0, q0=q0) == pytest.approx(q_star, rel=1e-10)
+    q = 1.0
+    for _ in range(3000):                     # plain iteration reaches the same point
+        q = float(qmf.variance_map(q, phi3, 0.87, 0.0))
+    assert q == pytest.approx(q_star, rel=1e-6)
+    assert qmf.fixed_point_q(phi3, 0.87, 0.0, q0=0.15) == 0.0   # below q_u = 0.161: dies
+
+
+@pytest.mark.parametrize("levels", [5, 7, 15, 63])
+def test_every_odd_level_count_is_bistable_at_its_optimum(levels):
+    init = qmf.optimal_init(levels)
+    q, stable = qmf.variance_fixed_points(init.activation, init.sigma_w, 0.0)
+    assert stable.tolist() == [True, False, True]
+    assert q[0] == 0.0 and 0 < q[1] < q[2] and q[2] == pytest.approx(init.q_star, rel=1e-9)
+    for q0, end in ((0.99 * q[1], 0.0), (1.01 * q[1], q[2])):
+        assert qmf.fixed_point_q(init.activation, init.sigma_w, 0.0, q0=q0) == pytest.approx(end, rel=1e-9)
+
+
+def test_fixed_points_of_smooth_and_even_activations():
+    q, stable = qmf.variance_fixed_points("tanh", 1.5, 0.0)      # chaotic tanh: 0 repels
+    assert q[0] == 0.0 and stable.tolist() == [False, True]
+    assert q[1] == pytest.approx(qmf.fixed_point_q("tanh", 1.5, 0.0), rel=1e-10)
+    assert qmf.variance_fixed_points("tanh", 0.9, 0.0)[0].tolist() == [0.0]
+    q, stable = qmf.variance_fixed_points("relu", 1.0, 0.5)      # sigma_b^2 / (1 - sigma_w^2 / 2)
+    assert q == pytest.approx([0.5], rel=1e-12) and stable.tolist() == [True]
+    phi4 = qmf.QuantizedActivation(4)                                    # even N: phi(0+) != 0, no zero fixed point
+    q, stable = qmf.variance_fixed_points(phi4, 1.0, 0.0)
+    assert len(q) == 1 and q[0] > 0 and stable.tolist() == [True]
+    assert np.isnan(qmf.basin_boundary_q(phi4, 1.0, 0.0))
+    assert qmf.basin_boundary_q(qmf.QuantizedActivation(3), [0.5, 1.1112], 0.0).shape == (2,)
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: qmf.variance_fixed_points("tanh", [1.0, 2.0], 0.0), "sigma_w"),
+    (lambda: qmf.variance_fixed_points("tanh", 1.0, -0.1), "sigma_b"),
+    (lambda: qmf.variance_fixed_points("tanh", 1.0, 0.0, q_min=0.0), "q_min"),
+    (lambda: qmf.variance_fixed_points("tanh", 1.0, 0.0, q_min=2.0, q_max=1.0), "q_min"),
+    (lambda: qmf.variance_fixed_points("tanh", 1.0, 0.0, q_max=float("inf")), "q_max"),
+    (lambda: qmf.variance_fixed_points("tanh", 1.0, 0.0, n_grid=1), "n_grid"),
+    (lambda: qmf.basin_boundary_q("tanh", 0.0, 0.0), "sigma_w"),
+    (lambda: qmf.basin_boundary_q("tanh", 1.0, 0.0, n_grid=2.5), "n_grid"),
+    (lambda: qmf.basin_boundary_q("tanh", 1.0, 0.0, n_grid=10**30), "n_grid"),     # a 1e30-point grid
+    (lambda: qmf.basin_boundary_q("tanh", 1.0, 0.0, q_max=1e308), "q_max"),          # beyond Q_STAR_MAX
+    (lambda: qmf.variance_fixed_points("tanh", 1.0, 0.0, q_min="1e-3"), "q_min"),
+    (lambda: qmf.variance_fixed_points("tanh", 1.0, 0.0, q_max=True), "q_max"),
+    # ReLU at sigma_w = 1e100 maps q = 1e300 to 5e499: an overflow, refused rather than a RuntimeWarning
+    (lambda: qmf.variance_fixed_points("relu", 1e100, 0.0, q_max=1e300), "q_max"),
+    (lambda: qmf.basin_boundary_q("relu", 1e100, 0.0, q_max=1e300), "sigma_w"),
+    (lambda: qmf.fixed_point_q("tanh", 1.0, 0.0, q0=0.0), "q0"),
+])
+def test_fixed_point_search_rejects_bad_input(call, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        call()
+
+
 def test_depth_scale_where_the_signal_dies():
     """Odd N at small sigma_w: q* = 0, no correlation to speak of; NaN on request, an error by default."""
     phi = qmf.QuantizedActivation(3)

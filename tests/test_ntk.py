@@ -1,11 +1,60 @@
-"""The empirical NTK from Gram matrices (qmf_lite.ntk)."""
+"""The empirical NTK: with the true derivative of a quantized network only the readout's term is left;
+the empirical NTK from Gram matrices (qmf_lite.ntk)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from qmf_lite.ntk import empirical_ntk
+from qmf_lite.ste import quantize
 from qmf_lite.training import NetSpec, QuantizedMLPBatch
+
+
+def _true_derivative_forward(net, x):
+    """The network's forward pass with autograd through the staircase itself (derivative 0 almost everywhere)."""
+    phi = lambda h: quantize(h, net.levels, net.spacing, net.scale)  # noqa: E731
+    h = torch.bmm(x.unsqueeze(0).expand(len(net.specs), -1, -1), net.w_in)
+    for w, b in zip(net.weights, net.biases):
+        h = torch.baddbmm(b, phi(h), w)
+    return torch.baddbmm(net.b_out, phi(h), net.w_out)
+
+
+def _autograd_ntk(net, forward, x):
+    grads = []
+    for i in range(len(x)):
+        net.zero_grad()
+        forward(net, x[i:i + 1])[0, 0, 0].backward()
+        grads.append(torch.cat([p.grad[0].reshape(-1) for p in net.parameters()]))
+    g = torch.stack(grads)
+    return g @ g.T
+
+
+@pytest.mark.parametrize("levels,sigma_b", [(2, 0.0), (4, 0.0), (5, 0.3)])
+def test_true_derivative_leaves_only_the_readout_term_phi_dot_phi_plus_one(levels, sigma_b):
+    torch.manual_seed(0)
+    net = QuantizedMLPBatch([NetSpec(levels, 1.1, sigma_b, seed=2, slope=0.0)], 6, 1, 4, 32, device="cpu",
+                            dtype=torch.float64)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        a_last = net.phi(net.preactivations(x)[-1])[0]
+    readout = a_last @ a_last.T + 1.0           # readout weights (standard parameterization) and its bias
+    theta_true = _autograd_ntk(net, lambda n, xx: _true_derivative_forward(n, xx), x)
+    assert torch.allclose(theta_true, readout, rtol=1e-12, atol=1e-12)
+    # the STE with slope 0 is the true derivative almost everywhere: empirical_ntk gives the same
+    assert torch.allclose(empirical_ntk(net, x, output=0)[0], readout, rtol=1e-12, atol=1e-12)
+    # the readout bias term alone is 1: without it the kernel would miss exactly that constant
+    assert torch.allclose(theta_true - a_last @ a_last.T, torch.ones(5, 5, dtype=torch.float64), atol=1e-12)
+
+
+def test_the_ste_adds_every_layer():
+    torch.manual_seed(0)
+    net = QuantizedMLPBatch([NetSpec(4, 1.1, 0.0, seed=2, slope=1.0)], 6, 1, 4, 32, device="cpu",
+                            dtype=torch.float64)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        a_last = net.phi(net.preactivations(x)[-1])[0]
+    theta = empirical_ntk(net, x, output=0)[0]
+    assert torch.all(torch.diag(theta - a_last @ a_last.T - 1.0) > 0)
 
 
 def test_empirical_ntk_equals_per_example_gradients():

@@ -1,10 +1,15 @@
-"""Torch simulations of wide random networks against the infinite-width maps."""
+"""Torch simulations of wide random networks against the infinite-width maps; other weight distributions;
+post-activation covariances."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
+import torch
 
 import qmf_lite as qmf
+from qmf_lite import simulate
 
 
 @pytest.mark.parametrize("activation,sigma_w,sigma_b,q0,c0", [
@@ -43,6 +48,77 @@ def test_covariance_of_circle_inputs():
     cov = qmf.simulate_covariance("sign", 1.0, 0.0, h0, layers=[0, 1], device="cpu", dtype=None)
     assert cov[0] == pytest.approx(0.7 * np.cos(theta[:, None] - theta[None, :]), abs=1e-5)
     assert np.diag(cov[1]) == pytest.approx(np.ones(12), abs=0.2)
+
+
+# --- weight distributions and post-activation covariances ------------------------------
+
+@pytest.mark.parametrize("weights", simulate.WEIGHTS)
+def test_unit_weights_have_mean_zero_and_variance_one(weights):
+    gen = torch.Generator().manual_seed(0)
+    w = simulate._unit_weights((400, 500), weights, gen, "cpu", torch.float64)
+    n = w.numel()
+    assert abs(float(w.mean())) < 4 / math.sqrt(n)
+    # Var(w^2) is 2, 0 and 0.8 for the three: 4 standard errors of the sample variance
+    assert abs(float(w.var()) - 1) < 4 * math.sqrt(2.0 / n)
+    if weights == "binary":
+        assert set(torch.unique(w).tolist()) == {-1.0, 1.0}
+    if weights == "uniform":
+        assert float(w.abs().max()) <= math.sqrt(3) and float(w.abs().max()) > 0.99 * math.sqrt(3)
+
+
+@pytest.mark.parametrize("weights,activation,sigma_w,sigma_b,q0,c0", [
+    ("binary", "tanh", 2.5, 0.05, 1.0, 0.9),
+    ("uniform", "tanh", 2.5, 0.05, 1.0, 0.9),
+    ("binary", "erf", 1.3, 0.1, 0.7, 0.3),
+    # not binary weights with a quantized activation: then the pre-activations lie on a lattice of
+    # step ~ sigma_w delta / sqrt(width), and a threshold between two lattice points acts as if it sat
+    # on one of them, an O(1/sqrt(width)) bias that depends on where sqrt(width)/sigma_w falls
+    ("uniform", qmf.QuantizedActivation(4), 1.1, 0.0, 0.5, 0.6),
+])
+def test_non_gaussian_weights_follow_the_same_maps(weights, activation, sigma_w, sigma_b, q0, c0):
+    """Tolerance as for Gaussian weights (test_maps): 4 standard errors over nets plus 2/width."""
+    width, depth, n_nets = 1024, 8, 16
+    res = qmf.simulate_correlations(activation, sigma_w, sigma_b, depth=depth, width=width, c0=c0, q0=q0,
+                                    n_nets=n_nets, seed=5, device="cpu", weights=weights)
+    q_th, c_th = qmf.iterate_maps(activation, sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
+    tol_c = 4 * res.c_sem + 2 / width
+    tol_q = 4 * res.q_sem + 2 * q_th / width
+    assert np.all(np.abs(res.c - c_th) < tol_c), (res.c, c_th, tol_c)
+    assert np.all(np.abs(res.q - q_th) < tol_q), (res.q, q_th, tol_q)
+    q_off, c_off = qmf.iterate_maps(activation, 1.1 * sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
+    assert np.any(np.abs(res.c - c_off) > tol_c) or np.any(np.abs(res.q - q_off) > tol_q)
+
+
+def test_weights_change_the_draw_but_not_the_seeding():
+    kw = dict(depth=3, width=64, c0=0.5, n_nets=2, seed=7, device="cpu")
+    a = qmf.simulate_correlations("erf", 1.2, 0.0, weights="binary", **kw)
+    b = qmf.simulate_correlations("erf", 1.2, 0.0, weights="binary", **kw)
+    g = qmf.simulate_correlations("erf", 1.2, 0.0, **kw)
+    assert np.array_equal(a.c, b.c) and not np.array_equal(a.c, g.c)
+
+
+def test_post_activation_covariance_is_the_kernel():
+    theta, h0 = qmf.circle_inputs(16, 2048, q0=0.6, seed=2)
+    phi = qmf.QuantizedActivation(8)
+    cov = qmf.simulate_covariance(phi, 1.0, 0.0, h0, layers=[0, 3], post_activation=True, device="cpu",
+                                  dtype=torch.float64)
+    # layer 0: phi of the given inputs, computed directly
+    a = phi(h0)
+    assert cov[0] == pytest.approx(a.T @ a / h0.shape[0], abs=1e-12)
+    # layer 3: against K(q^3, c^3) of the iterated maps; finite-width error O(1/sqrt(width)) ~ 0.02
+    q_th, c_th = qmf.iterate_maps(phi, 1.0, 0.0, depth=3, q0=0.6, c0=np.cos(theta))
+    k_th = phi.kernel(q_th[3], c_th[3])
+    assert cov[3][0] == pytest.approx(k_th, abs=0.08)
+    assert not cov[3][0] == pytest.approx(q_th[3] * c_th[3], abs=0.01)   # not the pre-activation covariance
+
+
+@pytest.mark.parametrize("call", [
+    lambda: qmf.simulate_correlations("tanh", 1.0, 0.0, depth=2, width=8, c0=0.2, weights="ternary"),
+    lambda: qmf.simulate_covariance("tanh", 1.0, 0.0, np.ones((4, 2)), layers=[1], weights=None),
+])
+def test_unknown_weight_distribution_is_rejected(call):
+    with pytest.raises(ValueError, match=r"\bweights\b"):
+        call()
 
 
 @pytest.mark.parametrize("device", [float("nan"), -1, "3", "", 0, "cuda:99"], ids=repr)

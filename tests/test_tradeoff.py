@@ -11,8 +11,9 @@ from scipy import integrate, optimize, special
 
 import qmf_lite as qmf
 
+#: exact values, rounded (the authors' printed ones, with their source, are in qmf_lite.reference)
 REFERENCE = {3: (0.190174, 1.2240), 4: (0.118846, 0.9957), 16: (0.011543, 0.3352)}
-FIG2_N = list(range(3, 65)) + [125, 128, 255, 256, 512, 515, 1024, 1025]
+FIG2_N = list(qmf.FIG2_LEVELS)
 
 
 @pytest.mark.parametrize("levels", sorted(REFERENCE))
@@ -527,7 +528,40 @@ def test_lloyd_max_warns_when_not_converged():
 
 
 def test_fig2_levels():
-    assert len(qmf.FIG2_LEVELS) == 70 and qmf.FIG2_LEVELS[:2] == (3, 4) and 64 in qmf.FIG2_LEVELS
+    # the list of the authors' Fig. 2 notebook: 3..63 (no 64) and eight larger N (see test_reference.py)
+    assert len(qmf.FIG2_LEVELS) == 69 and qmf.FIG2_LEVELS[:2] == (3, 4) and 64 not in qmf.FIG2_LEVELS
+
+
+def test_outermost_threshold_grows_like_sqrt_4_ln_n():
+    """T_opt / sqrt(2 ln N) = 1.14, 1.24, 1.28 at N = 1e2, 1e4, 1e6 and rising; T_opt / sqrt(4 ln N) climbs to 1."""
+    pinned = {2: (1.1401, 0.8062), 4: (1.2407, 0.8773), 6: (1.2823, 0.9067)}
+    previous = 0.0
+    for e, (r2, r4) in pinned.items():
+        n = 10**e
+        t_opt = qmf.chi_max(n)[1] * (n - 2) / 2
+        assert t_opt / math.sqrt(2 * math.log(n)) == pytest.approx(r2, abs=2e-4)
+        assert t_opt / math.sqrt(4 * math.log(n)) == pytest.approx(r4, abs=2e-4)
+        assert previous < r4 < 1
+        previous = r4
+        # the two-term model (granular T^2/(3N^2) + clipping 4 phi(T)/T^3) puts T within 4%
+        g = lambda t: 2 * t / (3 * n * n) - 4 * math.exp(-t * t / 2) / math.sqrt(2 * math.pi) * (1 / t**2 + 3 / t**4)  # noqa: E731
+        from scipy.optimize import brentq
+        assert brentq(g, 2.0, 10.0, xtol=1e-12) == pytest.approx(t_opt, rel=0.04)
+
+
+def test_optimal_spacing_at_100_levels_by_a_scan():
+    """An independent maximisation (a dense scan of the cancellation-free error) agrees with chi_max(100)."""
+    d_lib = qmf.chi_max(100)[1]
+    grid = d_lib * np.linspace(0.9, 1.1, 4001)
+    errors = qmf.quantization_error(100, grid)
+    assert grid[np.argmin(errors)] == pytest.approx(d_lib, abs=2 * (grid[1] - grid[0]))
+
+
+def test_naive_difference_loses_digits_at_a_million_levels():
+    # the chapter's claim: 1 - S^2/V is off by a relative ~3e-4 at N = 1e6, the cell sum is not
+    gap, d = qmf.chi_max(10**6, complement=True)
+    s, v = qmf.tradeoff._naive_parts(10**6, d)
+    assert 1e-4 < abs((1 - s * s / v) - gap) / gap < 1e-3
 
 
 @pytest.mark.parametrize("call", [

@@ -129,7 +129,7 @@ def test_digits_and_fingerprint():
     assert abs(float(a.x_train.mean())) < 1e-6 and a.normalization == "feature"
     assert a.fingerprint() == b.fingerprint()
     assert qdata.load_digits(seed=1).fingerprint() != a.fingerprint()
-    with pytest.raises(ValueError, match="dataset"):
+    with pytest.raises(ValueError, match=r"^name must be one of \('digits', 'mnist'\)"):
         qdata.load_dataset("cifar")
     with pytest.raises(ValueError, match="test_fraction"):
         qdata.load_digits(test_fraction=1.5)

@@ -34,6 +34,7 @@ import datetime
 import hashlib
 import json
 import math
+import numbers
 
 import numpy as np
 
@@ -268,7 +269,8 @@ def boundary(grid, step=None, chance=FIG3_CHANCE):
     if not isinstance(grid, GridResult) or not grid.rows:
         raise ValueError(f"grid must be a GridResult with at least one row, got {grid!r:.200}")
     recorded = sorted({r["step"] for r in grid.rows})
-    if step is not None and (isinstance(step, (bool, np.bool_)) or step not in recorded):
+    if step is not None and (isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral)
+                             or step not in recorded):
         raise ValueError(f"step must be None or one of the grid's recorded steps {recorded}, got {step!r}")
     chance = check_real_in(chance, "chance", 0.0, 1.0)
     levels, depths, acc = grid.table("test_acc", step=step)

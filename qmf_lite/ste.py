@@ -36,7 +36,7 @@ __all__ = ["QuantAct", "quantize", "ste_quantize", "staircase_tables", "ste_clip
 MAX_ROWS = 2**20
 
 
-def staircase_tables(levels, spacing, scale, rows=None):
+def staircase_tables(levels, spacing=None, scale=1.0, rows=None):
     r"""Thresholds and output levels of uniform staircases, one row per network, in float64.
 
     Row ``b`` holds :math:`g_k = D_b\,(k - (N_b - 2)/2)` for ``k = 0..N_b - 2`` and the levels
@@ -70,6 +70,28 @@ def staircase_tables(levels, spacing, scale, rows=None):
     """
     import numpy as np
 
+    levels, spacing, scale = _rows(levels, spacing, scale, rows)
+    n = len(levels)
+    top = max(levels)
+    g = np.full((n, top - 1), np.inf)
+    v = np.empty((n, top))
+    acts = {}
+    for b, (m, d, a) in enumerate(zip(levels, spacing, scale)):
+        if (m, d, a) not in acts:                   # the same floating-point thresholds and levels
+            acts[m, d, a] = QuantizedActivation(m, d, a)
+        act = acts[m, d, a]
+        g[b, :m - 1] = act.thresholds
+        v[b, :m] = act.values
+        v[b, m:] = act.values[-1]
+    return g, v
+
+
+def _rows(levels, spacing, scale, rows):
+    """The checked ``(levels, spacing, scale)`` of each row, as lists (spacing ``None`` resolved)."""
+    import numpy as np
+
+    from .activations import MAX_STORED_LEVELS
+
     def column(value):
         if hasattr(value, "detach"):
             value = value.detach().cpu().numpy()
@@ -88,22 +110,11 @@ def staircase_tables(levels, spacing, scale, rows=None):
         if len(c) not in (1, n):
             raise ValueError(f"{name} must be a scalar or have {n} entries (one per row), got {len(c)}")
         cols[name] = c * n if len(c) == 1 else c
-    levels = [check_levels(v) for v in cols["levels"]]
+    levels = [check_levels(v, maximum=MAX_STORED_LEVELS) for v in cols["levels"]]
     scale = [float(check_positive(v, "scale", allow_array=False)) for v in cols["scale"]]
     spacing = [2.0 * a / (m - 1) if d is None else float(check_positive(d, "spacing", allow_array=False))
                for d, a, m in zip(cols["spacing"], scale, levels)]
-    top = max(levels)
-    g = np.full((n, top - 1), np.inf)
-    v = np.empty((n, top))
-    acts = {}
-    for b, (m, d, a) in enumerate(zip(levels, spacing, scale)):
-        if (m, d, a) not in acts:                   # the same floating-point thresholds and levels
-            acts[m, d, a] = QuantizedActivation(m, d, a)
-        act = acts[m, d, a]
-        g[b, :m - 1] = act.thresholds
-        v[b, :m] = act.values
-        v[b, m:] = act.values[-1]
-    return g, v
+    return levels, spacing, scale
 
 
 def _lookup(x, thresholds, values):
@@ -149,7 +160,7 @@ def _tables_for(x, levels, spacing, scale):
     return torch.as_tensor(g, dtype=dtype, device=x.device), torch.as_tensor(v, dtype=dtype, device=x.device)
 
 
-def quantize(x, levels, spacing, scale):
+def quantize(x, levels, spacing=None, scale=1.0):
     r"""The uniform N-level staircase, equal to :class:`~qmf_lite.QuantizedActivation` bit for bit.
 
     The thresholds :math:`g_k = D\,(k - (N-2)/2)` and the levels :math:`A(-1 + 2k/(N-1))` are
@@ -215,7 +226,7 @@ def _check_gain(value, name, rows):
     return value
 
 
-def ste_quantize(x, levels, spacing, scale, slope, clip):
+def ste_quantize(x, levels, spacing=None, scale=1.0, slope=1.0, clip=None):
     r"""Forward the staircase (:func:`quantize`), backward ``slope * 1{|x| <= clip}``.
 
     Parameters
@@ -225,8 +236,9 @@ def ste_quantize(x, levels, spacing, scale, slope, clip):
     levels, spacing, scale
         The staircase, as for :func:`quantize`.
     slope, clip : float >= 0, or one value per network
-        The straight-through gain ``s`` and clipping point ``T`` (finite numbers >= 0, or a
-        sequence, array or tensor with one per network); they broadcast with ``x``.
+        The straight-through gain ``s`` (default 1) and clipping point ``T`` (default ``None``:
+        each staircase's own :math:`T = (N-1)D/2`, as :func:`ste_clip`): finite numbers >= 0, or
+        a sequence, array or tensor with one per network; they broadcast with ``x``.
 
     Examples
     --------
@@ -239,6 +251,10 @@ def ste_quantize(x, levels, spacing, scale, slope, clip):
     as_t = lambda v: torch.as_tensor(v, dtype=x.dtype, device=x.device)  # noqa: E731
     g, v = _tables_for(x, levels, spacing, scale)
     _check_gain(slope, "slope", g.shape[0])
+    if clip is None:
+        m, d, _ = _rows(levels, spacing, scale, g.shape[0])
+        clip = [(n - 1) * dn / 2.0 for n, dn in zip(m, d)]
+        clip = clip[0] if len(clip) == 1 else clip
     _check_gain(clip, "clip", g.shape[0])
     slope, clip = as_t(slope), as_t(clip)
     if g.shape[0] > 1:

@@ -421,8 +421,9 @@ def _chunks(specs, per_net, budget, depth, width):
         return [list(specs)]
     fit = int(0.9 * budget) // per_net
     if fit < 1:
-        raise ValueError(f"max_memory: {budget} bytes (90% usable) cannot hold one network of depth {depth} and "
-                         f"width {width}, which needs about {per_net} bytes; raise max_memory or reduce depth/width")
+        raise ValueError(f"max_memory must be at least {math.ceil(per_net / 0.9)} bytes (90% usable) to hold one "
+                         f"network of depth {depth} and width {width}, which needs about {per_net} bytes; got "
+                         f"{budget} bytes available: raise max_memory or reduce depth/width")
     return [list(specs[i:i + fit]) for i in range(0, len(specs), fit)]
 
 
@@ -755,7 +756,8 @@ def halfway_depth(depths, accuracy, chance):
     if (depths <= 0).any() or (np.diff(depths) <= 0).any():
         raise ValueError(f"depths must be > 0 and strictly increasing, got {depths}")
     if accuracy.shape != depths.shape:
-        raise ValueError(f"accuracy must hold one value per depth ({depths.size}), got shape {accuracy.shape}")
+        raise ValueError(f"depths and accuracy must have the same length (one accuracy per depth), got shapes "
+                         f"{depths.shape} and {accuracy.shape}")
     if ((accuracy < 0) | (accuracy > 1)).any():
         raise ValueError(f"accuracy must lie in [0, 1], got {accuracy}")
     half = chance + 0.5 * (accuracy.max() - chance)

@@ -108,7 +108,9 @@ def _rows(levels, spacing, scale, rows):
                          f"got {n}")
     for name, c in cols.items():
         if len(c) not in (1, n):
-            raise ValueError(f"{name} must be a scalar or have {n} entries (one per row), got {len(c)}")
+            lengths = ", ".join(f"{k} {len(v)}" for k, v in cols.items())
+            raise ValueError(f"{name} must be a scalar or have {n} entries (one per row; levels, spacing and scale "
+                             f"must agree), got {len(c)} (lengths: {lengths})")
         cols[name] = c * n if len(c) == 1 else c
     levels = [check_levels(v, maximum=MAX_STORED_LEVELS) for v in cols["levels"]]
     scale = [float(check_positive(v, "scale", allow_array=False)) for v in cols["scale"]]

@@ -121,7 +121,7 @@ def load_digits(test_fraction=0.25, seed=0):
     test_fraction : float in (0, 1)
         Share of the images in the test split; each split must keep at least one image
         (``round(test_fraction * 1797)`` in [1, 1796]).
-    seed : int in [0, 2**63 - 1]
+    seed : int in [0, 2^63 - 1]
         Seed of the random split.
     """
     from sklearn.datasets import load_digits as _load
@@ -242,7 +242,7 @@ def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_
     mirrors : sequence of str
         Base URLs, tried in order.
     checksums : dict
-        The MD5 (32 hexadecimal digits) of each of the four files of :data:`MNIST_FILES`, by name.
+        The MD5 (32 hexadecimal digits) of each of the four files of ``MNIST_FILES``, by name.
     progress : bool
     normalize : ``"feature"`` or ``"bgs19"``
         Standardise each pixel with the training set's statistics, or the paper's global

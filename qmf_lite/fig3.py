@@ -251,7 +251,7 @@ def boundary(grid, step=None, chance=FIG3_CHANCE):
 
     Parameters
     ----------
-    grid : GridResult
+    grid : qmf_lite.GridResult
         With ``levels``, ``depth``, ``step`` and ``test_acc`` in [0, 1] in every row.
     step : int, optional
         One of the grid's recorded steps; default the last.

@@ -51,7 +51,7 @@ def staircase_tables(levels, spacing=None, scale=1.0, rows=None):
         Number of levels ``N >= 2``, raw threshold spacing ``D > 0`` (``None``: ``2A/(N-1)``) and
         output range ``A > 0``, per row.
     rows : int, optional
-        Number of rows, in [1, 2**20]; default the length of the longest sequence argument (1 if all
+        Number of rows, in [1, 2^20]; default the length of the longest sequence argument (1 if all
         are scalars).
 
     Returns
@@ -181,7 +181,7 @@ def quantize(x, levels, spacing=None, scale=1.0):
         Inputs, a real torch tensor on any device; with per-network parameters, ``x.shape[0]``
         indexes the networks.
     levels, spacing, scale : scalar, or one value per network (length ``x.shape[0]``)
-        ``N`` an integer in [2, 2**22], raw spacing ``D`` in [1e-100, 1e100] (``None``:
+        ``N`` an integer in [2, 2^22], raw spacing ``D`` in [1e-100, 1e100] (``None``:
         ``2A/(N-1)``), output range ``A`` in [1e-100, 1e100].
 
     Examples
@@ -270,7 +270,7 @@ def ste_clip(activation):
     """The clipping point ``T = (N - 1) D / 2`` of the STE for a uniform quantized activation.
 
     ``activation`` is a :class:`~qmf_lite.QuantizedActivation` or its number of levels ``N``
-    (an integer in [2, 2**22]: ``QuantizedActivation(N)``).
+    (an integer in [2, 2^22]: ``QuantizedActivation(N)``).
 
     >>> ste_clip(4)
     1.0
@@ -313,7 +313,7 @@ def ste_slope(activation, sigma_w, sigma_b=0.0):
     Parameters
     ----------
     activation : QuantizedActivation or int
-        The forward function (an int ``N`` in [2, 2**22] means ``QuantizedActivation(N)``).
+        The forward function (an int ``N`` in [2, 2^22] means ``QuantizedActivation(N)``).
     sigma_w : float in [1e-100, 1e100]
     sigma_b : float in [0, 1e100]
 
@@ -343,12 +343,12 @@ def ste_chi1(activation, sigma_w, sigma_b=0.0, slope=1.0):
     Parameters
     ----------
     activation : QuantizedActivation or int
-        The forward function (an int ``N`` in [2, 2**22] means ``QuantizedActivation(N)``).
+        The forward function (an int ``N`` in [2, 2^22] means ``QuantizedActivation(N)``).
     sigma_w : float in [1e-100, 1e100]
     sigma_b : float in [0, 1e100]
     slope : float >= 0
-        The STE slope ``s``, at most :data:`MAX_GAIN` (1e150) and with ``sigma_w * slope`` at most
-        :data:`MAX_GAIN`.
+        The STE slope ``s``, at most ``MAX_GAIN`` (1e150) and with ``sigma_w * slope`` at most
+        ``MAX_GAIN``.
 
     Returns
     -------

@@ -91,8 +91,8 @@ def _check_layer_sizes(depth, width, n_in, n_out, layout):
 class NetSpec:
     """One network of a batch: its activation, initialization and seed (``slope=None``: chi_1 = 1).
 
-    ``levels`` is an integer in [2, 2**22]; ``sigma_w`` in [1e-100, 1e100] and ``sigma_b`` in
-    [0, 1e100]; ``seed`` an integer in [0, 2**63 - 1]; ``slope`` ``None`` or finite and > 0;
+    ``levels`` is an integer in [2, 2^22]; ``sigma_w`` in [1e-100, 1e100] and ``sigma_b`` in
+    [0, 1e100]; ``seed`` an integer in [0, 2^63 - 1]; ``slope`` ``None`` or finite and > 0;
     ``spacing`` the raw threshold spacing ``D`` in [1e-100, 1e100] (``None``:
     ``2 scale / (levels - 1)``); ``scale`` in [1e-100, 1e100]. The values are stored as given
     (they enter the cache key and the seeds of the data order).
@@ -144,7 +144,7 @@ _LR_RULES = {"bgs19": bgs19_lr}
 def learning_rate(lr, depth):
     """The learning rate at ``depth``: ``lr`` itself (a number), a named rule (``"bgs19"``), or ``lr(depth)``.
 
-    The rate must be finite, > 0 and at most :data:`MAX_LR` (float32's largest number);
+    The rate must be finite, > 0 and at most ``MAX_LR`` (float32's largest number, 3.4e38);
     ``depth`` is an integer >= 1.
 
     >>> learning_rate("bgs19", 120), learning_rate(0.1, 3)
@@ -172,10 +172,10 @@ class QuantizedMLPBatch(torch.nn.Module):
     ----------
     specs : sequence of NetSpec
         At least one; each network's values (``sigma_w``, ``slope``, ``q*``, ...) must fit ``dtype``.
-    n_in, n_out : int in [1, 2**24]
+    n_in, n_out : int in [1, 2^24]
     depth : int
-        ``layout="book"``: hidden layers (in [1, 10**5]); ``layout="bgs19"``: linear layers (in [2, 10**5]).
-    width : int in [1, 2**20]
+        ``layout="book"``: hidden layers (in [1, 10^5]); ``layout="bgs19"``: linear layers (in [2, 10^5]).
+    width : int in [1, 2^20]
     device, dtype
         Where and in which floating-point type (a floating-point ``torch.dtype``; ``None``: torch's
         default) the parameters live.
@@ -340,7 +340,7 @@ def training_flops(depth, width, n_in, n_out, batch_size, layout="book"):
     below the first layer) and backward to the weights. Elementwise work is left out.
 
     ``depth``, ``width``, ``n_in``, ``n_out`` and ``layout`` as for :class:`QuantizedMLPBatch`;
-    ``batch_size`` an integer in [1, 10**9].
+    ``batch_size`` an integer in [1, 10^9].
 
     Returns
     -------
@@ -367,7 +367,7 @@ def training_memory(depth, width, n_in, n_out, batch_size, *, layout="book", mom
     look-up, each ``eval_batch x width``).
 
     ``depth``, ``width``, ``n_in``, ``n_out`` and ``layout`` as for :class:`QuantizedMLPBatch`;
-    ``batch_size`` an integer in [1, 10**9], ``eval_batch`` in [0, 10**9] (0: no evaluation);
+    ``batch_size`` an integer in [1, 10^9], ``eval_batch`` in [0, 10^9] (0: no evaluation);
     ``momentum`` in [0, 1);
     ``bytes_per_value`` an integer in [1, 16].
 
@@ -561,7 +561,7 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     data : qmf_lite.Dataset
         With ``model``'s ``n_in`` features and labels in [0, n_out - 1].
     steps : sequence of int
-        Step counts in [0, 10**9] at which train and test accuracy are recorded (0: before
+        Step counts in [0, 10^9] at which train and test accuracy are recorded (0: before
         training); at least one >= 1.
     lr : float, str or callable
         Learning rate: a number, ``"bgs19"`` (:func:`bgs19_lr`) or a function of ``model.depth``
@@ -569,19 +569,21 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     batch_size : int
         In [1, number of training inputs].
     seed : int
-        Base seed of the data orders and of the evaluation subset, in [0, 2**63 - 1].
+        Base seed of the data orders and of the evaluation subset, in [0, 2^63 - 1].
     progress : bool
     momentum : float in [0, 1)
         SGD momentum (PyTorch's: ``v <- momentum v + g``, ``p <- p - lr v``).
     eval_size : int >= 1, optional
         Evaluate on a fixed random subset of this many training and test inputs (the same for
         every network); default the whole splits.
-    eval_batch : int in [1, 10**9]
+    eval_batch : int in [1, 10^9]
         Inputs per forward pass when accuracy is evaluated.
     precision : ``"fp32"``, ``"tf32"`` or ``"bf16"``
         Matrix-product precision: fp32; TF32 tensor cores (CUDA; a no-op on a CPU); or bf16
         autocast (parameters stay fp32).
 
+    Notes
+    -----
     On a CPU, networks of width up to :data:`SMALL_WIDTH` train on one thread: their matrix
     products are too small to gain from more, and idle threads waiting on each other cost much
     more than they save on a machine shared with other work.
@@ -802,16 +804,16 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     Parameters
     ----------
     levels, depths : sequences of int
-        ``levels`` in [2, 2**22]; ``depths`` as for :class:`QuantizedMLPBatch`.
+        ``levels`` in [2, 2^22]; ``depths`` as for :class:`QuantizedMLPBatch`.
     sigma_w : None or sequence of float
         ``None``: each ``N`` at its optimal initialization (:func:`qmf_lite.optimal_init`);
         otherwise every value (in [1e-100, 1e100]) for every ``N``.
     seeds : sequence of int
-        Independent initializations per cell, in [0, 2**63 - 1]; every network also has its own
+        Independent initializations per cell, in [0, 2^63 - 1]; every network also has its own
         data order.
     steps : sequence of int
-        Step counts in [1, 10**9] at which train and test accuracy are recorded.
-    width : int in [1, 2**20]
+        Step counts in [1, 10^9] at which train and test accuracy are recorded.
+    width : int in [1, 2^20]
     lr, batch_size, momentum, eval_size, precision, seed
         Passed to :func:`train`; ``lr`` may be ``"bgs19"`` or a function of the depth.
     layout : ``"book"`` or ``"bgs19"``

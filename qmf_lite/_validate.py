@@ -205,3 +205,71 @@ def check_choice(value, name, choices):
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
+
+
+def check_sequence(value, name, *, allow_empty=False):
+    """Return ``value`` as a list, requiring a list, tuple, range or 1-d array (not a string, a number or a
+    mapping), non-empty unless ``allow_empty``."""
+    ok = isinstance(value, (list, tuple, range)) or (isinstance(value, np.ndarray) and value.ndim == 1)
+    if not ok:
+        raise ValueError(f"{name} must be a sequence (a list, tuple or 1-d array), got {value!r}")
+    out = list(value)
+    if not out and not allow_empty:
+        raise ValueError(f"{name} must hold at least one entry, got {value!r}")
+    return out
+
+
+def check_int_sequence(value, name, minimum, maximum):
+    """Return ``value`` as a list of ints, requiring a non-empty sequence of integers in [minimum, maximum]
+    (floats such as 2.0, strings and bools refused)."""
+    return [check_int_range(v, name, minimum, maximum) for v in check_sequence(value, name)]
+
+
+class MissingFileError(FileNotFoundError, ValueError):
+    """A path argument that names no file: both a ``FileNotFoundError`` and a ``ValueError``."""
+
+
+def check_path(value, name, *, kind=None):
+    """Return ``value`` as a ``pathlib.Path``, requiring a string or ``os.PathLike``.
+
+    ``kind="file"``: it must name an existing file (a missing one raises :class:`MissingFileError`,
+    a ``ValueError`` that is also a ``FileNotFoundError``); ``kind="not_dir"``: it must not name an
+    existing folder (a file to be written).
+    """
+    import os
+    import pathlib
+
+    if isinstance(value, (bytes, bool)) or not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a path (a string or os.PathLike), got {value!r}")
+    path = pathlib.Path(value)
+    if kind == "file":
+        if path.is_dir():
+            raise ValueError(f"{name} must name a file, got the folder {str(path)!r}")
+        if not path.is_file():
+            raise MissingFileError(f"{name} must name an existing file: {str(path)!r} does not exist")
+    elif kind == "not_dir" and path.is_dir():
+        raise ValueError(f"{name} must name a file to write, got the folder {str(path)!r}")
+    return path
+
+
+def check_tensor(value, name, *, ndim=None, finite=True):
+    """Return ``value``, requiring a real (floating-point or integer) torch tensor on any device, with
+    ``ndim`` dimensions when given (an int or a tuple of allowed ones) and, if ``finite``, no NaN or inf.
+
+    The finiteness check reads the tensor once (one device synchronisation): call it at entry, not in
+    a loop.
+    """
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a torch tensor, got {type(value).__name__} {value!r:.60}")
+    if value.is_complex() or value.dtype == torch.bool:
+        raise ValueError(f"{name} must be a real (floating-point or integer) tensor, got dtype {value.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.dim() not in allowed:
+            what = " or ".join(str(d) for d in allowed)
+            raise ValueError(f"{name} must have {what} dimensions, got shape {tuple(value.shape)}")
+    if finite and value.is_floating_point() and value.numel() and not bool(torch.isfinite(value.detach()).all()):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return value

@@ -23,6 +23,7 @@ import warnings
 import numpy as np
 
 from ._cache import CacheWarning
+from ._validate import MissingFileError, check_bool, check_choice, check_path, check_real_in, check_seed, check_sequence
 
 __all__ = ["Dataset", "load_digits", "load_mnist", "read_idx", "load_dataset", "cache_dir", "MNIST_FILES",
            "BGS19_NORMALIZATION", "CacheWarning"]
@@ -43,7 +44,13 @@ MNIST_MIRRORS = (
 
 
 def cache_dir(*parts):
-    """``$QMF_LITE_CACHE`` or ``~/.cache/qmf_lite``, with ``parts`` appended (created)."""
+    """``$QMF_LITE_CACHE`` or ``~/.cache/qmf_lite``, with ``parts`` appended (created).
+
+    Each part must be a string or ``os.PathLike`` (a folder name or a relative path).
+    """
+    for part in parts:
+        if isinstance(part, (bytes, bool)) or not isinstance(part, (str, os.PathLike)):
+            raise ValueError(f"parts must be strings or os.PathLike (folder names), got {part!r}")
     root = pathlib.Path(os.environ.get("QMF_LITE_CACHE", pathlib.Path.home() / ".cache" / "qmf_lite"))
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
@@ -107,34 +114,62 @@ def _standardised(name, x_train, y_train, x_test, y_test, n_classes):
 
 
 def load_digits(test_fraction=0.25, seed=0):
-    """scikit-learn's 8x8 digits (1797 images, 10 classes), split at random; no download."""
+    """scikit-learn's 8x8 digits (1797 images, 10 classes), split at random; no download.
+
+    Parameters
+    ----------
+    test_fraction : float in (0, 1)
+        Share of the images in the test split; each split must keep at least one image
+        (``round(test_fraction * 1797)`` in [1, 1796]).
+    seed : int in [0, 2^63 - 1]
+        Seed of the random split.
+    """
     from sklearn.datasets import load_digits as _load
 
+    test_fraction = check_real_in(test_fraction, "test_fraction", 0.0, 1.0)
+    seed = check_seed(seed)
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
     bunch = _load()
     x, y = bunch.data.astype(np.float64), bunch.target
-    perm = np.random.default_rng(seed).permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
+    if not 1 <= n_test <= len(y) - 1:
+        raise ValueError(f"test_fraction must leave at least one image in each split: it must lie in "
+                         f"[{0.5 / len(y):.3g}, {1 - 0.5 / len(y):.6g}), got {test_fraction}")
+    perm = np.random.default_rng(seed).permutation(len(y))
     test, train = perm[:n_test], perm[n_test:]
     return _standardised("digits", x[train], y[train], x[test], y[test], 10)
 
 
 def read_idx(path):
-    """Parse an IDX file (optionally gzipped) into a numpy array: magic, dims, big-endian data."""
+    """Parse an IDX file (optionally gzipped) into a numpy array: magic, dims, big-endian data.
+
+    ``path`` must name an existing file (a string or ``os.PathLike``); a missing one raises a
+    ``ValueError`` that is also a ``FileNotFoundError``, and a file that is not IDX a ``ValueError``.
+    """
+    path = check_path(path, "path", kind="file")
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:   # a damaged gzip stream
+        raise ValueError(f"path {str(path)!r} must be a readable IDX file ({exc})") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file")
+        raise ValueError(f"path {str(path)!r} is not an IDX file (it must start with two zero bytes)")
     dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     code, ndim = data[2], data[3]
     if code not in dtypes:
-        raise ValueError(f"{path}: unknown IDX data type 0x{code:02x}")
+        raise ValueError(f"path {str(path)!r}: unknown IDX data type 0x{code:02x} (it must be one of "
+                         f"{sorted(hex(c) for c in dtypes)})")
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"path {str(path)!r}: the header must hold {ndim} dimensions, the file is too short")
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+    itemsize = np.dtype(dtypes[code]).itemsize
+    if (len(data) - 4 - 4 * ndim) % itemsize:
+        raise ValueError(f"path {str(path)!r}: the data must be a whole number of {itemsize}-byte values")
     arr = np.frombuffer(data, dtype=dtypes[code], offset=4 + 4 * ndim)
     if arr.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: expected {int(np.prod(shape))} values, found {arr.size}")
+        raise ValueError(f"path {str(path)!r}: expected {int(np.prod(shape))} values, found {arr.size}")
     return arr.reshape(shape).astype(dtypes[code].replace(">", "="))
 
 
@@ -204,21 +239,39 @@ def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_
         a temporary file, is verified against ``checksums`` (MD5) and is then renamed into place.
         With ``download=False`` a missing file is a ``FileNotFoundError`` and a file whose
         checksum is wrong a ``ValueError``, both naming the file.
+    mirrors : sequence of str
+        Base URLs, tried in order.
+    checksums : dict
+        The MD5 (32 hexadecimal digits) of each of the four files of ``MNIST_FILES``, by name.
+    progress : bool
     normalize : ``"feature"`` or ``"bgs19"``
         Standardise each pixel with the training set's statistics, or the paper's global
         ``(x / 255 - 0.1307) / 0.3081`` (:data:`qmf_lite.data.BGS19_NORMALIZATION`).
     """
-    if normalize not in ("feature", "bgs19"):
-        raise ValueError(f"normalize must be 'feature' or 'bgs19', got {normalize!r}")
-    root = cache_dir("mnist") if root is None else pathlib.Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    normalize = check_choice(normalize, "normalize", ("feature", "bgs19"))
+    download = check_bool(download, "download")
+    progress = check_bool(progress, "progress")
+    mirrors = check_sequence(mirrors, "mirrors")
+    if not all(isinstance(m, str) and m for m in mirrors):
+        raise ValueError(f"mirrors must be a sequence of base URLs (non-empty strings), got {mirrors!r}")
+    if not isinstance(checksums, dict) or set(checksums) != set(MNIST_FILES) or not all(
+            isinstance(v, str) and len(v) == 32 and all(c in "0123456789abcdef" for c in v.lower())
+            for v in checksums.values()):
+        raise ValueError(f"checksums must be a dict of the MD5 (32 hexadecimal digits) of each of the files "
+                         f"{sorted(MNIST_FILES)}, got {checksums!r:.200}")
+    root = cache_dir("mnist") if root is None else check_path(root, "root")
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"root must be a folder, got the file {str(root)!r}")
+    if download:
+        root.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, md5 in checksums.items():
         path = root / name
         if download:
             path = _download(name, md5, root, mirrors, progress)
         elif not path.exists():
-            raise FileNotFoundError(f"{path} is missing; call load_mnist(download=True)")
+            raise MissingFileError(f"root {str(root)!r} must hold {name}: {path} is missing; call "
+                                   "load_mnist(download=True)")
         elif _md5(path) != md5:
             raise ValueError(f"{path} is corrupt (md5 {_md5(path)}, expected {md5}); delete it or call "
                              "load_mnist(download=True)")
@@ -240,8 +293,8 @@ def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_
 
 
 def load_dataset(name, **kwargs):
-    """``"digits"`` (offline) or ``"mnist"`` (downloads once)."""
+    """``"digits"`` (offline) or ``"mnist"`` (downloads once); ``kwargs`` go to :func:`load_digits` or
+    :func:`load_mnist`."""
     loaders = {"digits": load_digits, "mnist": load_mnist}
-    if name not in loaders:
-        raise ValueError(f"dataset must be one of {sorted(loaders)}, got {name!r}")
+    name = check_choice(name, "name", tuple(sorted(loaders)))
     return loaders[name](**kwargs)

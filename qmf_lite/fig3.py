@@ -34,11 +34,11 @@ import datetime
 import hashlib
 import json
 import math
-import pathlib
+import numbers
 
 import numpy as np
 
-from ._validate import check_positive
+from ._validate import check_bool, check_path, check_positive, check_real_in
 
 __all__ = ["PROFILES", "DATA_FILE", "SCHEMA", "profile_config", "config_hash", "run", "produce", "write", "load",
            "is_stale", "boundary", "fit_exponent", "FIG3_CHANCE"]
@@ -66,20 +66,44 @@ PROFILES = {
 }
 
 
+def _check_profile(name, arg):
+    if not isinstance(name, str) or name not in PROFILES:
+        raise ValueError(f"{arg} must be one of {sorted(PROFILES)} (the name of a profile), got {name!r}")
+    return name
+
+
+def _check_config(config, arg="config"):
+    """A profile-like dict: every key of :data:`PROFILES`, a known dataset and normalisation (the other
+    values are checked by :func:`~qmf_lite.run_grid`)."""
+    keys = set(PROFILES["fast"])
+    if not isinstance(config, dict) or not keys <= set(config):
+        raise ValueError(f"{arg} must be a dict with the keys {sorted(keys)} (see PROFILES), got {config!r:.200}")
+    if config["dataset"] not in ("mnist", "digits"):
+        raise ValueError(f"{arg}['dataset'] must be 'mnist' or 'digits', got {config['dataset']!r}")
+    if config["normalize"] not in ("feature", "bgs19"):
+        raise ValueError(f"{arg}['normalize'] must be 'feature' or 'bgs19', got {config['normalize']!r}")
+    return config
+
+
 def profile_config(name):
     """A copy of the settings of profile ``name`` (``"fast"`` or ``"paper"``)."""
-    if name not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {name!r}")
-    return copy.deepcopy(PROFILES[name])
+    return copy.deepcopy(PROFILES[_check_profile(name, "name")])
 
 
 def config_hash(config):
     """A short hash of a configuration (canonical JSON: sorted keys, no spaces).
 
+    ``config`` must be JSON data: dicts with string keys, lists, strings, finite numbers, booleans
+    and ``None``.
+
     >>> config_hash({"a": 1, "b": [2, 3]}) == config_hash({"b": [2, 3], "a": 1})
     True
     """
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    try:
+        blob = json.dumps(config, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config must be JSON data (dicts with string keys, lists, strings, finite numbers, "
+                         f"booleans, None), got {config!r:.200} ({exc})") from None
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -96,9 +120,16 @@ def _load_data(config, progress):
 
 
 def run(config, *, device=None, max_memory="auto", cache=True, progress=True, data=None):
-    """Train the grid of ``config`` (a profile's settings, see :data:`PROFILES`): a ``GridResult``."""
+    """Train the grid of ``config`` (a profile's settings, see :data:`PROFILES`): a ``GridResult``.
+
+    ``config`` is a dict with every key of a profile; its values, and the other arguments, are
+    checked by :func:`~qmf_lite.run_grid` (``data``: ``None``, to load ``config["dataset"]``, or a
+    :class:`~qmf_lite.Dataset`).
+    """
     from .training import run_grid
 
+    _check_config(config)
+    progress = check_bool(progress, "progress")
     data = _load_data(config, progress) if data is None else data
     return run_grid(config["levels"], config["depths"], seeds=config["seeds"], steps=config["steps"],
                     width=config["width"], lr=config["lr"], batch_size=config["batch_size"],
@@ -108,9 +139,28 @@ def run(config, *, device=None, max_memory="auto", cache=True, progress=True, da
 
 
 def write(path, grid, config, meta=None):
-    """Write a grid's accuracy table with ``config``, its hash and ``meta`` to ``path`` (atomically)."""
-    from . import _cache
+    """Write a grid's accuracy table with ``config``, its hash and ``meta`` to ``path`` (atomically).
 
+    ``path`` names a file (not a folder); ``grid`` is a :class:`~qmf_lite.GridResult`; ``config``
+    and ``meta`` (``None`` or a dict, without the keys ``schema``, ``config``, ``config_hash`` and
+    ``rows``) must be JSON data (see :func:`config_hash`).
+    """
+    from . import _cache
+    from .training import GridResult
+
+    path = check_path(path, "path", kind="not_dir")
+    if not isinstance(grid, GridResult):
+        raise ValueError(f"grid must be a GridResult, got {type(grid).__name__}")
+    _check_config(config)
+    config_hash(config)
+    if meta is not None:
+        if not isinstance(meta, dict) or set(meta) & {"schema", "config", "config_hash", "rows"}:
+            raise ValueError(f"meta must be None or a dict without the keys schema, config, config_hash and rows, "
+                             f"got {meta!r:.200}")
+        try:
+            json.dumps(meta, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"meta must be JSON data (finite numbers), got {meta!r:.200} ({exc})") from None
     rows = [{k: (round(v, 5) if k.endswith("_acc") else v) for k, v in r.items()} for r in grid.rows]
     doc = {"schema": SCHEMA, "config": config, "config_hash": config_hash(config), **(meta or {}), "rows": rows}
     return _cache.atomic_write_json(path, doc, indent=1)
@@ -123,6 +173,10 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
     The file holds the configuration and its hash, the versions of qmf_lite and torch, a
     fingerprint of the code, the device, the wall time, the peak device memory, the matrix-product
     operations and the achieved TFLOP/s of the training done in this call.
+
+    ``profile`` is ``"fast"`` or ``"paper"``; ``out`` a file path (default :data:`DATA_FILE`);
+    ``config`` ``None`` (the profile's settings) or a dict as for :func:`run`, which checks the
+    other arguments.
     """
     import platform
 
@@ -131,8 +185,9 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
     from . import __version__, _cache
     from .simulate import default_device
 
-    config = profile_config(profile) if config is None else copy.deepcopy(config)
-    out = pathlib.Path(DATA_FILE if out is None else out)
+    _check_profile(profile, "profile")
+    config = profile_config(profile) if config is None else copy.deepcopy(_check_config(config))
+    out = check_path(DATA_FILE if out is None else out, "out", kind="not_dir")
     dev = default_device(device)
     grid = run(config, device=dev, max_memory=max_memory, cache=cache, progress=progress, data=data)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
@@ -154,20 +209,25 @@ def load(path):
     """Read a data file written by :func:`write`: ``(GridResult, meta)``.
 
     Raises ``ValueError`` naming the file when it is not a Fig. 3 data file of this schema, or
-    when its stored hash does not match its own configuration (an edited or damaged file).
+    when its stored hash does not match its own configuration (an edited or damaged file); a
+    missing file is a ``ValueError`` that is also a ``FileNotFoundError``.
     """
     from .training import GridResult
 
-    path = pathlib.Path(path)
+    path = check_path(path, "path", kind="file")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_bytes())
     except ValueError as exc:
-        raise ValueError(f"{path} is not a valid Fig. 3 data file: {exc}") from exc
+        raise ValueError(f"path {str(path)!r} must be a Fig. 3 data file: {path} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or "config" not in doc or "rows" not in doc:
-        raise ValueError(f"{path} is not a Fig. 3 data file of schema {SCHEMA}")
-    if doc.get("config_hash") != config_hash(doc["config"]):
-        raise ValueError(f"{path}: its config_hash {doc.get('config_hash')!r} does not match its configuration "
-                         f"({config_hash(doc['config'])!r}); the file was edited or damaged")
+        raise ValueError(f"path {str(path)!r} must be a Fig. 3 data file of schema {SCHEMA}: {path} is not")
+    try:
+        stored = config_hash(doc["config"])
+    except ValueError as exc:
+        raise ValueError(f"path {str(path)!r}: {path} must hold a JSON configuration ({exc})") from None
+    if doc.get("config_hash") != stored:
+        raise ValueError(f"path {str(path)!r}: {path}: its config_hash {doc.get('config_hash')!r} must match its "
+                         f"configuration ({stored!r}); the file was edited or damaged")
     meta = {k: v for k, v in doc.items() if k != "rows"}
     cfg = doc["config"]
     grid = GridResult(doc["rows"], {**cfg, "sigma_w": None}, float(doc.get("wall_seconds") or 0.0),
@@ -176,31 +236,55 @@ def load(path):
 
 
 def is_stale(meta, profile="paper"):
-    """True when a data file's configuration hash differs from the code's ``profile``."""
+    """True when a data file's configuration hash differs from the code's ``profile``.
+
+    ``meta`` is the dict :func:`load` returns; ``profile`` ``"fast"`` or ``"paper"``.
+    """
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta must be a dict (the metadata load() returns), got {meta!r:.200}")
+    _check_profile(profile, "profile")
     return meta.get("config_hash") != config_hash(profile_config(profile))
 
 
 def boundary(grid, step=None, chance=FIG3_CHANCE):
     """The halfway depth :math:`L_{1/2}(N)` of each ``N`` and its ratio to :math:`\\xi(N)`.
 
+    Parameters
+    ----------
+    grid : qmf_lite.GridResult
+        With ``levels``, ``depth``, ``step`` and ``test_acc`` in [0, 1] in every row.
+    step : int, optional
+        One of the grid's recorded steps; default the last.
+    chance : float in [0, 1]
+
     Returns
     -------
     dict of arrays: ``levels``, ``xi``, ``l_half`` (NaN where the accuracy never falls halfway
-    to chance within the grid) and ``ratio`` = ``l_half / xi``.
+    to chance within the grid, or where the grid lacks a depth of that ``N``) and ``ratio`` =
+    ``l_half / xi``.
     """
     from .tradeoff import optimal_depth_scale
-    from .training import halfway_depth
+    from .training import GridResult, halfway_depth
 
+    if not isinstance(grid, GridResult) or not grid.rows:
+        raise ValueError(f"grid must be a GridResult with at least one row, got {grid!r:.200}")
+    recorded = sorted({r["step"] for r in grid.rows})
+    if step is not None and (isinstance(step, (bool, np.bool_)) or not isinstance(step, numbers.Integral)
+                             or step not in recorded):
+        raise ValueError(f"step must be None or one of the grid's recorded steps {recorded}, got {step!r}")
+    chance = check_real_in(chance, "chance", 0.0, 1.0)
     levels, depths, acc = grid.table("test_acc", step=step)
     xi = np.array([optimal_depth_scale(n) for n in levels])
-    l_half = np.array([halfway_depth(depths, a, chance) for a in acc])
+    l_half = np.array([halfway_depth(depths, a, chance) if np.isfinite(a).all() else np.nan for a in acc])
     return {"levels": np.array(levels), "xi": xi, "l_half": l_half, "ratio": l_half / xi}
 
 
 def fit_exponent(xi, l_half):
     r"""Least-squares fit of :math:`\log L_{1/2} = \log a + \beta\log\xi`, with the standard error of :math:`\beta`.
 
-    NaN entries are dropped. The standard error is the usual one of an ordinary least-squares
+    ``xi`` holds finite values > 0; ``l_half`` the same number of halfway depths, each > 0 and
+    finite or NaN. NaN entries are dropped; at least 3 must remain, with at least two distinct
+    ``xi``. The standard error is the usual one of an ordinary least-squares
     slope, :math:`s/\sqrt{\sum(\log\xi - \overline{\log\xi})^2}` with the residual standard
     deviation :math:`s` on ``n - 2`` degrees of freedom: it measures the scatter of the points
     about the power law, not the training noise of each point.
@@ -216,7 +300,7 @@ def fit_exponent(xi, l_half):
     (1.0, 0.0, 3.0)
     """
     xi = np.asarray(check_positive(xi, "xi"), float).ravel()
-    l_half = np.asarray(l_half, float).ravel()
+    l_half = _check_halfway_depths(l_half)
     if xi.shape != l_half.shape:
         raise ValueError(f"xi and l_half must have the same length, got {xi.size} and {l_half.size}")
     keep = np.isfinite(l_half) & (l_half > 0)
@@ -224,8 +308,29 @@ def fit_exponent(xi, l_half):
         raise ValueError(f"l_half must hold at least 3 finite positive values to fit a power law, got {int(keep.sum())}")
     x, y = np.log(xi[keep]), np.log(l_half[keep])
     xm = x - x.mean()
+    if not (xm ** 2).sum() > 0:
+        raise ValueError("xi must hold at least two distinct values where l_half is finite (the fit needs a spread)")
     beta = float((xm * (y - y.mean())).sum() / (xm ** 2).sum())
     intercept = float(y.mean() - beta * x.mean())
     resid = y - intercept - beta * x
     se = float(math.sqrt(max((resid ** 2).sum(), 0.0) / (keep.sum() - 2) / (xm ** 2).sum()))
+    if not (math.isfinite(beta) and math.isfinite(se) and intercept < 709.0):
+        raise ValueError("xi and l_half must give a fit within float64: the slope or the prefactor "
+                         f"exp({intercept:.4g}) overflows; spread xi further")
     return beta, se, float(math.exp(intercept))
+
+
+def _check_halfway_depths(l_half):
+    """``l_half`` as a flat float64 array: real numbers, each > 0 and finite, or NaN."""
+    if isinstance(l_half, (str, bytes, bool, np.bool_)) or l_half is None:
+        raise ValueError(f"l_half must be real numbers (> 0, or NaN), got {l_half!r}")
+    raw = np.asarray(l_half)
+    if raw.dtype.kind not in "iuf" and not (raw.dtype.kind == "O" and all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            for v in raw.ravel())):
+        raise ValueError(f"l_half must be real numbers (> 0, or NaN), got {l_half!r}")
+    arr = raw.astype(np.float64).ravel()
+    bad = ~np.isnan(arr) & ~((arr > 0) & np.isfinite(arr))
+    if bad.any():
+        raise ValueError(f"l_half must be finite and > 0, or NaN, got {arr[bad][:3]}")
+    return arr

@@ -28,16 +28,29 @@ def empirical_ntk(model, x, output=0):
         In the ``"book"`` layout (no first-layer bias, an unquantized linear readout), which the
         formula above assumes.
     x : tensor, shape (n, features)
+        Finite inputs with the model's ``n_in`` features, on any device and of any real dtype
+        (moved to the model's device and converted to its dtype).
     output : int
-        Which output (logit) is ``f``.
+        Which output (logit) is ``f``, in [0, n_out - 1].
 
     Returns
     -------
     tensor, shape (B, n, n)
     """
-    if getattr(model, "layout", "book") != "book":
+    from ._validate import check_tensor
+    from .training import QuantizedMLPBatch
+
+    if not isinstance(model, QuantizedMLPBatch):
+        raise ValueError(f"model must be a QuantizedMLPBatch, got {type(model).__name__}")
+    if model.layout != "book":
         raise ValueError(f"model must use layout='book' (the readout term above assumes it), got {model.layout!r}")
-    x = x.to(model.w_out.device)
+    check_tensor(x, "x", ndim=2)
+    n_in = model.w_in.shape[1]
+    if x.shape[1] != n_in or x.shape[0] < 1:
+        raise ValueError(f"x must have shape (n, {n_in}) with n >= 1 (the model's n_in features), got "
+                         f"{tuple(x.shape)}")
+    output = model._check_output(output)
+    x = x.to(device=model.w_out.device, dtype=model.w_out.dtype)
     hs, grads = model.preactivation_grads(x, output)
     with torch.no_grad():
         acts = [model.phi(h) for h in hs]

@@ -23,14 +23,20 @@ import math
 import torch
 from scipy import special
 
-from ._validate import check_levels, check_nonnegative, check_positive
+import numbers
+
+from ._validate import (check_int_range, check_levels, check_nonnegative, check_positive, check_sigmas,
+                        check_tensor)
 from .activations import QuantizedActivation, get_activation
 from .maps import fixed_point_q
 
 __all__ = ["QuantAct", "quantize", "ste_quantize", "staircase_tables", "ste_clip", "ste_slope", "ste_chi1"]
 
+#: the most rows (networks) of :func:`staircase_tables`
+MAX_ROWS = 2**20
 
-def staircase_tables(levels, spacing, scale, rows=None):
+
+def staircase_tables(levels, spacing=None, scale=1.0, rows=None):
     r"""Thresholds and output levels of uniform staircases, one row per network, in float64.
 
     Row ``b`` holds :math:`g_k = D_b\,(k - (N_b - 2)/2)` for ``k = 0..N_b - 2`` and the levels
@@ -45,7 +51,8 @@ def staircase_tables(levels, spacing, scale, rows=None):
         Number of levels ``N >= 2``, raw threshold spacing ``D > 0`` (``None``: ``2A/(N-1)``) and
         output range ``A > 0``, per row.
     rows : int, optional
-        Number of rows; default the length of the longest sequence argument (1 if all are scalars).
+        Number of rows, in [1, 2^20]; default the length of the longest sequence argument (1 if all
+        are scalars).
 
     Returns
     -------
@@ -63,6 +70,28 @@ def staircase_tables(levels, spacing, scale, rows=None):
     """
     import numpy as np
 
+    levels, spacing, scale = _rows(levels, spacing, scale, rows)
+    n = len(levels)
+    top = max(levels)
+    g = np.full((n, top - 1), np.inf)
+    v = np.empty((n, top))
+    acts = {}
+    for b, (m, d, a) in enumerate(zip(levels, spacing, scale)):
+        if (m, d, a) not in acts:                   # the same floating-point thresholds and levels
+            acts[m, d, a] = QuantizedActivation(m, d, a)
+        act = acts[m, d, a]
+        g[b, :m - 1] = act.thresholds
+        v[b, :m] = act.values
+        v[b, m:] = act.values[-1]
+    return g, v
+
+
+def _rows(levels, spacing, scale, rows):
+    """The checked ``(levels, spacing, scale)`` of each row, as lists (spacing ``None`` resolved)."""
+    import numpy as np
+
+    from .activations import MAX_STORED_LEVELS
+
     def column(value):
         if hasattr(value, "detach"):
             value = value.detach().cpu().numpy()
@@ -70,25 +99,24 @@ def staircase_tables(levels, spacing, scale, rows=None):
             return [value]
         return list(np.asarray(value, dtype=object).reshape(-1))
 
+    if rows is not None:
+        rows = check_int_range(rows, "rows", 1, MAX_ROWS, " (networks in a batch)")
     cols = {"levels": column(levels), "spacing": column(spacing), "scale": column(scale)}
     n = rows if rows is not None else max(len(c) for c in cols.values())
+    if n > MAX_ROWS:
+        raise ValueError(f"levels, spacing and scale must have at most {MAX_ROWS} entries (networks in a batch), "
+                         f"got {n}")
     for name, c in cols.items():
         if len(c) not in (1, n):
-            raise ValueError(f"{name} must be a scalar or have {n} entries (one per row), got {len(c)}")
+            lengths = ", ".join(f"{k} {len(v)}" for k, v in cols.items())
+            raise ValueError(f"{name} must be a scalar or have {n} entries (one per row; levels, spacing and scale "
+                             f"must agree), got {len(c)} (lengths: {lengths})")
         cols[name] = c * n if len(c) == 1 else c
-    levels = [check_levels(v) for v in cols["levels"]]
+    levels = [check_levels(v, maximum=MAX_STORED_LEVELS) for v in cols["levels"]]
     scale = [float(check_positive(v, "scale", allow_array=False)) for v in cols["scale"]]
     spacing = [2.0 * a / (m - 1) if d is None else float(check_positive(d, "spacing", allow_array=False))
                for d, a, m in zip(cols["spacing"], scale, levels)]
-    top = max(levels)
-    g = np.full((n, top - 1), np.inf)
-    v = np.empty((n, top))
-    for b, (m, d, a) in enumerate(zip(levels, spacing, scale)):
-        act = QuantizedActivation(m, d, a)          # the same floating-point thresholds and levels
-        g[b, :m - 1] = act.thresholds
-        v[b, :m] = act.values
-        v[b, m:] = act.values[-1]
-    return g, v
+    return levels, spacing, scale
 
 
 def _lookup(x, thresholds, values):
@@ -125,6 +153,7 @@ def _per_row(value):
 
 
 def _tables_for(x, levels, spacing, scale):
+    check_tensor(x, "x", finite=False)
     per_row = any(_per_row(v) for v in (levels, spacing, scale))
     if per_row and x.dim() == 0:
         raise ValueError("x must have a leading network dimension when the parameters differ per network")
@@ -133,7 +162,7 @@ def _tables_for(x, levels, spacing, scale):
     return torch.as_tensor(g, dtype=dtype, device=x.device), torch.as_tensor(v, dtype=dtype, device=x.device)
 
 
-def quantize(x, levels, spacing, scale):
+def quantize(x, levels, spacing=None, scale=1.0):
     r"""The uniform N-level staircase, equal to :class:`~qmf_lite.QuantizedActivation` bit for bit.
 
     The thresholds :math:`g_k = D\,(k - (N-2)/2)` and the levels :math:`A(-1 + 2k/(N-1))` are
@@ -149,9 +178,11 @@ def quantize(x, levels, spacing, scale):
     Parameters
     ----------
     x : tensor
-        Inputs; with per-network parameters, ``x.shape[0]`` indexes the networks.
+        Inputs, a real torch tensor on any device; with per-network parameters, ``x.shape[0]``
+        indexes the networks.
     levels, spacing, scale : scalar, or one value per network (length ``x.shape[0]``)
-        ``N >= 2``, raw spacing ``D > 0`` (``None``: ``2A/(N-1)``), output range ``A > 0``.
+        ``N`` an integer in [2, 2^22], raw spacing ``D`` in [1e-100, 1e100] (``None``:
+        ``2A/(N-1)``), output range ``A`` in [1e-100, 1e100].
 
     Examples
     --------
@@ -182,10 +213,51 @@ def ste_lookup(x, thresholds, values, slope, clip):
     return _STE.apply(x, thresholds, values, slope, clip)
 
 
-def ste_quantize(x, levels, spacing, scale, slope, clip):
-    """Forward the staircase, backward ``slope * 1{|x| <= clip}``; parameters broadcast with ``x``."""
+def _check_gain(value, name, rows):
+    """``slope`` or ``clip`` of :func:`ste_quantize`: a finite number >= 0, or one per network (a
+    sequence, array or tensor of length ``rows``)."""
+    if hasattr(value, "detach"):
+        check_tensor(value, name)
+        arr = value.detach().to("cpu", torch.float64).numpy()
+    else:
+        arr = check_nonnegative(value, name)
+    if (arr < 0).any():
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    if arr.size not in (1, rows):
+        raise ValueError(f"{name} must be a scalar or have {rows} entries (one per network), got {arr.size}")
+    return value
+
+
+def ste_quantize(x, levels, spacing=None, scale=1.0, slope=1.0, clip=None):
+    r"""Forward the staircase (:func:`quantize`), backward ``slope * 1{|x| <= clip}``.
+
+    Parameters
+    ----------
+    x : tensor
+        Inputs, a real torch tensor on any device (see :func:`quantize`).
+    levels, spacing, scale
+        The staircase, as for :func:`quantize`.
+    slope, clip : float >= 0, or one value per network
+        The straight-through gain ``s`` (default 1) and clipping point ``T`` (default ``None``:
+        each staircase's own :math:`T = (N-1)D/2`, as :func:`ste_clip`): finite numbers >= 0, or
+        a sequence, array or tensor with one per network; they broadcast with ``x``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([-2.0, 0.2], requires_grad=True)
+    >>> ste_quantize(x, 4, None, 1.0, 1.5, 1.0).sum().backward()
+    >>> x.grad
+    tensor([0.0000, 1.5000])
+    """
     as_t = lambda v: torch.as_tensor(v, dtype=x.dtype, device=x.device)  # noqa: E731
     g, v = _tables_for(x, levels, spacing, scale)
+    _check_gain(slope, "slope", g.shape[0])
+    if clip is None:
+        m, d, _ = _rows(levels, spacing, scale, g.shape[0])
+        clip = [(n - 1) * dn / 2.0 for n, dn in zip(m, d)]
+        clip = clip[0] if len(clip) == 1 else clip
+    _check_gain(clip, "clip", g.shape[0])
     slope, clip = as_t(slope), as_t(clip)
     if g.shape[0] > 1:
         shape = (g.shape[0],) + (1,) * (x.dim() - 1)
@@ -195,33 +267,113 @@ def ste_quantize(x, levels, spacing, scale, slope, clip):
 
 
 def ste_clip(activation):
-    """The clipping point ``T = (N - 1) D / 2`` of the STE for a uniform quantized activation."""
-    return (activation.levels - 1) * activation.spacing / 2.0
+    """The clipping point ``T = (N - 1) D / 2`` of the STE for a uniform quantized activation.
+
+    ``activation`` is a :class:`~qmf_lite.QuantizedActivation` or its number of levels ``N``
+    (an integer in [2, 2^22]: ``QuantizedActivation(N)``).
+
+    >>> ste_clip(4)
+    1.0
+    """
+    act = _as_quantized(activation)
+    return (act.levels - 1) * act.spacing / 2.0
 
 
 def _as_quantized(activation):
-    act = get_activation(activation) if not isinstance(activation, int) else QuantizedActivation(activation)
+    """A QuantizedActivation, or an int N (QuantizedActivation(N)); the error names ``activation``."""
+    if isinstance(activation, QuantizedActivation):
+        return activation
+    if isinstance(activation, numbers.Integral) and not isinstance(activation, bool):
+        from .activations import MAX_STORED_LEVELS
+
+        return QuantizedActivation(check_levels(activation, "activation", maximum=MAX_STORED_LEVELS))
+    try:
+        act = get_activation(activation)
+    except ValueError:
+        act = None
     if not isinstance(act, QuantizedActivation):
-        raise ValueError(f"activation must be a QuantizedActivation (or a number of levels), got {act!r}")
+        raise ValueError(f"activation must be a QuantizedActivation or a number of levels (an integer >= 2), "
+                         f"got {activation!r}")
     return act
 
 
+def _scalar_sigmas(sigma_w, sigma_b):
+    sw, sb = check_sigmas(sigma_w, sigma_b, allow_array=False)
+    return float(sw), float(sb)
+
+
+def _p_inside(act, q_star):
+    """P(|u| <= T) for u ~ N(0, q*): erf(T / sqrt(2 q*)), and 1 at q* = 0 (every u is 0)."""
+    return 1.0 if q_star == 0 else float(special.erf(ste_clip(act) / math.sqrt(2 * q_star)))
+
+
 def ste_slope(activation, sigma_w, sigma_b=0.0):
-    r"""The STE slope that makes :math:`\chi_1 = \sigma_w^2 s^2\operatorname{erf}(T/\sqrt{2q^*}) = 1`."""
+    r"""The STE slope that makes :math:`\chi_1 = \sigma_w^2 s^2\operatorname{erf}(T/\sqrt{2q^*}) = 1`.
+
+    Parameters
+    ----------
+    activation : QuantizedActivation or int
+        The forward function (an int ``N`` in [2, 2^22] means ``QuantizedActivation(N)``).
+    sigma_w : float in [1e-100, 1e100]
+    sigma_b : float in [0, 1e100]
+
+    Returns
+    -------
+    float
+        :math:`s = 1/(\sigma_w\sqrt{\operatorname{erf}(T/\sqrt{2q^*})})`; :math:`1/\sigma_w` where
+        :math:`q^* = 0` (an odd ``N`` with :math:`\sigma_b = 0` whose fixed point collapses onto the
+        zero level: every pre-activation lies inside the clipping range).
+
+    >>> round(ste_slope(4, 1.0), 6)
+    1.043285
+    """
     act = _as_quantized(activation)
-    sigma_w = float(check_positive(sigma_w, "sigma_w", allow_array=False))
-    sigma_b = float(check_nonnegative(sigma_b, "sigma_b"))
+    sigma_w, sigma_b = _scalar_sigmas(sigma_w, sigma_b)
     q_star = float(fixed_point_q(act, sigma_w, sigma_b))
-    if not 0 < q_star < math.inf:
-        raise ValueError(f"no finite positive fixed point q* at sigma_w={sigma_w}, sigma_b={sigma_b}")
-    return 1.0 / (sigma_w * math.sqrt(special.erf(ste_clip(act) / math.sqrt(2 * q_star))))
+    return 1.0 / (sigma_w * math.sqrt(_p_inside(act, q_star)))
+
+
+#: the largest ``sigma_w * slope`` of :func:`ste_chi1` (its square, chi_1, stays within float64)
+MAX_GAIN = 1e150
 
 
 def ste_chi1(activation, sigma_w, sigma_b=0.0, slope=1.0):
-    r""":math:`\chi_1 = \sigma_w^2 s^2 P(|u| \le T)` at the fixed point ``q*``."""
+    r""":math:`\chi_1 = \sigma_w^2 s^2 P(|u| \le T)` at the fixed point ``q*``.
+
+    Parameters
+    ----------
+    activation : QuantizedActivation or int
+        The forward function (an int ``N`` in [2, 2^22] means ``QuantizedActivation(N)``).
+    sigma_w : float in [1e-100, 1e100]
+    sigma_b : float in [0, 1e100]
+    slope : float >= 0
+        The STE slope ``s``, at most ``MAX_GAIN`` (1e150) and with ``sigma_w * slope`` at most
+        ``MAX_GAIN``.
+
+    Returns
+    -------
+    float
+        :math:`\chi_1`. Where :math:`q^* = 0` (an odd ``N`` at :math:`\sigma_b = 0` below the
+        collapse threshold, every pre-activation 0) :math:`P(|u| \le T) = 1` and
+        :math:`\chi_1 = \sigma_w^2 s^2`.
+
+    >>> round(ste_chi1(4, 1.0, slope=ste_slope(4, 1.0)), 12)
+    1.0
+    >>> ste_chi1(3, 0.5, 0.0, slope=1.0)
+    0.25
+    """
     act = _as_quantized(activation)
+    sigma_w, sigma_b = _scalar_sigmas(sigma_w, sigma_b)
+    s = check_nonnegative(slope, "slope")
+    if s.ndim:
+        raise ValueError(f"slope must be a scalar >= 0, got an array of shape {s.shape}")
+    limit = min(MAX_GAIN, MAX_GAIN / sigma_w)
+    if float(s) > limit:
+        raise ValueError(f"slope must be at most {limit:.3g} (min(1e150, 1e150 / sigma_w): chi_1 = "
+                         f"sigma_w^2 slope^2 P(|u| <= T) must stay within float64), got {slope!r}")
+    slope = float(s)
     q_star = float(fixed_point_q(act, sigma_w, sigma_b))
-    return sigma_w**2 * slope**2 * special.erf(ste_clip(act) / math.sqrt(2 * q_star))
+    return sigma_w**2 * slope**2 * _p_inside(act, q_star)
 
 
 class QuantAct(torch.nn.Module):
@@ -248,8 +400,7 @@ class QuantAct(torch.nn.Module):
     def __init__(self, activation, sigma_w, sigma_b=0.0, slope=None):
         super().__init__()
         self.activation = _as_quantized(activation)
-        self.sigma_w = float(check_positive(sigma_w, "sigma_w", allow_array=False))
-        self.sigma_b = float(check_nonnegative(sigma_b, "sigma_b"))
+        self.sigma_w, self.sigma_b = _scalar_sigmas(sigma_w, sigma_b)
         self.clip = ste_clip(self.activation)
         self.slope = ste_slope(self.activation, self.sigma_w, self.sigma_b) if slope is None else float(
             check_positive(slope, "slope", allow_array=False))

@@ -43,8 +43,10 @@ import torch
 
 from . import _cache
 from ._progress import progress as _progress
-from ._validate import check_int, check_levels, check_nonnegative, check_positive
-from .activations import QuantizedActivation
+from ._validate import (check_bool, check_callable, check_choice, check_int, check_int_range, check_int_sequence,
+                        check_levels, check_positive, check_real_array, check_real_in, check_seed, check_sequence,
+                        check_sigmas)
+from .activations import MAX_STORED_LEVELS, QuantizedActivation
 from .maps import fixed_point_q
 from .simulate import default_device
 from .ste import staircase_tables, ste_clip, ste_lookup, ste_slope
@@ -62,13 +64,38 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 EVAL_BATCH = 2048
 #: version of the cached grid entries
 _SCHEMA = 3
+#: the most layers, units per layer, input features or outputs, recorded SGD steps and threads of a
+#: network or a grid (far beyond any use; they keep allocations and loops finite)
+MAX_DEPTH, MAX_WIDTH, MAX_FEATURES, MAX_STEPS, MAX_WORKERS = 10**5, 2**20, 2**24, 10**9, 1024
+#: the largest learning rate (float32's largest number)
+MAX_LR = float(np.finfo(np.float32).max)
+
+
+def _check_momentum(momentum):
+    momentum = check_real_in(momentum, "momentum", 0.0, 1.0)
+    if momentum >= 1:
+        raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+    return momentum
+
+
+def _check_layer_sizes(depth, width, n_in, n_out, layout):
+    layout = check_choice(layout, "layout", LAYOUTS)
+    depth = check_int_range(depth, "depth", 2 if layout == "bgs19" else 1, MAX_DEPTH)
+    width = check_int_range(width, "width", 1, MAX_WIDTH)
+    n_in = check_int_range(n_in, "n_in", 1, MAX_FEATURES)
+    n_out = check_int_range(n_out, "n_out", 1, MAX_FEATURES)
+    return depth, width, n_in, n_out, layout
 
 
 @dataclasses.dataclass(frozen=True)
 class NetSpec:
     """One network of a batch: its activation, initialization and seed (``slope=None``: chi_1 = 1).
 
-    ``spacing`` is the raw threshold spacing ``D`` (``None``: ``2 scale / (levels - 1)``).
+    ``levels`` is an integer in [2, 2^22]; ``sigma_w`` in [1e-100, 1e100] and ``sigma_b`` in
+    [0, 1e100]; ``seed`` an integer in [0, 2^63 - 1]; ``slope`` ``None`` or finite and > 0;
+    ``spacing`` the raw threshold spacing ``D`` in [1e-100, 1e100] (``None``:
+    ``2 scale / (levels - 1)``); ``scale`` in [1e-100, 1e100]. The values are stored as given
+    (they enter the cache key and the seeds of the data order).
     """
 
     levels: int
@@ -78,6 +105,16 @@ class NetSpec:
     slope: float | None = None
     spacing: float | None = None
     scale: float = 1.0
+
+    def __post_init__(self):
+        check_levels(self.levels, maximum=MAX_STORED_LEVELS)
+        check_sigmas(self.sigma_w, self.sigma_b, allow_array=False)
+        check_seed(self.seed)
+        if self.slope is not None:
+            check_positive(self.slope, "slope", allow_array=False)
+        if self.spacing is not None:
+            check_positive(self.spacing, "spacing", allow_array=False)
+        QuantizedActivation(self.levels, self.spacing, self.scale)   # spacing and scale in range, together
 
     @classmethod
     def optimal(cls, levels, seed=0, **kw):
@@ -91,21 +128,38 @@ class NetSpec:
 
 
 def bgs19_lr(depth):
-    """The paper's learning rate: ``1e-3`` below 100 layers, ``5e-4`` from 100 (``pick_lr`` in its code)."""
-    return 1e-3 if depth < 100 else 5e-4
+    """The paper's learning rate: ``1e-3`` below 100 layers, ``5e-4`` from 100 (``pick_lr`` in its code).
+
+    ``depth`` is an integer >= 1.
+
+    >>> bgs19_lr(10), bgs19_lr(110)
+    (0.001, 0.0005)
+    """
+    return 1e-3 if check_int(depth, "depth", 1) < 100 else 5e-4
 
 
 _LR_RULES = {"bgs19": bgs19_lr}
 
 
 def learning_rate(lr, depth):
-    """The learning rate at ``depth``: ``lr`` itself (a number), a named rule (``"bgs19"``), or ``lr(depth)``."""
+    """The learning rate at ``depth``: ``lr`` itself (a number), a named rule (``"bgs19"``), or ``lr(depth)``.
+
+    The rate must be finite, > 0 and at most ``MAX_LR`` (float32's largest number, 3.4e38);
+    ``depth`` is an integer >= 1.
+
+    >>> learning_rate("bgs19", 120), learning_rate(0.1, 3)
+    (0.0005, 0.1)
+    """
+    depth = check_int(depth, "depth", 1)
     if isinstance(lr, str):
         if lr not in _LR_RULES:
             raise ValueError(f"lr must be a number, a callable of the depth or one of {sorted(_LR_RULES)}, got {lr!r}")
         lr = _LR_RULES[lr]
     value = lr(depth) if callable(lr) else lr
-    return float(check_positive(value, "lr", allow_array=False))
+    value = float(check_positive(value, "lr", allow_array=False))
+    if value > MAX_LR:
+        raise ValueError(f"lr must be at most {MAX_LR:.4g} (float32's largest number), got {value!r}")
+    return value
 
 
 class QuantizedMLPBatch(torch.nn.Module):
@@ -117,12 +171,14 @@ class QuantizedMLPBatch(torch.nn.Module):
     Parameters
     ----------
     specs : sequence of NetSpec
-    n_in, n_out : int
+        At least one; each network's values (``sigma_w``, ``slope``, ``q*``, ...) must fit ``dtype``.
+    n_in, n_out : int in [1, 2^24]
     depth : int
-        ``layout="book"``: hidden layers (>= 1); ``layout="bgs19"``: linear layers (>= 2).
-    width : int
+        ``layout="book"``: hidden layers (in [1, 10^5]); ``layout="bgs19"``: linear layers (in [2, 10^5]).
+    width : int in [1, 2^20]
     device, dtype
-        Where and in which floating-point type the parameters live.
+        Where and in which floating-point type (a floating-point ``torch.dtype``; ``None``: torch's
+        default) the parameters live.
     layout : ``"book"`` or ``"bgs19"``
         See the module docstring.
 
@@ -133,20 +189,30 @@ class QuantizedMLPBatch(torch.nn.Module):
 
     def __init__(self, specs, n_in, n_out, depth, width, device=None, dtype=torch.float32, layout="book"):
         super().__init__()
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        depth, width, n_in, n_out, layout = _check_layer_sizes(depth, width, n_in, n_out, layout)
         self.layout = layout
-        self.specs = list(specs)
-        if not self.specs:
-            raise ValueError("specs must hold at least one NetSpec")
-        self.depth = check_int(depth, "depth", 2 if layout == "bgs19" else 1)
-        self.width = check_int(width, "width", 1)
-        n_in, n_out = check_int(n_in, "n_in", 1), check_int(n_out, "n_out", 1)
+        self.specs = check_sequence(specs, "specs")
+        for i, spec in enumerate(self.specs):
+            if not isinstance(spec, NetSpec):
+                raise ValueError(f"specs must be a sequence of NetSpec, got {spec!r} at index {i}")
+        if dtype is None:
+            dtype = torch.get_default_dtype()
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating-point torch dtype (torch.float32, torch.float64, ...) or "
+                             f"None, got {dtype!r}")
+        self.depth, self.width = depth, width
         dev = default_device(device)
         B = len(self.specs)
         acts = [QuantizedActivation(s.levels, s.spacing, s.scale) for s in self.specs]
         q_star = [float(fixed_point_q(a, s.sigma_w, s.sigma_b)) for a, s in zip(acts, self.specs)]
         slopes = [ste_slope(a, s.sigma_w, s.sigma_b) if s.slope is None else s.slope for a, s in zip(acts, self.specs)]
+        fmax = torch.finfo(dtype).max
+        for name, vals in (("sigma_w", [s.sigma_w for s in self.specs]), ("sigma_b", [s.sigma_b for s in self.specs]),
+                           ("slope", slopes), ("q*", q_star), ("clip", [ste_clip(a) for a in acts])):
+            for b, v in enumerate(vals):
+                if not abs(float(v)) <= fmax:
+                    raise ValueError(f"specs[{b}]: its {name} = {float(v):.4g} must be at most {fmax:.4g} to be "
+                                     f"stored in {dtype}")
         col = lambda v: torch.tensor(v, dtype=dtype, device=dev).view(B, 1, 1)  # noqa: E731
         for name, v in (("levels", [a.levels for a in acts]), ("spacing", [a.spacing for a in acts]),
                         ("scale", [a.scale for a in acts]), ("slope", slopes), ("clip", [ste_clip(a) for a in acts]),
@@ -226,6 +292,12 @@ class QuantizedMLPBatch(torch.nn.Module):
             h = torch.baddbmm(self.b_out, self.phi(h), self.w_out)
         return self.readout(h)
 
+    def _check_output(self, output, allow_none=False):
+        """``output`` as an index of a logit, in [0, n_out - 1] (or None when allowed)."""
+        if output is None and allow_none:
+            return None
+        return check_int(output, "output", 0, self.w_out.shape[-1] - 1)
+
     def preactivation_grads(self, x, output=None):
         r"""Pre-activations :math:`h^l` and the gradients :math:`\partial f/\partial h^l`, through the STE.
 
@@ -237,6 +309,7 @@ class QuantizedMLPBatch(torch.nn.Module):
         -------
         hs, grads : lists of ``depth`` tensors of shape ``(B, batch, width)`` (detached)
         """
+        output = self._check_output(output, allow_none=True)
         hs = self.preactivations(x)
         out = self.readout(hs[-1])
         f = out.sum() if output is None else out[..., output].sum()
@@ -266,6 +339,9 @@ def training_flops(depth, width, n_in, n_out, batch_size, layout="book"):
     Counts the matrix products (2 per multiply-add): forward, backward to the activations (none
     below the first layer) and backward to the weights. Elementwise work is left out.
 
+    ``depth``, ``width``, ``n_in``, ``n_out`` and ``layout`` as for :class:`QuantizedMLPBatch`;
+    ``batch_size`` an integer in [1, 10^9].
+
     Returns
     -------
     step_flops, eval_flops_per_input : float
@@ -275,6 +351,8 @@ def training_flops(depth, width, n_in, n_out, batch_size, layout="book"):
     >>> training_flops(3, 10, 4, 2, 1, layout="bgs19")
     (880.0, 320.0)
     """
+    depth, width, n_in, n_out, layout = _check_layer_sizes(depth, width, n_in, n_out, layout)
+    batch_size = check_int_range(batch_size, "batch_size", 1, MAX_STEPS)
     shapes = _layer_shapes(layout, depth, width, n_in, n_out)
     fwd = sum(2.0 * i * o for i, o, _ in shapes)
     return 3 * fwd * batch_size - 2.0 * n_in * width * batch_size, fwd
@@ -290,9 +368,19 @@ def training_memory(depth, width, n_in, n_out, batch_size, *, layout="book", mom
     batch of ``eval_batch`` inputs (an input, an output and the int64 index of the quantizer's
     look-up, each ``eval_batch x width``).
 
+    ``depth``, ``width``, ``n_in``, ``n_out`` and ``layout`` as for :class:`QuantizedMLPBatch`;
+    ``batch_size`` an integer in [1, 10^9], ``eval_batch`` in [0, 10^9] (0: no evaluation);
+    ``momentum`` in [0, 1);
+    ``bytes_per_value`` an integer in [1, 16].
+
     >>> training_memory(2, 8, 4, 3, 5, layout="bgs19", momentum=0.5, eval_batch=10)
     4004
     """
+    depth, width, n_in, n_out, layout = _check_layer_sizes(depth, width, n_in, n_out, layout)
+    batch_size = check_int_range(batch_size, "batch_size", 1, MAX_STEPS)
+    eval_batch = check_int_range(eval_batch, "eval_batch", 0, MAX_STEPS)
+    momentum = _check_momentum(momentum)
+    bytes_per_value = check_int_range(bytes_per_value, "bytes_per_value", 1, 16)
     shapes = _layer_shapes(layout, depth, width, n_in, n_out)
     n_params = sum(i * o + (o if bias else 0) for i, o, bias in shapes)
     states = 3 if momentum else 2
@@ -302,9 +390,14 @@ def training_memory(depth, width, n_in, n_out, batch_size, *, layout="book", mom
 
 
 def memory_budget(max_memory, device):
-    """Bytes available for training on ``device``: ``max_memory`` itself, or with ``"auto"`` the
-    device's free memory (``torch.cuda.mem_get_info``; on a CPU the available RAM), or ``None``
-    (no limit)."""
+    """Bytes available for training on ``device``: ``max_memory`` itself (a number >= 1, truncated to
+    an int), or with ``"auto"`` the device's free memory (``torch.cuda.mem_get_info``; on a CPU the
+    available RAM), or ``None`` (no limit).
+
+    >>> memory_budget(2.5e9, "cpu")
+    2500000000
+    """
+    device = default_device(device)
     if max_memory is None:
         return None
     if isinstance(max_memory, str):
@@ -318,7 +411,10 @@ def memory_budget(max_memory, device):
             return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
         except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
             return None
-    return int(check_positive(max_memory, "max_memory", allow_array=False))
+    value = float(check_positive(max_memory, "max_memory", allow_array=False))
+    if value < 1:
+        raise ValueError(f"max_memory must be a number of bytes >= 1, 'auto' or None, got {max_memory!r}")
+    return int(value)
 
 
 def _chunks(specs, per_net, budget, depth, width):
@@ -327,8 +423,9 @@ def _chunks(specs, per_net, budget, depth, width):
         return [list(specs)]
     fit = int(0.9 * budget) // per_net
     if fit < 1:
-        raise ValueError(f"max_memory: {budget} bytes (90% usable) cannot hold one network of depth {depth} and "
-                         f"width {width}, which needs about {per_net} bytes; raise max_memory or reduce depth/width")
+        raise ValueError(f"max_memory must be at least {math.ceil(per_net / 0.9)} bytes (90% usable) to hold one "
+                         f"network of depth {depth} and width {width}, which needs about {per_net} bytes; got "
+                         f"{budget} bytes available: raise max_memory or reduce depth/width")
     return [list(specs[i:i + fit]) for i in range(0, len(specs), fit)]
 
 
@@ -438,6 +535,17 @@ class TrainRecord(dict):
     seconds = 0.0
     flops = 0.0
 
+    def __init__(self, accuracy=None):
+        """``accuracy``: ``None`` (empty) or a dict ``{step: (train_acc, test_acc)}`` (steps integers >= 0)."""
+        accuracy = {} if accuracy is None else accuracy
+        if not isinstance(accuracy, dict):
+            raise ValueError(f"accuracy must be None or a dict {{step: (train_acc, test_acc)}}, got {accuracy!r}")
+        for step, pair in accuracy.items():
+            check_int(step, "accuracy", 0)
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise ValueError(f"accuracy must map each step to a pair (train_acc, test_acc), got {pair!r}")
+        super().__init__(accuracy)
+
 
 def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *, momentum=0.0, eval_size=None,
           eval_batch=EVAL_BATCH, precision="fp32"):
@@ -453,18 +561,25 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     ----------
     model : QuantizedMLPBatch
     data : qmf_lite.Dataset
+        With ``model``'s ``n_in`` features and labels in [0, n_out - 1].
     steps : sequence of int
-        Step counts at which train and test accuracy are recorded (0: before training).
+        Step counts in [0, 10^9] at which train and test accuracy are recorded (0: before
+        training); at least one >= 1.
     lr : float, str or callable
-        Learning rate: a number, ``"bgs19"`` (:func:`bgs19_lr`) or a function of ``model.depth``.
+        Learning rate: a number, ``"bgs19"`` (:func:`bgs19_lr`) or a function of ``model.depth``
+        (see :func:`learning_rate` for the range).
     batch_size : int
+        In [1, number of training inputs].
     seed : int
-        Base seed of the data orders and of the evaluation subset.
+        Base seed of the data orders and of the evaluation subset, in [0, 2^63 - 1].
+    progress : bool
     momentum : float in [0, 1)
         SGD momentum (PyTorch's: ``v <- momentum v + g``, ``p <- p - lr v``).
-    eval_size : int, optional
+    eval_size : int >= 1, optional
         Evaluate on a fixed random subset of this many training and test inputs (the same for
         every network); default the whole splits.
+    eval_batch : int in [1, 10^9]
+        Inputs per forward pass when accuracy is evaluated.
     precision : ``"fp32"``, ``"tf32"`` or ``"bf16"``
         Matrix-product precision: fp32; TF32 tensor cores (CUDA; a no-op on a CPU); or bf16
         autocast (parameters stay fp32).
@@ -479,15 +594,32 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     products are too small to gain from more, and idle threads waiting on each other cost much
     more than they save on a machine shared with other work.
     """
-    steps = sorted({check_int(int(s), "steps", 0) for s in steps})
-    if not steps or steps[-1] < 1:
+    from .data import Dataset
+
+    if not isinstance(model, QuantizedMLPBatch):
+        raise ValueError(f"model must be a QuantizedMLPBatch, got {type(model).__name__}")
+    if not isinstance(data, Dataset):
+        raise ValueError(f"data must be a qmf_lite.Dataset, got {type(data).__name__}")
+    n_in, n_out = model.w_in.shape[1], model.w_out.shape[-1]
+    if data.n_features != n_in or data.x_test.shape[1] != n_in:
+        raise ValueError(f"data must have the model's n_in = {n_in} features, got {data.n_features}")
+    for y in (data.y_train, data.y_test):
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < n_out:
+            raise ValueError(f"data's labels must lie in [0, {n_out - 1}] (the model's n_out = {n_out} classes), "
+                             f"got [{int(y.min())}, {int(y.max())}]")
+    if len(data.y_train) < 1:
+        raise ValueError("data must hold at least one training input")
+    steps = sorted(set(check_int_sequence(steps, "steps", 0, MAX_STEPS)))
+    if steps[-1] < 1:
         raise ValueError(f"steps must contain a step count >= 1, got {steps}")
-    batch_size = check_int(batch_size, "batch_size", 1)
-    momentum = float(check_nonnegative(momentum, "momentum"))
-    if momentum >= 1:
-        raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+    batch_size = check_int_range(batch_size, "batch_size", 1, len(data.y_train), " (the training inputs)")
+    seed = check_seed(seed)
+    progress = check_bool(progress, "progress")
+    momentum = _check_momentum(momentum)
     if eval_size is not None:
         eval_size = check_int(eval_size, "eval_size", 1)
+    eval_batch = check_int_range(eval_batch, "eval_batch", 1, MAX_STEPS)
+    precision = check_choice(precision, "precision", PRECISIONS)
     lr_value = learning_rate(lr, model.depth)
     dev = model.w_out.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -608,8 +740,30 @@ def halfway_depth(depths, accuracy, chance):
     Beyond the best depth, the first depth whose accuracy is below
     :math:`\text{chance} + (\max - \text{chance})/2` and the one before it bracket the crossing,
     interpolated linearly in :math:`\log L`. NaN if the accuracy never falls that low.
+
+    Parameters
+    ----------
+    depths : sequence of float
+        Finite, > 0 and strictly increasing.
+    accuracy : sequence of float
+        One accuracy in [0, 1] per depth.
+    chance : float in [0, 1]
+
+    >>> halfway_depth([2, 4, 8, 16], [0.9, 0.8, 0.4, 0.1], 0.1)
+    6.727171322029715
     """
-    depths, accuracy = np.asarray(depths, float), np.asarray(accuracy, float)
+    depths = check_real_array(depths, "depths")
+    accuracy = check_real_array(accuracy, "accuracy")
+    chance = check_real_in(chance, "chance", 0.0, 1.0)
+    if depths.ndim != 1 or not depths.size:
+        raise ValueError(f"depths must be a non-empty 1-d sequence, got shape {depths.shape}")
+    if (depths <= 0).any() or (np.diff(depths) <= 0).any():
+        raise ValueError(f"depths must be > 0 and strictly increasing, got {depths}")
+    if accuracy.shape != depths.shape:
+        raise ValueError(f"depths and accuracy must have the same length (one accuracy per depth), got shapes "
+                         f"{depths.shape} and {accuracy.shape}")
+    if ((accuracy < 0) | (accuracy > 1)).any():
+        raise ValueError(f"accuracy must lie in [0, 1], got {accuracy}")
     half = chance + 0.5 * (accuracy.max() - chance)
     best = int(np.argmax(accuracy))
     below = [j for j in range(best + 1, len(depths)) if accuracy[j] < half]
@@ -652,13 +806,16 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     Parameters
     ----------
     levels, depths : sequences of int
+        ``levels`` in [2, 2^22]; ``depths`` as for :class:`QuantizedMLPBatch`.
     sigma_w : None or sequence of float
         ``None``: each ``N`` at its optimal initialization (:func:`qmf_lite.optimal_init`);
-        otherwise every value for every ``N``.
+        otherwise every value (in [1e-100, 1e100]) for every ``N``.
     seeds : sequence of int
-        Independent initializations per cell; every network also has its own data order.
+        Independent initializations per cell, in [0, 2^63 - 1]; every network also has its own
+        data order.
     steps : sequence of int
-        Step counts at which train and test accuracy are recorded.
+        Step counts in [1, 10^9] at which train and test accuracy are recorded.
+    width : int in [1, 2^20]
     lr, batch_size, momentum, eval_size, precision, seed
         Passed to :func:`qmf_lite.train`; ``lr`` may be ``"bgs19"`` or a function of the depth.
     layout : ``"book"`` or ``"bgs19"``
@@ -682,9 +839,9 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         with a :class:`~qmf_lite.CacheWarning`; an interrupted grid resumes from the
         chunks already stored and says so on stderr.
     callback : callable, optional
-        Called as ``callback(depth=..., chunk=..., rows=..., cached=...)`` after each chunk, in
+        None, or called as ``callback(depth=..., chunk=..., rows=..., cached=...)`` after each chunk, in
         the order of the grid.
-    workers : int, optional
+    workers : int in [1, 1024], optional
         Chunks trained at the same time, in threads. Default: on a CPU, for networks of width up
         to ``SMALL_WIDTH`` (256), one per core that torch uses (each chunk on one thread); otherwise
         one. The results do not depend on it.
@@ -695,21 +852,38 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     """
     from .data import cache_dir, load_dataset
 
-    levels = [check_levels(n) for n in levels]
-    depths = [check_int(int(d), "depths", 2 if layout == "bgs19" else 1) for d in depths]
-    steps = sorted({check_int(int(s), "steps", 1) for s in steps})
-    width = check_int(width, "width", 1)
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    from .data import Dataset
+
+    layout = check_choice(layout, "layout", LAYOUTS)
+    levels = [check_levels(n, "levels", maximum=MAX_STORED_LEVELS) for n in check_sequence(levels, "levels")]
+    depths = check_int_sequence(depths, "depths", 2 if layout == "bgs19" else 1, MAX_DEPTH)
+    steps = sorted(set(check_int_sequence(steps, "steps", 1, MAX_STEPS)))
+    width = check_int_range(width, "width", 1, MAX_WIDTH)
+    precision = check_choice(precision, "precision", PRECISIONS)
     lrs = {d: learning_rate(lr, d) for d in depths}
     if sigma_w is not None:
-        sigma_w = [float(check_positive(s, "sigma_w", allow_array=False)) for s in sigma_w]
-    seeds = [check_int(int(s), "seeds", 0) for s in seeds]
+        sigma_w = [float(check_sigmas(s, 0.0, allow_array=False)[0]) for s in check_sequence(sigma_w, "sigma_w")]
+    seeds = check_int_sequence(seeds, "seeds", 0, 2**63 - 1)
+    batch_size = check_int_range(batch_size, "batch_size", 1, MAX_STEPS)
+    momentum = _check_momentum(momentum)
+    seed = check_seed(seed)
+    dataset = check_choice(dataset, "dataset", ("digits", "mnist"))
+    cache = check_bool(cache, "cache")
+    progress = check_bool(progress, "progress")
+    if eval_size is not None:
+        eval_size = check_int(eval_size, "eval_size", 1)
+    if callback is not None:
+        check_callable(callback, "callback")
+    if workers is not None:
+        workers = check_int_range(workers, "workers", 1, MAX_WORKERS)
+    if data is not None and not isinstance(data, Dataset):
+        raise ValueError(f"data must be None or a qmf_lite.Dataset, got {type(data).__name__}")
     dev = default_device(device)
     t0 = time.perf_counter()
     data = load_dataset(dataset) if data is None else data
+    if batch_size > len(data.y_train):
+        raise ValueError(f"batch_size must be at most the {len(data.y_train)} training inputs of the data, "
+                         f"got {batch_size}")
     specs = [NetSpec.optimal(n, s) if sigma_w is None else NetSpec(n, sw, 0.0, s)
              for n in levels for sw in ([None] if sigma_w is None else sigma_w) for s in seeds]
     n_in, n_out = data.n_features, data.n_classes
@@ -755,7 +929,7 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     if workers is None:
         small_cpu = dev.type == "cpu" and width <= SMALL_WIDTH
         workers = max(1, min(torch.get_num_threads(), len(todo))) if small_cpu else 1
-    workers = check_int(workers, "workers", 1)
+    workers = check_int_range(workers, "workers", 1, MAX_WORKERS)
     results, n_cached, compute_s, flops, train_s = {}, 0, 0.0, 0.0, 0.0
     pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 and len(todo) > 1 else None
     try:

@@ -129,7 +129,45 @@ def test_digits_and_fingerprint():
     assert abs(float(a.x_train.mean())) < 1e-6 and a.normalization == "feature"
     assert a.fingerprint() == b.fingerprint()
     assert qdata.load_digits(seed=1).fingerprint() != a.fingerprint()
-    with pytest.raises(ValueError, match="dataset"):
+    with pytest.raises(ValueError, match=r"^name must be one of \('digits', 'mnist'\)"):
         qdata.load_dataset("cifar")
     with pytest.raises(ValueError, match="test_fraction"):
         qdata.load_digits(test_fraction=1.5)
+
+
+def test_bad_arguments_name_the_argument(tmp_path, mnist_server):
+    _, sums, _, served = mnist_server
+    cases = [
+        (lambda: qdata.read_idx(3), r"^path must be a path \(a string or os.PathLike\)"),
+        (lambda: qdata.read_idx(tmp_path), r"^path must name a file"),
+        (lambda: qdata.read_idx(tmp_path / "none.gz"), r"^path must name an existing file"),
+        (lambda: qdata.cache_dir("grid", 3), r"^parts must be strings or os.PathLike"),
+        (lambda: qdata.load_digits(test_fraction="0.2"), r"^test_fraction must be a real number in \[0, 1\]"),
+        (lambda: qdata.load_digits(test_fraction=1e-300), r"^test_fraction must leave at least one image"),
+        (lambda: qdata.load_digits(seed=None), r"^seed must be an integer in \[0, "),
+        (lambda: qdata.load_digits(seed=-1), r"^seed must be an integer in \[0, "),
+        (lambda: qdata.load_dataset(np.array(["digits"])), r"^name must be one of"),
+        (lambda: qdata.load_mnist(served, download=np.array([True])), r"^download must be True or False"),
+        (lambda: qdata.load_mnist(served, download=False, checksums={}), r"^checksums must be a dict of the MD5"),
+        (lambda: qdata.load_mnist(served, download=False, checksums=sums, mirrors="http://x/"),
+         r"^mirrors must be a sequence"),
+        (lambda: qdata.load_mnist(1.5, download=False, checksums=sums), r"^root must be a path"),
+        (lambda: qdata.load_mnist(served / "train-labels-idx1-ubyte.gz", download=False, checksums=sums),
+         r"^root must be a folder"),
+        (lambda: qdata.load_mnist(served, download=False, checksums=sums, normalize=None),
+         r"^normalize must be one of"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(ValueError, match=needle):
+            call()
+    assert qdata.cache_dir("grid", "sub") == qdata.cache_dir() / "grid" / "sub"
+
+
+def test_missing_files_are_value_and_file_not_found_errors(tmp_path):
+    """A path that names no file: a ValueError naming the argument, still a FileNotFoundError; nothing created."""
+    for call in (lambda: qdata.read_idx(tmp_path / "missing.gz"),
+                 lambda: qdata.load_mnist(tmp_path / "nowhere", download=False)):
+        with pytest.raises(FileNotFoundError) as info:
+            call()
+        assert isinstance(info.value, ValueError)
+    assert not (tmp_path / "nowhere").exists()

@@ -150,3 +150,56 @@ def test_shipped_digits_run_is_the_paper_setting_on_the_digits():
     levels, depths, acc = grid.table("test_acc", step=cfg["steps"][-1])
     assert acc[levels.index(16), depths.index(10)] > 0.9
     assert acc[levels.index(3), depths.index(10)] > acc[levels.index(3), depths.index(260)] + 0.3
+
+
+def _tiny_config():
+    return {**fig3.profile_config("fast"), "levels": [4], "depths": [2], "seeds": [0], "steps": [1], "width": 8,
+            "batch_size": 16}
+
+
+def test_bad_arguments_name_the_argument(tmp_path):
+    from qmf_lite.training import GridResult
+
+    rows = [{"levels": 3, "sigma_w": 1.0, "seed": 0, "depth": d, "step": 5, "train_acc": 0.5, "test_acc": a}
+            for d, a in ((4, 0.9), (16, 0.1))]
+    grid = GridResult(rows, {}, 0.0)
+    cfg = _tiny_config()
+    cases = [
+        (lambda: fig3.profile_config(["fast"]), r"^name must be one of \['fast', 'paper'\]"),
+        (lambda: fig3.config_hash({"a": float("nan")}), r"^config must be JSON data"),
+        (lambda: fig3.config_hash(np.zeros(2)), r"^config must be JSON data"),
+        (lambda: fig3.run({"width": 8}), r"^config must be a dict with the keys"),
+        (lambda: fig3.run({**cfg, "dataset": "cifar"}), r"^config\['dataset'\] must be 'mnist' or 'digits'"),
+        (lambda: fig3.run(cfg, progress=None), r"^progress must be True or False"),
+        (lambda: fig3.produce(np.nan, tmp_path / "a.json", config=cfg), r"^profile must be one of"),
+        (lambda: fig3.produce("fast", tmp_path, config=cfg), r"^out must name a file to write"),
+        (lambda: fig3.produce("fast", 3, config=cfg), r"^out must be a path"),
+        (lambda: fig3.write(tmp_path / "w.json", rows, cfg), r"^grid must be a GridResult"),
+        (lambda: fig3.write(tmp_path / "w.json", grid, cfg, meta={"rows": []}), r"^meta must be None or a dict"),
+        (lambda: fig3.write(tmp_path / "w.json", grid, cfg, meta={"t": float("inf")}), r"^meta must be JSON data"),
+        (lambda: fig3.load(tmp_path / "none.json"), r"^path must name an existing file"),
+        (lambda: fig3.load(None), r"^path must be a path"),
+        (lambda: fig3.is_stale(None), r"^meta must be a dict"),
+        (lambda: fig3.is_stale({}, "full"), r"^profile must be one of"),
+        (lambda: fig3.boundary(rows), r"^grid must be a GridResult"),
+        (lambda: fig3.boundary(grid, step=4), r"^step must be None or one of the grid's recorded steps \[5\]"),
+        (lambda: fig3.boundary(grid, step=True), r"^step must be None or one of"),
+        (lambda: fig3.boundary(grid, chance=-0.1), r"^chance must be a real number in \[0, 1\]"),
+        (lambda: fig3.fit_exponent([1, 2, 4], ["3", "6", "12"]), r"^l_half must be real numbers"),
+        (lambda: fig3.fit_exponent([1, 2, 4], [3, -6, 12]), r"^l_half must be finite and > 0, or NaN"),
+        (lambda: fig3.fit_exponent([2, 2, 2], [3, 6, 12]), r"^xi must hold at least two distinct values"),
+    ]
+    for call, needle in cases:
+        with pytest.raises(ValueError, match=needle):
+            call()
+    assert not (tmp_path / "w.json").exists()
+
+
+def test_boundary_is_nan_for_a_level_with_a_missing_depth():
+    """An unfinished grid (a cell missing) gives NaN for that N, as before the argument checks, not an error."""
+    from qmf_lite.training import GridResult
+
+    rows = [{"levels": n, "sigma_w": 1.0, "seed": 0, "depth": d, "step": 5, "train_acc": 0.5, "test_acc": a}
+            for n in (3, 5) for d, a in ((4, 0.9), (16, 0.5), (64, 0.1)) if (n, d) != (5, 64)]
+    b = fig3.boundary(GridResult(rows, {}, 0.0))
+    assert np.isfinite(b["l_half"][0]) and np.isnan(b["l_half"][1])

@@ -77,3 +77,26 @@ def test_empirical_ntk_rejects_the_papers_layout():
     model = QuantizedMLPBatch([NetSpec(3, 1.2)], 6, 3, 4, 8, device="cpu", layout="bgs19")
     with pytest.raises(ValueError, match="layout"):
         empirical_ntk(model, torch.randn(2, 6))
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(model=torch.nn.Linear(6, 3)), r"^model must be a QuantizedMLPBatch"),
+    (dict(x=[[0.0] * 6]), r"^x must be a torch tensor"),
+    (dict(x=torch.zeros(6)), r"^x must have 2 dimensions"),
+    (dict(x=torch.zeros(2, 5)), r"^x must have shape \(n, 6\)"),
+    (dict(x=torch.tensor([[float("nan")] * 6])), r"^x must be finite"),
+    (dict(output=3), r"^output must be an integer in \[0, 2\]"),
+    (dict(output=None), r"^output must be an integer in \[0, 2\]"),
+    (dict(output=True), r"^output must be an integer in \[0, 2\]"),
+])
+def test_empirical_ntk_checks_its_arguments(kwargs, needle):
+    args = {"model": QuantizedMLPBatch([NetSpec(3, 1.2)], 6, 3, 2, 8, device="cpu"), "x": torch.zeros(2, 6), **kwargs}
+    with pytest.raises(ValueError, match=needle):
+        empirical_ntk(**args)
+
+
+def test_empirical_ntk_takes_inputs_of_another_dtype():
+    """x is converted to the model's dtype (and device): a float64 input gives the float32 model's kernel."""
+    model = QuantizedMLPBatch([NetSpec(3, 1.2)], 6, 3, 2, 8, device="cpu")
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(empirical_ntk(model, x.double()), empirical_ntk(model, x))

@@ -142,3 +142,57 @@ def test_ste_slope_is_the_papers_formula():
         init = qmf.optimal_init(n)
         expected = 1 / (init.sigma_w * math.sqrt(erf(1 / math.sqrt(2 * init.q_star))))
         assert qmf.ste_slope(init.activation, init.sigma_w) == pytest.approx(expected, rel=1e-14)
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda: quantize([0.1, 0.2], 4), r"^x must be a torch tensor"),
+    (lambda: quantize(torch.tensor([1 + 1j]), 4), r"^x must be a real"),
+    (lambda: quantize(torch.zeros(3), float("nan")), r"^levels must be an integer in \[2, 4194304\]"),
+    (lambda: quantize(torch.zeros(3), 10**30), r"^levels must be an integer in \[2, 4194304\]"),
+    (lambda: quantize(torch.zeros(3), 4, "0.5"), r"^spacing must be"),
+    (lambda: quantize(torch.zeros(3), 4, None, float("inf")), r"^scale must be finite and > 0"),
+    (lambda: staircase_tables(4, rows=10**30), r"^rows must be an integer >= 1 and <= 1048576"),
+    (lambda: ste_quantize(torch.zeros(3), 4, slope=float("nan")), r"^slope must not be NaN"),
+    (lambda: ste_quantize(torch.zeros(3), 4, clip=-1.0), r"^clip must be finite and >= 0"),
+    (lambda: ste_quantize(torch.zeros(2, 3), [2, 4], clip=[1.0, 1.0, 1.0]), r"^clip must be a scalar or have 2"),
+    (lambda: ste_quantize(torch.zeros(3), 4, slope=torch.tensor(float("inf"))), r"^slope must be finite"),
+    (lambda: qmf.ste_clip(qmf.Tanh()), r"^activation must be a QuantizedActivation or a number of levels"),
+    (lambda: qmf.ste_clip(True), r"^activation must be a QuantizedActivation"),
+    (lambda: qmf.ste_slope(0, 1.0), r"^activation must be an integer in \[2, 4194304\]"),
+    (lambda: qmf.ste_slope(10**30, 1.0), r"^activation must be an integer in \[2, 4194304\]"),
+    (lambda: qmf.ste_slope(4, np.array([1.0, 2.0])), r"^sigma_w must be a scalar > 0"),
+    (lambda: qmf.ste_slope(4, 1.0, np.array([0.0, 1.0])), r"^sigma_b must be a scalar >= 0"),
+    (lambda: qmf.ste_chi1(4, 1e101), r"^sigma_w must lie in \[1e-100, 1e\+100\]"),
+    (lambda: qmf.ste_chi1(4, 1.0, slope=1e308), r"^slope must be at most 1e\+150"),
+    (lambda: qmf.ste_chi1(4, 1e100, slope=1e60), r"^slope must be at most 1e\+50"),
+    (lambda: qmf.ste_chi1(4, 1.0, slope="1"), r"^slope must be a real number"),
+    (lambda: qmf.QuantAct(4, 1.0, np.array([0.0, 1.0])), r"^sigma_b must be a scalar >= 0"),
+])
+def test_bad_arguments_name_the_argument_and_its_range(call, needle):
+    with pytest.raises(ValueError, match=needle):
+        call()
+
+
+def test_ste_clip_takes_a_number_of_levels():
+    assert qmf.ste_clip(4) == qmf.ste_clip(qmf.QuantizedActivation(4)) == 1.0
+    assert qmf.ste_clip(np.int64(5)) == 1.0
+
+
+def test_collapsed_fixed_point_gives_the_limit_not_a_division_by_zero():
+    """Issue 9: odd N at sigma_b = 0 below the collapse threshold has q* = 0 exactly; every pre-activation is
+    then 0, inside the clipping range, so P(|u| <= T) = 1: chi_1 = sigma_w^2 s^2 and the slope is 1/sigma_w."""
+    phi, sw = qmf.QuantizedActivation(3), 0.5
+    assert qmf.fixed_point_q(phi, sw, 0.0) == 0.0
+    assert qmf.ste_chi1(phi, sw, 0.0, slope=1.7) == pytest.approx(sw**2 * 1.7**2, rel=1e-15)
+    assert qmf.ste_slope(phi, sw, 0.0) == pytest.approx(1 / sw, rel=1e-15)
+    assert qmf.ste_chi1(phi, sw, 0.0, slope=qmf.ste_slope(phi, sw, 0.0)) == pytest.approx(1.0, rel=1e-15)
+    # just above q* = 0 (a tiny bias) the erf factor is 1 to double precision: the limit is continuous
+    assert qmf.ste_chi1(phi, sw, 1e-6, slope=1.0) == pytest.approx(sw**2, rel=1e-12)
+
+
+def test_ste_quantize_default_clip_is_ste_clip_per_network():
+    x = torch.linspace(-2, 2, 41).repeat(2, 1).requires_grad_()
+    ste_quantize(x, [2, 5], [None, 0.3], [1.0, 2.0], slope=1.0).sum().backward()
+    for b, (n, d, a) in enumerate([(2, None, 1.0), (5, 0.3, 2.0)]):
+        clip = qmf.ste_clip(qmf.QuantizedActivation(n, d, a))
+        assert torch.equal(x.grad[b], (x[b].detach().abs() <= clip).float())

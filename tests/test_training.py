@@ -350,3 +350,163 @@ def test_grid_table_by_sigma_w(tmp_path, monkeypatch):
     assert acc[1, 1] == pytest.approx(mean)
     with pytest.raises(ValueError, match="by"):
         res.table(by="seed")
+
+
+def _small_model(**kw):
+    return QuantizedMLPBatch([NetSpec(4, 1.0)], 64, 10, 2, 8, device="cpu", **kw)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(levels=float("nan")), r"^levels must be an integer"),
+    (dict(levels=True), r"^levels must be an integer"),
+    (dict(sigma_w="1"), r"^sigma_w must be a real number"),
+    (dict(sigma_w=float("inf")), r"^sigma_w must be finite and > 0"),
+    (dict(sigma_b=None), r"^sigma_b must be a real number"),
+    (dict(seed=2.5), r"^seed must be an integer in \[0, 9223372036854775807\]"),
+    (dict(seed=-1), r"^seed must be an integer in \[0, "),
+    (dict(slope=0.0), r"^slope must be finite and > 0"),
+    (dict(spacing=1 + 1j), r"^spacing must be a real number"),
+    (dict(scale=np.array([1.0, 2.0])), r"^scale must be"),
+])
+def test_netspec_checks_its_fields(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        NetSpec(**{"levels": 4, "sigma_w": 1.0, **kwargs})
+
+
+def test_netspec_stores_values_as_given():
+    """The fields enter the cache key and the seeds of the data order: the checks must not convert them."""
+    spec = NetSpec(4, 1, 0, np.int64(3))
+    assert type(spec.sigma_w) is int and type(spec.seed) is np.int64
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(specs=[]), r"^specs must hold at least one entry"),
+    (dict(specs="3"), r"^specs must be a sequence"),
+    (dict(specs=[(4, 1.0)]), r"^specs must be a sequence of NetSpec"),
+    (dict(n_in=0), r"^n_in must be an integer >= 1 and <= 16777216"),
+    (dict(n_out=2.0), r"^n_out must be an integer"),
+    (dict(depth=10**30), r"^depth must be an integer >= 1 and <= 100000"),
+    (dict(depth=1, layout="bgs19"), r"^depth must be an integer >= 2"),
+    (dict(width=10**30), r"^width must be an integer >= 1 and <= 1048576"),
+    (dict(dtype=torch.int64), r"^dtype must be a floating-point torch dtype"),
+    (dict(dtype="float32"), r"^dtype must be a floating-point torch dtype"),
+    (dict(layout=np.array(["book"])), r"^layout must be one of"),
+    (dict(specs=[NetSpec(4, 1e39)]), r"^specs\[0\]: its sigma_w = 1e\+39 must be at most 3\.403e\+38"),
+])
+def test_quantized_mlp_batch_checks_its_arguments(kwargs, needle):
+    args = {"specs": [NetSpec(4, 1.0)], "n_in": 64, "n_out": 10, "depth": 2, "width": 8, "device": "cpu", **kwargs}
+    with pytest.raises(ValueError, match=needle):
+        QuantizedMLPBatch(**args)
+
+
+def test_quantized_mlp_batch_dtype_none_is_the_default_dtype():
+    model = QuantizedMLPBatch([NetSpec(4, 1.0)], 8, 2, 2, 4, device="cpu", dtype=None)
+    assert model.w_out.dtype == torch.get_default_dtype()
+    with pytest.raises(ValueError, match=r"^output must be an integer in \[0, 1\]"):
+        model.gradient_norms(torch.zeros(3, 8), output=2)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(model=None), r"^model must be a QuantizedMLPBatch"),
+    (dict(data=np.zeros((4, 64))), r"^data must be a qmf_lite.Dataset"),
+    (dict(steps=3), r"^steps must be a sequence"),
+    (dict(steps=["3"]), r"^steps must be an integer >= 0"),
+    (dict(steps=[2.5]), r"^steps must be an integer >= 0"),
+    (dict(steps=[10**30]), r"^steps must be an integer >= 0 and <= 1000000000"),
+    (dict(lr=1e308), r"^lr must be at most 3\.403e\+38"),
+    (dict(lr=True), r"^lr must be a real number"),
+    (dict(batch_size=10**7), r"^batch_size must be an integer >= 1 and <= 1348 \(the training inputs\)"),
+    (dict(seed=float("nan")), r"^seed must be an integer in \[0, "),
+    (dict(progress=np.array([1, 0])), r"^progress must be True or False"),
+    (dict(momentum=np.array([0.1, 0.2])), r"^momentum must be a real number in \[0, 1\]"),
+    (dict(eval_batch=0), r"^eval_batch must be an integer >= 1"),
+    (dict(precision=None), r"^precision must be one of"),
+])
+def test_train_checks_its_arguments(kwargs, needle):
+    args = {"model": _small_model(), "data": DIGITS, "steps": [1], "lr": 0.01, "batch_size": 16, **kwargs}
+    with pytest.raises(ValueError, match=needle):
+        train(**args)
+
+
+def test_train_refuses_data_that_does_not_fit_the_model():
+    with pytest.raises(ValueError, match=r"^data must have the model's n_in = 32 features, got 64"):
+        train(QuantizedMLPBatch([NetSpec(4, 1.0)], 32, 10, 2, 8, device="cpu"), DIGITS, [1])
+    with pytest.raises(ValueError, match=r"^data's labels must lie in \[0, 4\]"):
+        train(QuantizedMLPBatch([NetSpec(4, 1.0)], 64, 5, 2, 8, device="cpu"), DIGITS, [1])
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(levels=4), r"^levels must be a sequence"),
+    (dict(levels=[1]), r"^levels must be an integer in \[2, 4194304\]"),
+    (dict(depths=["3"]), r"^depths must be an integer >= 1"),
+    (dict(depths=[2.0]), r"^depths must be an integer >= 1"),
+    (dict(depths=[1], layout="bgs19"), r"^depths must be an integer >= 2"),
+    (dict(sigma_w=1.0), r"^sigma_w must be a sequence"),
+    (dict(sigma_w=[0.0]), r"^sigma_w must be finite and > 0"),
+    (dict(seeds=[-1]), r"^seeds must be an integer >= 0"),
+    (dict(steps=""), r"^steps must be a sequence"),
+    (dict(width=10**30), r"^width must be an integer >= 1 and <= 1048576"),
+    (dict(batch_size=True), r"^batch_size must be an integer >= 1"),
+    (dict(batch_size=5000), r"^batch_size must be at most the 1348 training inputs"),
+    (dict(momentum=1.0), r"^momentum must lie in \[0, 1\)"),
+    (dict(dataset="cifar"), r"^dataset must be one of \('digits', 'mnist'\)"),
+    (dict(cache=np.array([True])), r"^cache must be True or False"),
+    (dict(data="digits"), r"^data must be None or a qmf_lite.Dataset"),
+    (dict(max_memory=2.5), r"^max_memory must be at least \d+ bytes"),
+    (dict(max_memory=0.5), r"^max_memory must be a number of bytes >= 1"),
+    (dict(callback=3), r"^callback must be callable"),
+    (dict(workers=10**30), r"^workers must be an integer >= 1 and <= 1024"),
+    (dict(seed=None), r"^seed must be an integer in \[0, "),
+    (dict(eval_size=0.5), r"^eval_size must be an integer >= 1"),
+])
+def test_run_grid_checks_its_arguments_before_training(kwargs, needle):
+    args = {"levels": [4], "depths": [2], "steps": [1], "width": 8, "batch_size": 16, "data": DIGITS, "device": "cpu",
+            "cache": False, "progress": False, **kwargs}
+    with pytest.raises(ValueError, match=needle):
+        run_grid(**args)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (([2, 4], [0.9, 0.1], float("nan")), r"^chance must be a real number in \[0, 1\]"),
+    (([2, 4], [0.9, 0.1], 2.0), r"^chance must be a real number in \[0, 1\]"),
+    ((3, [0.9], 0.1), r"^depths must be a non-empty 1-d sequence"),
+    (([4, 2], [0.9, 0.1], 0.1), r"^depths must be > 0 and strictly increasing"),
+    (([0, 2], [0.9, 0.1], 0.1), r"^depths must be > 0 and strictly increasing"),
+    (([2, 4], [0.9], 0.1), r"^depths and accuracy must have the same length"),
+    (([2, 4], [0.9, float("nan")], 0.1), r"^accuracy must not be NaN"),
+    (([2, 4], [90.0, 10.0], 0.1), r"^accuracy must lie in \[0, 1\]"),
+    (([2, 4], ["0.9", "0.1"], 0.1), r"^accuracy must be a real number"),
+])
+def test_halfway_depth_checks_its_arguments(args, needle):
+    from qmf_lite.training import halfway_depth
+
+    with pytest.raises(ValueError, match=needle):
+        halfway_depth(*args)
+
+
+def test_sizing_helpers_check_their_arguments():
+    from qmf_lite.training import TrainRecord, training_flops
+
+    with pytest.raises(ValueError, match=r"^depth must be an integer >= 1"):
+        bgs19_lr(float("nan"))
+    with pytest.raises(ValueError, match=r"^depth must be an integer >= 1"):
+        learning_rate("bgs19", "3")
+    with pytest.raises(ValueError, match=r"^lr must be a number, a callable of the depth or one of"):
+        learning_rate("3", 10)
+    with pytest.raises(ValueError, match=r"^lr must be finite and > 0"):
+        learning_rate(lambda d: -1.0, 10)
+    with pytest.raises(ValueError, match=r"^batch_size must be an integer >= 1 and <= 1000000000"):
+        training_flops(2, 8, 4, 2, 10**30)
+    with pytest.raises(ValueError, match=r"^momentum must lie in \[0, 1\)"):
+        training_memory(2, 8, 4, 2, 4, momentum=1.0)
+    with pytest.raises(ValueError, match=r"^bytes_per_value must be an integer >= 1 and <= 16"):
+        training_memory(2, 8, 4, 2, 4, bytes_per_value=0)
+    with pytest.raises(ValueError, match=r"^max_memory must be a number of bytes >= 1, 'auto' or None"):
+        memory_budget(1e-300, "cpu")
+    with pytest.raises(ValueError, match=r"^device must be"):
+        memory_budget(1e9, 3)
+    with pytest.raises(ValueError, match=r"^accuracy must be None or a dict"):
+        TrainRecord(float("nan"))
+    with pytest.raises(ValueError, match=r"^accuracy must map each step to a pair"):
+        TrainRecord({1: 0.5})
+    assert TrainRecord() == {} and TrainRecord({2: (0.1, 0.2)})[2] == (0.1, 0.2)

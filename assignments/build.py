@@ -102,6 +102,13 @@ _st.snap = {{}}
 del _s, _t, _st
 """
 
+_STRICT_WARNINGS = """\
+import warnings as _w
+_w.filterwarnings("error", category=DeprecationWarning, module="__main__")
+_w.filterwarnings("error", category=FutureWarning, module="__main__")
+del _w
+"""
+
 _SNAPSHOT = """\
 import sys as _s
 _s.modules[{state!r}].snap[{key!r}] = dict(get_ipython().user_ns)
@@ -215,12 +222,15 @@ def _error_text(exc, limit=3000):
 # --------------------------------------------------------------------------------------------
 
 def build_chapter(chapter, out, index, root=ROOT, *, setup_timeout=900, solution_timeout=120,
-                  log=print):
+                  log=print, strict_warnings=False):
     """Build one chapter's assignment into ``out`` (see the module docstring); returns its report.
 
     The report (also written to ``autograder/<chapter>/self_check.json``) has ``ok`` and a list
     of ``problems``: a chapter whose set-up code, solutions or self-check fail is reported, and
-    its autograder is not written.
+    its autograder is not written. Every solution of the chapter runs, the ungraded ones too
+    (after the graded ones, from their state), so a solution that no longer runs is reported;
+    ``solutions_run`` lists them. ``strict_warnings=True`` (the tests) turns a deprecation or
+    future warning that the chapter's own code triggers into an error.
     """
     out = pathlib.Path(out)
     t0 = time.perf_counter()
@@ -245,6 +255,8 @@ def build_chapter(chapter, out, index, root=ROOT, *, setup_timeout=900, solution
         work = pathlib.Path(work)
         with _Kernel(work, setup_timeout) as k:
             k.run(_KERNEL_INIT.format(state=_STATE, src=_checks_source()))
+            if strict_warnings:
+                k.run(_STRICT_WARNINGS)
             # 1. the chapter's code, as the student notebook runs it
             for i, cell in enumerate(setup_cells):
                 try:
@@ -278,6 +290,20 @@ def build_chapter(chapter, out, index, root=ROOT, *, setup_timeout=900, solution
                 return _finish(report, ag_dir)
             records = {label: {var: item["record"] for var, item in answers.items()}
                        for label, answers in values.items()}
+            # 2b. the other solutions (read by the lecturer), in the book's order, so that every
+            # solution of the book is known to run
+            report["solutions_run"] = [ex.label for ex in chapter.graded]
+            for ex in chapter.exercises:
+                if ex.graded or not ex.solution_code:
+                    continue
+                code = "\n\n".join(b.strip("\n") for b in ex.solution_code)
+                try:
+                    k.run(code, timeout=solution_timeout)
+                except Exception as exc:
+                    problems.append(f"the solution of {ex.label} failed: {_error_text(exc)}")
+                report["solutions_run"].append(ex.label)
+            if problems:
+                return _finish(report, ag_dir)
 
             # 3. the files
             public = {label: {var: _checks.public(rec) for var, rec in answers.items()}

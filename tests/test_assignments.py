@@ -485,6 +485,41 @@ def test_build_reports_a_broken_solution(tmp_path):
     assert not (tmp_path / "out" / "autograder" / "toy.zip").exists()
 
 
+def _toy_with_essay_code(tmp_path, code):
+    """A copy of the toy book whose ungraded essay solution carries a python block."""
+    root = tmp_path / "book_root"
+    shutil.copytree(TOY, root)
+    path = root / "book" / "toy.ipynb"
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        cell["source"] = "".join(cell["source"]).replace(
+            "Because it exists for the tests of the assignment tooling only.\n",
+            f"Because it exists for the tests of the assignment tooling only.\n\n```python\n{code}\n```\n")
+    path.write_text(json.dumps(nb))
+    return root
+
+
+def test_build_runs_ungraded_solutions_and_reports_their_failures(tmp_path):
+    root = _toy_with_essay_code(tmp_path, "short = len(undefined_essay_name)")
+    (report,) = build(root=root, out=tmp_path / "out", names=["toy"], log=lambda *a: None)
+    assert not report["ok"]
+    (problem,) = report["problems"]
+    assert problem.startswith("the solution of ex-toy-essay failed: NameError: "
+                              "name 'undefined_essay_name' is not defined")
+    ok_root = _toy_with_essay_code(tmp_path / "ok", "short = 1")
+    (ok,) = build(root=ok_root, out=tmp_path / "ok_out", names=["toy"], log=lambda *a: None)
+    assert ok["ok"] and "ex-toy-essay" in ok["solutions_run"]
+
+
+def test_strict_warnings_turn_a_deprecated_call_into_a_problem(tmp_path):
+    root = _toy_with_essay_code(tmp_path, 'import warnings\nwarnings.warn("old call", DeprecationWarning)')
+    (lenient,) = build(root=root, out=tmp_path / "a", names=["toy"], log=lambda *a: None)
+    assert lenient["ok"]
+    (strict,) = build(root=root, out=tmp_path / "b", names=["toy"], log=lambda *a: None, strict_warnings=True)
+    (problem,) = strict["problems"]
+    assert problem.startswith("the solution of ex-toy-essay failed: DeprecationWarning: old call")
+
+
 def test_build_reports_a_starter_that_raises(tmp_path):
     root = tmp_path / "book_root"
     shutil.copytree(TOY, root)
@@ -586,11 +621,14 @@ def real_build_dir(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [c.name for c in _with_exercises()])
 def test_chapter_assignment_builds_and_passes_its_self_check(name, real_build_dir):
-    """Runs the chapter once: its code, its solutions, its student notebook with empty answers,
-    and the hidden tests against the solutions (full marks), the empty answers (zero) and each
+    """Runs the chapter once: its code (deprecated calls are errors), every solution, its student
+    notebook with empty answers, and the hidden tests against the solutions (full marks), the empty answers (zero) and each
     question answered wrong (exactly that question's points lost)."""
-    (report,) = build(root=ROOT, out=real_build_dir, names=[name], log=lambda *a: None)
+    (report,) = build(root=ROOT, out=real_build_dir, names=[name], log=lambda *a: None, strict_warnings=True)
     assert report["problems"] == []
+    # every solution of the chapter ran, graded or not (tests/test_solutions.py relies on this)
+    chapter = read_chapter(ROOT / "book" / f"{name}.ipynb")
+    assert sorted(report["solutions_run"]) == sorted(e.label for e in chapter.exercises if e.solution_code)
     student = nbformat.read(real_build_dir / "student" / f"{name}.ipynb", as_version=4)
     assert find_leaks(student, read_chapter(ROOT / "book" / f"{name}.ipynb")) == []
     if not report["graded"]:

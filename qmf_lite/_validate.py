@@ -58,9 +58,12 @@ def check_positive(value, name, *, allow_array=True):
     return arr
 
 
-def check_nonnegative(value, name):
-    """Return ``value`` as float64 (array), requiring every entry finite and >= 0."""
+def check_nonnegative(value, name, allow_array=True):
+    """Return ``value`` as float64 (array), requiring every entry finite and >= 0 (a single
+    number when ``allow_array`` is false)."""
     arr = _as_float_array(value, name)
+    if not allow_array and arr.ndim:
+        raise ValueError(f"{name} must be a single number >= 0, got an array of shape {arr.shape}")
     if (arr < 0).any() or not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     return arr

@@ -403,7 +403,7 @@ class QuantAct(torch.nn.Module):
         self.sigma_w, self.sigma_b = _scalar_sigmas(sigma_w, sigma_b)
         self.clip = ste_clip(self.activation)
         self.slope = ste_slope(self.activation, self.sigma_w, self.sigma_b) if slope is None else float(
-            check_positive(slope, "slope", allow_array=False))
+            check_nonnegative(slope, "slope", allow_array=False))   # 0: the true derivative a.e.
         self._tables = {}
 
     @property

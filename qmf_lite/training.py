@@ -44,8 +44,8 @@ import torch
 from . import _cache
 from ._progress import progress as _progress
 from ._validate import (check_bool, check_callable, check_choice, check_int, check_int_range, check_int_sequence,
-                        check_levels, check_positive, check_real_array, check_real_in, check_seed, check_sequence,
-                        check_sigmas)
+                        check_levels, check_nonnegative, check_positive, check_real_array, check_real_in, check_seed,
+                        check_sequence, check_sigmas)
 from .activations import MAX_STORED_LEVELS, QuantizedActivation
 from .maps import fixed_point_q
 from .simulate import default_device
@@ -110,8 +110,8 @@ class NetSpec:
         check_levels(self.levels, maximum=MAX_STORED_LEVELS)
         check_sigmas(self.sigma_w, self.sigma_b, allow_array=False)
         check_seed(self.seed)
-        if self.slope is not None:
-            check_positive(self.slope, "slope", allow_array=False)
+        if self.slope is not None:   # 0 is allowed: the true derivative of the steps, almost everywhere
+            check_nonnegative(self.slope, "slope", allow_array=False)
         if self.spacing is not None:
             check_positive(self.spacing, "spacing", allow_array=False)
         QuantizedActivation(self.levels, self.spacing, self.scale)   # spacing and scale in range, together

@@ -57,8 +57,12 @@ def built_book():
     exe = _jupyter_book()
     if exe is None:
         pytest.fail("jupyter-book is not installed: pip install -r requirements.txt")
-    proc = subprocess.run([exe, "build", str(ROOT), "-W", "-n", "--keep-going"], cwd=ROOT,
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}   # the chapters choose their backend
+    proc = subprocess.run([exe, "build", str(ROOT), "-W", "-n", "--keep-going"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=3000)
+    if "config changed" in proc.stdout:
+        pytest.fail("the book build saw a changed configuration and re-read every chapter; a configuration value "
+                    "that changes at run time makes every incremental build a full one:\n" + proc.stdout[-3000:])
     if proc.returncode != 0:
         pytest.fail("book build failed:\n" + (proc.stdout + proc.stderr)[-6000:])
     return HTML

@@ -364,7 +364,7 @@ def _small_model(**kw):
     (dict(sigma_b=None), r"^sigma_b must be a real number"),
     (dict(seed=2.5), r"^seed must be an integer in \[0, 9223372036854775807\]"),
     (dict(seed=-1), r"^seed must be an integer in \[0, "),
-    (dict(slope=0.0), r"^slope must be finite and > 0"),
+    (dict(slope=-1.0), r"^slope must be finite and >= 0"),
     (dict(spacing=1 + 1j), r"^spacing must be a real number"),
     (dict(scale=np.array([1.0, 2.0])), r"^scale must be"),
 ])

@@ -1090,7 +1090,8 @@ def test_bad_values(sandboxes, key, arg):
         pytest.fail(f"{len(failures)} bad values of {arg!r} not refused:\n" + "\n".join(failures), pytrace=False)
 
 
-@pytest.mark.parametrize("key,arg,label", _known_defect_params())
+@pytest.mark.parametrize("key,arg,label", _known_defect_params() or [pytest.param(
+    None, None, None, marks=pytest.mark.skip(reason="no known defect is recorded: every bad value is refused"))])
 def test_known_defect(sandboxes, key, arg, label):
     """A known defect (strict xfail): passes, and so fails the run, once it is fixed."""
     passed, what = sweep(sandboxes, key)[(arg, label)]

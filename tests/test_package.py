@@ -82,7 +82,11 @@ def test_version_comes_from_the_package_metadata():
     assert re.search(rf'^version = "{re.escape(qmf.__version__)}"', pyproject, re.M)
 
 
-def test_no_pointers_to_notes_outside_the_repository():
+def test_every_document_the_package_names_is_in_the_repository():
+    """The package is self-contained: a Markdown file its source names exists in the repository."""
+    repo = PACKAGE.parent
+    present = {p.name for p in repo.rglob("*.md")
+               if not any(part.startswith((".", "_build")) for part in p.relative_to(repo).parts)}
     for path in PACKAGE.glob("*.py"):
-        text = path.read_text()
-        assert "API.md" not in text and "THEORY.md" not in text, path.name
+        for name in re.findall(r"[\w./-]+\.md\b", path.read_text()):
+            assert pathlib.PurePath(name).name in present, f"{path.name} names {name}, which is not in the repository"

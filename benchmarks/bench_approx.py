@@ -7,20 +7,13 @@ of a 64-16-10 network with 24-bit weights on 449 float inputs < 3 s; the same on
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
 from qmf_lite import approx as ap
 
+from _timing import best_of  # benchmarks/ is on sys.path when a benchmark runs as a script
 
-def best_of(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def row(name, seconds, target):

@@ -16,14 +16,7 @@ import torch
 import qmf_lite as qmf
 from qmf_lite import tradeoff
 
-
-def best_of(fn, repeat=5):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from _timing import best_of  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 
 def row(name, seconds, target):
@@ -39,9 +32,10 @@ def main():
         phi._integrals.clear()  # include the Chebyshev fit of the arcsine integral
         qmf.correlation_map(c, phi, 1.0, 0.0)
 
-    row("correlation_map, N = 16, 1e4 values of c (cold)", best_of(cmap_cold), 0.050)
-    row("correlation_map, N = 16, 1e4 values of c (fit cached)", best_of(lambda: qmf.correlation_map(c, phi, 1.0, 0.0)), 0.050)
-    row("chi, N = 16, 1e4 values of c", best_of(lambda: qmf.chi(c, phi, 1.0, 0.0)), 0.010)
+    row("correlation_map, N = 16, 1e4 values of c (cold)", best_of(cmap_cold, repeat=5), 0.050)
+    row("correlation_map, N = 16, 1e4 values of c (fit cached)",
+        best_of(lambda: qmf.correlation_map(c, phi, 1.0, 0.0), repeat=5), 0.050)
+    row("chi, N = 16, 1e4 values of c", best_of(lambda: qmf.chi(c, phi, 1.0, 0.0), repeat=5), 0.010)
 
     fig2 = list(qmf.FIG2_LEVELS)
 
@@ -50,9 +44,9 @@ def main():
         for n in fig2:
             qmf.chi_max(n)
 
-    row(f"chi_max for the Fig. 2 set ({len(fig2)} values of N), cold", best_of(fig2_cold), 0.100)
+    row(f"chi_max for the Fig. 2 set ({len(fig2)} values of N), cold", best_of(fig2_cold, repeat=5), 0.100)
     row("  the same by the direct sums for every N (as before)",
-        best_of(lambda: [tradeoff._chi_max_direct(n) for n in fig2]), 0.100)
+        best_of(lambda: [tradeoff._chi_max_direct(n) for n in fig2], repeat=5), 0.100)
 
     def cold(n):
         tradeoff._chi_max_cached.cache_clear()

@@ -19,14 +19,8 @@ from threadpoolctl import threadpool_limits
 
 from qmf_lite import ptq
 
+from _timing import best_of  # benchmarks/ is on sys.path when a benchmark runs as a script
 
-def best_of(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def direct_recursion(W, X, alphabet):

@@ -7,21 +7,14 @@ in the same process. Targets (2 CPU cores): the stationary distribution of a 200
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 
 from qmf_lite import weights as qw
 
+from _timing import best_of  # benchmarks/ is on sys.path when a benchmark runs as a script
 
-def best_of(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def row(name, seconds, baseline_name, baseline):

@@ -1726,14 +1726,35 @@ def codec(target, cells, word_bits, lipschitz=1.0):
         pos, neg = w[d]
         return pos - neg if neg is not None else pos
 
+    def put(name, e):
+        names.append(name)
+        ex.append(e)
+
+    def carry(d):                                          # a chain's registers, passed on unchanged
+        put(d + "u", u[d])
+        put(d + "w+", w[d][0])
+        put(d + "w-", w[d][1])
+        if acc[d]:
+            put(d + "a+", acc[d][0])
+            put(d + "a-", acc[d][1])
+
+    def take(d, out):                                      # ... and read back after the layer
+        u[d], w[d] = out[d + "u"], (out[d + "w+"], out[d + "w-"])
+        if acc[d]:
+            acc[d] = (out[d + "a+"], out[d + "a-"])
+
+    def shared_layer():                                    # C and P ride along; build the layer
+        nonlocal C, P
+        put("C", C)
+        put("P+", P[0])
+        put("P-", P[1])
+        out = dict(zip(names, bld.layer(ex)))
+        C, P = out["C"], (out["P+"], out["P-"])
+        return out
+
     for i in range(1, M + 1):
         # layer a: thresholds, position ramps, carries, accumulate the previous bit's products
         ex, names = [], []
-
-        def put(name, e):
-            names.append(name)
-            ex.append(e)
-
         for d in D2:
             put(d + "p", Y[d] - C)
             put(d + "q", Y[d] - C + 1)
@@ -1747,11 +1768,7 @@ def codec(target, cells, word_bits, lipschitz=1.0):
             if pis[d] is not None:
                 put(d + "a+", (acc[d][0] if acc[d] else 0) + pis[d][0])
                 put(d + "a-", (acc[d][1] if acc[d] else 0) + pis[d][1])
-        put("C", C)
-        put("P+", P[0])
-        put("P-", P[1])
-        out = dict(zip(names, bld.layer(ex)))
-        C, P = out["C"], (out["P+"], out["P-"])
+        out = shared_layer()
         for d in D2:
             u[d] = out[d + "u"]
             w[d] = (out[d + "rb"], out[d + "wn"])
@@ -1768,21 +1785,10 @@ def codec(target, cells, word_bits, lipschitz=1.0):
                 put(d + "x1", g)
             put(d + "y", 2 * out[d + "y"] - 2 * out[d + "p"] - 2 * out[d + "q"])
             put(d + "rho", out[d + "ra"] - out[d + "rb"])
-            put(d + "u", u[d])
-            put(d + "w+", w[d][0])
-            put(d + "w-", w[d][1])
-            if acc[d]:
-                put(d + "a+", acc[d][0])
-                put(d + "a-", acc[d][1])
-        put("C", C)
-        put("P+", P[0])
-        put("P-", P[1])
-        out = dict(zip(names, bld.layer(ex)))
-        C, P = out["C"], (out["P+"], out["P-"])
+            carry(d)
+        out = shared_layer()
         for d in D2:
-            u[d], w[d] = out[d + "u"], (out[d + "w+"], out[d + "w-"])
-            if acc[d]:
-                acc[d] = (out[d + "a+"], out[d + "a-"])
+            take(d, out)
         # layer c: the products pi(rho_i, s_i) and pi(u, s_i)
         ex, names = [], []
         for d in D2:
@@ -1791,23 +1797,13 @@ def codec(target, cells, word_bits, lipschitz=1.0):
             put(d + "pi2", u[d] + bit - 1)
             put(d + "b", bit)
             put(d + "Y", out[d + "y"])
-            put(d + "u", u[d])
-            put(d + "w+", w[d][0])
-            put(d + "w-", w[d][1])
-            if acc[d]:
-                put(d + "a+", acc[d][0])
-                put(d + "a-", acc[d][1])
-        put("C", C)
-        put("P+", P[0])
-        put("P-", P[1])
-        out = dict(zip(names, bld.layer(ex)))
-        C, P = out["C"], (out["P+"], out["P-"])
+            carry(d)
+        out = shared_layer()
         for d in D2:
-            Y[d], u[d], w[d] = out[d + "Y"], out[d + "u"], (out[d + "w+"], out[d + "w-"])
+            take(d, out)
+            Y[d] = out[d + "Y"]
             betas[d] = out[d + "b"]
             pis[d] = (out[d + "pi1"], out[d + "pi2"])
-            if acc[d]:
-                acc[d] = (out[d + "a+"], out[d + "a-"])
     ex = []
     for d in D2:
         ex += [(acc[d][0] if acc[d] else 0) + pis[d][0], (acc[d][1] if acc[d] else 0) + pis[d][1]]

@@ -419,17 +419,10 @@ class DyadicNet:
         """
         model = check_one_of(model, "model", ("param", "layer"))
         out = []
-        for a, c, _ in self._layers:
-            vals = [abs(v) for v in np.concatenate([a.ravel(), c]).tolist() if v != 0]
-            if not vals:
+        for ks in self._layer_multiples():
+            if not ks:
                 out.append(0)
-                continue
-            acc = 0
-            for v in vals:
-                acc |= v
-            tz = (acc & -acc).bit_length() - 1
-            ks = [v >> tz for v in vals]
-            if model == "layer":
+            elif model == "layer":
                 out.append(len(ks) * (1 + (max(ks) - 1).bit_length()))
             else:
                 out.append(sum(1 + (k - 1).bit_length() for k in ks))
@@ -437,17 +430,19 @@ class DyadicNet:
 
     def layer_bits(self):
         """Per layer, the bits b of its format: every nonzero parameter is one of the 2**b values +-k s."""
+        return [1 + (max(ks) - 1).bit_length() if ks else 0 for ks in self._layer_multiples()]
+
+    def _layer_multiples(self):
+        """Per layer, the nonzero |parameters| as multiples k of the layer's step s (the largest
+        power of two dividing them all): a list of ints, empty for an all-zero layer."""
         out = []
         for a, c, _ in self._layers:
             vals = [abs(v) for v in np.concatenate([a.ravel(), c]).tolist() if v != 0]
-            if not vals:
-                out.append(0)
-                continue
             acc = 0
             for v in vals:
                 acc |= v
             tz = (acc & -acc).bit_length() - 1
-            out.append(1 + ((max(vals) >> tz) - 1).bit_length())
+            out.append([v >> tz for v in vals])
         return out
 
     def memory_bits(self, model="param"):

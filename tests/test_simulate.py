@@ -12,6 +12,18 @@ import qmf_lite as qmf
 from qmf_lite import simulate
 
 
+def _assert_follows_the_maps(res, activation, sigma_w, sigma_b, depth, width, q0, c0):
+    """The simulated q^l and c^l agree with the maps within 4 standard errors plus an O(1/width)
+    finite-width bias, and the tolerance is meaningful: a 10% larger sigma_w is rejected."""
+    q_th, c_th = qmf.iterate_maps(activation, sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
+    tol_c = 4 * res.c_sem + 2 / width
+    tol_q = 4 * res.q_sem + 2 * q_th / width
+    assert np.all(np.abs(res.c - c_th) < tol_c), (res.c, c_th, tol_c)
+    assert np.all(np.abs(res.q - q_th) < tol_q), (res.q, q_th, tol_q)
+    q_off, c_off = qmf.iterate_maps(activation, 1.1 * sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
+    assert np.any(np.abs(res.c - c_off) > tol_c) or np.any(np.abs(res.q - q_off) > tol_q)
+
+
 @pytest.mark.parametrize("activation,sigma_w,sigma_b,q0,c0", [
     (qmf.QuantizedActivation(4), 1.4, 0.1, 0.5, 0.6),
     ("tanh", 1.5, 0.2, 1.0, 0.3),
@@ -25,15 +37,8 @@ def test_torch_simulation_matches_iterated_maps(activation, sigma_w, sigma_b, q0
     width, depth, n_nets = 1024, 8, 16
     res = qmf.simulate_correlations(activation, sigma_w, sigma_b, depth=depth, width=width, c0=c0, q0=q0,
                                     n_nets=n_nets, seed=3, device="cpu")
-    q_th, c_th = qmf.iterate_maps(activation, sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
     assert res.q.shape == res.c.shape == (depth + 1,)
-    tol_c = 4 * res.c_sem + 2 / width
-    tol_q = 4 * res.q_sem + 2 * q_th / width
-    assert np.all(np.abs(res.c - c_th) < tol_c), (res.c, c_th, tol_c)
-    assert np.all(np.abs(res.q - q_th) < tol_q), (res.q, q_th, tol_q)
-    # and the tolerance is meaningful: the maps of a net with a 10% larger sigma_w are rejected
-    q_off, c_off = qmf.iterate_maps(activation, 1.1 * sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
-    assert np.any(np.abs(res.c - c_off) > tol_c) or np.any(np.abs(res.q - q_off) > tol_q)
+    _assert_follows_the_maps(res, activation, sigma_w, sigma_b, depth, width, q0, c0)
 
 
 def test_torch_simulation_is_seeded():
@@ -80,13 +85,7 @@ def test_non_gaussian_weights_follow_the_same_maps(weights, activation, sigma_w,
     width, depth, n_nets = 1024, 8, 16
     res = qmf.simulate_correlations(activation, sigma_w, sigma_b, depth=depth, width=width, c0=c0, q0=q0,
                                     n_nets=n_nets, seed=5, device="cpu", weights=weights)
-    q_th, c_th = qmf.iterate_maps(activation, sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
-    tol_c = 4 * res.c_sem + 2 / width
-    tol_q = 4 * res.q_sem + 2 * q_th / width
-    assert np.all(np.abs(res.c - c_th) < tol_c), (res.c, c_th, tol_c)
-    assert np.all(np.abs(res.q - q_th) < tol_q), (res.q, q_th, tol_q)
-    q_off, c_off = qmf.iterate_maps(activation, 1.1 * sigma_w, sigma_b, depth=depth, q0=q0, c0=c0)
-    assert np.any(np.abs(res.c - c_off) > tol_c) or np.any(np.abs(res.q - q_off) > tol_q)
+    _assert_follows_the_maps(res, activation, sigma_w, sigma_b, depth, width, q0, c0)
 
 
 def test_weights_change_the_draw_but_not_the_seeding():

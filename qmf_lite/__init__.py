@@ -68,7 +68,7 @@ from .activations import (
     Tanh,
     get_activation,
 )
-from .gaussian import MonteCarloEstimate, expect, expect_pair, monte_carlo_kernel, normal_rule
+from .gaussian import MonteCarloEstimate, expect, expect_pair, monte_carlo_kernel, normal_rule, simultaneous_threshold
 from .maps import (
     chi,
     correlation_map,
@@ -78,6 +78,7 @@ from .maps import (
     basin_boundary_q,
     fixed_point_q,
     iterate_maps,
+    phase_diagram,
     variance_fixed_points,
     variance_map,
     variance_map_slope,
@@ -130,11 +131,11 @@ __all__ = [
     "Activation", "StepActivation", "QuantizedActivation", "Linear", "ReLU", "Erf", "Tanh", "HardTanh",
     "CallableActivation", "QuadratureWarning", "get_activation",
     # gaussian
-    "normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "monte_carlo_kernel",
+    "normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "monte_carlo_kernel", "simultaneous_threshold",
     # maps
     "variance_map", "variance_map_slope", "fixed_point_q", "variance_fixed_points", "basin_boundary_q",
     "covariance_map", "correlation_map", "chi",
-    "fixed_point_c", "depth_scale", "iterate_maps",
+    "fixed_point_c", "depth_scale", "phase_diagram", "iterate_maps",
     # tradeoff
     "InitScheme", "chi_max", "chi_zero", "optimal_depth_scale", "max_depth", "bits", "levels_for_depth",
     "lloyd_max", "lloyd_max_activation", "optimal_init", "quantization_error",

@@ -33,9 +33,9 @@ import numpy as np
 from numpy.polynomial import chebyshev as _cheb
 from scipy import special
 
-from ._validate import check_callable, check_correlation, check_int, check_nonnegative, check_seed
+from ._validate import check_callable, check_correlation, check_int, check_nonnegative, check_real_in, check_seed
 
-__all__ = ["normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "monte_carlo_kernel"]
+__all__ = ["normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "monte_carlo_kernel", "simultaneous_threshold"]
 
 SQRT2PI = np.sqrt(2.0 * np.pi)
 
@@ -342,3 +342,52 @@ def monte_carlo_kernel(activation, q, c, n_samples=400_000, seed=0):
         mean[idx] = prod.mean()
         sem[idx] = prod.std(ddof=1) / np.sqrt(n_samples)
     return MonteCarloEstimate(mean[()], sem[()])
+
+
+def simultaneous_threshold(n_comparisons, dof=None, alpha=0.01):
+    r"""The bound that ``n_comparisons`` standardised errors :math:`|z_k|` all stay below, with probability ``1 - alpha``.
+
+    A check "every estimate lies within :math:`t` standard errors of the theory" over :math:`m`
+    comparisons must correct for their number, and for standard errors estimated from few samples.
+    The Šidák correction gives each comparison the two-sided tail
+    :math:`p = 1 - (1 - \alpha)^{1/m}`, so
+
+    .. math:: t = F^{-1}\bigl(1 - p/2\bigr),
+
+    with :math:`F` the standard normal distribution (``dof=None``: standard errors from large
+    samples) or Student's t with ``dof`` degrees of freedom (a mean and its standard error from
+    ``dof + 1`` independent samples, e.g. networks). For independent comparisons
+    :math:`P(\max_k |z_k| < t) = 1 - \alpha` exactly; for jointly Gaussian ones with any
+    correlation it is at least that (Šidák's inequality), so correlated comparisons (the layers of
+    the same networks) make the check conservative, never too strict.
+
+    Parameters
+    ----------
+    n_comparisons : int
+        Number of comparisons :math:`m`, ``1 <= m <= 10**12``.
+    dof : int or None
+        Degrees of freedom of the t distribution, ``1 <= dof <= 10**9``; ``None`` for the normal.
+    alpha : float
+        Probability that the check fails by chance alone, in ``[1e-12, 0.5]``.
+
+    Returns
+    -------
+    float
+        The threshold :math:`t`.
+
+    Examples
+    --------
+    >>> round(simultaneous_threshold(1, alpha=0.05), 4)        # the familiar 1.96
+    1.96
+    >>> round(simultaneous_threshold(36), 2), round(simultaneous_threshold(120, dof=7), 2)
+    (3.63, 8.11)
+    """
+    from scipy import stats
+
+    m = check_int(n_comparisons, "n_comparisons", 1, 10**12)
+    if dof is not None:
+        dof = check_int(dof, "dof", 1, 10**9)
+    alpha = check_real_in(alpha, "alpha", 1e-12, 0.5)
+    tail = -np.expm1(np.log1p(-alpha) / m)              # 1 - (1 - alpha)^(1/m) without cancellation
+    dist = stats.norm if dof is None else stats.t(dof)
+    return float(dist.isf(tail / 2))

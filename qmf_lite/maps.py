@@ -34,6 +34,7 @@ __all__ = [
     "chi",
     "fixed_point_c",
     "depth_scale",
+    "phase_diagram",
     "iterate_maps",
 ]
 
@@ -535,6 +536,104 @@ def depth_scale(activation, sigma_w, sigma_b, *, dead="raise"):
         return np.inf if x == 1.0 else -1.0 / np.log(x)
 
     return _over_params(one, sigma_w, sigma_b)
+
+
+def _xi_of(x):
+    """-1/ln x for a contraction factor x in [0, inf]: 0 at x = 0, inf at x >= 1 (no contraction)."""
+    if x == 0.0:
+        return 0.0
+    return np.inf if x >= 1.0 else -1.0 / np.log(x)
+
+
+def phase_diagram(activation, sigma_w, sigma_b, *, q0=1.0):
+    r"""Everything the two maps say about one network, over a grid of :math:`(\sigma_w, \sigma_b)`.
+
+    At each point, with :math:`q^*` the fixed point that the variance map reaches from ``q0``
+    (:func:`fixed_point_q`) and :math:`c^*` the stable fixed point of the correlation map
+    (:func:`fixed_point_c`):
+
+    .. math::
+       \xi_c = -\frac{1}{\ln\chi(c^*)},\qquad
+       \xi_q = -\frac{1}{\ln s},\quad s = \frac{\partial q^{l+1}}{\partial q^l}\Big|_{q^*},\qquad
+       \chi_1 = \sigma_w^2\,\mathbb E[\phi'(\sqrt{q^*}z)^2] .
+
+    :math:`\xi_c` is the correlation depth scale (:func:`depth_scale`), :math:`\xi_q` the depth
+    scale on which :math:`q^l` settles (the variance depth scale), and :math:`\chi_1` decides
+    order (:math:`\chi_1 < 1`, :math:`c^* = 1`) from chaos; it is infinite for every step
+    activation (the square-root cusp of the correlation map at :math:`c = 1`). Two further
+    structures are flagged. ``dead``: the variance map takes ``q0`` to :math:`q^* = 0` (an odd
+    number of levels without bias, below the :math:`\sigma_w` where a positive :math:`q^*` is born;
+    tanh or hard-tanh without bias at :math:`\sigma_w \le 1`);
+    there :math:`c^*`, :math:`\chi_1`, :math:`\xi_c` and :math:`\xi_q` are NaN. ``antipodal``:
+    :math:`c = -1` is an exact fixed point of the correlation map, which happens for an odd
+    activation without bias (:math:`\phi(-h) = -\phi(h)`, so an input and its negative stay
+    opposite at every layer); with a bias the map sends :math:`c = -1` to
+    :math:`-1 + 2\sigma_b^2/q^*`.
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+    sigma_w, sigma_b : array_like
+        ``sigma_w > 0``, ``sigma_b >= 0``; broadcast together (e.g. from ``np.meshgrid``).
+    q0 : float
+        Input variance from which :math:`q^*` is reached, ``q0 > 0`` (keyword; default 1).
+
+    Returns
+    -------
+    dict of ndarray
+        Keys ``q_star``, ``c_star``, ``chi1``, ``xi_c``, ``xi_q`` (float) and ``dead``,
+        ``antipodal`` (bool), each with the broadcast shape of ``sigma_w`` and ``sigma_b``.
+        ``xi_c`` and ``xi_q`` are ``inf`` where the contraction factor is 1 (criticality) and
+        NaN where the network is dead; ``chi1`` is ``inf`` for step activations; ``q_star`` is
+        ``inf`` where the variance grows without bound (linear or ReLU nets in their unbounded
+        phase), and the other entries are NaN there.
+
+    Examples
+    --------
+    Three levels without bias: dead below :math:`\sigma_w \approx 0.87`, alive above, and
+    :math:`c = -1` an exact fixed point on the whole line :math:`\sigma_b = 0`.
+
+    >>> pd = phase_diagram(QuantizedActivation(3), [0.8, 1.2], 0.0)
+    >>> pd["dead"].tolist(), pd["antipodal"].tolist(), pd["c_star"][1], round(float(pd["xi_c"][1]), 4)
+    ([True, False], [True, True], np.float64(0.0), 4.6767)
+
+    Hard-tanh has both phases: chaotic (:math:`\chi_1 > 1`, :math:`c^* < 1`) at a small bias,
+    ordered (:math:`\chi_1 < 1`, :math:`c^* = 1`) at a large one.
+
+    >>> pd = phase_diagram("hardtanh", 1.2, [0.05, 0.5])
+    >>> pd["chi1"].round(4).tolist(), pd["c_star"].round(4).tolist()
+    ([1.1646, 0.9865], [0.0738, 1.0])
+    """
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    q0 = float(check_positive(q0, "q0", allow_array=False))
+    act = get_activation(activation)
+    sw, sb = np.broadcast_arrays(sigma_w, sigma_b)
+    keys = ("q_star", "c_star", "chi1", "xi_c", "xi_q")
+    out = {k: np.full(sw.shape, np.nan) for k in keys}
+    out["dead"] = np.zeros(sw.shape, bool)
+    out["antipodal"] = np.zeros(sw.shape, bool)
+    for idx in np.ndindex(sw.shape):
+        a, b = float(sw[idx]), float(sb[idx])
+        out["antipodal"][idx] = b == 0.0 and bool(act.odd)
+        q_star = _fixed_point_q_bounded(act, a, b, q0)
+        out["q_star"][idx] = q_star
+        if q_star == 0.0:
+            out["dead"][idx] = True
+            continue
+        if not np.isfinite(q_star):
+            continue
+        with np.errstate(over="ignore"):  # e.g. cosh of a huge tanh pre-activation: its derivative is 0
+            out["chi1"][idx] = a * a * float(act.derivative_kernel(q_star, 1.0))
+            c_star = _fixed_point_c_scalar(act, a, b, q_star)
+            x = a * a * float(act.derivative_kernel(q_star, c_star))
+        if c_star == 1.0 and x == np.inf:
+            x = 0.5  # c* within 1e-13 of 1 behind the cusp (see depth_scale)
+        out["c_star"][idx] = c_star
+        out["xi_c"][idx] = _xi_of(x)
+        h = 1e-5 * q_star
+        slope = a * a * float(act.second_moment(q_star + h) - act.second_moment(q_star - h)) / (2 * h)
+        out["xi_q"][idx] = _xi_of(abs(slope))
+    return {k: (v[()] if v.ndim == 0 else v) for k, v in out.items()}
 
 
 def iterate_maps(activation, sigma_w, sigma_b, *args, depth=None, q0=None, c0=None):

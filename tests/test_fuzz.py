@@ -266,6 +266,7 @@ REGISTRY["expect"] = Entry(dict(f=np.cos, q=0.5, n=40))
 REGISTRY["expect_pair"] = Entry(dict(f=np.tanh, g=np.tanh, q=0.5, c=0.3, n=20, chunk=4))
 REGISTRY["MonteCarloEstimate"] = Entry(dict(mean=0.5, sem=0.01), record=True)
 REGISTRY["monte_carlo_kernel"] = Entry(dict(activation="sign", q=1.3, c=0.4, n_samples=2000, seed=0))
+REGISTRY["simultaneous_threshold"] = Entry(dict(n_comparisons=36, dof=7, alpha=0.01))
 
 # --- maps: each function with a quantized activation (odd N: a zero level) and with ReLU ------
 MAP_ACTIVATIONS = {"N3": qmf.QuantizedActivation(3), "relu": "relu"}
@@ -289,6 +290,11 @@ for _v, _a in (("N3", qmf.QuantizedActivation(3)), ("relu", "relu"), ("tanh", "t
                                                           q_max=1e4, n_grid=200))
     REGISTRY[f"basin_boundary_q[{_v}]"] = Entry(dict(activation=_a, sigma_w=1.2, sigma_b=0.0, q_min=1e-10, q_max=1e4,
                                                      n_grid=200), documented=(BASIN_NAN,))
+PHASE_CHI1_INF = Documented("``chi1`` is ``inf`` for step activations",
+                            lambda kw, out: _is_step(_act(kw)) and _all_nonfinite_are(out["chi1"], [INF]))
+REGISTRY["phase_diagram[N3]"] = Entry(dict(activation=qmf.QuantizedActivation(3), sigma_w=1.2, sigma_b=0.1, q0=1.0),
+                                      documented=(PHASE_CHI1_INF,))
+REGISTRY["phase_diagram[tanh]"] = Entry(dict(activation="tanh", sigma_w=1.2, sigma_b=0.1, q0=1.0))
 REGISTRY["depth_scale[N3-nan]"] = Entry(dict(activation=qmf.QuantizedActivation(3), sigma_w=1.2, sigma_b=0.0,
                                              dead="nan"), documented=(DEPTH_SCALE_INF, DEPTH_SCALE_NAN))
 

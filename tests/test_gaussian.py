@@ -134,3 +134,36 @@ def test_narrow_layers_switch_to_panels_without_warning_or_memory_blowup():
     assert integral._panels is not None and integral.degree == gaussian.ArcsineIntegral.PANEL_SWITCH_DEGREE
     # G(-pi/2) = int S(sin t) dt over the whole range; at c = -1 the kernel is -E[phi^2] (odd phi)
     assert phi.kernel(1e6, -1.0) == pytest.approx(-phi.second_moment(1e6), rel=1e-13)
+
+
+def test_simultaneous_threshold_reference_values():
+    """Table values: z_{0.975} = 1.959964, t_{7, 0.975} = 2.364624; Sidak over 36 at 1%: z at 1 - 1.3958e-4."""
+    assert qmf.simultaneous_threshold(1, alpha=0.05) == pytest.approx(1.959964, abs=1e-6)
+    assert qmf.simultaneous_threshold(1, dof=7, alpha=0.05) == pytest.approx(2.364624, abs=1e-6)
+    assert qmf.simultaneous_threshold(36, alpha=0.01) == pytest.approx(3.633930, abs=1e-6)
+    # more comparisons, fewer degrees of freedom or a smaller alpha all raise the threshold
+    assert qmf.simultaneous_threshold(240, dof=7) > qmf.simultaneous_threshold(120, dof=7) > qmf.simultaneous_threshold(120)
+    assert qmf.simultaneous_threshold(10, alpha=0.001) > qmf.simultaneous_threshold(10, alpha=0.01)
+
+
+@pytest.mark.parametrize("dof", [None, 7])
+def test_simultaneous_threshold_has_its_false_alarm_rate(dof):
+    """Over independent comparisons the maximum exceeds t with probability alpha (binomial tolerance, 5 s.e.)."""
+    rng = np.random.default_rng(3)
+    m, alpha, reps = 40, 0.05, 20_000
+    if dof is None:
+        z = rng.standard_normal((reps, m))
+    else:                                   # mean over dof + 1 samples divided by its estimated standard error
+        x = rng.standard_normal((reps, m, dof + 1))
+        z = x.mean(-1) / (x.std(-1, ddof=1) / np.sqrt(dof + 1))
+    rate = np.mean(np.abs(z).max(axis=1) > qmf.simultaneous_threshold(m, dof=dof, alpha=alpha))
+    assert abs(rate - alpha) < 5 * np.sqrt(alpha * (1 - alpha) / reps)
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(n_comparisons=0), "n_comparisons"), (dict(n_comparisons=2.5), "n_comparisons"), (dict(dof=0), "dof"),
+    (dict(alpha=0.0), "alpha"), (dict(alpha=0.7), "alpha"), (dict(alpha=np.nan), "alpha"),
+])
+def test_simultaneous_threshold_bad_input(kwargs, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        qmf.simultaneous_threshold(**(dict(n_comparisons=3) | kwargs))

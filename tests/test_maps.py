@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from scipy import special
 
 import qmf_lite as qmf
 
@@ -409,3 +410,50 @@ def test_step_maps_far_above_the_thresholds():
     assert np.all(np.abs(c) <= 1) and np.all(np.diff(c) < 0)   # decorrelating: the sign-like regime
     # at q* ~ 1e14 the map is the arcsine law of sign (thresholds 0.5 are 5e-8 standard deviations)
     assert qmf.correlation_map(0.3, phi, 1e7, 0.0) == pytest.approx(2 / np.pi * np.arcsin(0.3), rel=1e-6)
+
+
+def test_phase_diagram_agrees_with_the_single_functions():
+    """Every entry equals what the function of that quantity computes on its own (alive points)."""
+    phi = qmf.QuantizedActivation(4)
+    sw, sb = np.array([0.9, 1.2, 2.0]), np.array([0.0, 0.1, 0.4])
+    pd = qmf.phase_diagram(phi, sw, sb)
+    np.testing.assert_allclose(pd["q_star"], qmf.fixed_point_q(phi, sw, sb), rtol=1e-14)
+    np.testing.assert_allclose(pd["c_star"], qmf.fixed_point_c(phi, sw, sb), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(pd["xi_c"], qmf.depth_scale(phi, sw, sb), rtol=1e-12)
+    slope = qmf.variance_map_slope(pd["q_star"], phi, sw, sb)
+    np.testing.assert_allclose(pd["xi_q"], -1 / np.log(slope), rtol=1e-9)
+    assert np.all(pd["chi1"] == np.inf) and not pd["dead"].any()
+    assert pd["antipodal"].tolist() == [True, False, False]
+
+
+def test_phase_diagram_hardtanh_edge_of_chaos():
+    """Hard-tanh: chi1 = sigma_w^2 P(|u| < 1) crosses 1 between the phases; c* = 1 in the ordered one."""
+    sw, sb = 1.2, np.array([0.05, 0.5])
+    pd = qmf.phase_diagram("hardtanh", sw, sb)
+    q = pd["q_star"]
+    np.testing.assert_allclose(pd["chi1"], sw**2 * special.erf(1 / np.sqrt(2 * q)), rtol=1e-10)
+    assert pd["chi1"][0] == pytest.approx(1.1645967, abs=1e-6) and pd["chi1"][1] < 1
+    assert pd["c_star"][0] == pytest.approx(0.0737740, abs=1e-6) and pd["c_star"][1] == 1.0
+    np.testing.assert_allclose(pd["xi_c"][1], -1 / np.log(pd["chi1"][1]), rtol=1e-12)
+
+
+def test_phase_diagram_dead_phase_and_antipodal_point_of_odd_levels():
+    """N = 3 without bias: dead below sigma_w = 0.8685 (where q* is born), alive above; c = -1 is an
+    exact fixed point only without bias, and a bias sends it to -1 + 2 sigma_b^2 / q*."""
+    phi = qmf.QuantizedActivation(3)
+    pd = qmf.phase_diagram(phi, [0.86, 0.88, 1.2], 0.0)
+    assert pd["dead"].tolist() == [True, False, False] and np.isnan(pd["xi_c"][0]) and np.isnan(pd["c_star"][0])
+    assert pd["antipodal"].all() and pd["c_star"][2] == 0.0
+    assert pd["xi_c"][2] == pytest.approx(4.676741, abs=1e-6)
+    assert float(qmf.correlation_map(-1.0, phi, 1.2, 0.0)) == pytest.approx(-1.0, abs=1e-14)
+    sb = 0.1
+    q_b = float(qmf.fixed_point_q(phi, 1.2, sb))
+    assert float(qmf.correlation_map(-1.0, phi, 1.2, sb)) == pytest.approx(-1 + 2 * sb**2 / q_b, rel=1e-12)
+    assert not qmf.phase_diagram(phi, 1.2, sb)["antipodal"]
+
+
+@pytest.mark.parametrize("kwargs,name", [(dict(sigma_w=0.0), "sigma_w"), (dict(sigma_b=-0.1), "sigma_b"),
+                                         (dict(q0=0.0), "q0")])
+def test_phase_diagram_bad_input(kwargs, name):
+    with pytest.raises(ValueError, match=rf"\b{name}\b"):
+        qmf.phase_diagram(**(dict(activation="tanh", sigma_w=1.2, sigma_b=0.1) | kwargs))

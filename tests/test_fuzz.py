@@ -294,7 +294,7 @@ PHASE_CHI1_INF = Documented("``chi1`` is ``inf`` for step activations",
                             lambda kw, out: _is_step(_act(kw)) and _all_nonfinite_are(out["chi1"], [INF]))
 REGISTRY["phase_diagram[N3]"] = Entry(dict(activation=qmf.QuantizedActivation(3), sigma_w=1.2, sigma_b=0.1, q0=1.0),
                                       documented=(PHASE_CHI1_INF,))
-REGISTRY["phase_diagram[tanh]"] = Entry(dict(activation="tanh", sigma_w=1.2, sigma_b=0.1, q0=1.0))
+REGISTRY["phase_diagram[hardtanh]"] = Entry(dict(activation="hardtanh", sigma_w=1.2, sigma_b=0.1, q0=1.0))
 REGISTRY["depth_scale[N3-nan]"] = Entry(dict(activation=qmf.QuantizedActivation(3), sigma_w=1.2, sigma_b=0.0,
                                              dead="nan"), documented=(DEPTH_SCALE_INF, DEPTH_SCALE_NAN))
 

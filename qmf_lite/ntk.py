@@ -12,12 +12,12 @@ where the last two terms are the readout's. One forward and one backward pass ov
 batch of inputs give every :math:`a^l` and :math:`\delta^l`, and the kernel follows from Gram matrices,
 without ever forming per-example gradients. The backward pass uses the straight-through estimator.
 
-At infinite width (:func:`ste_ntk`) the same sum becomes a recursion over layers: the forward
+At infinite width (:func:`~qmf_lite.ste_ntk`) the same sum becomes a recursion over layers: the forward
 kernels of chapter 1, and backward kernels :math:`\Delta^l(x, x') = \lim\,\langle\delta^l(x),
 \delta^l(x')\rangle` obeying :math:`\Delta^l = \sigma_w^2\,\dot K^l\,\Delta^{l+1}`, where the STE's
 derivative kernel :math:`\dot K = s^2 P(|u_1|\le T, |u_2|\le T)` is a bivariate-normal rectangle
-probability (:func:`ste_derivative_kernel`). The functions of this theory need numpy and scipy only;
-:func:`empirical_ntk` imports torch when it is called.
+probability (:func:`~qmf_lite.ste_derivative_kernel`). The functions of this theory need numpy and scipy only;
+:func:`~qmf_lite.empirical_ntk` imports torch when it is called.
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def ste_derivative_kernel(q, c, clip, slope=1.0):
 
     ``(u_1, u_2)`` are centred normals of variance ``q`` each and correlation ``c``. With
     :math:`a = T/\sqrt q` and :math:`r = \sqrt{(1-c)/(1+c)}` the rectangle probability has the
-    closed form (Owen's :math:`T` function, :func:`scipy.special.owens_t`)
+    closed form (Owen's :math:`T` function, ``scipy.special.owens_t``)
 
     .. math:: P(|u_1|\le T, |u_2|\le T) = 1 - 4\,\bigl[T_{\rm Owen}(a, r) + T_{\rm Owen}(a, 1/r)\bigr],
 

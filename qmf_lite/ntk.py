@@ -28,7 +28,7 @@ import numpy as np
 from scipy import special
 
 from ._validate import check_correlation, check_int_range, check_nonnegative, check_positive, check_sigmas
-from .activations import QuantizedActivation, get_activation
+from .activations import QuantizedActivation
 
 __all__ = ["empirical_ntk", "ste_derivative_kernel", "backward_rate", "backward_depth_scale", "ste_ntk", "SteNTK"]
 

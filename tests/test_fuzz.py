@@ -533,7 +533,8 @@ REGISTRY["ste_derivative_kernel"] = Entry(dict(q=[0.5, 2.0], c=[0.3, -0.9], clip
 REGISTRY["backward_rate"] = Entry(dict(activation=4, sigma_w=[0.9, 1.2], sigma_b=0.0))
 REGISTRY["backward_depth_scale"] = Entry(
     dict(activation=4, sigma_w=1.0, sigma_b=0.0),
-    documented=(Documented("``inf`` where :math:`r_\\delta = 1`", lambda kw, out: bool(np.all(np.isfinite(out) | (out == INF)))),))
+    documented=(Documented("``inf`` where :math:`r_\\delta = 1`",
+                           lambda kw, out: bool(np.all(np.isfinite(out) | (out == INF)))),))
 REGISTRY["ste_ntk"] = Entry(dict(activation=4, sigma_w=1.0, depth=3, c0=[0.0, 0.5], sigma_b=0.0, q1=None, slope=None,
                                  width=64, n_in=16), numbers=("q1", "slope"),
                             documented=(Documented("NaN where no gradient reaches layer ``l``", lambda kw, out: bool(

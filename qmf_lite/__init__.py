@@ -21,7 +21,7 @@ module                    concept                                               
 ``simulate``              wide random networks in torch (Fig. 1)                      torch
 ``ste``                   the straight-through estimator and its slope rule           torch
 ``training``              batched quantized MLPs, SGD, the cached grid runner         torch
-``ntk``                   the empirical neural tangent kernel                         torch
+``ntk``                   the empirical NTK (torch); its infinite-width STE theory    torch
 ``data``                  digits (offline) and MNIST (checksummed download)           torch
 ``fig3``                  the paper's Fig. 3: profiles, the data file, its analysis    numpy
 ``book``                  chapter helpers: the scale switch, glue, tables, style      numpy
@@ -118,7 +118,7 @@ _LAZY = {
     "training": ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
                  "bgs19_lr", "learning_rate", "training_memory", "training_flops", "memory_budget", "LAYOUTS",
                  "PRECISIONS"],
-    "ntk": ["empirical_ntk"],
+    "ntk": ["empirical_ntk", "ste_derivative_kernel", "backward_rate", "backward_depth_scale", "ste_ntk", "SteNTK"],
     "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir", "MNIST_FILES",
              "BGS19_NORMALIZATION", "CacheWarning"],
 }

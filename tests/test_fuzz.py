@@ -535,6 +535,20 @@ REGISTRY["halfway_depth"] = Entry(dict(depths=[2, 4, 8, 16], accuracy=[0.9, 0.8,
                                   documented=(Documented("NaN if the accuracy never falls that low.",
                                                          lambda kw, out: math.isnan(out)),))
 REGISTRY["empirical_ntk"] = Entry(lambda: dict(model=_model(), x=_torch().randn(3, 64), output=0))
+REGISTRY["ste_derivative_kernel"] = Entry(dict(q=[0.5, 2.0], c=[0.3, -0.9], clip=1.0, slope=1.1))
+REGISTRY["backward_rate"] = Entry(dict(activation=4, sigma_w=[0.9, 1.2], sigma_b=0.0))
+REGISTRY["backward_depth_scale"] = Entry(
+    dict(activation=4, sigma_w=1.0, sigma_b=0.0),
+    documented=(Documented("``inf`` where :math:`r_\\delta = 1`",
+                           lambda kw, out: bool(np.all(np.isfinite(out) | (out == INF)))),))
+REGISTRY["ste_ntk"] = Entry(dict(activation=4, sigma_w=1.0, depth=3, c0=[0.0, 0.5], sigma_b=0.0, q1=None, slope=None,
+                                 width=64, n_in=16), numbers=("q1", "slope"),
+                            documented=(Documented("NaN where no gradient reaches layer ``l``", lambda kw, out: bool(
+                                np.all(np.isfinite(out.grad_corr) | (np.isnan(out.grad_corr) & (out.grad_diag == 0)
+                                                                     .reshape(-1, *([1] * (out.grad_corr.ndim - 1)))))
+                                and np.isfinite(out.theta_off).all() and np.isfinite(out.theta_diag))),))
+REGISTRY["SteNTK"] = Entry(dict(q=np.ones(2), c=np.zeros(2), grad_diag=np.ones(2), grad_off=np.zeros(2),
+                                grad_corr=np.zeros(2), theta_diag=1.0, theta_off=np.zeros(1)), record=True)
 REGISTRY["Dataset"] = Entry(lambda: dict(name="d", x_train=_digits().x_train, y_train=_digits().y_train,
                                          x_test=_digits().x_test, y_test=_digits().y_test, n_classes=10), record=True)
 REGISTRY["load_digits"] = Entry(dict(test_fraction=0.25, seed=0))

@@ -1,11 +1,16 @@
 """The empirical NTK: with the true derivative of a quantized network only the readout's term is left;
-the empirical NTK from Gram matrices (qmf_lite.ntk)."""
+the empirical NTK from Gram matrices; the infinite-width NTK with the STE against both (qmf_lite.ntk)."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
+from scipy import integrate, special, stats
 
-from qmf_lite.ntk import empirical_ntk
+import qmf_lite as qmf
+from qmf_lite.ntk import backward_depth_scale, backward_rate, empirical_ntk, ste_derivative_kernel, ste_ntk
 from qmf_lite.ste import quantize
 from qmf_lite.training import NetSpec, QuantizedMLPBatch
 
@@ -100,3 +105,138 @@ def test_empirical_ntk_takes_inputs_of_another_dtype():
     model = QuantizedMLPBatch([NetSpec(3, 1.2)], 6, 3, 2, 8, device="cpu")
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
     assert torch.equal(empirical_ntk(model, x.double()), empirical_ntk(model, x))
+
+
+# --- the infinite-width NTK with the STE (qmf_lite.ntk, numpy/scipy) ----------------------------
+
+
+@pytest.mark.parametrize("q,c,clip", [(1.0, 0.3, 0.7), (0.4, -0.6, 1.0), (2.5, 0.95, 1.5), (1.0, -0.999, 0.2)])
+def test_derivative_kernel_is_the_bivariate_normal_rectangle(q, c, clip):
+    """Owen's T closed form against scipy's bivariate normal cdf (Genz, abseps 1e-10) and a 1-D integral
+    of the conditional normal (adaptive quadrature, 1e-13)."""
+    mv = stats.multivariate_normal(mean=[0, 0], cov=q * np.array([[1, c], [c, 1]]), abseps=1e-12, releps=1e-12)
+    rect = mv.cdf([clip, clip]) - mv.cdf([-clip, clip]) - mv.cdf([clip, -clip]) + mv.cdf([-clip, -clip])
+    a, s = clip / math.sqrt(q), math.sqrt(1 - c * c)
+    def inner(z):
+        return stats.norm.pdf(z) * (stats.norm.cdf((a - c * z) / s) - stats.norm.cdf((-a - c * z) / s))
+
+    one_d = integrate.quad(inner, -a, a, epsabs=1e-14, epsrel=1e-13)[0]
+    got = ste_derivative_kernel(q, c, clip, slope=1.3) / 1.3**2
+    assert got == pytest.approx(one_d, abs=1e-12)
+    assert got == pytest.approx(rect, abs=1e-8)
+
+
+def test_derivative_kernel_limits_and_monte_carlo():
+    a = special.erf(1 / math.sqrt(2 * 0.5))
+    assert ste_derivative_kernel(0.5, 0.0, 1.0) == pytest.approx(a * a, abs=1e-15)      # independent gates
+    assert ste_derivative_kernel(0.5, 1.0, 1.0) == pytest.approx(a, abs=1e-15)          # the same gate
+    assert ste_derivative_kernel(0.5, -1.0, 1.0) == pytest.approx(a, abs=1e-15)         # mirrored, |u| equal
+    assert ste_derivative_kernel(0.5, 0.4, 0.0) == 0.0
+    # slope zero in c at c = 0: symmetric differences of 1e-4 agree with the value to second order
+    d = ste_derivative_kernel(0.5, [1e-4, -1e-4], 1.0)
+    assert abs(d[0] - d[1]) < 1e-13
+    # Monte Carlo, 10^6 pairs: the binomial standard error, 5 of them
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((2, 1_000_000))
+    c, q, t = 0.6, 0.8, 0.9
+    u1, u2 = math.sqrt(q) * z[0], math.sqrt(q) * (c * z[0] + math.sqrt(1 - c * c) * z[1])
+    p_mc = np.mean((abs(u1) <= t) & (abs(u2) <= t))
+    assert abs(ste_derivative_kernel(q, c, t) - p_mc) < 5 * math.sqrt(p_mc * (1 - p_mc) / z.shape[1])
+
+
+def test_backward_rate_reference_values():
+    """N = 4 at the optimal sigma_w: r = erf(T / sqrt(2 q*)) at c* = 0; the backward depth scales at 0.8, 1 and 1.25
+    sigma_w_opt (recomputed: 419.03, 6.879, 2.6458 layers)."""
+    init = qmf.optimal_init(4)
+    q_star = init.q_star
+    assert backward_rate(4, init.sigma_w) == pytest.approx(special.erf(1 / math.sqrt(2 * q_star)), rel=1e-12)
+    xi = backward_depth_scale(4, np.array([0.8, 1.0, 1.25]) * init.sigma_w)
+    assert xi == pytest.approx([419.026, 6.87895, 2.645848], rel=1e-5)
+    # with a bias c* > 0, and the rate is the rectangle over the single gate at (q*, c*)
+    sb = 0.2
+    q_b = float(qmf.fixed_point_q(init.activation, init.sigma_w, sb))
+    c_b = float(qmf.fixed_point_c(init.activation, init.sigma_w, sb))
+    p_in = special.erf(1 / math.sqrt(2 * q_b))
+    assert backward_rate(4, init.sigma_w, sb) == pytest.approx(ste_derivative_kernel(q_b, c_b, 1.0) / p_in, rel=1e-12)
+
+
+def test_ste_ntk_recursion_by_hand():
+    """Two layers written out: Delta^2 = Kd^2, Delta^1 = sigma_w^2 Kd^1 Delta^2, Theta/n = K^1 Delta^2 + K^2."""
+    act, sw, c0 = qmf.QuantizedActivation(4), 1.1, 0.4
+    q1 = float(qmf.fixed_point_q(act, sw, 0.0))
+    s = 1 / (sw * math.sqrt(special.erf(1 / math.sqrt(2 * q1))))
+    k1 = float(act.kernel(q1, c0))
+    q2 = sw**2 * float(act.second_moment(q1))
+    c2 = sw**2 * k1 / q2
+    kd1, kd2 = ste_derivative_kernel(q1, c0, 1.0, s), ste_derivative_kernel(q2, c2, 1.0, s)
+    k = ste_ntk(act, sw, 2, c0)
+    assert k.grad_off[1] == pytest.approx(kd2, rel=1e-13)
+    assert k.grad_off[0] == pytest.approx(sw**2 * kd1 * kd2, rel=1e-13)
+    assert k.theta_off == pytest.approx(k1 * kd2 + float(act.kernel(q2, c2)), rel=1e-12)
+    kw = ste_ntk(act, sw, 2, c0, width=100, n_in=10)
+    assert kw.theta_off == pytest.approx(k.theta_off + 0.01 * kd2 + 0.01 + 0.1 * c0 * k.grad_off[0], rel=1e-12)
+    # chi_1 = 1 at the fixed point: the diagonal backward kernel is the same at every layer
+    assert np.allclose(k.grad_diag, k.grad_diag[-1], rtol=1e-12)
+
+
+def test_backward_correlation_decays_by_p_per_layer_at_c_zero():
+    act, sw = qmf.QuantizedActivation(4), qmf.optimal_init(4).sigma_w
+    k = ste_ntk(act, sw, 30, 0.0)
+    assert np.allclose(k.grad_corr[:-1] / k.grad_corr[1:], backward_rate(4, sw), rtol=1e-12)
+
+
+def _pair_on_sphere(n_in, c0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, n_in, generator=g, dtype=torch.float64)
+    e1 = x[0] / x[0].norm()
+    v = x[1] - (x[1] @ e1) * e1
+    e2 = v / v.norm()
+    return torch.stack([e1, c0 * e1 + math.sqrt(1 - c0 * c0) * e2]) * math.sqrt(n_in)
+
+
+@pytest.mark.parametrize("factor", [0.8, 1.0, 1.25])
+def test_ste_ntk_matches_the_empirical_ntk_of_wide_networks(factor):
+    """Theta/n of 16 networks of width 384: the mean within 4 standard errors of the theory (6 comparisons per factor,
+    two-sided normal tail of 4 s.e.: 6e-5 each), plus a finite-width bias of 2 depth/width relative."""
+    n, n_in, depth, nets, c0 = 384, 16, 6, 16, 0.3
+    sw = factor * qmf.optimal_init(4).sigma_w
+    x = _pair_on_sphere(n_in, c0)
+    model = QuantizedMLPBatch([NetSpec(4, sw, 0.0, seed=s) for s in range(nets)], n_in, 1, depth, n, device="cpu",
+                              dtype=torch.float64)
+    theta = empirical_ntk(model, x, output=0).numpy() / n
+    k = ste_ntk(4, sw, depth, [c0, 1.0], width=n, n_in=n_in)
+    for values, expected in ((theta[:, 0, 1], k.theta_off[0]), (theta[:, [0, 1], [0, 1]].ravel(), k.theta_diag)):
+        se = values.std(ddof=1) / math.sqrt(len(values))
+        assert abs(values.mean() - expected) < 4 * se + 2 * depth / n * abs(expected)
+
+
+def test_backward_correlation_of_wide_networks_follows_the_rate():
+    """Correlation of the back-propagated errors of two inputs at c0 = 0, 10 layers, width 512, 16 networks:
+    within 4 standard errors of the 16 networks, plus 2/width for the finite-width bias, of grad_corr at layers 1, 5, 9."""
+    n, n_in, depth, nets = 512, 16, 10, 16
+    sw = qmf.optimal_init(4).sigma_w
+    x = _pair_on_sphere(n_in, 0.0, seed=3)
+    model = QuantizedMLPBatch([NetSpec(4, sw, 0.0, seed=s) for s in range(nets)], n_in, 1, depth, n, device="cpu",
+                              dtype=torch.float64)
+    _, grads = model.preactivation_grads(x, output=0)
+    k = ste_ntk(4, sw, depth, 0.0)
+    for layer in (0, 4, 8):
+        g = grads[layer].numpy()                         # (nets, 2, width)
+        corr = (g[:, 0] * g[:, 1]).sum(1) / np.sqrt((g[:, 0] ** 2).sum(1) * (g[:, 1] ** 2).sum(1))
+        se = corr.std(ddof=1) / math.sqrt(nets)
+        assert abs(corr.mean() - k.grad_corr[layer]) < 4 * se + 2 / n
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda: ste_derivative_kernel(0.0, 0.3, 1.0), r"^q must be"),
+    (lambda: ste_derivative_kernel(1.0, 1.5, 1.0), r"^c must lie in \[-1, 1\]"),
+    (lambda: ste_derivative_kernel(1.0, 0.3, -1.0), r"^clip must be"),
+    (lambda: backward_rate("tanh", 1.0), r"^activation must be a QuantizedActivation"),
+    (lambda: backward_rate(3, 0.5), r"^sigma_w and sigma_b must give the variance map a finite positive fixed point"),
+    (lambda: ste_ntk(4, 1.0, 0, 0.0), r"^depth must be"),
+    (lambda: ste_ntk(4, 1.0, 3, 0.0, width=64), r"^width and n_in must be given together"),
+    (lambda: ste_ntk(4, 1.0, 3, 0.0, q1=-1.0), r"^q1 must be"),
+])
+def test_infinite_width_functions_check_their_arguments(call, needle):
+    with pytest.raises(ValueError, match=needle):
+        call()

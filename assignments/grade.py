@@ -223,8 +223,8 @@ def feedback_markdown(result, manifest):
     lines = [f"# {manifest['title']}: feedback for {result['student']}", "",
              f"Submission `{result['file']}`, graded {result['graded_at']}.", "",
              f"**Score: {total:g} / {possible:g}**" + (
-                 f" (graded automatically; {by_hand:g} more points for your answers in words are graded "
-                 "by your instructor)" if by_hand else ""), ""]
+                 f" (graded automatically; your answers in words, worth {by_hand:g} more "
+                 f"point{'s' if by_hand != 1 else ''}, are graded by your instructor)" if by_hand else ""), ""]
     if result["message"]:
         lines += [f"**Your notebook could not be graded:** {result['message']}", ""]
     lines += ["| exercise | points | result |", "|---|---|---|"]
@@ -292,8 +292,9 @@ def _manual_answers(results, manual, manifest):
              "Each question, then each student's answer as written in the notebook's answer cell. "
              "Enter the points in the question's column of `grades.csv`.", ""]
     for q in manual:
+        prompt = q.get("prompt") or "(the question of the exercise)"
         lines += [f"## {q['name']} ({q['points']:g} point{'s' if q['points'] != 1 else ''})", "",
-                  f"Exercise {q.get('number') or q['exercise']}: {q.get('prompt') or '(the exercise\'s question)'}", ""]
+                  f"Exercise {q.get('number') or q['exercise']}: {prompt}", ""]
         for r in results:
             answer = r["questions"].get(q["name"], {}).get("answer")
             text = "*(no answer)*" if not answer else "\n".join("> " + ln for ln in answer.split("\n"))

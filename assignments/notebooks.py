@@ -2,8 +2,10 @@
 
 A student notebook has, in order: a header (what to do, how to hand in), the chapter's Colab
 set-up cell (installs ``qmf_lite``), the chapter's code cells collapsed under "Set-up", the
-``check(...)`` helper, then for each exercise its text, an answer cell (the exercise's starter
-code, or ``var = ...`` lines) and a ``check("<label>")`` cell. It holds no solution code, no
+``check(...)`` helper, then for each exercise its text (numbered as in the book), an answer cell
+(the exercise's starter code, or ``var = ...`` lines), a ``check("<label>")`` cell, and for each
+question answered in words (a ``# manual:`` line) otter's manually graded question: its wording
+and points, a Markdown answer cell, between ``<!-- BEGIN QUESTION -->`` and ``<!-- END QUESTION -->``. It holds no solution code, no
 solution text and no solution value: ``check`` knows only each answer's type and shape.
 The solution notebook is the same notebook with the solutions in the answer cells.
 """

@@ -519,12 +519,14 @@ def _summary(out, reports):
     previous = {}
     if (out / "summary.json").exists():
         previous = {r["chapter"]: r for r in json.loads((out / "summary.json").read_text())}
-    previous.update({r["chapter"]: {k: r.get(k) for k in ("chapter", "ok", "points", "graded", "problems", "build_s")}
+    previous.update({r["chapter"]: {k: r.get(k) for k in ("chapter", "ok", "points", "graded", "problems", "build_s",
+                                                          "warnings")}
                      for r in reports})
     rows = list(previous.values())
     (out / "summary.json").write_text(json.dumps(rows, indent=1))
     lines = ["| chapter | graded exercises | points | self-check |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['chapter']} | {len(r.get('graded') or [])} | {r.get('points', 0):g} | "
-                     f"{'passed' if r['ok'] else 'FAILED: ' + '; '.join(p.splitlines()[0] for p in r['problems'])} |")
+                     f"{'passed' if r['ok'] else 'FAILED: ' + '; '.join(p.splitlines()[0] for p in r['problems'])}"
+                     + "".join(f" (warning: {w})" for w in r.get("warnings") or []) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")

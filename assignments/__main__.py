@@ -36,7 +36,25 @@ def main(argv=None):
     g.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
     g.add_argument("--regrade", action="store_true", help="grade again submissions already graded unchanged")
 
+    c = sub.add_parser("classroom", help="build the book without the exercises' solutions (for a course's site)",
+                       description="Builds the classroom edition of the book: _config.yml with _config.classroom.yml "
+                                   "merged in (sphinx-exercise's hide_solutions, no page sources, no Colab or Binder "
+                                   "buttons) into OUT/_build/html, with jupyter-book build --all -W -n --keep-going.")
+    c.add_argument("--out", type=pathlib.Path, default=ROOT / "_build" / "classroom",
+                   help="output folder (default _build/classroom)")
+    c.add_argument("--root", type=pathlib.Path, default=ROOT, help="the book's root (with _toc.yml)")
+
     args = parser.parse_args(argv)
+    if args.command == "classroom":
+        from .classroom import build_classroom
+
+        html, rc = build_classroom(args.root, args.out, extra_args=("-W", "-n", "--keep-going"), check=False)
+        index = html / "index.html"
+        if rc != 0 or not index.exists():
+            print("the classroom edition failed to build (see the messages above)", file=sys.stderr)
+            return 1
+        print(f"\nclassroom edition (no solutions): {index}")
+        return 0
     if args.command == "build":
         from .build import build
 

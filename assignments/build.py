@@ -26,8 +26,8 @@ import traceback
 import nbformat
 
 from . import checks as _checks
-from .notebooks import (ANSWER_TAG, CHECK_TAG, HELPER_TAG, META, find_leaks, label_index,
-                        repository_url, solution_notebook, student_notebook)
+from .notebooks import (ANSWER_TAG, CHECK_TAG, HELPER_TAG, META, find_leaks, glued_values, label_index,
+                        repository_url, student_notebook)
 from .source import chapters_in_toc, read_chapter
 
 __all__ = ["build", "build_chapter", "render_test_file", "BuildError", "DEFAULT_OUT"]
@@ -269,6 +269,7 @@ def build_chapter(chapter, out, index, root=ROOT, *, setup_timeout=900, solution
             if problems:
                 return _finish(report, ag_dir)
             k.run(_SNAPSHOT.format(state=_STATE, key="setup"))
+            glued = glued_values(k.nb.cells)  # the values the exercise texts quote ({glue:text})
             # 2. the solutions of the graded exercises, in the book's order
             broken = set()
             for ex in chapter.graded:
@@ -308,8 +309,8 @@ def build_chapter(chapter, out, index, root=ROOT, *, setup_timeout=900, solution
             # 3. the files
             public = {label: {var: _checks.public(rec) for var, rec in answers.items()}
                       for label, answers in records.items()}
-            student = student_notebook(chapter, public, index, root)
-            solution = solution_notebook(chapter, public, index, root)
+            student = student_notebook(chapter, public, index, root, glued=glued)
+            solution = student_notebook(chapter, public, index, root, glued=glued, solutions=True)
             leaks = find_leaks(student, chapter)
             if leaks:
                 problems.append(f"solution text would leak into the student notebook: {leaks[:5]}")
@@ -346,8 +347,12 @@ def build_chapter(chapter, out, index, root=ROOT, *, setup_timeout=900, solution
                 problems += _judge(report["self_check"])
     report["build_s"] = round(time.perf_counter() - t0, 1)
     if not problems:
+        requirements, report["warnings"] = grading_requirements(root)
+        report["requirements"] = requirements
+        for w in report["warnings"]:
+            log(f"  {chapter.name}: WARNING: {w}")
         nbformat.write(student, out / "student" / f"{chapter.name}.ipynb")
-        _write_autograder(chapter, ag_dir, out / "autograder" / f"{chapter.name}.zip", root)
+        _write_autograder(chapter, ag_dir, out / "autograder" / f"{chapter.name}.zip", root, requirements)
     return _finish(report, ag_dir)
 
 
@@ -377,7 +382,74 @@ def _finish(report, ag_dir):
     return report
 
 
-def _write_autograder(chapter, ag_dir, zip_path, root):
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _git(repo, *args):
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def grading_requirements(root=ROOT, package_dir=None):
+    """What the grading environment installs, as requirement lines, and warnings about them.
+
+    The hidden tests hold values that this build's ``qmf_lite`` computed, so the grader must run
+    the same code: the release ``qmf-lite==<version>`` when the checkout ``qmf_lite`` was imported
+    from is at its tag ``v<version>``, else the repository (``repository.url``) at the exact
+    commit; a warning when ``qmf_lite`` has changes that are not committed (no install can
+    reproduce them). torch is the build's version as a CPU build from PyTorch's CPU index
+    (grading needs no GPU, and PyPI's default Linux wheel pulls in CUDA, gigabytes of it).
+    Returns ``(lines, warnings)``.
+    """
+    import importlib
+
+    if package_dir is None:
+        package_dir = pathlib.Path(importlib.import_module("qmf_lite").__file__).resolve().parent
+    package_dir = pathlib.Path(package_dir)
+    version = None
+    pyproject = package_dir.parent / "pyproject.toml"
+    if pyproject.exists():
+        import tomllib
+
+        version = tomllib.loads(pyproject.read_text()).get("project", {}).get("version")
+    warnings = []
+    commit = _git(package_dir, "rev-parse", "HEAD")
+    if commit is None:  # an installed release, not a checkout
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
+        try:
+            version = dist_version("qmf_lite")
+        except PackageNotFoundError:
+            version = None
+        if not version or "+" in version or version.startswith("0+"):
+            raise BuildError(f"qmf_lite at {package_dir} is neither a git checkout nor a released version "
+                             f"({version!r}): the autograder could not install the code that computed its values")
+        qmf = f"qmf-lite=={version}"
+    else:
+        tags = (_git(package_dir, "tag", "--points-at", "HEAD") or "").split()
+        if version and f"v{version}" in tags:
+            qmf = f"qmf-lite=={version}"
+        else:
+            qmf = f"qmf_lite @ git+{repository_url(root)}@{commit}"
+        dirty = _git(package_dir, "status", "--porcelain", "--", ".", "../pyproject.toml")
+        if dirty:
+            warnings.append(f"qmf_lite has uncommitted changes ({len(dirty.splitlines())} files): the autograder "
+                            f"installs commit {commit[:12]}, which may compute other values than this build; "
+                            "commit, then build again before handing the assignment out")
+    try:
+        import torch
+
+        torch_line = f"torch=={torch.__version__.split('+')[0]}+cpu"
+    except ImportError:
+        torch_line = "torch"
+    lines = [f"--extra-index-url {TORCH_CPU_INDEX}", torch_line, qmf, "scikit-learn"]
+    return lines, warnings
+
+
+def _write_autograder(chapter, ag_dir, zip_path, root, requirements):
     """otter's autograder zip (``otter generate``) plus our manifest of questions."""
     from otter.generate import main as otter_generate
     from otter.utils import chdir
@@ -388,19 +460,23 @@ def _write_autograder(chapter, ag_dir, zip_path, root):
               "print_summary": False}
     (ag_dir / "otter_config.json").write_text(json.dumps(config, indent=1))
     (ag_dir / "requirements.txt").write_text(
-        "# what a Gradescope grading image needs beyond otter-grader (otter run uses the current environment)\n"
-        f"qmf_lite @ git+{repository_url(root)}\nscikit-learn\n")
-    manifest = {
-        "chapter": chapter.name, "title": chapter.title, "points": chapter.points,
-        "questions": [{"name": e.label, "points": e.points, "graded": e.graded,
-                       "checks": [{"var": c.var, **c.spec(), "points": c.points} for c in e.checks]}
-                      for e in chapter.exercises],
-    }
+        "# what a Gradescope grading image needs beyond otter-grader (otter run uses the current environment):\n"
+        "# the qmf_lite that computed the expected values, and a CPU torch\n" + "\n".join(requirements) + "\n")
+    questions = []
+    for e in chapter.exercises:
+        questions.append({"name": e.label, "number": e.number, "points": e.points, "graded": e.graded,
+                          "checks": [{"var": c.var, **c.spec(), "points": c.points} for c in e.checks]})
+        # otter's manually graded questions: no test file; their answers are read by the lecturer
+        questions += [{"name": m.name, "number": e.number, "exercise": e.label, "points": m.points,
+                       "graded": False, "manual": True, "prompt": m.prompt} for m in e.manual]
+    manifest = {"chapter": chapter.name, "number": chapter.number, "title": chapter.title,
+                "points": chapter.points, "manual_points": chapter.manual_points, "questions": questions}
     (ag_dir / MANIFEST).write_text(json.dumps(manifest, indent=1))
     tmp_zip = zip_path.with_suffix(".zip.tmp")
     with chdir(str(ag_dir)):
         otter_generate(tests_dir="tests", output_path=str(tmp_zip), config="otter_config.json",
-                       requirements="requirements.txt", no_environment=True)
+                       requirements="requirements.txt", no_environment=True,
+                       python_version=f"{sys.version_info.major}.{sys.version_info.minor}")
     import zipfile
 
     with zipfile.ZipFile(tmp_zip, "a") as z:
@@ -443,12 +519,14 @@ def _summary(out, reports):
     previous = {}
     if (out / "summary.json").exists():
         previous = {r["chapter"]: r for r in json.loads((out / "summary.json").read_text())}
-    previous.update({r["chapter"]: {k: r.get(k) for k in ("chapter", "ok", "points", "graded", "problems", "build_s")}
+    previous.update({r["chapter"]: {k: r.get(k) for k in ("chapter", "ok", "points", "graded", "problems", "build_s",
+                                                          "warnings")}
                      for r in reports})
     rows = list(previous.values())
     (out / "summary.json").write_text(json.dumps(rows, indent=1))
     lines = ["| chapter | graded exercises | points | self-check |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['chapter']} | {len(r.get('graded') or [])} | {r.get('points', 0):g} | "
-                     f"{'passed' if r['ok'] else 'FAILED: ' + '; '.join(p.splitlines()[0] for p in r['problems'])} |")
+                     f"{'passed' if r['ok'] else 'FAILED: ' + '; '.join(p.splitlines()[0] for p in r['problems'])}"
+                     + "".join(f" (warning: {w})" for w in r.get("warnings") or []) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")

@@ -13,7 +13,11 @@ Written in the output folder, each file atomically (written aside, then renamed)
 * ``results/<student>.json``: the full result of one student (written as soon as it is known);
 * ``feedback/<student>.md``: what the student gets: each question, its points, the failing check;
 * ``grades.csv``: one row per student, rebuilt from ``results/`` after every student, so that
-  an interrupted run loses nothing; running again skips submissions already graded unchanged.
+  an interrupted run loses nothing; running again skips submissions already graded unchanged
+  (same file, same autograder, same time limits: a changed ``--cell-timeout`` or ``--timeout``
+  grades them again).
+
+The files are readable by the group (mode 0666 less the umask, as any file the user writes).
 """
 import csv
 import datetime as _dt
@@ -32,6 +36,9 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 from ._kernel import jupyter_path_env, write_kernelspec
+from .worker import number_code_cells
+
+MANUAL_PLACEHOLDER = "_Type your answer here, replacing this text._"  # as in notebooks.py (otter's words)
 
 __all__ = ["grade", "read_manifest", "feedback_markdown"]
 
@@ -50,15 +57,22 @@ def _sha256(path):
 
 
 def _write_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file renamed into place.
+
+    The file gets the mode an ordinary ``open(path, "w")`` would (0666 less the umask: 0644 or,
+    with a group umask of 002, 0664), so that a course's staff can read the grades; the
+    temporary name is unique per process and thread (grading runs threads).
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the umask applies
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -91,10 +105,34 @@ def _read_notebook(path):
     return nb, None
 
 
-def _zero(manifest, why):
-    return {q["name"]: {"score": 0, "possible": q["points"], "graded": q["graded"],
-                        "failures": [why] if q["graded"] else []}
+def _zero(manifest, why, nb=None):
+    return {q["name"]: _manual(q, nb) if q.get("manual") else
+            {"score": 0, "possible": q["points"], "graded": q["graded"], "failures": [why] if q["graded"] else []}
             for q in manifest["questions"]}
+
+
+def _manual(question, nb):
+    """A question graded by hand: no score yet, its points, and the student's answer (text)."""
+    answer = None
+    if nb is not None:
+        for cell in nb.cells:
+            meta = cell.get("metadata", {}).get("qmf_assignment", {})
+            if meta.get("role") == "manual-answer" and meta.get("label") == question["name"]:
+                answer = cell.source.strip()
+        if answer is not None and (not answer or answer == MANUAL_PLACEHOLDER):
+            answer = ""
+    return {"score": None, "possible": question["points"], "graded": False, "manual": True,
+            "failures": [], "answer": answer}
+
+
+def _totals(questions):
+    """(score, possible) of the automatically graded questions."""
+    auto = [q for q in questions.values() if q.get("graded")]
+    return sum(q["score"] for q in auto), sum(q["possible"] for q in auto)
+
+
+def _manual_possible(questions):
+    return sum(q["possible"] for q in questions.values() if q.get("manual"))
 
 
 def _grade_one(path, autograder, manifest, out, cell_timeout, timeout, kernels):
@@ -121,8 +159,11 @@ def _grade_one(path, autograder, manifest, out, cell_timeout, timeout, kernels):
     logs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="grade-") as work:
         # otter grades the one .ipynb it finds in the submission folder: give it a clean name
+        # (each code cell stamped with its number in the student's notebook, for the feedback)
+        import nbformat
+
         sub = pathlib.Path(work) / "submission.ipynb"
-        sub.write_bytes(path.read_bytes())
+        nbformat.write(number_code_cells(nb), str(sub))
         res_path = pathlib.Path(work) / "result.json"
         cmd = [sys.executable, "-m", "assignments.worker", str(autograder), str(sub), str(res_path), str(cell_timeout)]
         env = jupyter_path_env(kernels)  # the notebook's python3 kernel runs this interpreter
@@ -136,23 +177,25 @@ def _grade_one(path, autograder, manifest, out, cell_timeout, timeout, kernels):
                 _kill_group(proc)
                 why = (f"grading was stopped after {timeout} s (the time limit for a whole notebook): "
                        "the notebook runs far too long or never ends")
-                result.update(status="time limit", message=why, questions=_zero(manifest, why))
+                result.update(status="time limit", message=why, questions=_zero(manifest, why, nb))
                 return result
         if rc != 0 or not res_path.exists():
             tail = (logs / f"{student}.log").read_text(errors="replace").strip().splitlines()[-3:]
             why = "the grader could not run this notebook" + (f" ({' / '.join(tail)[:400]})" if tail else "")
-            result.update(status="error", message=why, questions=_zero(manifest, why))
+            result.update(status="error", message=why, questions=_zero(manifest, why, nb))
             return result
         raw = json.loads(res_path.read_text())
     result["cells"] = raw["cells"]
     if raw.get("catastrophic"):
         why = f"the notebook could not be graded: {raw['catastrophic'][:400]}"
-        result.update(status="error", message=why, questions=_zero(manifest, why))
+        result.update(status="error", message=why, questions=_zero(manifest, why, nb))
         return result
     questions = {}
     for q in manifest["questions"]:
         got = raw["questions"].get(q["name"])
-        if not q["graded"]:
+        if q.get("manual"):
+            questions[q["name"]] = _manual(q, nb)
+        elif not q["graded"]:
             questions[q["name"]] = {"score": 0, "possible": 0, "graded": False, "failures": []}
         elif got is None:
             questions[q["name"]] = {"score": 0, "possible": q["points"], "graded": True,
@@ -175,16 +218,22 @@ def _kill_group(proc):
 
 def feedback_markdown(result, manifest):
     """The feedback a student reads: score, each question with its points and failing check."""
-    total = sum(q["score"] for q in result["questions"].values())
-    possible = sum(q["possible"] for q in result["questions"].values())
+    total, possible = _totals(result["questions"])
+    by_hand = _manual_possible(result["questions"])
     lines = [f"# {manifest['title']}: feedback for {result['student']}", "",
              f"Submission `{result['file']}`, graded {result['graded_at']}.", "",
-             f"**Score: {total:g} / {possible:g}**", ""]
+             f"**Score: {total:g} / {possible:g}**" + (
+                 f" (graded automatically; your answers in words, worth {by_hand:g} more "
+                 f"point{'s' if by_hand != 1 else ''}, are graded by your instructor)" if by_hand else ""), ""]
     if result["message"]:
         lines += [f"**Your notebook could not be graded:** {result['message']}", ""]
     lines += ["| exercise | points | result |", "|---|---|---|"]
     for q in manifest["questions"]:
         r = result["questions"][q["name"]]
+        if r.get("manual"):
+            said = "no answer" if not r.get("answer") else "answered"
+            lines.append(f"| {q['name']} | - / {r['possible']:g} | {said}; graded by your instructor |")
+            continue
         if not r["graded"]:
             lines.append(f"| {q['name']} | - | not graded automatically: your instructor reads this answer |")
             continue
@@ -194,6 +243,9 @@ def feedback_markdown(result, manifest):
     if problems or result["notes"]:
         lines += ["", "## While running your notebook", ""]
         for c in problems:
+            if c["cell"] is None:
+                lines.append(f"- The grader's own code {_md_cell(c['text'])}.")
+                continue
             where = {"answer": f"your answer to {c['label']}", "check": f"the check of {c['label']}",
                      "setup": "a set-up cell (the chapter's code)", "colab-setup": "the set-up cell",
                      "helper": "the check helper"}.get(c["role"], "a cell")
@@ -217,16 +269,37 @@ def _write_csv(out, manifest):
         except json.JSONDecodeError:
             continue
     graded = [q["name"] for q in manifest["questions"] if q["graded"]]
+    manual = [q for q in manifest["questions"] if q.get("manual")]
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["student", "file", "score", "possible", *graded, "status", "message"])
+    # the columns of the questions graded by hand stay empty: the lecturer fills them in
+    w.writerow(["student", "file", "score", "possible", *graded,
+                *[f"{q['name']} (by hand, /{q['points']:g})" for q in manual], "status", "message"])
     for r in results:
         qs = r["questions"]
-        w.writerow([r["student"], r["file"], f"{sum(q['score'] for q in qs.values()):g}",
-                    f"{sum(q['possible'] for q in qs.values()):g}",
-                    *[f"{qs[n]['score']:g}" if n in qs else "" for n in graded],
+        total, possible = _totals(qs)
+        w.writerow([r["student"], r["file"], f"{total:g}", f"{possible:g}",
+                    *[f"{qs[n]['score']:g}" if n in qs else "" for n in graded], *["" for _ in manual],
                     r["status"], r["message"]])
     _write_atomic(pathlib.Path(out) / "grades.csv", buf.getvalue())
+    if manual:
+        _write_atomic(pathlib.Path(out) / "manual_answers.md", _manual_answers(results, manual, manifest))
+
+
+def _manual_answers(results, manual, manifest):
+    """Every student's answer to each question graded by hand, question by question."""
+    lines = [f"# {manifest['title']}: answers to grade by hand", "",
+             "Each question, then each student's answer as written in the notebook's answer cell. "
+             "Enter the points in the question's column of `grades.csv`.", ""]
+    for q in manual:
+        prompt = q.get("prompt") or "(the question of the exercise)"
+        lines += [f"## {q['name']} ({q['points']:g} point{'s' if q['points'] != 1 else ''})", "",
+                  f"Exercise {q.get('number') or q['exercise']}: {prompt}", ""]
+        for r in results:
+            answer = r["questions"].get(q["name"], {}).get("answer")
+            text = "*(no answer)*" if not answer else "\n".join("> " + ln for ln in answer.split("\n"))
+            lines += [f"### {r['student']}", "", text, ""]
+    return "\n".join(lines)
 
 
 def grade(submissions, autograder, out, *, cell_timeout=600, timeout=3600, jobs=1, regrade=False, log=print):
@@ -234,6 +307,9 @@ def grade(submissions, autograder, out, *, cell_timeout=600, timeout=3600, jobs=
     submissions, out, autograder = pathlib.Path(submissions), pathlib.Path(out), pathlib.Path(autograder)
     manifest = read_manifest(autograder)
     ag_hash = _sha256(autograder)
+    # what a result depends on besides the submission: a kept result must have been graded with
+    # the same autograder and the same settings, or the submission is graded again
+    settings = {"autograder": ag_hash, "cell_timeout": cell_timeout, "timeout": timeout}
     files = sorted(p for p in submissions.iterdir() if not _IGNORED.match(p.name))
     ids = {}
     for p in files:
@@ -253,7 +329,7 @@ def grade(submissions, autograder, out, *, cell_timeout=600, timeout=3600, jobs=
         if res_file.exists() and not regrade:
             try:
                 old = json.loads(res_file.read_text())
-                if old.get("sha256") == _sha256(path) and old.get("autograder") == ag_hash:
+                if old.get("sha256") == _sha256(path) and old.get("settings") == settings:
                     log(f"{sid}: unchanged since it was graded, kept ({old['total']:g}/{old['possible']:g})")
                     return old
             except (json.JSONDecodeError, KeyError, OSError):
@@ -266,8 +342,9 @@ def grade(submissions, autograder, out, *, cell_timeout=600, timeout=3600, jobs=
                  "message": why, "notes": [], "cells": [], "questions": _zero(manifest, why),
                  "graded_at": _dt.datetime.now().isoformat(timespec="seconds")}
         r["autograder"] = ag_hash
-        r["total"] = sum(q["score"] for q in r["questions"].values())
-        r["possible"] = sum(q["possible"] for q in r["questions"].values())
+        r["settings"] = settings
+        r["total"], r["possible"] = _totals(r["questions"])
+        r["manual_possible"] = _manual_possible(r["questions"])
         _write_atomic(res_file, json.dumps(r, indent=1))
         _write_atomic(out / "feedback" / f"{sid}.md", feedback_markdown(r, manifest))
         with lock:

@@ -26,7 +26,15 @@ sphinx-exercise, as the project's brief prescribes::
 A ``# check: <var> <how>`` line declares a graded answer and how a student's value is compared
 with the solution's: ``rtol=<r>`` and/or ``atol=<a>`` (numbers and arrays), ``exact`` (``==``:
 ints, bools, strings, lists), ``sympy`` (``sympy.simplify(student - solution) == 0``).
-``points=<n>`` (default 1) is an optional extra. This module only parses; it runs nothing.
+``points=<n>`` (default 1) is an optional extra.
+
+A ``# manual: <name> points=<n> <question>`` line declares a question answered in words, read
+and graded by the lecturer (an otter manually graded question): ``<name>`` is a short word
+(the question is called ``<exercise label>-<name>``), ``points=<n>`` its points (default 1) and
+the rest of the line the question as the student's answer cell repeats it, e.g.
+``# manual: why points=2 Which one moves, and why?``. It stands among the ``# check:`` lines of
+the solution's code, or, in a solution without code, as a MyST comment line ``% manual: ...``
+(not shown in the book). This module only parses; it runs nothing.
 """
 import json
 import pathlib
@@ -34,8 +42,9 @@ import re
 from dataclasses import dataclass, field
 
 __all__ = [
-    "Check", "Exercise", "Chapter", "SourceError", "parse_check", "read_chapter",
+    "Check", "Manual", "Exercise", "Chapter", "SourceError", "parse_check", "parse_manual", "read_chapter",
     "directives", "directive_spans", "without_directives", "code_blocks", "chapters_in_toc",
+    "chapter_numbers",
 ]
 
 
@@ -68,6 +77,15 @@ class Check:
         return {"exact": "exactly", "sympy": "symbolically"}[self.kind]
 
 
+@dataclass(frozen=True)
+class Manual:
+    """One question answered in words and graded by hand: its name, points and wording."""
+
+    name: str          # the question's full name: "<exercise label>-<short name>"
+    points: float = 1.0
+    prompt: str = ""   # the question as the answer cell repeats it ("" : the exercise's question)
+
+
 @dataclass
 class Exercise:
     """An exercise directive and its solution directive (if any)."""
@@ -80,6 +98,8 @@ class Exercise:
     solution_text: str = ""        # the solution's body, code blocks included
     checks: list = field(default_factory=list)           # Check objects, from the solution's code
     cell: int = -1                 # index of the markdown cell holding the exercise
+    manual: list = field(default_factory=list)           # Manual objects: questions graded by hand
+    number: str = ""               # as the book numbers it: "3.2" (chapter 3), "2" (unnumbered chapter)
 
     @property
     def graded(self):
@@ -87,7 +107,13 @@ class Exercise:
 
     @property
     def points(self):
+        """The points graded automatically (the ``# check:`` lines)."""
         return sum(c.points for c in self.checks)
+
+    @property
+    def manual_points(self):
+        """The points the lecturer grades (the ``# manual:`` lines)."""
+        return sum(m.points for m in self.manual)
 
 
 @dataclass
@@ -102,6 +128,7 @@ class Chapter:
     code_cells: list           # the other code cells, in order: the set-up the exercises need
     exercises: list            # Exercise objects, in the order of the book
     targets: dict              # label -> kind ("chapter", "equation", "section", ...) found in this chapter
+    number: int = None         # the chapter's number in the book (None: unnumbered)
 
     @property
     def graded(self):
@@ -109,7 +136,13 @@ class Chapter:
 
     @property
     def points(self):
+        """The points graded automatically."""
         return sum(e.points for e in self.exercises)
+
+    @property
+    def manual_points(self):
+        """The points of the questions the lecturer grades."""
+        return sum(e.manual_points for e in self.exercises)
 
 
 _CHECK = re.compile(r"^\s*#\s*check:\s*(?P<body>.*?)\s*$")
@@ -165,6 +198,41 @@ def parse_check(line, where="?"):
     if points <= 0:
         raise SourceError(f"{where}: '# check: {var}': points must be positive")
     return Check(var, kind, rtol, atol, points)
+
+
+_MANUAL = re.compile(r"^\s*[#%]\s*manual:\s*(?P<body>.*?)\s*$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def parse_manual(line, label, where="?"):
+    """Parse one ``# manual:`` (or ``% manual:``) line into a :class:`Manual`; ``None`` if it is not one.
+
+    >>> parse_manual("# manual: why points=2 Which one moves, and why?", "ex-a")
+    Manual(name='ex-a-why', points=2.0, prompt='Which one moves, and why?')
+    """
+    m = _MANUAL.match(line)
+    if not m:
+        return None
+    words = m.group("body").split(None, 1)
+    if not words:
+        raise SourceError(f"{where}: empty '# manual:' line")
+    name, rest = words[0], (words[1] if len(words) > 1 else "")
+    if not _NAME.match(name):
+        raise SourceError(f"{where}: '# manual: {name}': the first word must be a short name "
+                          "(letters, digits, _), e.g. '# manual: why points=1 Why?'")
+    points = 1.0
+    opt = re.match(r"^points=(?P<value>\S+)\s*", rest)
+    if opt:
+        try:
+            points = float(opt.group("value"))
+        except ValueError:
+            raise SourceError(f"{where}: '# manual: {name}': points={opt.group('value')!r} is not a number") from None
+        if not (0 < points < float("inf")):
+            raise SourceError(f"{where}: '# manual: {name}': points must be positive and finite")
+        rest = rest[opt.end():]
+    elif re.match(r"^\w+=", rest):
+        raise SourceError(f"{where}: '# manual: {name}': unknown option {rest.split()[0]!r} (allowed: points=<n>)")
+    return Manual(f"{label}-{name}", points, rest.strip())
 
 
 _OPEN = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|:{3,})\{(?P<name>[\w:-]+)\}\s*(?P<arg>.*?)\s*$")
@@ -276,8 +344,16 @@ def _targets(cells):
     return found
 
 
-def read_chapter(path):
-    """Parse a chapter notebook into a :class:`Chapter` (raises :class:`SourceError` on a bad exercise)."""
+_FROM_TOC = object()
+
+
+def read_chapter(path, number=_FROM_TOC):
+    """Parse a chapter notebook into a :class:`Chapter` (raises :class:`SourceError` on a bad exercise).
+
+    ``number`` is the chapter's number in the book, which numbers its exercises ("Exercise 3.2");
+    by default it is read from the ``_toc.yml`` of the nearest folder above ``path`` that has one
+    (see :func:`chapter_numbers`).
+    """
     path = pathlib.Path(path)
     nb = json.loads(path.read_text(encoding="utf-8"))
     cells = nb["cells"]
@@ -317,6 +393,13 @@ def read_chapter(path):
         blocks, _ = code_blocks(body)
         ex.solution_code, ex.solution_text = blocks, body
         seen = set()
+        for line in body.split("\n"):  # manual lines: in the code blocks (#) or the prose (%)
+            manual = parse_manual(line, label, where=f"{path.name}, {label}")
+            if manual is None:
+                continue
+            if any(m.name == manual.name for m in ex.manual):
+                raise SourceError(f"{path.name}, {label}: two '# manual:' lines called {manual.name}")
+            ex.manual.append(manual)
         for block in blocks:
             for line in block.split("\n"):
                 check = parse_check(line, where=f"{path.name}, {label}")
@@ -335,7 +418,12 @@ def read_chapter(path):
                     "a chapter's answer variables must have distinct names (the grader reads them "
                     "from one namespace)")
             owner[check.var] = label
+    if number is _FROM_TOC:
+        number = _number_from_toc(path)
+    for k, label in enumerate(order, 1):
+        exercises[label].number = f"{number}.{k}" if number is not None else f"{k}"
     return Chapter(
+        number=number,
         name=path.stem, path=path,
         label=label_m.group("label") if label_m else path.stem,
         title=title_m.group("title") if title_m else path.stem,
@@ -364,3 +452,36 @@ def chapters_in_toc(root):
         walk(part.get("chapters"))
     walk(toc.get("chapters"))
     return [root / f"{f}.ipynb" for f in files if (root / f"{f}.ipynb").exists()]
+
+
+def chapter_numbers(root):
+    """The number the book gives each notebook of ``_toc.yml``: path -> int, or None if unnumbered.
+
+    Chapters of the parts marked ``numbered`` are numbered on from part to part (Jupyter Book's
+    default, ``use_multitoc_numbering``); the root page and unnumbered parts get None.
+    """
+    import yaml
+
+    root = pathlib.Path(root)
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    numbers = {(root / f"{toc['root']}.ipynb").resolve(): None}
+    count = 0
+    parts = toc.get("parts") or [{"chapters": toc.get("chapters"), "numbered": toc.get("numbered")}]
+    for part in parts:
+        for entry in part.get("chapters") or []:
+            if "file" not in entry:
+                continue
+            number = None
+            if part.get("numbered"):
+                count += 1
+                number = count
+            numbers[(root / f"{entry['file']}.ipynb").resolve()] = number
+    return numbers
+
+
+def _number_from_toc(path):
+    path = pathlib.Path(path).resolve()
+    for folder in path.parents:
+        if (folder / "_toc.yml").exists():
+            return chapter_numbers(folder).get(path)
+    return None

@@ -39,15 +39,37 @@ def failure_text(message):
     return last or "failed"
 
 
+CELL_NUMBER = "qmf_cell_number"
+
+
+def number_code_cells(nb):
+    """Stamp each code cell of a submission with its number as the student sees it.
+
+    The n-th code cell from the top is "code cell n" (and shows ``[n]`` after *Restart and run
+    all*). Otter runs a copy with cells of its own inserted (its set-up at the top, the tests at
+    the end), so positions in the executed copy are not the student's; the stamp, kept in the
+    cells' metadata through otter's run, is. Returns ``nb``, changed in place.
+    """
+    number = 0
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code":
+            number += 1
+            cell.setdefault("metadata", {})[CELL_NUMBER] = number
+    return nb
+
+
 def cell_problems(executed, cell_timeout):
-    """Errors raised by the cells of the executed notebook, with the exercise they belong to."""
+    """Errors raised by the cells of the executed notebook, with the exercise they belong to.
+
+    Each problem names the cell by its number in the student's notebook (see
+    :func:`number_code_cells`); a cell that otter added has no number (``None``).
+    """
     problems = []
-    index = 0
     for cell in executed.cells:
         if cell.get("cell_type") != "code":
             continue
-        index += 1
         meta = cell.get("metadata", {}).get("qmf_assignment", {})
+        number = cell.get("metadata", {}).get(CELL_NUMBER)
         for out in cell.get("outputs", []):
             if out.get("output_type") != "error":
                 continue
@@ -57,8 +79,8 @@ def cell_problems(executed, cell_timeout):
             else:
                 text = f"raised {ename}: {evalue}"[:500]
             where = meta.get("label") or meta.get("role") or ""
-            problems.append({"cell": index, "role": meta.get("role", "unknown"), "label": where,
-                             "text": text})
+            role = meta.get("role", "unknown") if number is not None else "grader"
+            problems.append({"cell": number, "role": role, "label": where, "text": text})
     return problems
 
 

@@ -26,8 +26,8 @@ from assignments import checks
 from assignments.build import build, render_test_file
 from assignments.notebooks import (META, find_leaks, label_index, site_url, solution_notebook,
                                    student_notebook)
-from assignments.source import (SourceError, chapters_in_toc, directives, parse_check,
-                                read_chapter)
+from assignments.source import (SourceError, chapter_numbers, chapters_in_toc, directives,
+                                parse_check, parse_manual, read_chapter)
 
 TOY = ROOT / "tests" / "fixtures" / "toy_book"
 
@@ -74,6 +74,19 @@ def test_bad_check_lines_are_refused_with_the_reason(line, message):
         parse_check(line, where="ch.ipynb, ex-1")
 
 
+def test_manual_lines_parse_and_bad_ones_are_refused():
+    m = parse_manual("# manual: why points=2 Which one moves, and why?", "ex-a")
+    assert (m.name, m.points, m.prompt) == ("ex-a-why", 2.0, "Which one moves, and why?")
+    m = parse_manual("% manual: short", "ex-b")  # the MyST comment form, default points, no wording
+    assert (m.name, m.points, m.prompt) == ("ex-b-short", 1.0, "")
+    assert parse_manual("# check: x exact", "ex-a") is None
+    for line, message in [("# manual:", "empty"), ("# manual: 2why", "short name"),
+                          ("# manual: why points=0 Why?", "positive"), ("# manual: why points=x", "not a number"),
+                          ("# manual: why pts=2 Why?", "unknown option")]:
+        with pytest.raises(SourceError, match=re.escape(message)):
+            parse_manual(line, "ex-a", where="ch.ipynb, ex-a")
+
+
 def test_directives_with_nested_fences_and_options():
     text = ("Intro\n\n````{exercise} A title\n:label: ex-a\n\nText with math:\n```{math}\nx^2\n```\n"
             "and code:\n```python\nx = ...\n```\n````\n\n````{solution} ex-a\n:class: dropdown\n\n```python\n"
@@ -94,6 +107,21 @@ def test_toy_chapter_reads_as_written():
     assert sym.starter == ["f = x ** 3\nderiv = ...   # the derivative of f"]
     assert [(c.var, c.kind, c.points) for c in sym.checks] == [("deriv", "sympy", 2.0)]
     assert ch.points == 6 and ch.targets["eq-toy"] == "equation"
+    # questions answered in words: a '# manual:' line in the code, a '% manual:' comment in prose
+    assert [(m.name, m.points) for e in ch.exercises for m in e.manual] == [
+        ("ex-toy-sym-rule", 1.5), ("ex-toy-essay-why", 1.0)]
+    assert ch.manual_points == 2.5
+    assert ch.number == 1 and [e.number for e in ch.exercises] == ["1.1", "1.2", "1.3", "1.4"]
+
+
+def test_chapters_and_exercises_are_numbered_as_in_the_book():
+    """Numbered parts number their chapters on from part to part; the root page is unnumbered."""
+    numbers = {p.stem: n for p, n in chapter_numbers(ROOT).items()}
+    assert numbers["intro"] is None and numbers["signal_propagation"] == 1
+    assert numbers["fixed_points"] == 3 and numbers["quantization_regimes"] == 12
+    ch = read_chapter(ROOT / "book" / "fixed_points.ipynb")
+    assert [e.number for e in ch.exercises][:2] == ["3.1", "3.2"]
+    assert [e.number for e in read_chapter(ROOT / "book" / "intro.ipynb").exercises] == ["1", "2"]
 
 
 def test_a_chapter_may_not_grade_one_variable_twice(tmp_path):
@@ -282,6 +310,41 @@ def test_student_notebook_of_every_chapter_holds_no_solution(chapter):
             assert not re.search(r"\{(ref|eq|prf:ref|cite|cite:t|numref)\}`", cell.source), cell.source
 
 
+# a question that an exercise asks and that a graded variable answers, not a text
+ANSWERED_BY_A_VARIABLE = {"ex-weights-ragged": "Which batch sizes"}
+
+
+@pytest.mark.parametrize("chapter", _with_exercises(), ids=lambda c: c.name)
+def test_student_notebook_reads_like_the_book_and_every_question_has_an_answer_cell(chapter):
+    """Exercise headings carry the book's numbers, {py:...} roles stay code (linked to the API
+    reference), no exercise points at prose the notebook lacks, and every question asked in words
+    has a '# manual:' line and an otter manually graded answer cell with its points."""
+    from assignments.notebooks import OTTER_ANSWER_TAG, api_pages
+
+    chapters = _real_chapters()
+    nb = student_notebook(chapter, {}, label_index(chapters, ROOT), ROOT)
+    api = api_pages(ROOT)
+    for ex in chapter.exercises:
+        (cell,) = _role(nb, "exercise", ex.label)
+        assert cell.source.startswith(f"### Exercise {chapter.number}.{chapter.exercises.index(ex) + 1}"
+                                      if chapter.number else f"### Exercise {chapter.exercises.index(ex) + 1}")
+        for m in re.finditer(r"\{py:\w+\}`(?:[^`<]*<)?(?P<target>[^`>]+)>?`", ex.text):
+            assert m.group("target") in api, m.group(0)  # the role links to its entry
+            page, anchor = api[m.group("target")]
+            assert re.search(r"\[`[^`]+`\]\(" + re.escape(f"{page}#{anchor}") + r"\)", cell.source), m.group(0)
+        assert not re.search(r"\b(above|below|this chapter|as in the chapter|section)\b", ex.text), ex.label
+        asked = [q for q in re.findall(r"[^.?]*\?", ex.text) if ANSWERED_BY_A_VARIABLE.get(ex.label, "@") not in q]
+        if asked:
+            assert ex.manual, (ex.label, asked)
+        for manual in ex.manual:
+            question, answer, end = _role(nb, "manual-question", manual.name) + _role(nb, "manual-answer", manual.name) \
+                + _role(nb, "manual-end", manual.name)
+            assert question.source.startswith("<!-- BEGIN QUESTION -->") and end.source == "<!-- END QUESTION -->"
+            assert f"_Points:_ {manual.points:g}" in question.source and manual.prompt in question.source
+            assert answer.cell_type == "markdown" and answer.metadata["tags"] == [OTTER_ANSWER_TAG]
+            assert nb.cells.index(question) < nb.cells.index(answer) < nb.cells.index(end)
+
+
 def test_leak_detector_flags_a_copied_solution_line():
     ch = read_chapter(TOY / "book" / "toy.ipynb")
     index = label_index([ch], TOY)
@@ -328,6 +391,51 @@ def test_toy_build_self_checks(toy_build):
     assert sorted(p.name for p in (out / "student").iterdir()) == ["toy.ipynb", "toy_intro.ipynb"]
     _assert_no_answer_data(nbformat.read(out / "student" / "toy.ipynb", as_version=4))
     assert "3*x**2" not in (out / "student" / "toy.ipynb").read_text()
+    # the exercise text quotes the value the chapter glued, formatted as the book formats it
+    (num,) = _role(nbformat.read(out / "student" / "toy.ipynb", as_version=4), "exercise", "ex-toy-num")
+    assert "Here $a = $ 3.0 (as `a`" in num.source and "computed in the chapter" not in num.source
+
+
+def test_toy_autograder_installs_the_code_that_computed_its_values(toy_build):
+    """The Gradescope environment pins qmf_lite to this checkout's commit and takes a CPU torch."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import torch
+
+    out, _ = toy_build
+    env = yaml.safe_load(zipfile.ZipFile(out / "autograder" / "toy.zip").read("environment.yml"))
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    url = yaml.safe_load((TOY / "_config.yml").read_text())["repository"]["url"]
+    assert f"qmf_lite @ git+{url}@{commit}" in pip or any(re.fullmatch(r"qmf-lite==\S+", d) for d in pip)
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in pip
+    assert f"torch=={torch.__version__.split('+')[0]}+cpu" in pip
+    assert f"python={sys.version_info.major}.{sys.version_info.minor}" in env["dependencies"]
+
+
+def test_grading_requirements_pin_a_release_at_its_tag_and_warn_about_uncommitted_code(tmp_path):
+    import subprocess
+
+    from assignments.build import grading_requirements
+
+    repo = tmp_path / "repo"
+    (repo / "qmf_lite").mkdir(parents=True)
+    (repo / "qmf_lite" / "__init__.py").write_text("")
+    (repo / "pyproject.toml").write_text('[project]\nname = "qmf_lite"\nversion = "1.2.3"\n')
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(git + args, check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines, warnings = grading_requirements(TOY, package_dir=repo / "qmf_lite")
+    assert f"qmf_lite @ git+https://github.com/qmf-book/quantized-mean-field@{commit}" in lines and not warnings
+    subprocess.run(git + ["tag", "v1.2.3"], check=True)
+    lines, _ = grading_requirements(TOY, package_dir=repo / "qmf_lite")
+    assert "qmf-lite==1.2.3" in lines
+    (repo / "qmf_lite" / "__init__.py").write_text("x = 1\n")
+    _, warnings = grading_requirements(TOY, package_dir=repo / "qmf_lite")
+    assert len(warnings) == 1 and "uncommitted changes" in warnings[0]
 
 
 def test_toy_student_notebook_runs_top_to_bottom_with_empty_answers(toy_build):
@@ -366,10 +474,11 @@ def test_notebook_kernels_run_this_python_even_if_the_user_installed_another(tmp
 
 
 def _submission(out, answers):
-    """The toy student notebook with some answer cells replaced: {label: source}."""
+    """The toy student notebook with some answer cells replaced: {label: source} (code answers
+    by exercise label, answers in words by question name)."""
     nb = nbformat.read(out / "student" / "toy.ipynb", as_version=4)
     for label, source in answers.items():
-        (cell,) = _role(nb, "answer", label)
+        (cell,) = _role(nb, "answer", label) or _role(nb, "manual-answer", label)
         cell.source = source
     return nb
 
@@ -386,7 +495,8 @@ def test_grading_a_folder_cannot_be_fooled(toy_build, tmp_path):
     subs = tmp_path / "submissions"
     subs.mkdir()
     right = _solutions(out)
-    nbformat.write(_submission(out, right), subs / "alice.ipynb")                        # all right
+    right_with_words = {**right, "ex-toy-essay-why": "It tests the tools."}
+    nbformat.write(_submission(out, right_with_words), subs / "alice.ipynb")             # all right
     nbformat.write(_submission(out, {}), subs / "bob.ipynb")                             # empty answers
     nbformat.write(_submission(out, {**right, "ex-toy-num": "double = 2 * a + 1e-6\npowers = np.array([a, a**2])"}),
                    subs / "carol.ipynb")                                                  # one wrong
@@ -396,7 +506,8 @@ def test_grading_a_folder_cannot_be_fooled(toy_build, tmp_path):
     (subs / "erin.pdf").write_bytes(b"%PDF-1.4 a scan of a notebook")                     # not a notebook
     (subs / "frank.ipynb").write_text('{"cells": [{"cell_type": "code", "sou')             # truncated
     (subs / ".DS_Store").write_bytes(b"\0")                                                # ignored
-    results = grade(subs, out / "autograder" / "toy.zip", tmp_path / "grades", cell_timeout=6, timeout=300,
+    # (a cell limit that the toy's set-up cell, numpy and SymPy imports, keeps on a loaded machine)
+    results = grade(subs, out / "autograder" / "toy.zip", tmp_path / "grades", cell_timeout=20, timeout=300,
                     jobs=2, log=lambda *a: None)
     by = {r["student"]: r for r in results}
     scores = {s: {q: r["score"] for q, r in by[s]["questions"].items() if r["graded"]} for s in by}
@@ -412,7 +523,7 @@ def test_grading_a_folder_cannot_be_fooled(toy_build, tmp_path):
     assert "not a Jupyter notebook" in by["erin"]["message"]
     dave_cells = {c["label"]: c["text"] for c in by["dave"]["cells"]}
     assert "ZeroDivisionError" in dave_cells["ex-toy-sym"]
-    assert "time limit of 6 s" in dave_cells["ex-toy-exact"]
+    assert "time limit of 20 s" in dave_cells["ex-toy-exact"]
 
     rows = list(csv.DictReader((tmp_path / "grades" / "grades.csv").open()))
     assert [(r["student"], r["score"], r["possible"]) for r in rows] == [
@@ -425,6 +536,47 @@ def test_grading_a_folder_cannot_be_fooled(toy_build, tmp_path):
     dave = (tmp_path / "grades" / "feedback" / "dave.md").read_text()
     assert "raised ZeroDivisionError" in dave and "was stopped after the time limit" in dave
     assert "6.0" not in feedback  # the expected value is not revealed
+    # the feedback numbers a cell as the student counts it: its place among the code cells of
+    # the submitted notebook (otter's executed copy has cells of its own in front)
+    dave_nb = nbformat.read(subs / "dave.ipynb", as_version=4)
+    code = [c for c in dave_nb.cells if c.cell_type == "code"]
+    number = 1 + code.index(_role(dave_nb, "answer", "ex-toy-sym")[0])
+    assert {c["label"]: c["cell"] for c in by["dave"]["cells"]}["ex-toy-sym"] == number
+    assert f"- Code cell {number} (your answer to ex-toy-sym) raised ZeroDivisionError" in dave
+    # questions answered in words: points to grade by hand, the answers collected for the lecturer
+    assert by["alice"]["questions"]["ex-toy-essay-why"] == {
+        "score": None, "possible": 1.0, "graded": False, "manual": True, "failures": [],
+        "answer": "It tests the tools."}
+    assert by["bob"]["questions"]["ex-toy-sym-rule"]["answer"] == ""
+    assert by["alice"]["manual_possible"] == 2.5
+    assert "| ex-toy-sym-rule | - / 1.5 | no answer; graded by your instructor |" in feedback
+    assert "your answers in words, worth 2.5 more points, are graded by your instructor" in feedback
+    header = next(csv.reader((tmp_path / "grades" / "grades.csv").open()))
+    assert "ex-toy-sym-rule (by hand, /1.5)" in header and "ex-toy-essay-why (by hand, /1)" in header
+    assert all(r["ex-toy-essay-why (by hand, /1)"] == "" for r in rows)
+    manual = (tmp_path / "grades" / "manual_answers.md").read_text()
+    assert "## ex-toy-essay-why (1 point)" in manual and "### alice\n\n> It tests the tools." in manual
+
+
+def test_grade_files_are_readable_by_the_group(toy_build, tmp_path):
+    """Results, feedback, CSV: mode 0666 less the umask (0664 under umask 002), not mkstemp's 0600."""
+    import os
+    import stat
+
+    from assignments.grade import grade
+
+    out, _ = toy_build
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "ann.txt").write_text("not a notebook")
+    old = os.umask(0o002)
+    try:
+        grade(subs, out / "autograder" / "toy.zip", tmp_path / "g", log=lambda *a: None)
+    finally:
+        os.umask(old)
+    files = [tmp_path / "g" / "grades.csv", tmp_path / "g" / "results" / "ann.json",
+             tmp_path / "g" / "feedback" / "ann.md", tmp_path / "g" / "manual_answers.md"]
+    assert {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {f.name: "0o664" for f in files}
 
 
 def test_grading_survives_a_notebook_that_never_ends_and_keeps_earlier_results(toy_build, tmp_path):
@@ -444,11 +596,15 @@ def test_grading_survives_a_notebook_that_never_ends_and_keeps_earlier_results(t
     rows = {r["student"]: r for r in csv.DictReader((grades / "grades.csv").open())}
     assert rows["alice"]["score"] == "6" and rows["zoe"]["status"] == "time limit"
     assert "time limit for a whole notebook" in (grades / "feedback" / "zoe.md").read_text()
-    # an unchanged submission is not graded again
+    # an unchanged submission graded with the same settings is not graded again; one graded with
+    # another time limit is (alice was graded with the default --timeout, zoe with 5 s)
     shutil.move(tmp_path / "alice.ipynb", subs / "alice.ipynb")
     seen = []
-    grade(subs, out / "autograder" / "toy.zip", grades, timeout=5, log=seen.append)
-    assert any("alice: unchanged" in s for s in seen) and any("zoe: unchanged" in s for s in seen)
+    grade(subs, out / "autograder" / "toy.zip", grades, cell_timeout=600, timeout=5, log=seen.append)
+    assert any("zoe: unchanged" in s for s in seen) and not any("alice: unchanged" in s for s in seen)
+    seen = []  # another --cell-timeout: nothing is kept
+    grade(subs, out / "autograder" / "toy.zip", grades, cell_timeout=300, timeout=5, log=seen.append)
+    assert not any("unchanged" in s for s in seen) and any(s.startswith("zoe: 0/6 (time limit") for s in seen)
 
 
 def test_grade_command_line(toy_build, tmp_path, capsys):
@@ -602,7 +758,8 @@ def test_readme_tells_teachers_the_commands():
             break
         lines.append(line)
     section = "\n".join(lines)
-    for command in ("python -m assignments build", "python -m assignments grade",
+    for command in ("python -m assignments build", "python -m assignments grade", "python -m assignments classroom",
+                    "_config.classroom.yml", "hide_solutions", "# manual:", "manual_answers.md",
                     "python assignments/colab_parity.py", "repository.url", "scripts/sync_colab_url.py",
                     "colab.research.google.com/github/"):
         assert command in section, command
@@ -639,3 +796,63 @@ def test_chapter_assignment_builds_and_passes_its_self_check(name, real_build_di
     for wrong, results in sc["wrong"].items():
         for q, r in results.items():
             assert r["score"] == (0 if q == wrong else r["possible"]), (wrong, q)
+
+
+# ---------------------------------------------------------------------------------------------
+# the classroom edition: the book without solutions
+
+def test_classroom_overlay_merges_over_the_book_config(tmp_path):
+    from assignments.classroom import classroom_config, merge
+
+    assert merge({"a": {"b": 1, "c": [1]}, "d": 1}, {"a": {"c": [2]}, "e": 3}) == {"a": {"b": 1, "c": [2]}, "d": 1, "e": 3}
+    config = classroom_config(ROOT)
+    book = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["sphinx"]["config"]["hide_solutions"] is True
+    assert config["sphinx"]["config"]["html_copy_source"] is False
+    assert config["launch_buttons"]["colab_url"] == "" and config["launch_buttons"]["binderhub_url"] == ""
+    # everything else is the book's own configuration
+    assert config["sphinx"]["extra_extensions"] == book["sphinx"]["extra_extensions"]
+    assert config["sphinx"]["config"]["intersphinx_mapping"] == book["sphinx"]["config"]["intersphinx_mapping"]
+    assert config["execute"] == book["execute"] and config["repository"] == book["repository"]
+    # what Sphinx gets: the book's own configuration but for the overlay's keys
+    from jupyter_book.config import get_final_config
+
+    merged = tmp_path / "_config.yml"
+    merged.write_text(yaml.safe_dump(config))
+    final = {name: get_final_config(user_yaml=path, cli_config={"latex_individualpages": False}, sourcedir=ROOT)[0]
+             for name, path in (("book", ROOT / "_config.yml"), ("classroom", merged))}
+    changed = {k for k in set(final["book"]) | set(final["classroom"]) if final["book"].get(k) != final["classroom"].get(k)}
+    assert changed == {"hide_solutions", "html_copy_source", "html_show_sourcelink", "html_theme_options"}
+    options = final["classroom"]["html_theme_options"]
+    assert options["use_download_button"] is False
+    assert options["launch_buttons"]["colab_url"] == options["launch_buttons"]["binderhub_url"] == ""
+    assert {k: v for k, v in options.items() if k not in ("use_download_button", "launch_buttons")} == {
+        k: v for k, v in final["book"]["html_theme_options"].items() if k not in ("use_download_button", "launch_buttons")}
+
+
+def test_classroom_edition_of_a_toy_book_has_no_solution(tmp_path):
+    """A one-page book built the way `python -m assignments classroom` builds the real one: the
+    exercise is on the page, its solution nowhere in the output (pages, search index, sources),
+    and no button opens or downloads the source notebook."""
+    from assignments.classroom import build_classroom
+
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "_config.yml").write_text(
+        "title: A classroom toy\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: 'off'\n"
+        "repository:\n  url: https://github.com/o/r\nlaunch_buttons:\n  colab_url: https://colab.research.google.com\n"
+        "html:\n  use_download_button: true\n  use_repository_button: true\nsphinx:\n  extra_extensions:\n    - sphinx_exercise\n")
+    (book / "_toc.yml").write_text("format: jb-book\nroot: index\n")
+    (book / "index.md").write_text(
+        "# A page with an exercise\n\nProse that both editions keep.\n\n"
+        "````{exercise}\n:label: ex-toy-classroom\n\nWhat is the answer?\n````\n\n"
+        "````{solution} ex-toy-classroom\n:class: dropdown\n\nForty-two, by a secret argument.\n````\n")
+    html, rc = build_classroom(book, tmp_path / "out", extra_args=("-W", "-n", "--keep-going", "-q"))
+    assert rc == 0
+    page = (html / "index.html").read_text()
+    assert "What is the answer?" in page and "Prose that both editions keep." in page
+    everything = "\n".join(p.read_text(errors="replace") for p in html.rglob("*") if p.is_file())
+    assert "secret argument" not in everything and "Forty-two" not in everything
+    assert not (html / "_sources").exists()
+    assert "colab.research.google.com" not in page
+    assert "download-source-button" not in page and "download-notebook-button" not in page

@@ -69,5 +69,22 @@ def built_book():
 
 
 @pytest.fixture(scope="session")
+def built_notebooks(built_book):
+    """The Colab notebooks (scripts/build_notebooks.py), built from the HTML build's doctrees.
+
+    The jupyter builder must read (and so execute) no chapter: after ``built_book`` every source is
+    current, and the two builders share one configuration and one environment.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_notebooks.py")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail("the notebook build failed:\n" + (proc.stdout + proc.stderr)[-6000:])
+    if "0 source(s) read" not in proc.stdout:
+        pytest.fail("the notebook build re-read (and re-executed) chapters after the HTML build:\n" + proc.stdout[-3000:])
+    return ROOT / "_build" / "colab"
+
+
+@pytest.fixture(scope="session")
 def in_ci():
     return bool(os.environ.get("CI"))

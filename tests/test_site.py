@@ -26,14 +26,25 @@ def test_notebook_committed_without_outputs(nb_path):
 
 
 @pytest.mark.parametrize("nb_path", chapter_notebooks(), ids=lambda p: p.stem)
-def test_colab_setup_cell_uses_configured_repository(nb_path):
-    """Each chapter's first code cell installs qmf_lite from _config.yml's repository.url, and only on ImportError."""
-    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+def test_colab_setup_cell_pins_the_book_version(nb_path):
+    """Each chapter's first code cell installs, only on ImportError, the qmf_lite version of
+    pyproject.toml: from PyPI once released (release.on_pypi), else from the matching git tag of
+    _config.yml's repository.url; a failed install raises."""
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import sync_colab_url
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    version = sync_colab_url.package_version()
     nb = json.loads(nb_path.read_text())
     first = next(c for c in nb["cells"] if c["cell_type"] == "code")
     src = "".join(first["source"])
-    assert "except ImportError" in src and "import qmf_lite" in src
-    assert f"git+{url}" in src, f"{nb_path.name}: set-up cell does not install from {url}; run python scripts/sync_colab_url.py"
+    assert src == sync_colab_url.setup_cell_source(), f"{nb_path.name}: run python scripts/sync_colab_url.py"
+    assert "except ImportError" in src and "raise RuntimeError" in src
+    if config["release"]["on_pypi"]:
+        assert f'"qmf-lite=={version}"' in src
+    else:
+        assert f'"qmf_lite @ git+{config["repository"]["url"]}@v{version}"' in src
 
 
 @pytest.mark.parametrize("nb_path", chapter_notebooks(), ids=lambda p: p.stem)

@@ -429,7 +429,9 @@ class DyadicNet:
         return out
 
     def layer_bits(self):
-        """Per layer, the bits b of its format: every nonzero parameter is one of the 2**b values +-k s."""
+        """Per layer, the bits b of its format: every nonzero parameter is one of the 2**b values +-k s,
+        k = 1..2**(b-1); with zero (an absent connection) that is 2**b + 1 levels, the convention of the
+        book's table of bits, the same level set as ``qmf_lite.ptq.alphabet_for(W, bits=b)``."""
         return [1 + (max(ks) - 1).bit_length() if ks else 0 for ks in self._layer_multiples()]
 
     def _layer_multiples(self):

@@ -26,7 +26,9 @@ consult). It provides:
 Weight format used throughout (our convention): a weight has **b bits** when it is one of the
 :math:`2^b` nonzero values :math:`\pm k\,s`, :math:`k = 1,\dots,2^{b-1}` (a sign and b - 1 bits of
 magnitude), where the power of two :math:`s` is the scale of its layer; a zero weight is an absent
-connection and costs nothing.
+connection and costs nothing. With zero that is :math:`2^b + 1` levels, the level set of
+``qmf_lite.ptq.alphabet_for(W, bits=b)`` (the book's table of bits). ``DyadicNet.memory_bits`` counts
+:math:`1 + \lceil\log_2 k\rceil` bits per nonzero parameter: a heuristic bit count, not a code length.
 
 Everything here imports without torch; only :meth:`DyadicNet.from_torch` and
 :meth:`DyadicNet.to_torch` import it.

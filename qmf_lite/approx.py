@@ -26,7 +26,9 @@ consult). It provides:
 Weight format used throughout (our convention): a weight has **b bits** when it is one of the
 :math:`2^b` nonzero values :math:`\pm k\,s`, :math:`k = 1,\dots,2^{b-1}` (a sign and b - 1 bits of
 magnitude), where the power of two :math:`s` is the scale of its layer; a zero weight is an absent
-connection and costs nothing.
+connection and costs nothing. With zero that is :math:`2^b + 1` levels, the level set of
+``qmf_lite.ptq.alphabet_for(W, bits=b)`` (the book's table of bits). ``DyadicNet.memory_bits`` counts
+:math:`1 + \lceil\log_2 k\rceil` bits per nonzero parameter: a heuristic bit count, not a code length.
 
 Everything here imports without torch; only :meth:`DyadicNet.from_torch` and
 :meth:`DyadicNet.to_torch` import it.
@@ -429,7 +431,9 @@ class DyadicNet:
         return out
 
     def layer_bits(self):
-        """Per layer, the bits b of its format: every nonzero parameter is one of the 2**b values +-k s."""
+        """Per layer, the bits b of its format: every nonzero parameter is one of the 2**b values +-k s,
+        k = 1..2**(b-1); with zero (an absent connection) that is 2**b + 1 levels, the convention of the
+        book's table of bits, the same level set as ``qmf_lite.ptq.alphabet_for(W, bits=b)``."""
         return [1 + (max(ks) - 1).bit_length() if ks else 0 for ks in self._layer_multiples()]
 
     def _layer_multiples(self):
@@ -446,7 +450,13 @@ class DyadicNet:
         return out
 
     def memory_bits(self, model="param"):
-        """Total bits of the nonzero parameters (see :meth:`param_bits`)."""
+        """Total bits of the nonzero parameters (see :meth:`param_bits`).
+
+        A *bit count*, not the length of a code: the field widths, the positions of the nonzero
+        parameters and the power-of-two scale of each layer are not counted, and zeros are free, so
+        far more than :math:`2^M` networks have ``memory_bits() == M`` (every scale gives another
+        one). Comparisons with counting bounds, which need a code of M bits, are heuristics.
+        """
         return int(sum(self.param_bits(model)))
 
     def summary(self):
@@ -1816,14 +1826,20 @@ def codec(target, cells, word_bits, lipschitz=1.0):
 def lower_bounds(bits, n_params, depth, vc_constant=1.0):
     r"""Three lower bounds on the minimax sup-norm error over 1-Lipschitz functions on [0, 1].
 
-    Our derivation (see the chapter), for networks with ``n_params`` (W) nonzero parameters in
-    ``depth`` (L) affine layers, each parameter a multiple of :math:`2^{-b}`:
+    Our derivation (see the chapter), for the class of networks with a fixed architecture of
+    ``n_params`` (W) parameters in ``depth`` (L) affine layers, each parameter one of at most
+    :math:`2^b + 1` multiples of :math:`2^{-b}` (a fixed step: networks with a free per-layer scale
+    or a free sparsity pattern form a larger class, for which the precision and counting bounds do
+    not hold as stated):
 
     * precision: the output at :math:`x = 0` is a multiple of :math:`2^{-bL}`, so the constant
       target :math:`2^{-bL-1}` is missed by at least :math:`2^{-bL-1}`;
     * counting (memory): :math:`n` bumps of height :math:`1/(2n)` give :math:`2^n` targets; if every
-      one is approximated within less than :math:`1/(2n)`, the :math:`2^{bW}` networks (at most)
-      shatter n points, so :math:`n \le bW` and the error is at least :math:`1/(2(bW + 1))`;
+      one is approximated within less than :math:`1/(2n)`, the networks of the class shatter n
+      points. For a *fixed* architecture whose every parameter takes one of at most :math:`2^b + 1`
+      values (the b-bit convention of this package: :math:`\{ks : |k| \le 2^{b-1}\}` with a fixed
+      step s) there are at most :math:`(2^b + 1)^W` networks, so :math:`n \le W\log_2(2^b + 1)` and
+      the error is at least :math:`1/(2(W\log_2(2^b + 1) + 1))`;
     * VC: the same shattering argument with :math:`n \le \mathrm{VCdim} \le c\,WL\log_2 W`
       (the order of the bound of Bartlett et al. 2019; the constant c is not known here and is
       ``vc_constant``): at least :math:`1/(2(cWL\log_2 W + 1))`.
@@ -1849,8 +1865,8 @@ def lower_bounds(bits, n_params, depth, vc_constant=1.0):
     Examples
     --------
     >>> lb = lower_bounds(8, 1000, 2)
-    >>> round(lb["counting"], 8), lb["bound"] == lb["counting"]
-    (6.249e-05, True)
+    >>> round(lb["counting"], 10), lb["bound"] == lb["counting"]
+    (6.24483e-05, True)
     """
     b = check_positive(bits, "bits")
     W = float(check_positive(n_params, "n_params", allow_array=False))
@@ -1858,7 +1874,7 @@ def lower_bounds(bits, n_params, depth, vc_constant=1.0):
     c = float(check_positive(vc_constant, "vc_constant", allow_array=False))
     with np.errstate(over="ignore"):   # a product past float64 is inf, and its bound 0: the float64 value
         precision = 2.0 ** (-b * L - 1)
-        counting = 1.0 / (2 * (b * W + 1))
+        counting = 1.0 / (2 * (W * np.logaddexp2(b, 0.0) + 1))     # log2(2**b + 1) without overflow
         vc = 1.0 / (2 * (c * W * L * max(math.log2(W), 1.0) + 1)) + 0 * b
     bound = np.maximum(np.maximum(precision, counting), vc)
     out = {"precision": precision, "counting": counting, "vc": vc, "bound": bound}

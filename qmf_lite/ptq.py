@@ -22,7 +22,10 @@ Alphabets follow the authors' code: ``bits`` give the largest index ``K = 2**(bi
 ``2K + 1 = 2**bits + 1`` levels :math:`\{k\delta : |k|\le K\}`, with the step
 :math:`\delta = C\,\overline{\max_j|W_{ij}|}/K` (the mean over neurons ``i`` of each neuron's largest
 weight, ``C = 1.16`` by default); the infinite grid :math:`\{k\delta : k\in\mathbb Z\}` keeps the
-step and drops the clipping.
+step and drops the clipping. In the book's table of bits (chapter "initialization"), these
+``bits`` are the authors' convention: ``2**bits + 1`` levels, which need ``bits + 1`` bits of a
+fixed-width code (:attr:`Alphabet.storage_bits`) and carry ``log2(2**bits + 1)`` bits of information
+(:attr:`Alphabet.log2_levels`).
 
 The loop over ``t`` is sequential; every step is vectorised over the ``N_out`` neurons, and steps are
 grouped in blocks: inside a block the error's projections :math:`\langle\tilde X_t, u_{t-1}\rangle` are
@@ -45,6 +48,7 @@ import contextlib
 import dataclasses
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -128,6 +132,8 @@ class Alphabet:
     >>> a = Alphabet(0.5, 2)
     >>> a.n_levels, a.radius, a.values().tolist()
     (5, 1.0, [-1.0, -0.5, 0.0, 0.5, 1.0])
+    >>> round(a.log2_levels, 2), a.storage_bits
+    (2.32, 3)
     >>> Alphabet(0.5).n_levels
     inf
     """
@@ -162,9 +168,27 @@ class Alphabet:
         return math.inf if self.max_index is None else self.max_index * self.step
 
     @property
-    def bits(self):
-        """``log2(n_levels)``, the information per weight (``math.inf`` for the infinite grid)."""
+    def log2_levels(self):
+        """``log2(n_levels)``, the information per weight in bits (``math.inf`` for the infinite grid).
+
+        Not the authors' "bits": ``alphabet_for(W, bits=2)`` has 5 levels and ``log2_levels`` 2.32.
+        """
         return math.log2(self.n_levels)
+
+    @property
+    def storage_bits(self):
+        """``ceil(log2(n_levels))``, the bits of a fixed-width code for one level (``math.inf`` for the
+        infinite grid): the book's table of bits. ``alphabet_for(W, bits=b)`` needs ``b + 1``."""
+        return math.inf if self.max_index is None else (self.n_levels - 1).bit_length()
+
+    @property
+    def bits(self):
+        """Deprecated: ``log2(n_levels)``, now :attr:`log2_levels`. "bits" means too many things (the
+        authors' ``bits`` give ``2**bits + 1`` levels); use :attr:`log2_levels`, :attr:`storage_bits`
+        or :attr:`n_levels`."""
+        warnings.warn("Alphabet.bits is deprecated: it is log2(n_levels), now Alphabet.log2_levels "
+                      "(see also Alphabet.storage_bits and Alphabet.n_levels)", DeprecationWarning, stacklevel=2)
+        return self.log2_levels
 
     def values(self):
         """The levels, ``step * arange(-K, K + 1)`` (finite alphabets only)."""

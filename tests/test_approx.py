@@ -397,7 +397,7 @@ def test_precision_lower_bound_holds_for_networks_on_the_grid():
             assert exp <= b * net.depth
     lb = A.lower_bounds(np.arange(1, 25), 768, 2)
     assert lb["precision"][0] == 2.0**-3 and np.all(lb["bound"] >= lb["counting"])
-    assert lb["counting"][9] == 1 / (2 * (10 * 768 + 1))
+    assert math.isclose(lb["counting"][9], 1 / (2 * (768 * math.log2(2**10 + 1) + 1)), rel_tol=1e-14)   # (2^b + 1)^W networks
     assert math.isclose(lb["vc"][0], 1 / (2 * (768 * 2 * math.log2(768) + 1)))
     with pytest.raises(ValueError, match="n_params must be finite and > 0"):
         A.lower_bounds(4, 0, 2)

@@ -465,3 +465,19 @@ def test_module_imports_without_torch():
            "print(p.quantize_layer(np.eye(3), np.eye(3), alphabet=p.Alphabet(0.5)).max_abs_index)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "2"
+
+
+def test_alphabet_names_its_levels_and_bits_and_deprecates_the_ambiguous_name():
+    """The authors' b bits are 2**b + 1 levels: log2_levels = log2(2**b + 1), storage_bits = b + 1;
+    the old ``bits`` (log2 of the levels) still works, with a DeprecationWarning."""
+    W = np.random.default_rng(0).standard_normal((4, 8))
+    for b in (1, 2, 3, 8):
+        a = ptq.alphabet_for(W, bits=b)
+        assert a.n_levels == 2**b + 1 and a.storage_bits == b + 1
+        assert math.isclose(a.log2_levels, math.log2(2**b + 1), rel_tol=1e-15)
+    a2 = ptq.alphabet_for(W, bits=2)
+    assert round(a2.log2_levels, 2) == 2.32
+    with pytest.warns(DeprecationWarning, match="log2_levels"):
+        assert a2.bits == a2.log2_levels
+    assert ptq.Alphabet(0.5).storage_bits == math.inf and ptq.Alphabet(0.5).log2_levels == math.inf
+    assert ptq.Alphabet(0.5, 1).storage_bits == 2          # ternary {0, +-delta}: 3 levels in 2 bits

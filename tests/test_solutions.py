@@ -105,3 +105,80 @@ def test_every_solution_parses_and_declares_its_checks(nb_path):
                     body = "\n".join(line for line in block.splitlines() if not line.lstrip().startswith("#"))
                     assert re.search(rf"\b{name}\b", body), f"{where}: the check names {name!r}, which the block never uses"
 
+
+
+# --------------------------------------------------------------------------------------------
+# tolerances that a plausible wrong answer does not pass
+
+def _check_spec(chapter, label, var):
+    """The ``# check:`` spec of ``var`` in the solution ``label`` of ``book/<chapter>.ipynb``, as the
+    dict that ``assignments.checks.compare`` takes."""
+    from assignments.source import parse_check
+
+    nb = json.loads((ROOT / "book" / f"{chapter}.ipynb").read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        for found, blocks in solutions("".join(cell["source"])):
+            if found != label:
+                continue
+            for block in blocks:
+                for line in block.splitlines():
+                    c = parse_check(line.strip())
+                    if c is not None and c.var == var:
+                        return {"kind": c.kind, "rtol": c.rtol, "atol": c.atol}
+    raise LookupError(f"{chapter}: no check of {var} in {label}")
+
+
+def _passes(value, correct, spec):
+    from assignments import checks as ck
+
+    return ck.compare(value, ck.encode(correct, spec), spec) is None
+
+
+def test_ptq_gain_check_accepts_the_answer_and_rejects_plausible_wrong_ones():
+    """ex-ptq-gain: the measured MSQ/SPFQ gain passes its own check (recomputed), while the two
+    plausible mistakes fail it: the prediction without SPFQ's factor 2 (N/m = 16) and the gain of
+    GPFQ instead of SPFQ on the same data."""
+    import numpy as np
+
+    from qmf_lite import ptq
+
+    spec = _check_spec("post_training", "ex-ptq-gain", "gain_sim")
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((64, 512)) / np.sqrt(512)
+    X = rng.standard_normal((32, 512))
+    grid = ptq.Alphabet(1 / 32)
+    e_msq = ptq.quantize_layer(W, X, alphabet=grid, method="msq").relative_error
+    correct = e_msq / ptq.quantize_layer(W, X, alphabet=grid, method="spfq", seed=0).relative_error
+    gpfq = e_msq / ptq.quantize_layer(W, X, alphabet=grid, method="gpfq").relative_error
+    assert _passes(correct, correct, spec)
+    assert not _passes(512 / 32, correct, spec)             # no factor 2 for unbiased rounding
+    assert not _passes(gpfq, correct, spec)
+    assert abs(correct / 8.0 - 1) < 3 * spec["rtol"]          # and the model's N/(2m) = 8 is near it
+
+
+def test_regimes_sup_gap_bound_check_rejects_a_missing_factor():
+    """ex-regimes-sup: Lip(e) h / 2 with Lip(e) = 2; forgetting either factor fails the check."""
+    spec = _check_spec("quantization_regimes", "ex-regimes-sup", "gap_bound")
+    h = 1 / 1000
+    assert _passes(2 * h / 2, h, spec)
+    assert not _passes(h / 2, h, spec) and not _passes(2 * h, h, spec)
+
+
+@pytest.mark.slow
+def test_limits_lattice_check_rejects_the_four_level_answer():
+    """ex-limits-lattice: the N = 5 binary-weight deviation passes its check; the N = 4 value of the
+    chapter (the lattice effect, about -3%) is outside the tolerance of two standard errors."""
+    import qmf_lite as qmf
+
+    spec = _check_spec("limits", "ex-limits-lattice", "rel_binary5")
+    rel = {}
+    for levels in (4, 5):
+        phi = qmf.QuantizedActivation(levels)
+        q_th, _ = qmf.iterate_maps(phi, 1.1, 0.0, depth=8, q0=0.5, c0=0.6)
+        sim = qmf.simulate_correlations(phi, 1.1, 0.0, depth=8, width=1024, c0=0.6, q0=0.5, n_nets=32, seed=11,
+                                        weights="binary", device="cpu")
+        rel[levels] = float(sim.q[-1] / q_th[-1] - 1)
+    assert _passes(rel[5], rel[5], spec)
+    assert not _passes(rel[4], rel[5], spec)

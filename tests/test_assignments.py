@@ -311,7 +311,8 @@ def test_student_notebook_of_every_chapter_holds_no_solution(chapter):
 
 
 # a question that an exercise asks and that a graded variable answers, not a text
-ANSWERED_BY_A_VARIABLE = {"ex-weights-ragged": "Which batch sizes"}
+ANSWERED_BY_A_VARIABLE = {"ex-weights-ragged": "Which batch sizes", "ex-regimes-convert": "How many such digits",
+                          "ex-ptq-levels": "How many bits must a finite alphabet"}
 
 
 @pytest.mark.parametrize("chapter", _with_exercises(), ids=lambda c: c.name)

@@ -119,7 +119,7 @@ _LAZY = {
                  "PRECISIONS"],
     "ntk": ["empirical_ntk"],
     "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir", "MNIST_FILES",
-             "BGS19_NORMALIZATION", "CacheWarning"],
+             "MNIST_SHA256", "BGS19_NORMALIZATION", "CacheWarning"],
 }
 _LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
 #: namespaces (submodules used as ``qmf.<name>.<function>``), imported on first access

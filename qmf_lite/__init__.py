@@ -116,7 +116,7 @@ _LAZY = {
     "ste": ["QuantAct", "quantize", "ste_quantize", "staircase_tables", "ste_clip", "ste_slope", "ste_chi1"],
     "training": ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
                  "bgs19_lr", "learning_rate", "training_memory", "training_flops", "memory_budget", "LAYOUTS",
-                 "PRECISIONS"],
+                 "PRECISIONS", "SEEDINGS"],
     "ntk": ["empirical_ntk"],
     "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir", "MNIST_FILES",
              "MNIST_SHA256", "BGS19_NORMALIZATION", "CacheWarning"],

@@ -1176,6 +1176,12 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         workers = max(1, min(torch.get_num_threads(), n_chunks)) if small_cpu else 1
     if deadline is not None:
         workers = 1
+    if dev.type == "cuda":
+        device_name = f"cuda: {torch.cuda.get_device_name(dev)}"
+    else:
+        import platform
+
+        device_name = f"{dev.type}: {platform.processor() or platform.machine()}"
     settings = dict(data=data, width=width, layout=layout, device=dev, steps=steps, batch_size=batch_size, seed=seed,
                     momentum=momentum, eval_size=eval_size, precision=precision, seeding=seeding)
 
@@ -1230,7 +1236,7 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
                         net = (depth, j)
                         entry = {"schema": _SCHEMA, "key": keys[net], "config": configs[net], "rows": rows,
                                  "seconds": rec.seconds / len(chunk), "flops": rec.flops / len(chunk),
-                                 "chunk": len(chunk)}
+                                 "chunk": len(chunk), "device_name": device_name}
                         if cache:   # written as soon as it is done: an interruption keeps it
                             _cache.atomic_write_json(folder / f"{keys[net]}.json", entry)
                         done_entries[net] = entry

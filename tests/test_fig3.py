@@ -307,3 +307,23 @@ class _FixedDatetime:
     datetime = type("D", (), {"now": staticmethod(lambda tz=None: __import__("datetime").datetime(2026, 1, 1,
                                                                                                  tzinfo=tz))})
     timezone = __import__("datetime").timezone
+
+
+def test_a_partial_file_of_the_paper_profile_is_current(tmp_path):
+    """What the stale-data test accepts: a file of the code's paper profile that lists the networks still
+    missing (here the priority depths done for N = 3, 4, and nothing else)."""
+    from qmf_lite.training import GridResult
+
+    cfg = fig3.profile_config("paper")
+    done = [(n, d) for n in (3, 4) for d in cfg["depths"][::2]]
+    rows = [{"levels": n, "sigma_w": 1.0, "seed": 0, "depth": d, "step": s, "train_acc": 0.5, "test_acc": 0.5}
+            for n, d in done for s in cfg["steps"]]
+    missing = [(n, 1.0, 0, d) for d in cfg["depths"] for n in cfg["levels"] if (n, d) not in done]
+    out = tmp_path / "fig3_paper.json"
+    fig3.write(out, GridResult(rows, {}, 1.0, missing=missing), cfg, {
+        "torch_version": "x", "device": "cuda: X", "wall_seconds": 1.0, "peak_memory_bytes": None,
+        "tflops_per_second": None, "qmf_lite_version": "x", "code_fingerprint": "x", "created": "x"})
+    grid, meta = _check_data_file(out, "paper")
+    assert not fig3.is_stale(meta, "paper") and len(meta["done"]) == 12 and len(grid.missing) == 14 * 11 - 12
+    with pytest.raises(ValueError, match="meta must be None or a dict without the keys done and missing"):
+        fig3.write(out, grid, cfg, {"done": []})

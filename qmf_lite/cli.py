@@ -81,6 +81,17 @@ def _shard(text):
     return i, k
 
 
+def _seconds(text):
+    """A number of seconds in [0, 10^9]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1e9:
+        raise argparse.ArgumentTypeError(f"--deadline must be a number of seconds in [0, 1e9], got {text!r}")
+    return value
+
+
 def _fig3(args, out, started, argv):
     from . import fig3
 
@@ -155,7 +166,7 @@ def main(argv=None, out=None):
     f.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
     f.add_argument("--mnist", default=None, metavar="DIR",
                    help="folder of the four MNIST files (.gz or uncompressed; default $QMF_LITE_CACHE/mnist)")
-    f.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+    f.add_argument("--deadline", type=_seconds, default=None, metavar="SECONDS",
                    help="stop before a chunk that would end later than this many seconds after the start, and "
                         "write the data file with what is done")
     f.add_argument("--bundle", default=None, metavar="FILE",

@@ -304,7 +304,7 @@ def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_
         ``(x / 255 - 0.1307) / 0.3081`` (:data:`qmf_lite.data.BGS19_NORMALIZATION`).
     sha256 : dict
         The SHA-256 (64 hexadecimal digits) of the decompressed contents of each file, by the
-        uncompressed name (:data:`MNIST_SHA256`).
+        uncompressed name (:data:`qmf_lite.data.MNIST_SHA256`).
     """
     normalize = check_choice(normalize, "normalize", ("feature", "bgs19"))
     download = check_bool(download, "download")

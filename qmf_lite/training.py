@@ -1005,7 +1005,7 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         seeding, evaluation subset, precision), the data (a hash of its tensors), the device
         type (CPU and CUDA draw different random numbers) and dtype, the torch and qmf_lite
         versions and the fingerprint of the code that produces the numbers
-        (:func:`qmf_lite._cache.code_fingerprint`: comments, docstrings and the grid runner's
+        (``qmf_lite._cache.code_fingerprint``: comments, docstrings and the grid runner's
         bookkeeping do not count). Not in the key: the GPU model, the number of CPU threads and
         the chunking, which can change the last bits of a matrix product. Entries are written
         atomically as soon as their chunk is done; a corrupt one is recomputed with a

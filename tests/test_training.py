@@ -686,3 +686,27 @@ def test_shards_are_disjoint_and_cover_the_grid(tmp_path, monkeypatch):
         == sorted(whole.rows, key=lambda r: (r["depth"], r["step"], r["levels"]))
     with pytest.raises(ValueError, match=r"^shard must be None or a pair"):
         run_grid([2], [3], shard=(3, 2), **kw)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (TF32 exists only there)")
+def test_fp32_products_are_ieee_on_cuda():
+    """On a GPU: inside a fp32 run a float32 matmul has float32 accuracy even after
+    set_float32_matmul_precision("high"), which lets TF32 (10-bit mantissa) in outside it."""
+    from qmf_lite.training import _precision
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    a, b = (torch.randn(1024, 1024, device="cuda", generator=g) for _ in range(2))
+    exact = a.double() @ b.double()
+    err = lambda: float(((a @ b).double() - exact).abs().max() / exact.abs().max())  # noqa: E731
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        with _precision("fp32", "cuda"):
+            fp32 = err()
+        with _precision("tf32", "cuda"):
+            tf32 = err()
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert fp32 < 1e-5                            # float32: about 1e-6 here
+    if torch.cuda.get_device_capability()[0] >= 8:
+        assert tf32 > 10 * fp32                   # TF32 (Ampere and later): about 1e-3

@@ -25,8 +25,9 @@ Two profiles (:data:`PROFILES`):
     Ties: the quantized logits take only :math:`N` values, so at small :math:`N` several classes
     often share the largest logit. The predicted class is the first of them (``torch.argmax``,
     which returns the first maximal index); the authors' code takes ``argmax`` of the log-softmax
-    of the same quantized logits, whose equal entries stay exactly equal, so on a torch that
-    returns the first maximal index (documented since torch 1.7) it breaks ties the same way.
+    of the same quantized logits, whose equal entries stay exactly equal, so it breaks ties the
+    same way on a torch that returns the first maximal index, as current torch documents (which
+    index the 2019 torch of the authors returned on a GPU we could not check).
 ``"fast"``
     What the book runs on two CPU cores: scikit-learn's digits, width 64, :math:`N = 2..6`, two
     seeds, the same layout and optimizer with a larger learning rate (0.015) for the narrower

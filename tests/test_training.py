@@ -710,3 +710,17 @@ def test_fp32_products_are_ieee_on_cuda():
     assert fp32 < 1e-5                            # float32: about 1e-6 here
     if torch.cuda.get_device_capability()[0] >= 8:
         assert tf32 > 10 * fp32                   # TF32 (Ampere and later): about 1e-3
+
+
+def test_ties_of_quantized_logits_go_to_the_first_class():
+    """bgs19 logits are quantized (N = 2: every logit is +-1, so ties are the rule): the predicted class is the
+    first maximal one, as numpy's argmax (documented: the first occurrence) takes it."""
+    from qmf_lite.training import _accuracy
+
+    model = QuantizedMLPBatch([NetSpec.optimal(2, seed=3)], 64, 10, 3, 16, device="cpu", layout="bgs19")
+    x, y = DIGITS.x_test[:200], DIGITS.y_test[:200]
+    with torch.no_grad():
+        logits = model(x)[0].numpy()
+    assert (np.sort(logits, -1)[:, -1] == np.sort(logits, -1)[:, -2]).mean() > 0.5       # mostly ties
+    expected = float((np.argmax(logits, -1) == y.numpy()).mean())
+    assert float(_accuracy(model, x, y, 64)[0]) == pytest.approx(expected, abs=1e-7)

@@ -108,11 +108,13 @@ def _fig3(args, out, started, argv):
         path, grid, meta = fig3.merge(args.merge, args.profile, target, config=config, bundle=args.bundle)
         out.write(f"merged {len(args.merge)} bundle(s): {grid.n_nets} networks, {len(grid.missing)} missing\n")
     else:
-        data = None
         if config["dataset"] == "mnist":
             from .data import load_mnist
 
             data = load_mnist(args.mnist, normalize=config["normalize"], progress=not args.quiet)
+        else:
+            data = fig3._load_data(config, not args.quiet)
+        from . import training  # noqa: F401 - torch is imported before the deadline's clock is read
         deadline = None
         if args.deadline is not None:
             deadline = max(0.0, args.deadline - (_clock() - started))

@@ -117,10 +117,10 @@ _LAZY = {
     "ste": ["QuantAct", "quantize", "ste_quantize", "staircase_tables", "ste_clip", "ste_slope", "ste_chi1"],
     "training": ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
                  "bgs19_lr", "learning_rate", "training_memory", "training_flops", "memory_budget", "LAYOUTS",
-                 "PRECISIONS"],
+                 "PRECISIONS", "SEEDINGS"],
     "ntk": ["empirical_ntk", "ste_derivative_kernel", "backward_rate", "backward_depth_scale", "ste_ntk", "SteNTK"],
     "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir", "MNIST_FILES",
-             "BGS19_NORMALIZATION", "CacheWarning"],
+             "MNIST_SHA256", "BGS19_NORMALIZATION", "CacheWarning"],
 }
 _LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
 #: namespaces (submodules used as ``qmf.<name>.<function>``), imported on first access

@@ -12,6 +12,7 @@ is reported with a :class:`CacheWarning` naming the file, and the caller recompu
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -20,10 +21,17 @@ import tempfile
 import warnings
 
 __all__ = ["CacheWarning", "atomic_write_bytes", "atomic_write_json", "read_json", "code_fingerprint",
-           "RESULT_MODULES"]
+           "source_fingerprint", "RESULT_MODULES", "FINGERPRINT_EXCLUDE"]
 
-#: the modules whose source decides the numbers that training produces (the cache key hashes them)
-RESULT_MODULES = ("activations", "gaussian", "maps", "tradeoff", "ste", "training", "data")
+#: the modules whose code decides the numbers that training produces (the cache key hashes them; the data
+#: enter the key through a hash of the tensors themselves, so the loaders of ``data`` are not among them)
+RESULT_MODULES = ("activations", "gaussian", "maps", "tradeoff", "ste", "training")
+#: top-level definitions left out of :func:`code_fingerprint`, by module: they decide which networks train
+#: when and where the results go, not the numbers of a network (those come from ``_train_networks``,
+#: ``train``, ``QuantizedMLPBatch`` and the seeds, which are covered)
+FINGERPRINT_EXCLUDE = {"training": ("run_grid", "GridResult", "halfway_depth", "memory_budget", "training_memory",
+                                    "training_flops", "_chunk_fit", "_key", "_validator", "_work_order", "_shares",
+                                    "_read_bundle", "_write_bundle", "_bundle_mismatch", "_entry_config")}
 
 
 class CacheWarning(UserWarning):
@@ -94,17 +102,55 @@ def read_json(path, schema=None, key=None, validate=None):
 _FINGERPRINTS = {}
 
 
-def code_fingerprint(modules=RESULT_MODULES):
-    """A short hash of the source files of ``modules`` (names inside ``qmf_lite``).
+def _read_source(name):
+    """The source text of ``qmf_lite/<name>.py`` (a seam for the tests)."""
+    return (pathlib.Path(__file__).resolve().parent / f"{name}.py").read_text(encoding="utf-8")
 
-    Part of every cache key, so that editing the code that produces a result invalidates the
-    stored result instead of silently reusing it.
+
+def _strip_docstrings(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
+                    first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def source_fingerprint(source, exclude=()):
+    """A short hash of Python ``source`` that only a change of its code can change.
+
+    The source is parsed, its docstrings (module, class and function) and the top-level
+    definitions named in ``exclude`` are removed, and what remains is hashed as
+    :func:`ast.unparse` writes it back. Comments, docstrings, blank lines, line breaks,
+    indentation style and quoting do not count; any change to a statement, a name or a constant
+    does. (Python's own version does not enter, but ``ast.unparse`` may spell a rare construct
+    differently in another Python version.)
+    """
+    tree = _strip_docstrings(ast.parse(source))
+    tree.body = [node for node in tree.body
+                 if not (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in exclude)]
+    return hashlib.sha256(ast.unparse(tree).encode()).hexdigest()[:16]
+
+
+def code_fingerprint(modules=RESULT_MODULES):
+    """A short hash of the code of ``modules`` (names inside ``qmf_lite``) that decides the numbers.
+
+    Part of every training-cache key, so that editing the code that produces a result
+    invalidates the stored result instead of silently reusing it. What it covers: the syntax
+    tree of each module's source (:func:`source_fingerprint`), without docstrings and without the
+    top-level definitions listed in :data:`FINGERPRINT_EXCLUDE`, which only decide which networks
+    train when and where their results are stored (the grid runner, its cache and bundle
+    bookkeeping, the memory and cost estimates), never the numbers of one network. So a comment,
+    a docstring, a reformatting or an edit of the grid runner keeps every cached network; an
+    edit of the networks, the activations, the initialization, the training loop or the seeds
+    does not.
     """
     modules = tuple(modules)
     if modules not in _FINGERPRINTS:
-        root = pathlib.Path(__file__).resolve().parent
         h = hashlib.sha256()
         for name in modules:
-            h.update(name.encode() + b"\0" + (root / f"{name}.py").read_bytes() + b"\0")
+            h.update(name.encode() + b"\0" + source_fingerprint(_read_source(name),
+                                                                 FINGERPRINT_EXCLUDE.get(name, ())).encode() + b"\0")
         _FINGERPRINTS[modules] = h.hexdigest()[:16]
     return _FINGERPRINTS[modules]

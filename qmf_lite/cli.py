@@ -5,14 +5,24 @@ initialization, or the fewest levels for a depth.
 
 ``python -m qmf_lite fig3 --profile paper``: run the experiment of the paper's Fig. 3 (on a GPU
 when there is one) and write its data file (default ``book/data/fig3_paper.json``, relative to
-the current folder: run it from the repository root).
+the current folder: run it from the repository root). ``--mnist DIR`` reads MNIST from a folder
+(default ``$QMF_LITE_CACHE/mnist``); ``--deadline SECONDS`` stops before a chunk that would end
+after that many seconds from the start and writes what it has; ``--bundle FILE`` carries the
+finished networks between machines; ``--shard I/K`` runs the I-th of K shares;
+``--merge FILE...`` puts bundles together and writes the data file without training.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import time
 
 import numpy as np
+
+
+#: the clock of ``--deadline`` (a seam for the tests)
+_clock = time.monotonic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,7 +70,29 @@ def _memory(text):
     return int(float(low))
 
 
-def _fig3(args, out):
+def _shard(text):
+    """``I/K`` with 1 <= I <= K: the I-th of K shares."""
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must be I/K (integers, 1 <= I <= K), got {text!r}") from None
+    if not 1 <= i <= k <= 10**4:
+        raise argparse.ArgumentTypeError(f"--shard must be I/K with 1 <= I <= K <= 10000, got {text!r}")
+    return i, k
+
+
+def _seconds(text):
+    """A number of seconds in [0, 10^9]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1e9:
+        raise argparse.ArgumentTypeError(f"--deadline must be a number of seconds in [0, 1e9], got {text!r}")
+    return value
+
+
+def _fig3(args, out, started, argv):
     from . import fig3
 
     config = fig3.profile_config(args.profile)
@@ -72,24 +104,46 @@ def _fig3(args, out):
         config["normalize"] = "feature"
     target = args.out or (fig3.DATA_FILE if config == fig3.PROFILES["paper"] else f"book/data/fig3_{args.profile}.json")
     out.write(f"fig3: profile {args.profile}, config hash {fig3.config_hash(config)}, writing {target}\n")
-    path, grid, meta = fig3.produce(args.profile, target, config=config, device=args.device,
-                                    max_memory=_memory(args.max_memory), cache=not args.no_cache,
-                                    progress=not args.quiet)
-    out.write(f"{grid.summary()}\n")
-    tf = meta["tflops_per_second"]
-    peak = meta["peak_memory_bytes"]
-    out.write(f"device {meta['device']}, wall time {meta['wall_seconds']:.1f} s"
-              + (f", peak memory {peak / 2**30:.2f} GiB" if peak else "")
-              + (f", {tf:.2f} TFLOP/s in training" if tf else "") + "\n")
-    b = fig3.boundary(grid)
-    out.write(f"after {max(config['steps'])} steps:   N      xi   L_1/2  L_1/2/xi\n")
-    for n, xi, lh, r in zip(b["levels"], b["xi"], b["l_half"], b["ratio"]):
-        out.write(f"                    {n:3d} {xi:7.2f} {lh:7.1f} {r:8.2f}\n")
-    out.write(f"wrote {path}\n")
+    if args.merge:
+        path, grid, meta = fig3.merge(args.merge, args.profile, target, config=config, bundle=args.bundle)
+        out.write(f"merged {len(args.merge)} bundle(s): {grid.n_nets} networks, {len(grid.missing)} missing\n")
+    else:
+        if config["dataset"] == "mnist":
+            from .data import load_mnist
+
+            data = load_mnist(args.mnist, normalize=config["normalize"], progress=not args.quiet)
+        else:
+            data = fig3._load_data(config, not args.quiet)
+        from . import training  # noqa: F401 - torch is imported before the deadline's clock is read
+        deadline = None
+        if args.deadline is not None:
+            deadline = max(0.0, args.deadline - (_clock() - started))
+        path, grid, meta = fig3.produce(args.profile, target, config=config, device=args.device,
+                                        max_memory=_memory(args.max_memory), cache=not args.no_cache,
+                                        progress=not args.quiet, data=data, deadline=deadline, bundle=args.bundle,
+                                        shard=args.shard)
+        out.write(f"{grid.summary()}\n")
+        tf = meta["tflops_per_second"]
+        peak = meta["peak_memory_bytes"]
+        out.write(f"device {meta['device']}, wall time {meta['wall_seconds']:.1f} s"
+                  + (f", peak memory {peak / 2**30:.2f} GiB" if peak else "")
+                  + (f", {tf:.2f} TFLOP/s in training" if tf else "") + "\n")
+    if grid.rows:
+        b = fig3.boundary(grid)
+        out.write(f"after {max(config['steps'])} steps:   N      xi   L_1/2  L_1/2/xi\n")
+        for n, xi, lh, r in zip(b["levels"], b["xi"], b["l_half"], b["ratio"]):
+            out.write(f"                    {n:3d} {xi:7.2f} {lh:7.1f} {r:8.2f}\n")
+    out.write(f"wrote {path}" + (f" and the bundle {args.bundle}" if args.bundle else "") + "\n")
+    if grid.missing and not args.merge:
+        out.write(f"partial: {len(grid.missing)} networks of the grid are missing"
+                  + (" (other shares)" if args.shard else "") + "; continue with: python -m qmf_lite "
+                  + shlex.join(argv) + "\n")
 
 
 def main(argv=None, out=None):
+    started = _clock()
     out = out or sys.stdout
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = _Parser(prog="qmf_lite", description="Mean-field initialization of quantized networks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("init", help="optimal initialization for N levels, or the fewest levels for a depth")
@@ -112,11 +166,21 @@ def main(argv=None, out=None):
         f.add_argument(f"--{name}", type=typ, nargs=None if name == "width" else "+", default=None,
                        help=f"override the profile's {name} (changes the configuration and its hash)")
     f.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
+    f.add_argument("--mnist", default=None, metavar="DIR",
+                   help="folder of the four MNIST files (.gz or uncompressed; default $QMF_LITE_CACHE/mnist)")
+    f.add_argument("--deadline", type=_seconds, default=None, metavar="SECONDS",
+                   help="stop before a chunk that would end later than this many seconds after the start, and "
+                        "write the data file with what is done")
+    f.add_argument("--bundle", default=None, metavar="FILE",
+                   help="restore finished networks from FILE at the start, rewrite it after every chunk")
+    f.add_argument("--shard", type=_shard, default=None, metavar="I/K", help="run only the I-th of K shares")
+    f.add_argument("--merge", nargs="+", default=None, metavar="BUNDLE",
+                   help="merge these bundles (into --bundle if given) and write the data file; trains nothing")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
         if args.command == "fig3":
-            _fig3(args, out)
+            _fig3(args, out, started, argv)
             return 0
         _init(args, out)
     except (ValueError, OSError) as exc:   # bad input, or MNIST cannot be downloaded

@@ -4,9 +4,11 @@ Both come back as a :class:`Dataset` of float32 tensors, by default standardised
 with the training set's statistics (so that the first layer sees inputs of unit variance);
 ``load_mnist(normalize="bgs19")`` uses the paper's global normalisation instead.
 
-MNIST is downloaded once into :func:`qmf_lite.cache_dir` ``/ "mnist"``: each file goes to a temporary
-name in that folder, its MD5 checksum is verified, and only then is it renamed into place, so
-that an interrupted or corrupted download never leaves a file that a later run trusts.
+MNIST is read from a folder (default :func:`qmf_lite.cache_dir` ``/ "mnist"``), published ``.gz``,
+recompressed or uncompressed, each file verified by the MD5 of the published ``.gz`` or by the
+SHA-256 of its decompressed contents; a missing file is downloaded once into that folder: it
+goes to a temporary name, is verified, and only then is renamed into place, so that an
+interrupted or corrupted download never leaves a file that a later run trusts.
 """
 from __future__ import annotations
 
@@ -26,14 +28,22 @@ from ._cache import CacheWarning
 from ._validate import MissingFileError, check_bool, check_choice, check_path, check_real_in, check_seed, check_sequence
 
 __all__ = ["Dataset", "load_digits", "load_mnist", "read_idx", "load_dataset", "cache_dir", "MNIST_FILES",
-           "BGS19_NORMALIZATION", "CacheWarning"]
+           "MNIST_SHA256", "BGS19_NORMALIZATION", "CacheWarning"]
 
-#: the four MNIST files (LeCun et al. 1998) and their MD5 checksums
+#: the four MNIST files (LeCun et al. 1998) as published, and the MD5 checksums of the published ``.gz`` files
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+#: SHA-256 of the decompressed contents of the four MNIST files (the IDX bytes), by uncompressed name: they
+#: verify any copy, recompressed or not (the MD5s above hold only for the published ``.gz`` bytes)
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 #: the paper's MNIST normalisation: pixels scaled to [0, 1], then (x - 0.1307) / 0.3081 (torchvision's)
 BGS19_NORMALIZATION = (0.1307, 0.3081)
@@ -142,15 +152,15 @@ def load_digits(test_fraction=0.25, seed=0):
 
 
 def read_idx(path):
-    """Parse an IDX file (optionally gzipped) into a numpy array: magic, dims, big-endian data.
+    """Parse an IDX file (gzipped or not: recognised by gzip's magic bytes) into a numpy array: magic,
+    dims, big-endian data.
 
     ``path`` must name an existing file (a string or ``os.PathLike``); a missing one raises a
     ``ValueError`` that is also a ``FileNotFoundError``, and a file that is not IDX a ``ValueError``.
     """
     path = check_path(path, "path", kind="file")
-    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        with _open_maybe_gzip(path) as f:
             data = f.read()
     except (OSError, EOFError) as exc:   # a damaged gzip stream
         raise ValueError(f"path {str(path)!r} must be a readable IDX file ({exc})") from exc
@@ -181,16 +191,45 @@ def _md5(path):
     return h.hexdigest()
 
 
-def _download(name, md5, root, mirrors, progress):
-    """``root / name``, downloaded if missing or corrupt: fetched to a temporary file in ``root``,
-    checked against ``md5``, then renamed into place."""
+def _contents_sha256(path):
+    """SHA-256 of the file's contents, decompressed first when it is a gzip stream (``None``: a damaged stream)."""
+    h = hashlib.sha256()
+    try:
+        with _open_maybe_gzip(path) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except (OSError, EOFError):
+        return None
+    return h.hexdigest()
+
+
+def _open_maybe_gzip(path):
+    """``path`` opened for reading, through gzip when it starts with gzip's magic bytes."""
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def _verify(path, md5, sha256):
+    """``None`` when ``path`` holds the expected file, else the reason it does not.
+
+    Accepted: the file's own MD5 is ``md5`` (the published ``.gz``), or the SHA-256 of its
+    decompressed contents (of the file itself when it is not gzipped) is ``sha256``.
+    """
+    got_md5 = _md5(path)
+    if got_md5 == md5:
+        return None
+    got_sha = _contents_sha256(path)
+    if got_sha == sha256:
+        return None
+    return (f"md5 {got_md5}, expected {md5}; SHA-256 of its contents "
+            f"{got_sha if got_sha else '(a damaged gzip stream)'}, expected {sha256}")
+
+
+def _download(name, md5, sha256, root, mirrors, progress):
+    """``root / name``, downloaded: fetched to a temporary file in ``root``, verified (:func:`_verify`),
+    then renamed into place."""
     target = root / name
-    if target.exists():
-        got = _md5(target)
-        if got == md5:
-            return target
-        warnings.warn(f"{target} is corrupt (md5 {got}, expected {md5}); downloading it again", CacheWarning,
-                      stacklevel=3)
     errors = []
     for base in mirrors:
         url = base.rstrip("/") + "/" + name
@@ -212,13 +251,13 @@ def _download(name, md5, root, mirrors, progress):
                     bar.close()
                 out.flush()
                 os.fsync(out.fileno())
-            got = _md5(tmp)
-            if got != md5:
-                errors.append(f"{url}: checksum mismatch (md5 {got}, expected {md5}); the download was discarded")
+            reason = _verify(tmp, md5, sha256)
+            if reason is not None:
+                errors.append(f"{url}: checksum mismatch ({reason}); the download was discarded")
                 continue
             os.replace(tmp, target)
             return target
-        except OSError as exc:
+        except (OSError, ValueError) as exc:     # ValueError: a malformed URL
             errors.append(f"{url}: {exc}")
         finally:
             if tmp.exists():
@@ -226,27 +265,46 @@ def _download(name, md5, root, mirrors, progress):
     raise OSError(f"could not download {name} into {target}:\n" + "\n".join(errors))
 
 
+def _check_hex_dict(value, name, length, what):
+    keys = MNIST_FILES if length == 32 else MNIST_SHA256
+    if not isinstance(value, dict) or set(value) != set(keys) or not all(
+            isinstance(v, str) and len(v) == length and all(c in "0123456789abcdef" for c in v.lower())
+            for v in value.values()):
+        raise ValueError(f"{name} must be a dict of the {what} ({length} hexadecimal digits) of each of the files "
+                         f"{sorted(keys)}, got {value!r:.200}")
+    return {k: v.lower() for k, v in value.items()}
+
+
 def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_FILES, progress=True,
-               normalize="feature"):
-    """MNIST (60000 + 10000 images of 28x28 pixels, flattened), downloaded once and cached.
+               normalize="feature", sha256=MNIST_SHA256):
+    """MNIST (60000 + 10000 images of 28x28 pixels, flattened), from a folder or downloaded once.
+
+    Each of the four files may be the published ``.gz`` (``train-images-idx3-ubyte.gz``, ...), a
+    recompressed ``.gz`` or the uncompressed IDX file (``train-images-idx3-ubyte``, ...). A file is
+    accepted when its MD5 is the published ``.gz``'s (``checksums``) or when the SHA-256 of its
+    decompressed contents is the published one (``sha256``), so copies made without internet
+    verify too. Nothing is downloaded when every file is present and verified.
 
     Parameters
     ----------
     root : path, optional
-        Where the four ``.gz`` files live; default :func:`cache_dir` ``/ "mnist"``.
+        The folder of the files; default :func:`cache_dir` ``/ "mnist"`` (``$QMF_LITE_CACHE/mnist``).
     download : bool
-        Fetch missing (or corrupt) files from ``mirrors`` (tried in order); each download goes to
-        a temporary file, is verified against ``checksums`` (MD5) and is then renamed into place.
-        With ``download=False`` a missing file is a ``FileNotFoundError`` and a file whose
-        checksum is wrong a ``ValueError``, both naming the file.
+        Fetch a file that is missing (or fails verification) from ``mirrors`` (tried in order);
+        each download goes to a temporary file, is verified, and is then renamed into place.
+        With ``download=False`` a missing file is a ``FileNotFoundError`` and a file that fails
+        verification a ``ValueError``, both naming the file.
     mirrors : sequence of str
         Base URLs, tried in order.
     checksums : dict
-        The MD5 (32 hexadecimal digits) of each of the four files of ``MNIST_FILES``, by name.
+        The MD5 (32 hexadecimal digits) of each published ``.gz`` of ``MNIST_FILES``, by name.
     progress : bool
     normalize : ``"feature"`` or ``"bgs19"``
         Standardise each pixel with the training set's statistics, or the paper's global
         ``(x / 255 - 0.1307) / 0.3081`` (:data:`qmf_lite.data.BGS19_NORMALIZATION`).
+    sha256 : dict
+        The SHA-256 (64 hexadecimal digits) of the decompressed contents of each file, by the
+        uncompressed name (:data:`qmf_lite.data.MNIST_SHA256`).
     """
     normalize = check_choice(normalize, "normalize", ("feature", "bgs19"))
     download = check_bool(download, "download")
@@ -254,34 +312,41 @@ def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_
     mirrors = check_sequence(mirrors, "mirrors")
     if not all(isinstance(m, str) and m for m in mirrors):
         raise ValueError(f"mirrors must be a sequence of base URLs (non-empty strings), got {mirrors!r}")
-    if not isinstance(checksums, dict) or set(checksums) != set(MNIST_FILES) or not all(
-            isinstance(v, str) and len(v) == 32 and all(c in "0123456789abcdef" for c in v.lower())
-            for v in checksums.values()):
-        raise ValueError(f"checksums must be a dict of the MD5 (32 hexadecimal digits) of each of the files "
-                         f"{sorted(MNIST_FILES)}, got {checksums!r:.200}")
+    checksums = _check_hex_dict(checksums, "checksums", 32, "MD5")
+    sha256 = _check_hex_dict(sha256, "sha256", 64, "SHA-256 of the decompressed contents")
     root = cache_dir("mnist") if root is None else check_path(root, "root")
     if root.exists() and not root.is_dir():
         raise ValueError(f"root must be a folder, got the file {str(root)!r}")
-    if download:
-        root.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, md5 in checksums.items():
-        path = root / name
-        if download:
-            path = _download(name, md5, root, mirrors, progress)
-        elif not path.exists():
-            raise MissingFileError(f"root {str(root)!r} must hold {name}: {path} is missing; call "
-                                   "load_mnist(download=True)")
-        elif _md5(path) != md5:
-            raise ValueError(f"{path} is corrupt (md5 {_md5(path)}, expected {md5}); delete it or call "
-                             "load_mnist(download=True)")
-        paths[name] = path
-    x_train = read_idx(paths["train-images-idx3-ubyte.gz"])
-    y_train = read_idx(paths["train-labels-idx1-ubyte.gz"])
-    x_test = read_idx(paths["t10k-images-idx3-ubyte.gz"])
+    for gz_name, md5 in checksums.items():
+        name = gz_name[:-3]
+        found, bad = None, []
+        for path in (root / gz_name, root / name):
+            if path.is_file():
+                reason = _verify(path, md5, sha256[name])
+                if reason is None:
+                    found = path
+                    break
+                bad.append((path, reason))
+        if found is None and not download:
+            if bad:
+                path, reason = bad[0]
+                raise ValueError(f"{path} is corrupt ({reason}); delete it or call load_mnist(download=True)")
+            raise MissingFileError(f"root {str(root)!r} must hold {gz_name} (or the uncompressed {name}): "
+                                   f"{root / gz_name} is missing; call load_mnist(download=True)")
+        if found is None:
+            for path, reason in bad:
+                warnings.warn(f"{path} is corrupt ({reason}); downloading {gz_name} again", CacheWarning,
+                              stacklevel=2)
+            root.mkdir(parents=True, exist_ok=True)
+            found = _download(gz_name, md5, sha256[name], root, mirrors, progress)
+        paths[name] = found
+    x_train = read_idx(paths["train-images-idx3-ubyte"])
+    y_train = read_idx(paths["train-labels-idx1-ubyte"])
+    x_test = read_idx(paths["t10k-images-idx3-ubyte"])
     x_test = x_test.reshape(len(x_test), -1).astype(np.float64)
     x_train = x_train.reshape(len(x_train), -1).astype(np.float64)
-    y_test = read_idx(paths["t10k-labels-idx1-ubyte.gz"])
+    y_test = read_idx(paths["t10k-labels-idx1-ubyte"])
     if normalize == "feature":
         return _standardised("mnist", x_train, y_train, x_test, y_test, 10)
     import torch

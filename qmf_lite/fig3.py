@@ -7,14 +7,27 @@ Two profiles (:data:`PROFILES`):
 
 ``"paper"``
     The authors' setting as in their public code (``src/mnist.py``, ``run_part_lin``): MNIST with
-    the global normalisation ``(0.1307, 0.3081)``, width 2048, :math:`N = 3..16`, depths from 10
-    in steps of 25 (here up to 260: one network of that depth, with its gradients and momentum
-    buffers, needs 12.4 GiB and fits a 16 GB GPU), SGD with momentum 0.5, batch 32,
+    the global normalisation ``(0.1307, 0.3081)`` (``transforms.Normalize`` after ``ToTensor``),
+    width 2048, :math:`N = 3..16`, depths from 10 in steps of 25, SGD with momentum 0.5, batch 32,
     learning rate :math:`10^{-3}` below 100 layers and :math:`5\cdot10^{-4}` from 100, accuracy
     after 100, 200, 400, 800 and 1600 steps, the ``bgs19`` network layout (depth counts linear
-    layers; the logits are quantized). Two differences, both for speed: accuracy is measured on a
-    fixed subset of 10000 training images (the authors use all 60000) and on the whole test set;
-    and one seed per cell.
+    layers; the logits are quantized), one network per cell with its own random draws
+    (``seeding="cell"``; the authors' networks draw from torch's global generator one after
+    another, so theirs are independent too). The depths run up to 260: the authors' notebook
+    (``jupyter-examples/mnist_heatmap.ipynb``) as published sets ``first_layer = 10,
+    last_layer = 135, layers_skip = 25`` for the call it marks as the paper's
+    (:data:`AUTHORS_NOTEBOOK_DEPTHS`); going on to 260 is our choice: it puts :math:`6\xi(N)`
+    inside the grid for :math:`N = 3..10` (135 does so for :math:`N \le 7`), and one network of
+    depth 260 with its gradients and momentum buffers (12.4 GiB) still fits a 16 GB GPU. One
+    difference, for speed: the training accuracy is measured on a fixed subset of 10000 training
+    images (the authors use all 60000); the test accuracy on the whole test set.
+
+    Ties: the quantized logits take only :math:`N` values, so at small :math:`N` several classes
+    often share the largest logit. The predicted class is the first of them (``torch.argmax``,
+    which returns the first maximal index); the authors' code takes ``argmax`` of the log-softmax
+    of the same quantized logits, whose equal entries stay exactly equal, so it breaks ties the
+    same way on a torch that returns the first maximal index, as current torch documents (which
+    index the 2019 torch of the authors returned on a GPU we could not check).
 ``"fast"``
     What the book runs on two CPU cores: scikit-learn's digits, width 64, :math:`N = 2..6`, two
     seeds, the same layout and optimizer with a larger learning rate (0.015) for the narrower
@@ -23,7 +36,10 @@ Two profiles (:data:`PROFILES`):
 ``python -m qmf_lite fig3 --profile paper`` runs a profile (on a GPU when there is one) and
 writes its accuracy grid, with the configuration, its hash, the versions, the device, the wall
 time, the peak memory and the achieved TFLOP/s, to ``book/data/fig3_paper.json``; chapter 7
-draws that file when it is present.
+draws that file when it is present. The run can be cut into pieces (``--deadline``), carried
+between machines (``--bundle``), split over several machines (``--shard``) and put together
+again (``--merge``, :func:`merge`); a data file written before the grid is complete lists the
+networks done and those missing, and chapter 7 draws the missing cells as missing.
 
 Importing this module does not import torch; :func:`run` and :func:`produce` do.
 """
@@ -41,7 +57,7 @@ import numpy as np
 from ._validate import check_bool, check_path, check_positive, check_real_in
 
 __all__ = ["PROFILES", "DATA_FILE", "SCHEMA", "profile_config", "config_hash", "run", "produce", "write", "load",
-           "is_stale", "boundary", "fit_exponent", "FIG3_CHANCE"]
+           "merge", "is_stale", "boundary", "fit_exponent", "FIG3_CHANCE", "AUTHORS_NOTEBOOK_DEPTHS"]
 
 #: where ``python -m qmf_lite fig3 --profile paper`` writes by default (relative to the repository root)
 DATA_FILE = "book/data/fig3_paper.json"
@@ -49,6 +65,9 @@ DATA_FILE = "book/data/fig3_paper.json"
 SCHEMA = 1
 #: chance accuracy of the ten-class tasks
 FIG3_CHANCE = 0.1
+#: the depth grid of the call that the authors' notebook (github.com/yanivbl6/quantized_meanfield,
+#: ``jupyter-examples/mnist_heatmap.ipynb``) marks as the one that generates the paper's figure, as published
+AUTHORS_NOTEBOOK_DEPTHS = {"first_layer": 10, "last_layer": 135, "layers_skip": 25}
 
 #: the two named settings of the Fig. 3 grid: ``"fast"`` (scikit-learn digits, width 64, a 2-core
 #: CPU in about a minute) and ``"paper"`` (MNIST, width 2048, the paper's optimizer and grid)
@@ -57,11 +76,13 @@ PROFILES = {
         "dataset": "digits", "normalize": "feature", "width": 64, "levels": [2, 3, 4, 5, 6],
         "depths": [4, 8, 12, 16, 24, 32, 48, 64, 96], "seeds": [0, 1], "steps": [100, 200, 400],
         "lr": 0.015, "momentum": 0.5, "batch_size": 32, "layout": "bgs19", "eval_size": None, "precision": "fp32",
+        "seeding": "cell",
     },
     "paper": {
         "dataset": "mnist", "normalize": "bgs19", "width": 2048, "levels": list(range(3, 17)),
         "depths": list(range(10, 261, 25)), "seeds": [0], "steps": [100, 200, 400, 800, 1600],
         "lr": "bgs19", "momentum": 0.5, "batch_size": 32, "layout": "bgs19", "eval_size": 10000, "precision": "fp32",
+        "seeding": "cell",
     },
 }
 
@@ -119,12 +140,14 @@ def _load_data(config, progress):
     raise ValueError(f"dataset must be 'mnist' or 'digits', got {config['dataset']!r}")
 
 
-def run(config, *, device=None, max_memory="auto", cache=True, progress=True, data=None):
+def run(config, *, device=None, max_memory="auto", cache=True, progress=True, data=None, deadline=None, bundle=None,
+        shard=None):
     """Train the grid of ``config`` (a profile's settings, see :data:`PROFILES`): a ``GridResult``.
 
     ``config`` is a dict with every key of a profile; its values, and the other arguments, are
     checked by :func:`~qmf_lite.run_grid` (``data``: ``None``, to load ``config["dataset"]``, or a
-    :class:`~qmf_lite.Dataset`).
+    :class:`~qmf_lite.Dataset`; ``deadline``, ``bundle`` and ``shard`` as there: they decide what
+    is trained in this call, not the numbers).
     """
     from .training import run_grid
 
@@ -134,16 +157,18 @@ def run(config, *, device=None, max_memory="auto", cache=True, progress=True, da
     return run_grid(config["levels"], config["depths"], seeds=config["seeds"], steps=config["steps"],
                     width=config["width"], lr=config["lr"], batch_size=config["batch_size"],
                     momentum=config["momentum"], layout=config["layout"], eval_size=config["eval_size"],
-                    precision=config["precision"], data=data, device=device, max_memory=max_memory, cache=cache,
-                    progress=progress)
+                    precision=config["precision"], seeding=config["seeding"], data=data, device=device,
+                    max_memory=max_memory, cache=cache, progress=progress, deadline=deadline, bundle=bundle, shard=shard)
 
 
 def write(path, grid, config, meta=None):
     """Write a grid's accuracy table with ``config``, its hash and ``meta`` to ``path`` (atomically).
 
     ``path`` names a file (not a folder); ``grid`` is a :class:`~qmf_lite.GridResult`; ``config``
-    and ``meta`` (``None`` or a dict, without the keys ``schema``, ``config``, ``config_hash`` and
-    ``rows``) must be JSON data (see :func:`config_hash`).
+    and ``meta`` (``None`` or a dict, without the keys ``schema``, ``config``, ``config_hash``,
+    ``done``, ``missing`` and ``rows``) must be JSON data (see :func:`config_hash`). The file lists
+    the networks done (``done``: ``[levels, depth, seed]`` each) and those of the grid still
+    missing (``missing``, from ``grid.missing``; empty when the grid is complete).
     """
     from . import _cache
     from .training import GridResult
@@ -161,18 +186,24 @@ def write(path, grid, config, meta=None):
             json.dumps(meta, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"meta must be JSON data (finite numbers), got {meta!r:.200} ({exc})") from None
+    if meta is not None and set(meta) & {"done", "missing"}:
+        raise ValueError("meta must be None or a dict without the keys done and missing (write() lists them)")
     rows = [{k: (round(v, 5) if k.endswith("_acc") else v) for k, v in r.items()} for r in grid.rows]
-    doc = {"schema": SCHEMA, "config": config, "config_hash": config_hash(config), **(meta or {}), "rows": rows}
+    done = sorted({(r["levels"], r["depth"], r["seed"]) for r in grid.rows})
+    missing = sorted({(m[0], m[3], m[2]) for m in grid.missing})
+    doc = {"schema": SCHEMA, "config": config, "config_hash": config_hash(config), **(meta or {}),
+           "done": [list(d) for d in done], "missing": [list(m) for m in missing], "rows": rows}
     return _cache.atomic_write_json(path, doc, indent=1)
 
 
 def produce(profile="paper", out=None, *, config=None, device=None, max_memory="auto", cache=True, progress=True,
-            data=None):
+            data=None, deadline=None, bundle=None, shard=None):
     """Run a profile (or ``config``) and write its data file; returns ``(path, grid, meta)``.
 
     The file holds the configuration and its hash, the versions of qmf_lite and torch, a
     fingerprint of the code, the device, the wall time, the peak device memory, the matrix-product
-    operations and the achieved TFLOP/s of the training done in this call.
+    operations and the achieved TFLOP/s of the training done in this call, and the networks done
+    and missing (a run stopped by ``deadline``, or one ``shard``, writes what it has).
 
     ``profile`` is ``"fast"`` or ``"paper"``; ``out`` a file path (default :data:`DATA_FILE`);
     ``config`` ``None`` (the profile's settings) or a dict as for :func:`run`, which checks the
@@ -189,7 +220,8 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
     config = profile_config(profile) if config is None else copy.deepcopy(_check_config(config))
     out = check_path(DATA_FILE if out is None else out, "out", kind="not_dir")
     dev = default_device(device)
-    grid = run(config, device=dev, max_memory=max_memory, cache=cache, progress=progress, data=data)
+    grid = run(config, device=dev, max_memory=max_memory, cache=cache, progress=progress, data=data, deadline=deadline,
+               bundle=bundle, shard=shard)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     meta = {
         "profile": profile if config == PROFILES.get(profile) else "custom",
@@ -197,7 +229,7 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
         "qmf_lite_version": __version__, "torch_version": torch.__version__,
         "code_fingerprint": _cache.code_fingerprint(), "device": f"{dev.type}: {name}",
         "wall_seconds": round(grid.seconds, 2), "compute_seconds": round(grid.compute_seconds, 2),
-        "networks": grid.n_nets, "networks_from_cache": grid.n_cached,
+        "networks": grid.n_nets, "networks_from_cache": grid.n_cached, "networks_missing": len(grid.missing),
         "peak_memory_bytes": grid.peak_memory, "train_flops": grid.flops,
         "tflops_per_second": round(grid.flops / grid.train_seconds / 1e12, 3) if grid.train_seconds else None,
     }
@@ -210,7 +242,9 @@ def load(path):
 
     Raises ``ValueError`` naming the file when it is not a Fig. 3 data file of this schema, or
     when its stored hash does not match its own configuration (an edited or damaged file); a
-    missing file is a ``ValueError`` that is also a ``FileNotFoundError``.
+    missing file is a ``ValueError`` that is also a ``FileNotFoundError``. The grid's ``missing``
+    lists the networks the file marks as missing (``(levels, None, seed, depth)``; empty for a
+    complete file and for files written before the list existed).
     """
     from .training import GridResult
 
@@ -230,9 +264,103 @@ def load(path):
                          f"configuration ({stored!r}); the file was edited or damaged")
     meta = {k: v for k, v in doc.items() if k != "rows"}
     cfg = doc["config"]
+    missing = [(int(n), None, int(s), int(d)) for n, d, s in doc.get("missing") or []]
     grid = GridResult(doc["rows"], {**cfg, "sigma_w": None}, float(doc.get("wall_seconds") or 0.0),
-                      n_cached=0, compute_seconds=float(doc.get("compute_seconds") or 0.0))
+                      n_cached=0, compute_seconds=float(doc.get("compute_seconds") or 0.0), missing=missing)
     return grid, meta
+
+
+def merge(bundles, profile="paper", out=None, *, config=None, bundle=None):
+    """Put together the bundles of runs of one grid (pieces, shares, machines) and write its data file.
+
+    Reads every bundle file (``run_grid(bundle=...)``, ``python -m qmf_lite fig3 --bundle``),
+    keeps one entry per network (the first, when bundles overlap), checks that all of them were
+    computed with the same settings, code, torch version and device type, and writes the data
+    file of ``config`` from them, with the networks still missing listed; nothing is trained and
+    no cache or data set is needed, so any machine can merge. Returns ``(path, grid, meta)``.
+
+    Parameters
+    ----------
+    bundles : sequence of paths
+        At least one existing bundle file.
+    profile : ``"fast"`` or ``"paper"``
+    out : path, optional
+        The data file (default :data:`DATA_FILE`).
+    config : dict, optional
+        The grid (default: the profile's settings); the bundles' networks must have its settings.
+    bundle : path, optional
+        Where to write the merged bundle (atomically), to carry on from it.
+    """
+    from .training import GridResult, NetSpec, _entry_config, _key, _read_bundle, _write_bundle, learning_rate
+
+    _check_profile(profile, "profile")
+    config = profile_config(profile) if config is None else copy.deepcopy(_check_config(config))
+    out = check_path(DATA_FILE if out is None else out, "out", kind="not_dir")
+    if isinstance(bundles, (str, bytes)) or not isinstance(bundles, (list, tuple)) or not bundles:
+        raise ValueError(f"bundles must be a non-empty list of bundle files, got {bundles!r:.200}")
+    paths = [check_path(b, "bundles", kind="file") for b in bundles]
+    if bundle is not None:
+        bundle = check_path(bundle, "bundle", kind="not_dir")
+    entries, n_dup = {}, 0
+    for path in paths:
+        for e in _read_bundle(path):
+            if e["key"] in entries:
+                n_dup += 1
+            else:
+                entries[e["key"]] = e
+    if not entries:
+        raise ValueError(f"bundles must hold at least one finished network, got {len(paths)} empty bundle(s)")
+    settings = lambda c: {k: v for k, v in c.items() if k not in ("depth", "lr", "spec")}  # noqa: E731
+    first = next(iter(entries.values()))
+    base = settings(first["config"])
+    for e in entries.values():
+        other = settings(e["config"])
+        if other != base:
+            diff = ", ".join(f"{k}: {base.get(k)!r} and {other.get(k)!r}" for k in sorted(set(base) | set(other))
+                             if base.get(k) != other.get(k))
+            raise ValueError(f"bundles must come from runs of one grid with the same settings, code and torch "
+                             f"version; they differ in {diff}")
+    want = {"width": config["width"], "layout": config["layout"], "steps": sorted(set(config["steps"])),
+            "batch_size": config["batch_size"], "momentum": float(config["momentum"]),
+            "eval_size": config["eval_size"], "precision": config["precision"], "seeding": config["seeding"],
+            "dataset": config["dataset"]}
+    diff = [f"{k}: {base.get(k)!r} in the bundles, {v!r} in the configuration" for k, v in want.items()
+            if base.get(k) != v]
+    if diff:
+        raise ValueError("bundles must hold networks of config's grid: " + "; ".join(diff))
+    specs = [NetSpec.optimal(n, sd) for n in config["levels"] for sd in config["seeds"]]
+    rows, missing, seconds, flops, devices = [], [], 0.0, 0.0, set()
+    for depth in sorted(config["depths"]):
+        for spec in specs:
+            key = _key(_entry_config(base, depth, learning_rate(config["lr"], depth), spec))
+            e = entries.get(key)
+            if e is None:
+                missing.append((spec.levels, spec.sigma_w, spec.seed, depth))
+                continue
+            rows.extend(e["rows"])
+            seconds += float(e["seconds"])
+            flops += float(e.get("flops") or 0.0)
+            devices.add(e.get("device_name") or base["device"])
+    order = {(s.levels, s.seed): i for i, s in enumerate(specs)}
+    rows.sort(key=lambda r: (r["depth"], r["step"], order[(r["levels"], r["seed"])]))
+    grid = GridResult(rows, {**config, "sigma_w": None}, seconds, n_cached=len(rows) // len(base["steps"]),
+                      compute_seconds=seconds, flops=flops, train_seconds=seconds, missing=missing)
+    if bundle is not None:
+        _write_bundle(bundle, entries.values())
+    meta = {
+        "profile": profile if config == PROFILES.get(profile) else "custom",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "qmf_lite_version": base.get("qmf_lite"), "torch_version": base["torch"], "code_fingerprint": base["code"],
+        "device": " + ".join(sorted(devices)) or base["device"], "wall_seconds": round(seconds, 2),
+        "compute_seconds": round(seconds, 2), "networks": grid.n_nets, "networks_from_cache": grid.n_nets,
+        "networks_missing": len(missing), "merged_bundles": len(paths), "peak_memory_bytes": None,
+        "train_flops": flops, "tflops_per_second": round(flops / seconds / 1e12, 3) if seconds else None,
+    }
+    unused = len(entries) - grid.n_nets
+    if unused:
+        meta["bundle_networks_outside_the_grid"] = unused
+    write(out, grid, config, meta)
+    return out, grid, meta
 
 
 def is_stale(meta, profile="paper"):

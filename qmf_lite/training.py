@@ -54,7 +54,7 @@ from .tradeoff import optimal_init
 
 __all__ = ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
            "bgs19_lr", "learning_rate", "training_memory", "training_flops", "memory_budget", "LAYOUTS",
-           "PRECISIONS"]
+           "PRECISIONS", "SEEDINGS"]
 
 #: network layouts of :class:`QuantizedMLPBatch`
 LAYOUTS = ("book", "bgs19")
@@ -62,8 +62,8 @@ LAYOUTS = ("book", "bgs19")
 PRECISIONS = ("fp32", "tf32", "bf16")
 #: rows per forward pass when accuracy is evaluated
 EVAL_BATCH = 2048
-#: version of the cached grid entries
-_SCHEMA = 3
+#: version of the cached grid entries (4: one entry per network)
+_SCHEMA = 4
 #: the most layers, units per layer, input features or outputs, recorded SGD steps and threads of a
 #: network or a grid (far beyond any use; they keep allocations and loops finite)
 MAX_DEPTH, MAX_WIDTH, MAX_FEATURES, MAX_STEPS, MAX_WORKERS = 10**5, 2**20, 2**24, 10**9, 1024
@@ -417,39 +417,70 @@ def memory_budget(max_memory, device):
     return int(value)
 
 
-def _chunks(specs, per_net, budget, depth, width):
-    """Split ``specs`` into consecutive chunks whose training fits ``budget`` bytes (90% of it)."""
-    if budget is None:
-        return [list(specs)]
-    fit = int(0.9 * budget) // per_net
-    if fit < 1:
-        raise ValueError(f"max_memory must be at least {math.ceil(per_net / 0.9)} bytes (90% usable) to hold one "
-                         f"network of depth {depth} and width {width}, which needs about {per_net} bytes; got "
-                         f"{budget} bytes available: raise max_memory or reduce depth/width")
-    return [list(specs[i:i + fit]) for i in range(0, len(specs), fit)]
+def _fp32_flags():
+    """The objects that hold torch's per-backend float32 precision (``fp32_precision``, torch >= 2.9)."""
+    b = torch.backends
+    found = []
+    for owner, names in ((getattr(b, "cuda", None), ("matmul",)), (getattr(b, "cudnn", None), ("conv", "rnn")),
+                         (getattr(b, "mkldnn", None), ("matmul", "conv", "rnn"))):
+        for name in names:
+            obj = getattr(owner, name, None) if owner is not None else None
+            if obj is not None and hasattr(obj, "fp32_precision"):
+                found.append(obj)
+    return found
+
+
+@contextlib.contextmanager
+def _matmul_precision(mode):
+    """Float32 matrix products in ``mode`` (``"ieee"``: exact fp32, ``"tf32"``: TF32 tensor cores) inside,
+    whatever was set before (``torch.set_float32_matmul_precision`` included); the settings are restored
+    on exit.
+
+    With torch >= 2.9 this sets the per-backend ``fp32_precision`` of cuBLAS matmuls, cuDNN convolutions
+    and RNNs and oneDNN (CPU) kernels, which take precedence over the global setting; with older torch
+    ``torch.backends.cuda.matmul.allow_tf32`` and ``torch.backends.cudnn.allow_tf32`` (and the global
+    matmul precision, ``"highest"`` for ieee).
+    """
+    flags = _fp32_flags()
+    if flags:
+        old = [f.fp32_precision for f in flags]
+        try:
+            for f in flags:
+                f.fp32_precision = mode
+            yield
+        finally:
+            for f, value in zip(flags, old):
+                f.fp32_precision = value
+        return
+    old = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32,  # pragma: no cover
+           torch.backends.cudnn.allow_tf32)
+    try:                                                                                   # pragma: no cover
+        torch.set_float32_matmul_precision("highest" if mode == "ieee" else "high")
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
+        yield
+    finally:                                                                               # pragma: no cover
+        torch.set_float32_matmul_precision(old[0])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old[1], old[2]
 
 
 @contextlib.contextmanager
 def _precision(precision, device_type):
     """Set the matmul precision for a training run; yields the context to wrap each forward pass in.
 
-    bf16 autocast must wrap each forward pass on its own: autocast caches the bf16 copies of the
-    parameters until its context exits, so one context around many steps would keep using the
-    initial weights.
+    ``"fp32"`` forces exact float32 products (no TF32, even after
+    ``torch.set_float32_matmul_precision("high")`` elsewhere), ``"tf32"`` allows TF32 tensor cores
+    (:func:`_matmul_precision`); both restore the previous settings on exit. bf16 autocast must wrap
+    each forward pass on its own: autocast caches the bf16 copies of the parameters until its
+    context exits, so one context around many steps would keep using the initial weights (the
+    products outside autocast stay exact fp32).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16":
-        yield lambda: torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-    elif precision == "tf32":
-        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        try:
+    with _matmul_precision("tf32" if precision == "tf32" else "ieee"):
+        if precision == "bf16":
+            yield lambda: torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+        else:
             yield contextlib.nullcontext
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-    else:
-        yield contextlib.nullcontext
 
 
 #: on a CPU, networks up to this width train on one thread (see :func:`train`)
@@ -684,6 +715,9 @@ class GridResult:
         Time spent training in this call.
     peak_memory : int or None
         Peak device memory allocated (bytes; CUDA only).
+    missing : list of tuple
+        ``(levels, sigma_w, seed, depth)`` of each network of the grid that has no rows: not
+        trained before a deadline, or left to another share (``shard``). Empty when complete.
     """
 
     rows: list
@@ -694,6 +728,12 @@ class GridResult:
     flops: float = 0.0
     train_seconds: float = 0.0
     peak_memory: int | None = None
+    missing: list = dataclasses.field(default_factory=list)
+
+    @property
+    def complete(self):
+        """True when every network of the grid has its rows."""
+        return not self.missing
 
     @property
     def n_nets(self):
@@ -708,13 +748,14 @@ class GridResult:
     def summary(self):
         """One sentence: how many networks, trained now or loaded from the cache, and how long it took."""
         n, k = self.n_nets, self.n_cached
+        tail = (f"; {len(self.missing)} networks of the grid are missing (not trained yet)" if self.missing else "")
         if k == 0:
-            return f"{n} networks trained in {self.seconds:.0f} s"
+            return f"{n} networks trained in {self.seconds:.0f} s" + tail
         if k == n:
             return (f"{n} networks loaded from the cache in {self.seconds:.1f} s "
-                    f"(computing them took {self.compute_seconds:.0f} s)")
+                    f"(computing them took {self.compute_seconds:.0f} s)" + tail)
         return (f"{n} networks: {k} loaded from the cache, {n - k} trained now; this call took {self.seconds:.0f} s, "
-                f"computing all of them {self.compute_seconds:.0f} s")
+                f"computing all of them {self.compute_seconds:.0f} s" + tail)
 
     def table(self, value="test_acc", step=None, by="levels"):
         """``(keys, depths, array[keys, depths])`` of ``value`` at ``step``, averaged over the other
@@ -775,13 +816,55 @@ def halfway_depth(depths, accuracy, chance):
 
 
 _ROW_KEYS = ("levels", "sigma_w", "seed", "depth", "step", "train_acc", "test_acc")
+#: seeding rules of :func:`run_grid`
+SEEDINGS = ("cell", "shared")
+#: version of the bundle files of :func:`run_grid` (``bundle=``)
+BUNDLE_SCHEMA = "qmf_lite-bundle-1"
+#: an estimate of a chunk's time is the measured seconds per network-layer-step times this margin
+_RATE_MARGIN = 1.15
+#: ... or, before this call has measured anything, the rate recorded with the cached networks times this
+_PRIOR_MARGIN = 1.5
+#: the clock of ``deadline`` (a seam for the tests)
+_clock = time.perf_counter
+
+
+def _cell_seed(seed, levels, depth):
+    """The initialization seed of one network under ``seeding="cell"``: a hash of the replicate
+    ``seed``, the number of levels and the depth, ``int(sha256(json.dumps(["init", seed, levels,
+    depth])).hexdigest()[:15], 16)`` (60 bits)."""
+    return _stable_seed("init", int(seed), int(levels), int(depth))
+
+
+def _train_networks(specs, depth, *, data, width, layout, device, steps, lr, batch_size, seed, momentum, eval_size,
+                    precision, seeding):
+    """Train the networks ``specs`` (replicate seeds) of one depth together; ``(rows of each network, record)``.
+
+    Under ``seeding="cell"`` network ``b`` is initialised (and orders its minibatches) with
+    ``_cell_seed(spec.seed, spec.levels, depth)``; under ``"shared"`` with ``spec.seed`` itself. The
+    rows name the replicate seed.
+    """
+    init = [dataclasses.replace(s, seed=_cell_seed(s.seed, s.levels, depth)) for s in specs] \
+        if seeding == "cell" else list(specs)
+    model = QuantizedMLPBatch(init, data.n_features, data.n_classes, depth, width, device=device, layout=layout)
+    rec = train(model, data, steps, lr=lr, batch_size=batch_size, seed=seed, momentum=momentum, eval_size=eval_size,
+                precision=precision)
+    del model
+    if device.type == "cuda":   # hand the chunk's blocks back: chunks of another depth fragment the cache
+        torch.cuda.empty_cache()
+    rows = [[{"levels": s.levels, "sigma_w": s.sigma_w, "seed": s.seed, "depth": depth, "step": step,
+              "train_acc": float(tr[b]), "test_acc": float(te[b])} for step, (tr, te) in rec.items()]
+            for b, s in enumerate(specs)]
+    return rows, rec
 
 
 def _key(config):
-    from . import __version__
-
-    blob = json.dumps({"v": __version__, **config}, sort_keys=True)
+    blob = json.dumps(config, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _entry_config(base, depth, lr, spec):
+    """The cache key's content for one network: the run's settings, its depth and learning rate, its spec."""
+    return {**base, "depth": depth, "lr": lr, "spec": dataclasses.asdict(spec)}
 
 
 def _validator(n_rows):
@@ -798,9 +881,91 @@ def _validator(n_rows):
     return validate
 
 
+def _work_order(depths):
+    """Depths in the order the grid trains them: every other depth first (``depths[::2]``, in increasing
+    order), then the rest (``depths[1::2]``), so that a run stopped half-way already spans the whole range.
+
+    >>> _work_order([10, 35, 60, 85, 110, 135, 160, 185, 210, 235, 260])
+    [10, 60, 110, 160, 210, 260, 35, 85, 135, 185, 235]
+    """
+    depths = sorted(depths)
+    return depths[::2] + depths[1::2]
+
+
+def _shares(costs, count):
+    """The share (0..count-1) of each item: longest first, each to the share with the least total cost so
+    far (the lowest index on ties). Deterministic, so every share computes the same split.
+
+    >>> _shares([10, 10, 60, 35], 2)
+    [1, 1, 0, 1]
+    """
+    load = [0.0] * count
+    out = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        k = min(range(count), key=lambda k: (load[k], k))
+        out[i] = k
+        load[k] += costs[i]
+    return out
+
+
+def _chunk_fit(per_net, budget, depth, width):
+    """How many networks of ``per_net`` bytes fit 90% of ``budget`` (all of them when ``budget`` is None)."""
+    if budget is None:
+        return MAX_STEPS
+    fit = int(0.9 * budget) // per_net
+    if fit < 1:
+        raise ValueError(f"max_memory must be at least {math.ceil(per_net / 0.9)} bytes (90% usable) to hold one "
+                         f"network of depth {depth} and width {width}, which needs about {per_net} bytes; got "
+                         f"{budget} bytes available: raise max_memory or reduce depth/width")
+    return fit
+
+
+def _read_bundle(path):
+    """The entries of a bundle file (``[]`` when it does not exist); a ValueError naming it when unusable."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    try:
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("schema") != BUNDLE_SCHEMA or not isinstance(doc.get("entries"), list):
+            raise ValueError(f"its schema is not {BUNDLE_SCHEMA!r}")
+        for e in doc["entries"]:
+            if not (isinstance(e, dict) and e.get("schema") == _SCHEMA and e.get("key") == _key(e["config"])):
+                raise ValueError("an entry is malformed or its key does not match its configuration")
+            reason = _validator(len(e["config"]["steps"]))(e)
+            if reason:
+                raise ValueError(f"an entry is malformed: {reason}")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"bundle must be a bundle file written by run_grid: {path} is not usable ({exc})") from None
+    return doc["entries"]
+
+
+def _write_bundle(path, entries):
+    """Write ``entries`` (cache entries, one per network) to the bundle ``path`` atomically."""
+    entries = sorted(entries, key=lambda e: e["key"])
+    _cache.atomic_write_json(path, {"schema": BUNDLE_SCHEMA, "entries": entries})
+
+
+def _bundle_mismatch(entry, expected):
+    """Why a bundle's entry is not a network of this run: the fields in which its settings differ."""
+    cfg = entry["config"]
+    spec = cfg.get("spec", {})
+    other = expected.get((cfg.get("depth"), json.dumps(spec, sort_keys=True)))
+    if other is None:
+        return (f"its network (N = {spec.get('levels')}, sigma_w = {spec.get('sigma_w')}, seed = {spec.get('seed')}, "
+                f"depth {cfg.get('depth')}) is not part of this grid")
+    names = {"code": "the code that produces the numbers (its fingerprint)", "torch": "the torch version",
+             "qmf_lite": "the qmf_lite version", "device": "the device type", "data": "the data (a hash of its tensors)"}
+    diffs = [f"{names.get(k, k)}: {cfg.get(k)!r} in the bundle, {other.get(k)!r} now"
+             for k in sorted(set(cfg) | set(other)) if cfg.get(k) != other.get(k)]
+    return "; ".join(diffs) if diffs else "its entry could not be stored in the cache"
+
+
 def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), width=64, lr=0.01, batch_size=128,
              dataset="digits", device=None, cache=True, progress=True, data=None, momentum=0.0, layout="book",
-             max_memory="auto", eval_size=None, precision="fp32", seed=0, callback=None, workers=None):
+             max_memory="auto", eval_size=None, precision="fp32", seed=0, callback=None, workers=None,
+             seeding="cell", deadline=None, bundle=None, shard=None):
     """Train quantized MLPs over a grid of levels x depths (x sigma_w x seeds) and record accuracy.
 
     Parameters
@@ -811,48 +976,83 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         ``None``: each ``N`` at its optimal initialization (:func:`qmf_lite.optimal_init`);
         otherwise every value (in [1e-100, 1e100]) for every ``N``.
     seeds : sequence of int
-        Independent initializations per cell, in [0, 2^63 - 1]; every network also has its own
-        data order.
+        Replicates per cell, in [0, 2^63 - 1].
     steps : sequence of int
         Step counts in [1, 10^9] at which train and test accuracy are recorded.
     width : int in [1, 2^20]
     lr, batch_size, momentum, eval_size, precision, seed
         Passed to :func:`qmf_lite.train`; ``lr`` may be ``"bgs19"`` or a function of the depth.
+        ``precision="fp32"`` forces exact float32 products for the whole call (no TF32, whatever
+        ``torch.set_float32_matmul_precision`` says); ``"tf32"`` allows TF32 tensor cores.
     layout : ``"book"`` or ``"bgs19"``
         See :class:`QuantizedMLPBatch`.
     dataset : {"digits", "mnist"}
-        Which data to load; ``data`` may pass a loaded :class:`~qmf_lite.Dataset` instead.
+        Which data to load; ``data`` may pass a loaded :class:`~qmf_lite.Dataset` instead. MNIST
+        is loaded from :func:`qmf_lite.cache_dir` ``/ "mnist"``, with the paper's normalisation
+        (``normalize="bgs19"``) for the ``"bgs19"`` layout and per-feature standardisation for
+        ``"book"``.
     device : torch device, optional (default: CUDA when available)
     max_memory : int, ``"auto"`` or None
         Memory budget in bytes for the networks of one depth: they train in consecutive chunks
         that each fit 90% of it (:func:`training_memory`). ``"auto"``: the device's free memory
-        (:func:`memory_budget`); ``None``: all networks of a depth at once.
+        (:func:`memory_budget`); ``None``: all networks of a depth at once. The results do not
+        depend on it.
     cache : bool
-        Store each chunk's results under :func:`qmf_lite.cache_dir` ``/ "grid"`` and reuse
-        them. The key hashes every input that changes a number: the networks' specs, depth,
-        width, layout, steps, learning rate at that depth, momentum, batch size, seeds, the
-        evaluation subset, precision, the data (a hash of its tensors), the device type (CPU and
-        CUDA draw different random numbers) and dtype, the torch and qmf_lite versions and the
-        source code of the modules that produce the numbers (``qmf_lite._cache.RESULT_MODULES``).
-        Not in the key: the GPU model and the number of CPU threads, which can change the last
-        bits of a matrix product. Entries are written atomically; a corrupt one is recomputed
-        with a :class:`~qmf_lite.CacheWarning`; an interrupted grid resumes from the
-        chunks already stored and says so on stderr.
+        Store each network's results under :func:`qmf_lite.cache_dir` ``/ "grid"`` and reuse
+        them, whatever the chunking or the card. The key of a network hashes every input that
+        changes its numbers: its spec (levels, sigma_w, replicate seed, ...), depth and learning
+        rate, and the run's settings (width, layout, steps, momentum, batch size, base seed,
+        seeding, evaluation subset, precision), the data (a hash of its tensors), the device
+        type (CPU and CUDA draw different random numbers) and dtype, the torch and qmf_lite
+        versions and the fingerprint of the code that produces the numbers
+        (``qmf_lite._cache.code_fingerprint``: comments, docstrings and the grid runner's
+        bookkeeping do not count). Not in the key: the GPU model, the number of CPU threads and
+        the chunking, which can change the last bits of a matrix product. Entries are written
+        atomically as soon as their chunk is done; a corrupt one is recomputed with a
+        :class:`~qmf_lite.CacheWarning`; whenever some networks are found, the call says so on
+        stderr and trains only the others.
     callback : callable, optional
-        None, or called as ``callback(depth=..., chunk=..., rows=..., cached=...)`` after each chunk, in
-        the order of the grid.
+        None, or called as ``callback(depth=..., chunk=..., rows=..., cached=...)`` after each
+        chunk (``cached=True``: the networks of a depth found in the cache, reported together),
+        in the order of the work.
     workers : int in [1, 1024], optional
         Chunks trained at the same time, in threads. Default: on a CPU, for networks of width up
         to ``SMALL_WIDTH`` (256), one per core that torch uses (each chunk on one thread); otherwise
-        one. The results do not depend on it.
+        one; always one with a ``deadline``. The results do not depend on it.
+    seeding : ``"cell"`` or ``"shared"``
+        ``"cell"``: independent draws in every cell: a network's initialization and minibatch
+        order are seeded with a hash of its replicate seed, ``N`` and depth (``_cell_seed``:
+        ``int(sha256(json.dumps(["init", seed, N, depth])).hexdigest()[:15], 16)``); networks that
+        differ only in ``sigma_w`` share their standard normal draws. ``"shared"``: every network
+        is initialised from its replicate seed, the same draws in every cell (the rule before
+        this option; deeper networks then share their first layers with shallower ones).
+    deadline : float in [0, 10^9], optional
+        Seconds from the start of the call. The work is cut into chunks no larger than the time
+        left allows, estimated from the seconds per network-layer-step measured in this call
+        (times 1.15; before the first chunk, from the networks in the cache times 1.5, and the
+        first chunk holds one network); a chunk that would overrun is not started, and the call
+        returns what it has (``GridResult.missing`` lists the rest). ``0`` trains nothing.
+    bundle : path, optional
+        A file that carries finished networks between machines: at the start its entries are
+        restored into the cache, and it is rewritten atomically (every network of this grid
+        found in the cache) at the start and after every chunk. If this run finds fewer of its
+        networks in the cache than the bundle holds (other settings, code, torch version or
+        device type), it stops with a ``ValueError`` that names the difference. Needs ``cache``.
+    shard : (int, int), optional
+        ``(i, k)``, 1 <= i <= k <= 10^4: train only the i-th of k disjoint shares of the grid's
+        networks (balanced by cost: longest first, each to the lightest share), so k machines
+        can run the grid at once and their bundles merge (:func:`qmf_lite.fig3.merge`). Networks
+        of other shares found in the cache are returned too.
+
+    Work order: depths ``depths[::2]`` first (for the paper's 10, 35, ..., 260: 10, 60, 110, 160,
+    210, 260), then the others, each depth's networks in the order of ``levels x sigma_w x seeds``.
 
     Returns
     -------
     GridResult
+        Rows of every network done, sorted by depth, step and spec; ``missing`` lists the others.
     """
-    from .data import cache_dir, load_dataset
-
-    from .data import Dataset
+    from .data import Dataset, cache_dir, load_dataset
 
     layout = check_choice(layout, "layout", LAYOUTS)
     levels = [check_levels(n, "levels", maximum=MAX_STORED_LEVELS) for n in check_sequence(levels, "levels")]
@@ -870,100 +1070,199 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     dataset = check_choice(dataset, "dataset", ("digits", "mnist"))
     cache = check_bool(cache, "cache")
     progress = check_bool(progress, "progress")
+    seeding = check_choice(seeding, "seeding", SEEDINGS)
     if eval_size is not None:
         eval_size = check_int(eval_size, "eval_size", 1)
     if callback is not None:
         check_callable(callback, "callback")
     if workers is not None:
         workers = check_int_range(workers, "workers", 1, MAX_WORKERS)
+    if deadline is not None:
+        deadline = check_real_in(deadline, "deadline", 0.0, 1e9)
+    if bundle is not None:
+        from ._validate import check_path
+
+        bundle = check_path(bundle, "bundle", kind="not_dir")
+        if not cache:
+            raise ValueError("bundle must be None when cache=False (a bundle is carried through the cache)")
+    if shard is not None:
+        ok = isinstance(shard, (tuple, list)) and len(shard) == 2
+        if ok:
+            i = check_int_range(shard[0], "shard", 1, 10**4)
+            k = check_int_range(shard[1], "shard", 1, 10**4)
+            ok = i <= k
+        if not ok:
+            raise ValueError(f"shard must be None or a pair (i, k) of integers with 1 <= i <= k <= 10000 (the i-th "
+                             f"of k shares), got {shard!r}")
+        shard = (i, k)
     if data is not None and not isinstance(data, Dataset):
         raise ValueError(f"data must be None or a qmf_lite.Dataset, got {type(data).__name__}")
     dev = default_device(device)
-    t0 = time.perf_counter()
-    data = load_dataset(dataset) if data is None else data
+    t0 = _clock()
+    if data is None:
+        data = load_dataset(dataset, **({"normalize": "bgs19"} if dataset == "mnist" and layout == "bgs19" else {}))
     if batch_size > len(data.y_train):
         raise ValueError(f"batch_size must be at most the {len(data.y_train)} training inputs of the data, "
                          f"got {batch_size}")
+    from . import __version__
+
     specs = [NetSpec.optimal(n, s) if sigma_w is None else NetSpec(n, sw, 0.0, s)
              for n in levels for sw in ([None] if sigma_w is None else sigma_w) for s in seeds]
     n_in, n_out = data.n_features, data.n_classes
-    base = {"code": _cache.code_fingerprint(), "torch": torch.__version__, "device": dev.type, "dtype": "float32",
-            "precision": precision, "data": data.fingerprint(), "dataset": data.name, "width": width, "layout": layout,
-            "steps": steps, "batch_size": batch_size, "momentum": float(momentum), "seed": seed,
-            "eval_size": eval_size, "eval_batch": EVAL_BATCH}
+    base = {"code": _cache.code_fingerprint(), "torch": torch.__version__, "qmf_lite": __version__,
+            "device": dev.type, "dtype": "float32", "precision": precision, "data": data.fingerprint(),
+            "dataset": data.name, "width": width, "layout": layout, "steps": steps, "batch_size": batch_size,
+            "momentum": float(momentum), "seed": seed, "seeding": seeding, "eval_size": eval_size,
+            "eval_batch": EVAL_BATCH}
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     budget = memory_budget(max_memory, dev)
     if budget is not None and dev.type == "cuda":
         budget -= 2 * sum(t.numel() * t.element_size() for t in (data.x_train, data.x_test))  # data and eval copies
-    plan = []
-    for depth in depths:
-        per_net = training_memory(depth, width, n_in, n_out, batch_size, layout=layout, momentum=momentum)
-        for chunk in _chunks(specs, per_net, budget, depth, width):
-            config = {**base, "depth": depth, "lr": lrs[depth], "specs": [dataclasses.asdict(s) for s in chunk]}
-            key = _key(config)
-            path = cache_dir("grid") / f"{key}.json" if cache else None
-            entry = _cache.read_json(path, _SCHEMA, key, _validator(len(chunk) * len(steps))) if cache else None
-            plan.append((depth, chunk, config, key, path, entry))
-    n_found = sum(p[-1] is not None for p in plan)
-    if 0 < n_found < len(plan):
-        print(f"run_grid: resuming from the cache: {n_found} of {len(plan)} chunks "
-              f"({sum(len(p[1]) for p in plan if p[-1] is not None)} of {len(specs) * len(depths)} networks) "
-              f"were computed earlier; training the rest", file=sys.stderr)
-    def compute(depth, chunk, config, key, path):
-        model = QuantizedMLPBatch(chunk, n_in, n_out, depth, width, device=dev, layout=layout)
-        rec = train(model, data, steps, lr=lrs[depth], batch_size=batch_size, seed=seed, momentum=momentum,
-                    eval_size=eval_size, precision=precision)
-        del model
-        if dev.type == "cuda":   # hand the chunk's blocks back: chunks of another depth fragment the cache
-            torch.cuda.empty_cache()
-        rows = [{"levels": s.levels, "sigma_w": s.sigma_w, "seed": s.seed, "depth": depth, "step": step,
-                 "train_acc": float(tr[b]), "test_acc": float(te[b])}
-                for step, (tr, te) in rec.items() for b, s in enumerate(chunk)]
-        if path is not None:                       # written as soon as it is done: an interruption keeps it
-            _cache.atomic_write_json(path, {"schema": _SCHEMA, "key": key, "config": config, "rows": rows,
-                                            "seconds": rec.seconds, "flops": rec.flops})
-        return rows, rec
-
-    todo = [i for i, p in enumerate(plan) if p[-1] is None]
+    last = steps[-1]
+    order = _work_order(depths)
+    nets = [(d, j) for d in order for j in range(len(specs))]          # the whole grid, in work order
+    configs = {net: _entry_config(base, net[0], lrs[net[0]], specs[net[1]]) for net in nets}
+    keys = {net: _key(c) for net, c in configs.items()}
+    share = _shares([d for d, _ in nets], shard[1]) if shard is not None else None
+    mine = [net for i, net in enumerate(nets) if share is None or share[i] == shard[0] - 1]
+    folder = cache_dir("grid") if cache else None
+    bundled = []
+    if bundle is not None:
+        bundled = _read_bundle(bundle)
+        for e in bundled:
+            path = folder / f"{e['key']}.json"
+            if _cache.read_json(path, _SCHEMA, e["key"], _validator(len(e["rows"]))) is None:
+                _cache.atomic_write_json(path, e)
+    found = {}
+    if cache:
+        for net in nets:
+            entry = _cache.read_json(folder / f"{keys[net]}.json", _SCHEMA, keys[net], _validator(len(steps)))
+            if entry is not None:
+                found[net] = entry
+    if bundled:
+        found_keys = {keys[net] for net in found}
+        lost = [e for e in bundled if e["key"] not in found_keys]
+        if lost:
+            expected = {(d, json.dumps(dataclasses.asdict(specs[j]), sort_keys=True)): configs[(d, j)]
+                        for d, j in nets}
+            raise ValueError(f"bundle {str(bundle)!r} holds {len(bundled)} finished networks, but this run finds only "
+                             f"{len(bundled) - len(lost)} of them in the cache: {_bundle_mismatch(lost[0], expected)}. "
+                             "Nothing was trained; run with the settings, code and torch version that produced the "
+                             "bundle, or without it to start afresh")
+    done_entries = dict(found)
+    if bundle is not None:
+        _write_bundle(bundle, done_entries.values())
+    if found:
+        n_mine = sum(net in found for net in mine)
+        print(f"run_grid: resuming from the cache: {len(found)} of the grid's {len(nets)} networks were computed "
+              f"earlier" + (f" ({len(bundled)} restored from {bundle})" if bundled else "")
+              + (f"; {n_mine} of the {len(mine)} of share {shard[0]}/{shard[1]}" if shard else "")
+              + f"; training the {sum(net not in found for net in mine)} others", file=sys.stderr)
+    results, n_cached, compute_s, flops, train_s = {}, 0, 0.0, 0.0, 0.0
+    for net, entry in found.items():
+        for r in entry["rows"]:
+            results[(r["depth"], r["step"], r["levels"], r["sigma_w"], r["seed"])] = r
+        n_cached += 1
+        compute_s += float(entry["seconds"])
+    prior = [float(e["seconds"]) / (e["config"]["depth"] * last) for e in found.values() if float(e["seconds"]) > 0]
+    prior_rate = max(prior) if prior else None
+    pending = {d: [j for dd, j in mine if dd == d and (dd, j) not in found] for d in order}
+    per_net = {d: training_memory(d, width, n_in, n_out, batch_size, layout=layout, momentum=momentum) for d in order}
+    fits = {d: _chunk_fit(per_net[d], budget, d, width) for d in order if pending[d]}
     if workers is None:
         small_cpu = dev.type == "cpu" and width <= SMALL_WIDTH
-        workers = max(1, min(torch.get_num_threads(), len(todo))) if small_cpu else 1
-    workers = check_int_range(workers, "workers", 1, MAX_WORKERS)
-    results, n_cached, compute_s, flops, train_s = {}, 0, 0.0, 0.0, 0.0
-    pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 and len(todo) > 1 else None
+        n_chunks = sum(-(-len(pending[d]) // fits[d]) for d in fits)
+        workers = max(1, min(torch.get_num_threads(), n_chunks)) if small_cpu else 1
+    if deadline is not None:
+        workers = 1
+    if dev.type == "cuda":
+        device_name = f"cuda: {torch.cuda.get_device_name(dev)}"
+    else:
+        import platform
+
+        device_name = f"{dev.type}: {platform.processor() or platform.machine()}"
+    settings = dict(data=data, width=width, layout=layout, device=dev, steps=steps, batch_size=batch_size, seed=seed,
+                    momentum=momentum, eval_size=eval_size, precision=precision, seeding=seeding)
+
+    def compute(depth, chunk):
+        return _train_networks([specs[j] for j in chunk], depth, lr=lrs[depth], **settings)
+
+    static = [(d, pending[d][i:i + fits[d]]) for d in order if pending[d] for i in range(0, len(pending[d]), fits[d])]
+    pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 and len(static) > 1 else None
+    rate = None
+    calls = 0
     try:
-        with _cpu_threads(dev, width if pool is not None else SMALL_WIDTH + 1):
-            # longest first (depth x networks), so that no thread is left with a long chunk at the end
-            by_cost = sorted(todo, key=lambda i: -plan[i][0] * len(plan[i][1]))
-            futures = {i: pool.submit(compute, *plan[i][:5]) for i in by_cost} if pool is not None else {}
-            bar = _progress(range(len(plan)), progress, desc="grid")
-            for i in bar:
-                depth, chunk, config, key, path, entry = plan[i]
-                if progress and hasattr(bar, "set_postfix_str"):
-                    bar.set_postfix_str(f"depth {depth}, {len(chunk)} nets")
-                if entry is not None:
-                    rows = entry["rows"]
-                    n_cached += len(chunk)
-                    compute_s += float(entry["seconds"])
-                else:
-                    rows, rec = futures[i].result() if pool is not None else compute(depth, chunk, config, key, path)
+        with _precision(precision, dev.type), _cpu_threads(dev, width if pool is not None else SMALL_WIDTH + 1):
+            futures = {}
+            if pool is not None:   # longest first (depth x networks), so that no thread is left with a long chunk
+                for i in sorted(range(len(static)), key=lambda i: -static[i][0] * len(static[i][1])):
+                    futures[i] = pool.submit(compute, *static[i])
+            bar = _progress(None, progress, total=sum(len(v) for v in pending.values()), desc="grid")
+            k_static = 0
+            for depth in order:
+                here = [j for j in range(len(specs)) if (depth, j) in found]
+                if here and callback is not None:
+                    callback(depth=depth, chunk=calls, rows=[r for j in here for r in found[(depth, j)]["rows"]],
+                             cached=True)
+                    calls += 1
+                todo = list(pending[depth])
+                while todo:
+                    size = fits[depth]
+                    if deadline is not None:
+                        left = deadline - (_clock() - t0)
+                        cost = depth * last
+                        if rate is not None:
+                            size = min(size, int(left // (_RATE_MARGIN * rate * cost)))
+                        else:          # nothing measured yet in this call: one network, if the prior allows it
+                            size = min(size, 1 if left > 0 and (prior_rate is None
+                                                                or left >= _PRIOR_MARGIN * prior_rate * cost) else 0)
+                        if size < 1:
+                            break      # this depth would overrun; a cheaper one may still fit
+                    chunk, todo = todo[:size], todo[size:]
+                    if progress and hasattr(bar, "set_postfix_str"):
+                        bar.set_postfix_str(f"depth {depth}, {len(chunk)} nets")
+                    c0 = _clock()
+                    if pool is not None:
+                        rows_per, rec = futures[k_static].result()
+                    else:
+                        rows_per, rec = compute(depth, chunk)
+                    k_static += 1
+                    rate = (_clock() - c0) / (len(chunk) * depth * last)
                     compute_s += rec.seconds
                     train_s += rec.seconds
                     flops += rec.flops
-                for r in rows:
-                    results[(r["depth"], r["step"], r["levels"], r["sigma_w"], r["seed"])] = r
-                if callback is not None:
-                    callback(depth=depth, chunk=i, rows=rows, cached=entry is not None)
+                    for j, rows in zip(chunk, rows_per):
+                        net = (depth, j)
+                        entry = {"schema": _SCHEMA, "key": keys[net], "config": configs[net], "rows": rows,
+                                 "seconds": rec.seconds / len(chunk), "flops": rec.flops / len(chunk),
+                                 "chunk": len(chunk), "device_name": device_name}
+                        if cache:   # written as soon as it is done: an interruption keeps it
+                            _cache.atomic_write_json(folder / f"{keys[net]}.json", entry)
+                        done_entries[net] = entry
+                        for r in rows:
+                            results[(r["depth"], r["step"], r["levels"], r["sigma_w"], r["seed"])] = r
+                    if bundle is not None:
+                        _write_bundle(bundle, done_entries.values())
+                    if hasattr(bar, "update"):
+                        bar.update(len(chunk))
+                    if callback is not None:
+                        callback(depth=depth, chunk=calls, rows=[r for rows in rows_per for r in rows], cached=False)
+                        calls += 1
+            if hasattr(bar, "close"):
+                bar.close()
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    order = {(s.levels, s.sigma_w, s.seed): i for i, s in enumerate(specs)}
-    rows = [results[k] for k in sorted(results, key=lambda k: (k[0], k[1], order[k[2:]]))]
+    order_of = {(s.levels, s.sigma_w, s.seed): i for i, s in enumerate(specs)}
+    rows = [results[k] for k in sorted(results, key=lambda k: (k[0], k[1], order_of[k[2:]]))]
+    missing = [(specs[j].levels, specs[j].sigma_w, specs[j].seed, d) for d, j in sorted(nets)
+               if (d, j) not in done_entries]
     peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None
     return GridResult(rows, {"levels": levels, "depths": depths, "sigma_w": sigma_w, "seeds": seeds, "steps": steps,
                              "width": width, "lr": lr if isinstance(lr, (str, int, float)) else lrs,
                              "momentum": float(momentum), "batch_size": batch_size, "layout": layout,
                              "eval_size": eval_size, "precision": precision, "dataset": data.name,
-                             "normalization": getattr(data, "normalization", "feature"), "device": str(dev)},
-                      time.perf_counter() - t0, n_cached, compute_s, flops, train_s, peak)
+                             "normalization": getattr(data, "normalization", "feature"), "device": str(dev),
+                             "seeding": seeding, "shard": list(shard) if shard else None},
+                      _clock() - t0, n_cached, compute_s, flops, train_s, peak, missing)

@@ -39,6 +39,11 @@ def test_cli_depth():
     (["init", "--depth", "1e308"], "depth must be at most"),
     (["init", "--depth", "nan"], "depth"),
     (["init", "--levels", "10000000000"], "levels"),  # a 1e10-long array of thresholds before
+    (["fig3", "--shard", "3/2"], "--shard must be I/K with 1 <= I <= K"),
+    (["fig3", "--shard", "one"], "--shard must be I/K"),
+    (["fig3", "--deadline", "-5"], "--deadline must be a number of seconds"),
+    (["fig3", "--deadline", "nan"], "--deadline must be a number of seconds"),
+    (["fig3", "--merge", "no-such-bundle.json", "--out", "x.json"], "bundles must name an existing file"),
 ])
 def test_cli_errors_exit_2_with_one_line(args, needle):
     proc = subprocess.run([sys.executable, "-m", "qmf_lite", *args], capture_output=True, text=True)

@@ -25,6 +25,10 @@ def test_read_idx_round_trip(tmp_path):
     arr = np.random.default_rng(0).integers(0, 256, size=(7, 5, 3)).astype(np.uint8)
     write_idx(tmp_path / "a.gz", arr)
     assert np.array_equal(qdata.read_idx(tmp_path / "a.gz"), arr)
+    (tmp_path / "plain").write_bytes(gzip.decompress((tmp_path / "a.gz").read_bytes()))   # uncompressed
+    assert np.array_equal(qdata.read_idx(tmp_path / "plain"), arr)
+    (tmp_path / "gz-named-plain.gz").write_bytes((tmp_path / "plain").read_bytes())      # by content, not name
+    assert np.array_equal(qdata.read_idx(tmp_path / "gz-named-plain.gz"), arr)
     (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(ValueError, match="not an IDX"):
         qdata.read_idx(tmp_path / "bad")
@@ -121,6 +125,80 @@ def test_mnist_bgs19_normalization(tmp_path, mnist_server):
 def test_real_mnist_checksums_are_the_published_ones():
     assert qdata.MNIST_FILES["train-images-idx3-ubyte.gz"] == "f68b3c2dcbeaaa9fbdd348bbdeb94873"
     assert len(qdata.MNIST_FILES) == 4
+    assert qdata.MNIST_SHA256["t10k-labels-idx1-ubyte"] == (
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2")
+    assert {k + ".gz" for k in qdata.MNIST_SHA256} == set(qdata.MNIST_FILES)
+
+
+def _idx_bytes(array):
+    return (struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            + array.astype(">u1").tobytes())
+
+
+def _offline_copies(folder, arrays, compress):
+    """The four files written as a recompressed .gz (another compression level and a file name in the
+    gzip header, so other bytes and another MD5 than the served ones) or uncompressed; returns their
+    SHA-256s (of the IDX contents)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sha = {}
+    for name, arr in arrays.items():
+        blob = _idx_bytes(arr)
+        base = name[:-3]
+        sha[base] = hashlib.sha256(blob).hexdigest()
+        if compress:
+            with open(folder / name, "wb") as raw, gzip.GzipFile(base, "wb", 1, raw, mtime=12345) as f:
+                f.write(blob)
+        else:
+            (folder / base).write_bytes(blob)
+    return sha
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_offline_copies_verify_by_the_sha256_of_their_contents(tmp_path, mnist_server, compress, monkeypatch):
+    """Recompressed or uncompressed copies: their MD5s differ from the published .gz, the SHA-256 of the
+    contents matches, and nothing is downloaded (the opener would fail the test)."""
+    url, sums, arrays, _ = mnist_server
+    root = tmp_path / "offline"
+    sha = _offline_copies(root, arrays, compress)
+    if compress:
+        assert all(hashlib.md5((root / n).read_bytes()).hexdigest() != sums[n] for n in sums)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("load_mnist tried to download although verified files are present")
+
+    monkeypatch.setattr(qdata.urllib.request, "urlopen", no_network)
+    ds = qdata.load_mnist(root, download=True, mirrors=(url,), checksums=sums, sha256=sha, progress=False,
+                          normalize="bgs19")
+    raw = arrays["train-images-idx3-ubyte.gz"].reshape(12, -1)
+    assert np.array_equal(ds.x_train.numpy(), ((raw / 255.0 - 0.1307) / 0.3081).astype(np.float32))
+    assert np.array_equal(ds.y_test.numpy(), arrays["t10k-labels-idx1-ubyte.gz"])
+    assert sorted(p.name for p in root.iterdir()) == sorted(n if compress else n[:-3] for n in sums)
+    # the published MD5s alone do not verify these copies, and the SHA-256s of other contents do not either
+    with pytest.raises(ValueError, match="corrupt.*SHA-256 of its contents"):
+        qdata.load_mnist(root, download=False, checksums=sums, sha256={k: "0" * 64 for k in sha})
+    # one damaged uncompressed file: refused by name, then replaced by a download
+    if not compress:
+        name = "t10k-labels-idx1-ubyte"
+        (root / name).write_bytes(_idx_bytes(np.array([1, 2, 3, 4, 9])))
+        with pytest.raises(ValueError, match=f"{root / name} is corrupt"):
+            qdata.load_mnist(root, download=False, checksums=sums, sha256=sha)
+        monkeypatch.undo()
+        with pytest.warns(qdata.CacheWarning, match=str(root / name)):
+            again = qdata.load_mnist(root, mirrors=(url,), checksums=sums, sha256=sha, progress=False)
+        assert np.array_equal(again.y_test.numpy(), arrays["t10k-labels-idx1-ubyte.gz"])
+        assert (root / (name + ".gz")).exists()
+
+
+def test_download_verifies_by_contents_too(tmp_path, mnist_server):
+    """A mirror serving recompressed files: accepted by the SHA-256 of the contents (the download code
+    runs against a local HTTP server)."""
+    url, sums, arrays, served = mnist_server
+    sha = _offline_copies(served, arrays, compress=True)              # the server now serves recompressed files
+    ds = qdata.load_mnist(tmp_path / "dl", mirrors=(url,), checksums=sums, sha256=sha, progress=False)
+    assert ds.x_test.shape == (5, 784)
+    with pytest.raises(OSError, match="checksum mismatch"):
+        qdata.load_mnist(tmp_path / "dl2", mirrors=(url,), checksums=sums, sha256={k: "1" * 64 for k in sha},
+                         progress=False)
 
 
 def test_digits_and_fingerprint():
@@ -149,6 +227,8 @@ def test_bad_arguments_name_the_argument(tmp_path, mnist_server):
         (lambda: qdata.load_dataset(np.array(["digits"])), r"^name must be one of"),
         (lambda: qdata.load_mnist(served, download=np.array([True])), r"^download must be True or False"),
         (lambda: qdata.load_mnist(served, download=False, checksums={}), r"^checksums must be a dict of the MD5"),
+        (lambda: qdata.load_mnist(served, download=False, checksums=sums, sha256={"a": "0" * 64}),
+         r"^sha256 must be a dict of the SHA-256"),
         (lambda: qdata.load_mnist(served, download=False, checksums=sums, mirrors="http://x/"),
          r"^mirrors must be a sequence"),
         (lambda: qdata.load_mnist(1.5, download=False, checksums=sums), r"^root must be a path"),

@@ -16,7 +16,7 @@ from qmf_lite.cli import main
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = {"dataset": "digits", "normalize": "feature", "width": 8, "levels": [2, 4], "depths": [2, 3], "seeds": [0],
         "steps": [2, 4], "lr": 0.05, "momentum": 0.5, "batch_size": 16, "layout": "bgs19", "eval_size": 100,
-        "precision": "fp32"}
+        "precision": "fp32", "seeding": "cell"}
 
 
 def test_paper_profile_is_the_papers_setting():
@@ -28,6 +28,11 @@ def test_paper_profile_is_the_papers_setting():
     assert p["steps"] == [100, 200, 400, 800, 1600]
     assert (p["lr"], p["momentum"], p["batch_size"]) == ("bgs19", 0.5, 32)
     assert (p["dataset"], p["normalize"], p["layout"], p["precision"]) == ("mnist", "bgs19", "bgs19", "fp32")
+    assert p["seeding"] == "cell"                      # independent draws per cell, as the authors' were
+    # the authors' notebook as published: depths 10..135 in steps of 25; 260 is our choice
+    a = fig3.AUTHORS_NOTEBOOK_DEPTHS
+    assert (a["first_layer"], a["last_layer"], a["layers_skip"]) == (10, 135, 25)
+    assert set(range(a["first_layer"], a["last_layer"] + 1, a["layers_skip"])) < set(p["depths"])
     assert set(fig3.PROFILES["fast"]) == set(p)
     assert p is not fig3.PROFILES["paper"]
     with pytest.raises(ValueError, match="profile"):
@@ -49,7 +54,13 @@ def _check_data_file(path, profile):
                   "qmf_lite_version", "code_fingerprint", "created"):
         assert field in meta
     cfg = meta["config"]
-    assert len(grid.rows) == len(cfg["levels"]) * len(cfg["seeds"]) * len(cfg["depths"]) * len(cfg["steps"])
+    grid_nets = {(n, d, s) for n in cfg["levels"] for d in cfg["depths"] for s in cfg["seeds"]}
+    done = {tuple(t) for t in meta.get("done", [[n, d, s] for n, d, s in grid_nets])}
+    missing = {tuple(t) for t in meta.get("missing", [])}
+    assert done | missing == grid_nets and not done & missing         # a partial file lists what is missing
+    assert {(r["levels"], r["depth"], r["seed"]) for r in grid.rows} == done
+    assert len(grid.rows) == len(done) * len(cfg["steps"])
+    assert sorted((m[0], m[3], m[2]) for m in grid.missing) == sorted(missing)
     return grid, meta
 
 
@@ -133,7 +144,9 @@ def test_fig3_command_writes_the_data_file(tmp_path, monkeypatch):
 
 
 #: what the shipped width-2048 digits run changes in the paper profile (the rest is the paper's setting)
-DIGITS_RUN_CHANGES = {"dataset", "normalize", "levels", "steps"}
+#: and "seeding": that run (before the option existed) initialised every network from its replicate seed; the
+#: key was added to its configuration, and its hash recomputed, when the option appeared (rows unchanged)
+DIGITS_RUN_CHANGES = {"dataset", "normalize", "levels", "steps", "seeding"}
 
 
 def test_shipped_digits_run_is_the_paper_setting_on_the_digits():
@@ -144,7 +157,8 @@ def test_shipped_digits_run_is_the_paper_setting_on_the_digits():
     grid, meta = _check_data_file(path, "custom")
     cfg, paper = meta["config"], fig3.PROFILES["paper"]
     assert {k for k in paper if cfg[k] != paper[k]} == DIGITS_RUN_CHANGES
-    assert cfg["dataset"] == "digits" and set(cfg["levels"]) <= set(paper["levels"])
+    assert cfg["dataset"] == "digits" and set(cfg["levels"]) <= set(paper["levels"]) and cfg["seeding"] == "shared"
+    assert not grid.missing and meta["missing"] == []
     assert set(cfg["steps"]) <= set(paper["steps"])
     assert meta["device"].startswith("cuda")
     levels, depths, acc = grid.table("test_acc", step=cfg["steps"][-1])
@@ -203,3 +217,113 @@ def test_boundary_is_nan_for_a_level_with_a_missing_depth():
             for n in (3, 5) for d, a in ((4, 0.9), (16, 0.5), (64, 0.1)) if (n, d) != (5, 64)]
     b = fig3.boundary(GridResult(rows, {}, 0.0))
     assert np.isfinite(b["l_half"][0]) and np.isnan(b["l_half"][1])
+
+
+def _demo_args(out, *extra):
+    return ["fig3", "--profile", "fast", "--dataset", "digits", "--width", "8", "--levels", "2", "3", "4",
+            "--depths", "2", "3", "5", "--steps", "2", "4", "--seeds", "0", "--device", "cpu", "--quiet",
+            "--out", str(out), *extra]
+
+
+def test_run_in_pieces_resumes_and_shards_merge_to_the_same_file(tmp_path, monkeypatch):
+    """The paper run's workflow on a tiny grid (digits, width 8, 4 steps), on the CPU: a run stopped by its
+    deadline writes a partial data file and a bundle; on an empty cache ("another machine"), with another
+    chunking, the bundle gives 100% hits and the rest is trained; two shares on two caches merge into the
+    data file of one run."""
+    from qmf_lite import cli, training
+
+    clock = {"t": 0.0}
+    real = training._train_networks
+
+    def timed(specs, depth, **kw):                     # a fake clock: 0.01 s per network-layer-step
+        clock["t"] += 0.01 * len(specs) * depth * max(kw["steps"])
+        return real(specs, depth, **kw)
+
+    monkeypatch.setattr(training, "_clock", lambda: clock["t"])
+    monkeypatch.setattr(cli, "_clock", lambda: clock["t"])
+    monkeypatch.setattr(training, "_train_networks", timed)
+    monkeypatch.setattr(fig3, "datetime", _FixedDatetime)
+    bundle, part = tmp_path / "carried.json", tmp_path / "part.json"
+    # 1. cut by the deadline: the work order is depth 2, 5, then 3; 0.08 s for one depth-2 network, then the
+    #    0.32 s left hold int(0.32 / (1.15 * 0.08)) = 3 more at depth 2 (2 are left); of the 0.16 s then left, a
+    #    depth-5 network (0.2 s) would overrun, and int(0.16 / (1.15 * 0.12)) = 1 of depth 3 fits
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path / "machine1"))
+    buf = io.StringIO()
+    assert main(_demo_args(part, "--deadline", "0.4", "--bundle", str(bundle)), out=buf) == 0
+    text = buf.getvalue()
+    assert "partial: 5 networks of the grid are missing; continue with: python -m qmf_lite fig3" in text
+    assert f"--deadline 0.4 --bundle {bundle}" in text
+    grid, meta = _check_data_file(part, "fast")
+    assert sorted(map(tuple, meta["done"])) == [(2, 2, 0), (2, 3, 0), (3, 2, 0), (4, 2, 0)]
+    assert len(meta["missing"]) == 5 and len(json.loads(bundle.read_text())["entries"]) == 4
+    # 2. another machine (empty cache), another chunking: every bundled network is found, the rest trained
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path / "machine2"))
+    whole_out = tmp_path / "whole.json"
+    buf = io.StringIO()
+    assert main(_demo_args(whole_out, "--bundle", str(bundle), "--max-memory", "none"), out=buf) == 0
+    assert "4 loaded from the cache, 5 trained now" in buf.getvalue() and "partial" not in buf.getvalue()
+    whole, whole_meta = _check_data_file(whole_out, "fast")
+    assert whole_meta["networks_from_cache"] == 4 and not whole.missing
+    assert len(json.loads(bundle.read_text())["entries"]) == 9
+    one_run = fig3.run({**fig3.profile_config("fast"), "width": 8, "levels": [2, 3, 4], "depths": [2, 3, 5],
+                        "steps": [2, 4], "seeds": [0]}, device="cpu", cache=False, progress=False)
+    assert whole.rows == _rounded(one_run.rows)
+    # a bundle that does not fit this run is refused, saying why
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path / "machine3"))
+    proc_err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", proc_err)
+    with pytest.raises(SystemExit) as info:
+        main(_demo_args(tmp_path / "x.json", "--bundle", str(bundle), "--steps", "2", "8"))
+    assert info.value.code == 2 and "holds 9 finished networks, but this run finds only 0" in proc_err.getvalue()
+    # 3. two shares on two machines, then merged: the same rows and the same list of what is done
+    shares = []
+    for i in (1, 2):
+        monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path / f"share{i}"))
+        b = tmp_path / f"share{i}.json"
+        assert main(_demo_args(tmp_path / f"s{i}.json", "--shard", f"{i}/2", "--bundle", str(b)), out=io.StringIO()) == 0
+        shares.append(b)
+    n1, n2 = (len(json.loads(b.read_text())["entries"]) for b in shares)
+    assert n1 + n2 == 9 and min(n1, n2) >= 3
+    merged_out, merged_bundle = tmp_path / "merged.json", tmp_path / "merged_bundle.json"
+    buf = io.StringIO()
+    assert main(_demo_args(merged_out, "--merge", *map(str, shares), "--bundle", str(merged_bundle)), out=buf) == 0
+    assert "merged 2 bundle(s): 9 networks, 0 missing" in buf.getvalue()
+    merged, merged_meta = _check_data_file(merged_out, "fast")
+    assert merged.rows == whole.rows and merged_meta["done"] == whole_meta["done"]
+    assert merged_meta["config_hash"] == whole_meta["config_hash"]
+    assert len(json.loads(merged_bundle.read_text())["entries"]) == 9
+    # a merge of one share alone: a partial file that lists the other share's networks as missing
+    assert main(_demo_args(tmp_path / "half.json", "--merge", str(shares[0])), out=io.StringIO()) == 0
+    assert len(_check_data_file(tmp_path / "half.json", "fast")[1]["missing"]) == n2
+
+
+def _rounded(rows):
+    return [{k: (round(v, 5) if k.endswith("_acc") else v) for k, v in r.items()} for r in rows]
+
+
+class _FixedDatetime:
+    """datetime with a fixed now(), so that two data files can be compared field by field."""
+
+    datetime = type("D", (), {"now": staticmethod(lambda tz=None: __import__("datetime").datetime(2026, 1, 1,
+                                                                                                 tzinfo=tz))})
+    timezone = __import__("datetime").timezone
+
+
+def test_a_partial_file_of_the_paper_profile_is_current(tmp_path):
+    """What the stale-data test accepts: a file of the code's paper profile that lists the networks still
+    missing (here the priority depths done for N = 3, 4, and nothing else)."""
+    from qmf_lite.training import GridResult
+
+    cfg = fig3.profile_config("paper")
+    done = [(n, d) for n in (3, 4) for d in cfg["depths"][::2]]
+    rows = [{"levels": n, "sigma_w": 1.0, "seed": 0, "depth": d, "step": s, "train_acc": 0.5, "test_acc": 0.5}
+            for n, d in done for s in cfg["steps"]]
+    missing = [(n, 1.0, 0, d) for d in cfg["depths"] for n in cfg["levels"] if (n, d) not in done]
+    out = tmp_path / "fig3_paper.json"
+    fig3.write(out, GridResult(rows, {}, 1.0, missing=missing), cfg, {
+        "torch_version": "x", "device": "cuda: X", "wall_seconds": 1.0, "peak_memory_bytes": None,
+        "tflops_per_second": None, "qmf_lite_version": "x", "code_fingerprint": "x", "created": "x"})
+    grid, meta = _check_data_file(out, "paper")
+    assert not fig3.is_stale(meta, "paper") and len(meta["done"]) == 12 and len(grid.missing) == 14 * 11 - 12
+    with pytest.raises(ValueError, match="meta must be None or a dict without the keys done and missing"):
+        fig3.write(out, grid, cfg, {"done": []})

@@ -529,7 +529,12 @@ REGISTRY["train"] = Entry(lambda: dict(model=_model(), data=_digits(), steps=[1,
                                        progress=False))
 REGISTRY["run_grid"] = Entry(lambda: dict(levels=[4], depths=[2], sigma_w=None, seeds=(0,), steps=(1,), width=8,
                                           lr=0.01, batch_size=16, dataset="digits", device="cpu", cache=False,
-                                          progress=False, data=_digits()))
+                                          progress=False, data=_digits(), seeding="cell", deadline=None, bundle=None,
+                                          shard=None), numbers=("deadline",))
+REGISTRY["run_grid[bundle]"] = Entry(lambda: dict(levels=[4], depths=[2], seeds=(0,), steps=(1,), width=8, lr=0.01,
+                                                  batch_size=16, device="cpu", cache=True, progress=False,
+                                                  data=_digits(), deadline=30.0, bundle="grid_bundle.json",
+                                                  shard=(1, 1)))
 REGISTRY["GridResult"] = Entry(dict(rows=[], config={}, seconds=1.0), record=True)
 REGISTRY["halfway_depth"] = Entry(dict(depths=[2, 4, 8, 16], accuracy=[0.9, 0.8, 0.4, 0.1], chance=0.1),
                                   documented=(Documented("NaN if the accuracy never falls that low.",
@@ -606,6 +611,22 @@ REGISTRY["fig3.produce"] = Entry(lambda: dict(profile="fast", out="fig3_out.json
 REGISTRY["fig3.write"] = Entry(lambda: dict(path="fig3_w.json", grid=_fig3_grid(), config=_fig3_config(),
                                             meta={"device": "cpu"}))
 REGISTRY["fig3.load"] = Entry(lambda: dict(path=_fig3_file()))
+
+
+def _fig3_bundle():
+    """A bundle of one network (width 8, one step, digits) in the working folder: trained once per child."""
+    import json
+
+    path = os.path.abspath("fig3_bundle.json")
+    if not os.path.exists(path):
+        qmf.run_grid([4], [2], seeds=(0,), steps=(1,), width=8, lr=0.015, batch_size=16, momentum=0.5,
+                     layout="bgs19", device="cpu", progress=False, data=_digits(), max_memory=None, bundle=path)
+        json.loads(open(path).read())
+    return path
+
+
+REGISTRY["fig3.merge"] = Entry(lambda: dict(bundles=[_fig3_bundle()], profile="fast", out="fig3_merged.json",
+                                            config={**_fig3_config(), "batch_size": 16}, bundle=None))
 REGISTRY["fig3.is_stale"] = Entry(lambda: dict(meta={"config_hash": "0"}, profile="paper"))
 BOUNDARY_NAN = Documented("``l_half`` (NaN where the accuracy never falls halfway to chance within the grid",
                           lambda kw, out: not nonfinite_paths({k: v for k, v in out.items() if k not in ("l_half", "ratio")}))

@@ -183,7 +183,7 @@ def test_tiny_grid_run_trains_and_caches(tmp_path, monkeypatch):
     assert levels == [2, 6] and depths == [2, 64]
     assert acc[1, 0] > 0.5                     # a shallow 6-level net learns digits (chance: 0.1)
     assert acc[0, 1] < 0.3                     # a 64-layer sign net (6 xi = 13) does not
-    assert len(list((tmp_path / "grid").glob("*.json"))) == 2
+    assert len(list((tmp_path / "grid").glob("*.json"))) == 4           # one entry per network
     assert res.n_cached == 0 and "trained in" in res.summary()
     again = run_grid([2, 6], [2, 64], **kw)
     assert again.rows == res.rows and again.seconds < res.seconds
@@ -201,7 +201,8 @@ def test_cache_key_covers_code_and_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(_cache, "code_fingerprint", lambda modules=None: "edited-code")
     assert not run_grid([3], [3], **kw).from_cache                           # the code changed
     entry = json.loads(next((tmp_path / "grid").glob("*.json")).read_text())
-    for field in ("code", "torch", "device", "dtype", "precision", "data", "specs", "lr", "momentum", "layout"):
+    for field in ("code", "torch", "qmf_lite", "device", "dtype", "precision", "data", "spec", "depth", "lr", "momentum",
+                  "layout", "seeding"):
         assert field in entry["config"]
 
 
@@ -242,15 +243,15 @@ def test_interrupted_grid_resumes_and_says_so(tmp_path, monkeypatch, capsys, wor
 
     with pytest.raises(Stop):
         run_grid([2, 3], [3, 4, 5], callback=stop_after_first, **kw)
-    done = len(list((tmp_path / "grid").glob("*.json")))
+    done = len(list((tmp_path / "grid").glob("*.json"))) // 2          # depths done (two networks each)
     assert done == 1 if workers == 1 else 1 <= done <= 3     # threads may finish chunks already started
     assert not list((tmp_path / "grid").glob(".*"))          # no temporary files left
+    capsys.readouterr()
     seen = []
     resumed = run_grid([2, 3], [3, 4, 5], callback=lambda **info: seen.append(info["cached"]), **kw)
     assert seen[0] and seen.count(True) == done and len(seen) == 3
     assert resumed.n_cached == 2 * done
-    if done < 3:
-        assert "resuming" in capsys.readouterr().err
+    assert f"resuming from the cache: {2 * done} of the grid's 6 networks" in capsys.readouterr().err
     fresh = run_grid([2, 3], [3, 4, 5], cache=False, **kw)
     assert resumed.rows == fresh.rows
 
@@ -287,7 +288,7 @@ def test_two_processes_writing_the_same_key(tmp_path):
     assert results[0] == results[1]
     files = list((tmp_path / "grid").glob("*"))
     assert len(files) == 1 and not list((tmp_path / "grid").glob(".*"))
-    assert _cache.read_json(files[0], schema=3)["rows"] == results[0]
+    assert _cache.read_json(files[0], schema=4)["rows"] == results[0]
 
 
 def test_atomic_write_never_exposes_a_partial_file(tmp_path):
@@ -510,3 +511,216 @@ def test_sizing_helpers_check_their_arguments():
     with pytest.raises(ValueError, match=r"^accuracy must map each step to a pair"):
         TrainRecord({1: 0.5})
     assert TrainRecord() == {} and TrainRecord({2: (0.1, 0.2)})[2] == (0.1, 0.2)
+
+
+# --- issue 19: per-network cache entries, code fingerprint, seeds per cell, fp32, deadline, bundle, shard -----
+SMALL = {**GRID, "seeds": (0,), "steps": (2, 4), "width": 8}
+
+
+def test_any_chunking_reuses_every_cached_network(tmp_path, monkeypatch):
+    """One cache entry per network: a run with another memory budget (one network per chunk, then all at
+    once) finds every network, with the same rows; so does a grid that holds only some of them."""
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
+    one = training_memory(5, 8, 64, 10, 16, layout="bgs19", momentum=0.5)
+    first = run_grid([2, 3, 4], [3, 5], max_memory=int(1.5 * one / 0.9), **SMALL)     # chunks of one network
+    assert first.n_cached == 0 and len(list((tmp_path / "grid").glob("*.json"))) == 6
+    again = run_grid([2, 3, 4], [3, 5], max_memory=None, **SMALL)                     # one chunk per depth
+    assert again.from_cache and again.n_cached == 6 and again.rows == first.rows
+    part = run_grid([4, 2], [5], max_memory=int(2.5 * one / 0.9), **SMALL)            # another grid, same networks
+    by_levels = lambda rows: sorted(rows, key=lambda r: (r["step"], r["levels"]))  # noqa: E731
+    assert part.from_cache and by_levels(part.rows) == by_levels(
+        [r for r in first.rows if r["depth"] == 5 and r["levels"] in (2, 4)])
+
+
+def test_code_fingerprint_ignores_comments_and_docstrings(tmp_path, monkeypatch):
+    """A comment, a docstring, a reformatting or an edit of the grid runner keeps every cached network; a
+    change to the training code misses."""
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
+    real = _cache._read_source
+    original = real("training")
+
+    def edited(text):
+        monkeypatch.setattr(_cache, "_read_source", lambda name: text if name == "training" else real(name))
+        monkeypatch.setattr(_cache, "_FINGERPRINTS", {})
+
+    first = run_grid([3], [3], **SMALL)
+    cosmetic = original.replace('    """Train every network of ``model`` with SGD on cross-entropy, in lockstep.',
+                                '    # a comment\n    """Train the networks of ``model`` (a reworded docstring).')
+    cosmetic = cosmetic.replace("    Work order: depths", "    The order of the work: depths")     # run_grid's docstring
+    cosmetic = cosmetic.replace("def _work_order(depths):", "def _work_order(depths):\n    depths = list(depths)")
+    assert cosmetic.count("a comment") == 1 and "list(depths)" in cosmetic and "The order of the work" in cosmetic
+    edited(cosmetic)
+    assert _cache.code_fingerprint() != "" and run_grid([3], [3], **SMALL).from_cache
+    real_change = original.replace("return 1e-3 if check_int(depth", "return 1.01e-3 if check_int(depth")
+    assert real_change != original
+    edited(real_change)
+    assert not run_grid([3], [3], **SMALL).from_cache
+    source = "def f(x):\n    '''doc'''\n    return x + 1  # one\n"
+    assert _cache.source_fingerprint(source) == _cache.source_fingerprint('def f(x):\n    """other"""\n\n    return (x+1)\n')
+    assert _cache.source_fingerprint(source) != _cache.source_fingerprint("def f(x):\n    return x + 2\n")
+    assert _cache.source_fingerprint(source + "def g():\n    pass\n", exclude=("g",)) == _cache.source_fingerprint(source)
+
+
+def test_cells_draw_independent_initializations():
+    """seeding="cell": network (N, depth, replicate s) starts from seed int(sha256(json(["init", s, N, depth]))[:15], 16),
+    so no two cells share their draws; "shared" keeps the replicate seed everywhere."""
+    import hashlib
+
+    from qmf_lite.training import _cell_seed
+
+    assert _cell_seed(0, 3, 10) == int(hashlib.sha256(json.dumps(["init", 0, 3, 10]).encode()).hexdigest()[:15], 16)
+    assert len({_cell_seed(s, n, d) for s in (0, 1) for n in (3, 4) for d in (10, 35)}) == 8
+    kw = {**SMALL, "cache": False}
+    for seeding, spec_seed in (("cell", _cell_seed(0, 3, 3)), ("shared", 0)):
+        rows = run_grid([3], [3], seeding=seeding, **kw).rows
+        model = QuantizedMLPBatch([NetSpec.optimal(3, spec_seed)], 64, 10, 3, 8, device="cpu", layout="bgs19")
+        rec = train(model, DIGITS, (2, 4), lr=0.05, batch_size=16, momentum=0.5)
+        assert [r["test_acc"] for r in rows] == [float(rec[s][1][0]) for s in (2, 4)]
+        assert {r["seed"] for r in rows} == {0}                          # rows name the replicate
+    a = QuantizedMLPBatch([NetSpec.optimal(3, _cell_seed(0, 3, 10))], 64, 10, 10, 8, layout="bgs19")
+    b = QuantizedMLPBatch([NetSpec.optimal(3, _cell_seed(0, 3, 35))], 64, 10, 35, 8, layout="bgs19")
+    assert not torch.equal(a.w_in, b.w_in)                             # no shared first layer across depths
+
+
+def test_fp32_is_forced_and_restored():
+    """After torch.set_float32_matmul_precision("high") (TF32 allowed), a fp32 run uses IEEE float32 products;
+    the setting comes back afterwards; "tf32" allows TF32 inside."""
+    from qmf_lite.training import _fp32_flags, _precision
+
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        before = [f.fp32_precision for f in _fp32_flags()]
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+        with _precision("fp32", "cpu"):
+            assert {f.fp32_precision for f in _fp32_flags()} == {"ieee"}
+        assert [f.fp32_precision for f in _fp32_flags()] == before
+        assert torch.get_float32_matmul_precision() == "high"
+        with _precision("tf32", "cuda"):
+            assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+        with _precision("bf16", "cpu"):
+            assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+        assert [f.fp32_precision for f in _fp32_flags()] == before
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+class FakeClock:
+    """Seconds that pass only while networks train: 0.01 s per network-layer-step."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _fake_time(monkeypatch):
+    from qmf_lite import training
+
+    clock = FakeClock()
+    real = training._train_networks
+
+    def timed(specs, depth, **kw):
+        clock.t += 0.01 * len(specs) * depth * max(kw["steps"])
+        return real(specs, depth, **kw)
+
+    monkeypatch.setattr(training, "_clock", clock)
+    monkeypatch.setattr(training, "_train_networks", timed)
+    return clock
+
+
+def test_deadline_stops_before_a_chunk_that_would_overrun(tmp_path, monkeypatch):
+    """With a fake clock (0.01 s per network-layer-step, 4 steps): the first chunk is one network (0.12 s at
+    depth 3), then chunks sized by the measured rate (x 1.15) until the next would overrun; 0 trains nothing."""
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
+    _fake_time(monkeypatch)
+    sizes = []
+    res = run_grid([2, 3, 4, 5], [3, 5], deadline=0.6, callback=lambda **i: sizes.append((i["depth"], len(i["rows"]) // 2)),
+                   **SMALL)
+    # 0.12 s for one depth-3 network; then 0.48 s left: int(0.48 / (1.15 * 0.12)) = 3 networks (0.36 s); 0.12 s
+    # left: depth 5 (0.2 s a network) would overrun, and depth 3 has nothing left
+    assert sizes == [(3, 1), (3, 3)]
+    assert res.n_nets == 4 and {(r["levels"], r["depth"]) for r in res.rows} == {(n, 3) for n in (2, 3, 4, 5)}
+    assert sorted((m[0], m[3]) for m in res.missing) == [(2, 5), (3, 5), (4, 5), (5, 5)]
+    assert not res.complete and "4 networks of the grid are missing" in res.summary()
+    nothing = run_grid([2, 3, 4, 5], [3, 5], deadline=0, **SMALL)
+    assert nothing.n_cached == 4 and len(nothing.missing) == 4 and nothing.rows == res.rows
+    rest = run_grid([2, 3, 4, 5], [3, 5], **SMALL)
+    whole = run_grid([2, 3, 4, 5], [3, 5], cache=False, **SMALL)
+    assert rest.complete and rest.n_cached == 4 and rest.rows == whole.rows
+
+
+def test_bundle_restores_and_refuses_what_it_cannot_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path / "machine1"))
+    bundle = tmp_path / "carried.json"
+    first = run_grid([2, 3], [3, 4], bundle=bundle, **SMALL)
+    doc = json.loads(bundle.read_text())
+    assert len(doc["entries"]) == 4 and not list(tmp_path.glob(".*"))
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path / "machine2"))                   # an empty cache
+    again = run_grid([2, 3], [3, 4], bundle=bundle, max_memory=None, **SMALL)
+    assert again.from_cache and again.n_cached == 4 and again.rows == first.rows
+    with pytest.raises(ValueError, match=r"holds 4 finished networks, but this run finds only 0 .*steps: \[2, 4\] in "
+                                         r"the bundle, \[2, 8\] now"):
+        run_grid([2, 3], [3, 4], bundle=bundle, **{**SMALL, "steps": (2, 8)})
+    monkeypatch.setattr(_cache, "code_fingerprint", lambda modules=None: "edited-code")
+    with pytest.raises(ValueError, match="the code that produces the numbers"):
+        run_grid([2, 3], [3, 4], bundle=bundle, **SMALL)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="bundle must be a bundle file"):
+        run_grid([2], [3], bundle=tmp_path / "bad.json", **SMALL)
+    with pytest.raises(ValueError, match="bundle must be None when cache=False"):
+        run_grid([2], [3], bundle=bundle, cache=False, **{k: v for k, v in SMALL.items() if k != "cache"})
+
+
+def test_shards_are_disjoint_and_cover_the_grid(tmp_path, monkeypatch):
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
+    kw = {**SMALL, "cache": False}
+    whole = run_grid([2, 3, 4], [2, 3, 5], **kw)
+    parts = [run_grid([2, 3, 4], [2, 3, 5], shard=(i, 3), **kw) for i in (1, 2, 3)]
+    nets = [{(r["levels"], r["depth"]) for r in p.rows} for p in parts]
+    assert sum(map(len, nets)) == 9 and set().union(*nets) == {(r["levels"], r["depth"]) for r in whole.rows}
+    costs = [sum(d for _, d in n) for n in nets]
+    assert max(costs) - min(costs) <= 5                                       # balanced by depth
+    assert sorted(parts[0].rows + parts[1].rows + parts[2].rows, key=lambda r: (r["depth"], r["step"], r["levels"])) \
+        == sorted(whole.rows, key=lambda r: (r["depth"], r["step"], r["levels"]))
+    with pytest.raises(ValueError, match=r"^shard must be None or a pair"):
+        run_grid([2], [3], shard=(3, 2), **kw)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (TF32 exists only there)")
+def test_fp32_products_are_ieee_on_cuda():
+    """On a GPU: inside a fp32 run a float32 matmul has float32 accuracy even after
+    set_float32_matmul_precision("high"), which lets TF32 (10-bit mantissa) in outside it."""
+    from qmf_lite.training import _precision
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    a, b = (torch.randn(1024, 1024, device="cuda", generator=g) for _ in range(2))
+    exact = a.double() @ b.double()
+    err = lambda: float(((a @ b).double() - exact).abs().max() / exact.abs().max())  # noqa: E731
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        with _precision("fp32", "cuda"):
+            fp32 = err()
+        with _precision("tf32", "cuda"):
+            tf32 = err()
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert fp32 < 1e-5                            # float32: about 1e-6 here
+    if torch.cuda.get_device_capability()[0] >= 8:
+        assert tf32 > 10 * fp32                   # TF32 (Ampere and later): about 1e-3
+
+
+def test_ties_of_quantized_logits_go_to_the_first_class():
+    """bgs19 logits are quantized (N = 2: every logit is +-1, so ties are the rule): the predicted class is the
+    first maximal one, as numpy's argmax (documented: the first occurrence) takes it."""
+    from qmf_lite.training import _accuracy
+
+    model = QuantizedMLPBatch([NetSpec.optimal(2, seed=3)], 64, 10, 3, 16, device="cpu", layout="bgs19")
+    x, y = DIGITS.x_test[:200], DIGITS.y_test[:200]
+    with torch.no_grad():
+        logits = model(x)[0].numpy()
+    assert (np.sort(logits, -1)[:, -1] == np.sort(logits, -1)[:, -2]).mean() > 0.5       # mostly ties
+    expected = float((np.argmax(logits, -1) == y.numpy()).mean())
+    assert float(_accuracy(model, x, y, 64)[0]) == pytest.approx(expected, abs=1e-7)

@@ -4,9 +4,9 @@
   process, and a tqdm bar in a built page would be a widget that loads require.js and a widget
   manager from public CDNs. ``TQDM_DISABLE=1`` turns every tqdm bar off (set it to 0 to keep them).
 * The book has no Thebe (live code) button, but sphinx-thebe, which Jupyter Book always loads,
-  writes its configuration script into every page; after an incremental build the registry holds
-  it twice, and the page then fails with "Identifier 'THEBE_JS_URL' has already been declared".
-  Its scripts are left out of the pages.
+  writes its configuration script into every page, and writes it twice (its set-up is attached to
+  an event that fires twice in Jupyter Book's build), so that every page failed with "Identifier
+  'THEBE_JS_URL' has already been declared". Its scripts are left out of the pages.
 * ``_static/qmf.css``: figures and display math on narrow screens.
 """
 from __future__ import annotations

@@ -7,6 +7,8 @@
   writes its configuration script into every page, and writes it twice (its set-up is attached to
   an event that fires twice in Jupyter Book's build), so that every page failed with "Identifier
   'THEBE_JS_URL' has already been declared". Its scripts are left out of the pages.
+* The theme's light/dark switch starts in "auto" mode; without a default the theme logged
+  "Got invalid theme mode" as an error on a reader's first visit.
 * ``_static/qmf.css``: figures and display math on narrow screens.
 """
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 
 
 def _drop_thebe(app, pagename, templatename, context, doctree):
+    if not context.get("default_mode"):
+        context["default_mode"] = "auto"
     scripts = context.get("script_files")
     if not scripts:
         return
@@ -31,5 +35,5 @@ def _drop_thebe(app, pagename, templatename, context, doctree):
 def setup(app):
     os.environ.setdefault("TQDM_DISABLE", "1")
     app.add_css_file("qmf.css")
-    app.connect("html-page-context", _drop_thebe)
+    app.connect("html-page-context", _drop_thebe, priority=900)   # after the theme's own handlers
     return {"parallel_read_safe": True, "parallel_write_safe": True}

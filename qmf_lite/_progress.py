@@ -5,10 +5,13 @@ with the package, only when a bar is actually shown.
 """
 from __future__ import annotations
 
+import os
+
 
 def progress(iterable, enabled, **kwargs):
-    """``iterable`` wrapped in a tqdm bar when ``enabled``, else unchanged."""
-    if not enabled:
+    """``iterable`` wrapped in a tqdm bar when ``enabled`` (and ``$TQDM_DISABLE`` is not set), else unchanged."""
+    # TQDM_DISABLE=1 (set by the book's build) turns bars off: tqdm's notebook bar ignores it itself
+    if not enabled or os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes"):
         return iterable
     from tqdm.auto import tqdm
 

@@ -336,6 +336,18 @@ REGISTRY["book.scale"] = Entry({})
 REGISTRY["book.profile"] = Entry(dict(fast={"n": 1}, paper={"n": 2}))
 REGISTRY["book.glue"] = Entry(dict(name="fuzz_value", value=1.5, display=False), any_type=("value",))
 REGISTRY["book.use_style"] = Entry({})
+
+
+def _small_figure():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 2))
+    fig.add_subplot().plot([0, 1], [0, 1])
+    return {"fig": fig, "base64": False}
+
+
+REGISTRY["book.figure_png"] = Entry(_small_figure)
+REGISTRY["book.png_text"] = Entry(dict(data=b"\x89PNG\r\n\x1a\n"))
 REGISTRY["book.table"] = Entry(dict(rows=[[1, 2.5], [2, 3.5]], headers=["n", "x"], formats=["d", ".2f"]))
 
 

@@ -133,3 +133,50 @@ def test_api_reference_is_built_with_every_entry(built_book):
     # the formulas render through MathJax: the maps page carries display math from the docstrings
     maps = (built_book / "book" / "api" / "maps.html").read_text()
     assert "\\sigma_w^2" in maps and 'class="math' in maps
+
+
+def _titles(built_book):
+    """The title of every page of the table of contents, as its <title> shows it (without the book's)."""
+    out = {}
+    for f in toc_files():
+        html = (built_book / f"{f}.html").read_text(encoding="utf-8")
+        title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+        out[f] = re.split(r"\s+[—–-]\s+Quantized networks at initialization", title)[0].strip()
+    return out
+
+
+def test_page_titles_are_plain_text_and_unique(built_book):
+    """Search results, the sidebar and the browser tab show titles as text: no TeX in them, and no
+    two pages with one title."""
+    titles = _titles(built_book)
+    tex = {f: t for f, t in titles.items() if re.search(r"\\[(a-zA-Z]|\$", t)}
+    assert not tex, f"TeX in page titles: {tex}"
+    seen = {}
+    for f, t in titles.items():
+        seen.setdefault(t.lower(), []).append(f)
+    assert not {t: fs for t, fs in seen.items() if len(fs) > 1}, f"pages share a title: {seen}"
+    index = (built_book / "searchindex.js").read_text(encoding="utf-8")
+    data = json.loads(index[index.index("(") + 1:index.rindex(")")])
+    shown = list(data["titles"]) + list(data.get("alltitles", {}))
+    assert not [t for t in shown if re.search(r"\\[(a-zA-Z]|\$", t)], "TeX in the search index's titles"
+    sidebar = (built_book / "book" / "intro.html").read_text(encoding="utf-8")
+    nav = sidebar[sidebar.index("bd-sidenav"):]
+    nav = nav[:nav.index("</nav>")]
+    assert "\\(" not in nav and "$" not in nav, "TeX in the sidebar"
+
+
+@pytest.mark.parametrize("nb_path", chapter_notebooks(), ids=lambda p: p.stem)
+def test_chapter_page_has_no_bare_toggles_widgets_or_bookkeeping(built_book, nb_path):
+    """Folded code says what it holds; no widget; no glue bookkeeping or timings shown."""
+    html = (built_book / nb_path.relative_to(ROOT).with_suffix(".html")).read_text(encoding="utf-8")
+    assert "Show code cell" not in html, "a folded cell with the bare 'Show code cell ...' toggle"
+    assert "application/vnd.jupyter.widget" not in html and "require.min.js" not in html, "a widget in the page"
+    heavy = 0
+    for cell in html.split('<div class="cell ')[1:]:
+        classes, code = cell[:cell.index('"')], cell.split('<div class="cell_output')[0]
+        folded = any(f"tag_{t}" in classes for t in ("hide-input", "hide-cell", "remove-input", "remove-cell"))
+        heavy += not folded and code.count(">glue</span>") >= 8
+    assert not heavy, f"{heavy} unfolded code cells hold eight or more glue(...) lines of bookkeeping"
+    outputs = re.findall(r'<div class="output stream highlight-myst-ansi notranslate">.*?<pre>(.*?)</pre>', html, re.S)
+    timings = [o for o in outputs if re.fullmatch(r"\s*[\d.]+ s\s*", re.sub(r"<[^>]+>", "", o))]
+    assert not timings, f"bare timing outputs shown: {timings}"

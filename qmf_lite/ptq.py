@@ -183,9 +183,11 @@ class Alphabet:
 
     @property
     def bits(self):
-        """Deprecated: ``log2(n_levels)``, now :attr:`log2_levels`. "bits" means too many things (the
-        authors' ``bits`` give ``2**bits + 1`` levels); use :attr:`log2_levels`, :attr:`storage_bits`
-        or :attr:`n_levels`."""
+        """``log2(n_levels)``, deprecated in favour of :attr:`log2_levels`.
+
+        "bits" means too many things (the authors' ``bits`` give ``2**bits + 1`` levels); use
+        :attr:`log2_levels`, :attr:`storage_bits` or :attr:`n_levels`.
+        """
         warnings.warn("Alphabet.bits is deprecated: it is log2(n_levels), now Alphabet.log2_levels "
                       "(see also Alphabet.storage_bits and Alphabet.n_levels)", DeprecationWarning, stacklevel=2)
         return self.log2_levels

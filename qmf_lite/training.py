@@ -816,7 +816,7 @@ def halfway_depth(depths, accuracy, chance):
 
 
 _ROW_KEYS = ("levels", "sigma_w", "seed", "depth", "step", "train_acc", "test_acc")
-#: seeding rules of :func:`run_grid`
+#: seeding rules of :func:`qmf_lite.run_grid`
 SEEDINGS = ("cell", "shared")
 #: version of the bundle files of :func:`run_grid` (``bundle=``)
 BUNDLE_SCHEMA = "qmf_lite-bundle-1"
@@ -1044,13 +1044,15 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         can run the grid at once and their bundles merge (:func:`qmf_lite.fig3.merge`). Networks
         of other shares found in the cache are returned too.
 
-    Work order: depths ``depths[::2]`` first (for the paper's 10, 35, ..., 260: 10, 60, 110, 160,
-    210, 260), then the others, each depth's networks in the order of ``levels x sigma_w x seeds``.
-
     Returns
     -------
     GridResult
         Rows of every network done, sorted by depth, step and spec; ``missing`` lists the others.
+
+    Notes
+    -----
+    The work order: depths ``depths[::2]`` first (for the paper's 10, 35, ..., 260: 10, 60, 110, 160,
+    210, 260), then the others, each depth's networks in the order of ``levels x sigma_w x seeds``.
     """
     from .data import Dataset, cache_dir, load_dataset
 

@@ -57,10 +57,16 @@ import numpy as np
 from ._validate import check_bool, check_path, check_positive, check_real_in
 
 __all__ = ["PROFILES", "DATA_FILE", "SCHEMA", "profile_config", "config_hash", "run", "produce", "write", "load",
-           "merge", "is_stale", "boundary", "fit_exponent", "FIG3_CHANCE", "AUTHORS_NOTEBOOK_DEPTHS"]
+           "merge", "is_stale", "boundary", "fit_exponent", "FIG3_CHANCE", "AUTHORS_NOTEBOOK_DEPTHS",
+           "DATA_FILES", "DATA_URL", "fetch_data"]
 
 #: where ``python -m qmf_lite fig3 --profile paper`` writes by default (relative to the repository root)
 DATA_FILE = "book/data/fig3_paper.json"
+#: the Fig. 3 data files the book ships in ``book/data`` (the paper-scale one once it has been produced)
+DATA_FILES = ("fig3_paper.json", "fig3_paper_digits.json")
+#: where :func:`fetch_data` finds them: ``book/data`` of the book's repository (``repository.url`` in
+#: ``_config.yml``) at the git tag of this package's version, the one the chapters' Colab set-up installs
+DATA_URL = "https://github.com/qmf-book/quantized-mean-field/raw/v{version}/book/data"
 #: version of the data file's layout
 SCHEMA = 1
 #: chance accuracy of the ten-class tasks
@@ -462,3 +468,129 @@ def _check_halfway_depths(l_half):
     if bad.any():
         raise ValueError(f"l_half must be finite and > 0, or NaN, got {arr[bad][:3]}")
     return arr
+
+
+def fetch_data(names=DATA_FILES, *, url=None, folder=None, timeout=30.0):
+    """Fetch the book's Fig. 3 data files for a chapter run outside the repository (Colab).
+
+    In the repository the data files lie beside chapter 7 (``book/data``) and nothing is fetched.
+    Elsewhere this copies each of ``names`` from ``url + "/" + name`` into ``folder``, unless the
+    folder has it already, and returns the folder and one line that says what it did. A file is
+    checked with :func:`load` before it is moved into place (written atomically, so a broken
+    download leaves no file behind).
+
+    Parameters
+    ----------
+    names : sequence of str
+        File names (no folder part, ending in ``.json``), at least one; default :data:`DATA_FILES`.
+        A name the repository does not hold at that version (HTTP 404: the paper-scale file before
+        it is produced) is skipped and named in the message.
+    url : str, optional
+        The folder to fetch from, an ``http://``, ``https://`` or ``file://`` URL; default
+        :data:`DATA_URL` at this package's version (``qmf_lite.__version__``).
+    folder : path, optional
+        Where the files go; default :func:`qmf_lite.cache_dir` ``("fig3", "v" + version)``.
+    timeout : float
+        Seconds to wait for each file, finite and > 0.
+
+    Returns
+    -------
+    folder : pathlib.Path or None
+        The folder, when it holds at least one of ``names`` (fetched now or before); else None.
+    message : str
+        One line: what was fetched or found, or why nothing could be (offline, a bad file).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> src, dst = pathlib.Path(tempfile.mkdtemp()), pathlib.Path(tempfile.mkdtemp())
+    >>> got, msg = fetch_data(["fig3_x.json"], url=src.as_uri(), folder=dst)
+    >>> got is None, msg.startswith("no Fig. 3 data file")
+    (True, True)
+    """
+    import pathlib
+    import urllib.error
+    import urllib.request
+
+    from . import __version__
+    from ._cache import atomic_write_bytes
+
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise ValueError(f"names must be a sequence of file names, got {names!r}")
+    names = list(names)
+    if not names:
+        raise ValueError("names must hold at least one file name, got an empty sequence")
+    for name in names:
+        if (not isinstance(name, str) or not name.endswith(".json") or name in (".json",)
+                or "/" in name or "\\" in name or name.startswith(".")):
+            raise ValueError(f"names must be plain file names ending in .json (no folder part), got {name!r}")
+    if url is None:
+        url = DATA_URL.format(version=__version__)
+    if not isinstance(url, str) or not url.startswith(("http://", "https://", "file://")):
+        raise ValueError(f"url must be an http://, https:// or file:// URL (a string), got {url!r}")
+    timeout = float(check_positive(timeout, "timeout", allow_array=False))
+    if folder is None:
+        from .data import cache_dir
+        folder = cache_dir("fig3", f"v{__version__}")
+    folder = check_path(folder, "folder")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"folder must be a folder, got the file {str(folder)!r}")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    fetched, cached, absent, bad = [], [], [], []
+    failure = None
+    for name in names:                          # copies fetched before count even when offline now
+        if (folder / name).is_file():
+            try:
+                load(folder / name)
+                cached.append(name)
+            except ValueError:                  # a damaged copy: fetch it again
+                (folder / name).unlink()
+    for name in names:
+        if name in cached:
+            continue
+        target = folder / name
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/{name}", timeout=timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                absent.append(name)
+                continue
+            failure = f"HTTP {exc.code} for {name}"
+            break
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, FileNotFoundError):
+                absent.append(name)             # (a file:// folder without that file)
+                continue
+            failure = str(getattr(exc, "reason", exc))
+            break
+        part = folder / (name + ".download")
+        atomic_write_bytes(part, body)
+        try:
+            load(part)
+        except ValueError:
+            part.unlink()
+            bad.append(name)
+            continue
+        part.replace(target)                    # (atomic: the same folder)
+        fetched.append(name)
+
+    held = fetched + cached
+    notes = []
+    if absent:
+        notes.append(f"not in the repository at that version: {', '.join(absent)}")
+    if bad:
+        notes.append(f"not a Fig. 3 data file, discarded: {', '.join(bad)}")
+    if failure is not None:
+        notes.append(f"fetching failed ({failure}); offline? run the chapter again once online")
+    tail = "; " + "; ".join(notes) if notes else ""
+    if fetched:
+        msg = f"fetched the Fig. 3 data file(s) {', '.join(fetched)} from {url} into {folder}"
+        if cached:
+            msg += f" (already there: {', '.join(cached)})"
+    elif cached:
+        msg = f"using the Fig. 3 data file(s) {', '.join(cached)} fetched before into {folder}"
+    else:
+        msg = f"no Fig. 3 data file could be fetched from {url}"
+    return (folder if held else None), msg + tail

@@ -327,3 +327,105 @@ def test_a_partial_file_of_the_paper_profile_is_current(tmp_path):
     assert not fig3.is_stale(meta, "paper") and len(meta["done"]) == 12 and len(grid.missing) == 14 * 11 - 12
     with pytest.raises(ValueError, match="meta must be None or a dict without the keys done and missing"):
         fig3.write(out, grid, cfg, {"done": []})
+
+
+# --- fetch_data: the chapter's data files outside the repository (a local server, never the network) ---
+def _serve(folder):
+    """An HTTP server on 127.0.0.1 serving ``folder``; returns (base URL, list of requested paths, server)."""
+    import functools
+    import http.server
+    import threading
+
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_request(self, *args):
+            requested.append(self.path)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}/data", requested, httpd
+
+
+def _fetch_fixture(tmp_path):
+    src = tmp_path / "repo" / "data"
+    src.mkdir(parents=True)
+    grid = qmf.GridResult([{"levels": 3, "sigma_w": 1.0, "seed": 0, "depth": 4, "step": 1, "train_acc": 0.5,
+                            "test_acc": 0.75}], {}, 1.0)
+    fig3.write(src / "fig3_paper_digits.json", grid, _tiny_config(), {"device": "cpu"})
+    (src / "fig3_broken.json").write_text('{"schema": 1, "rows": []')       # cut off mid-download
+    return src
+
+
+def test_fetch_data_fetches_checks_and_reuses_files(tmp_path):
+    src = _fetch_fixture(tmp_path)
+    url, requested, httpd = _serve(src.parent)
+    dest = tmp_path / "cache"
+    try:
+        folder, msg = fig3.fetch_data(["fig3_paper.json", "fig3_paper_digits.json", "fig3_broken.json"],
+                                      url=url, folder=dest, timeout=10)
+        assert folder == dest
+        assert sorted(p.name for p in dest.iterdir()) == ["fig3_paper_digits.json"]   # no partial file left
+        assert (dest / "fig3_paper_digits.json").read_bytes() == (src / "fig3_paper_digits.json").read_bytes()
+        g, meta = fig3.load(dest / "fig3_paper_digits.json")
+        assert g.rows[0]["test_acc"] == 0.75
+        assert "\n" not in msg
+        assert msg.startswith(f"fetched the Fig. 3 data file(s) fig3_paper_digits.json from {url} into {dest}")
+        assert "not in the repository at that version: fig3_paper.json" in msg
+        assert "not a Fig. 3 data file, discarded: fig3_broken.json" in msg
+        assert len(requested) == 3
+        # a second call finds the file and asks the server only for the two it does not hold
+        folder, msg = fig3.fetch_data(["fig3_paper.json", "fig3_paper_digits.json"], url=url, folder=dest)
+        assert folder == dest and msg.startswith("using the Fig. 3 data file(s) fig3_paper_digits.json fetched before")
+        assert requested[3:] == ["/data/fig3_paper.json"]
+        # a damaged cached copy is fetched again
+        (dest / "fig3_paper_digits.json").write_text("{")
+        folder, msg = fig3.fetch_data(["fig3_paper_digits.json"], url=url, folder=dest)
+        assert msg.startswith("fetched") and fig3.load(dest / "fig3_paper_digits.json")[0].rows == g.rows
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    # offline now: the copy fetched before is used, and the message says that the rest failed
+    folder, msg = fig3.fetch_data(["fig3_paper.json", "fig3_paper_digits.json"], url=url, folder=dest, timeout=5)
+    assert folder == dest and msg.startswith("using the Fig. 3 data file(s) fig3_paper_digits.json fetched before")
+    assert "fetching failed (" in msg
+
+
+def test_fetch_data_offline_says_so(tmp_path):
+    import socket
+
+    with socket.socket() as s:                  # a port on 127.0.0.1 that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/data"
+    folder, msg = fig3.fetch_data(url=url, folder=tmp_path / "cache", timeout=5)
+    assert folder is None and list((tmp_path / "cache").iterdir()) == []
+    assert msg.startswith(f"no Fig. 3 data file could be fetched from {url}") and "fetching failed (" in msg
+    assert "offline?" in msg and "\n" not in msg
+
+
+def test_fetch_data_from_a_file_url_and_bad_arguments(tmp_path):
+    src = _fetch_fixture(tmp_path)
+    folder, msg = fig3.fetch_data(["fig3_paper_digits.json", "fig3_paper.json"], url=src.as_uri(),
+                                  folder=tmp_path / "c")
+    assert folder == tmp_path / "c" and "not in the repository at that version: fig3_paper.json" in msg
+    for kwargs, match in ((dict(names="fig3_paper.json"), "names"), (dict(names=[]), "names"),
+                          (dict(names=["../x.json"]), "names"), (dict(names=["x.txt"]), "names"),
+                          (dict(url="ftp://host/data"), "url"), (dict(url=3), "url"),
+                          (dict(timeout=0), "timeout"), (dict(timeout=float("nan")), "timeout"),
+                          (dict(folder=src / "fig3_paper_digits.json"), "folder")):
+        with pytest.raises(ValueError, match=match):
+            fig3.fetch_data(**{"url": src.as_uri(), "folder": tmp_path / "d", **kwargs})
+
+
+def test_fetch_data_default_source_is_the_books_repository_at_this_version():
+    """DATA_URL is repository.url of _config.yml (the set-up cells' URL) and DATA_FILES every shipped file."""
+    import yaml
+
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    assert fig3.DATA_URL == repo + "/raw/v{version}/book/data"
+    shipped = {p.name for p in (ROOT / "book" / "data").glob("fig3_*.json")}
+    assert shipped <= set(fig3.DATA_FILES) and pathlib.Path(fig3.DATA_FILE).name in fig3.DATA_FILES

@@ -88,6 +88,7 @@ import math
 import multiprocessing
 import numbers
 import os
+import pathlib
 import re
 import resource
 import signal
@@ -623,6 +624,18 @@ REGISTRY["fig3.produce"] = Entry(lambda: dict(profile="fast", out="fig3_out.json
 REGISTRY["fig3.write"] = Entry(lambda: dict(path="fig3_w.json", grid=_fig3_grid(), config=_fig3_config(),
                                             meta={"device": "cpu"}))
 REGISTRY["fig3.load"] = Entry(lambda: dict(path=_fig3_file()))
+
+
+def _fig3_source():
+    """A folder holding one Fig. 3 data file, as a file:// URL (fetch_data without a network)."""
+    src = os.path.abspath("fig3_source")
+    os.makedirs(src, exist_ok=True)
+    qmf.fig3.write(os.path.join(src, "fig3_paper_digits.json"), _fig3_grid(), _fig3_config(), {"device": "cpu"})
+    return pathlib.Path(src).as_uri()
+
+
+REGISTRY["fig3.fetch_data"] = Entry(lambda: dict(names=["fig3_paper_digits.json"], url=_fig3_source(),
+                                                 folder="fig3_fetched", timeout=5.0))
 
 
 def _fig3_bundle():

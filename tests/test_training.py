@@ -546,7 +546,7 @@ def test_code_fingerprint_ignores_comments_and_docstrings(tmp_path, monkeypatch)
     first = run_grid([3], [3], **SMALL)
     cosmetic = original.replace('    """Train every network of ``model`` with SGD on cross-entropy, in lockstep.',
                                 '    # a comment\n    """Train the networks of ``model`` (a reworded docstring).')
-    cosmetic = cosmetic.replace("    Work order: depths", "    The order of the work: depths")     # run_grid's docstring
+    cosmetic = cosmetic.replace("    The work order: depths", "    The order of the work: depths")     # run_grid's docstring
     cosmetic = cosmetic.replace("def _work_order(depths):", "def _work_order(depths):\n    depths = list(depths)")
     assert cosmetic.count("a comment") == 1 and "list(depths)" in cosmetic and "The order of the work" in cosmetic
     edited(cosmetic)

@@ -74,19 +74,12 @@ def site_url(root=ROOT):
 
 def chapters(root=ROOT):
     """The notebooks of the table of contents, as paths relative to the root without suffix."""
-    toc = yaml.safe_load((pathlib.Path(root) / "_toc.yml").read_text())
-    files = [toc["root"]]
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from assignments.source import chapters_in_toc
 
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return [f for f in files if (pathlib.Path(root) / f"{f}.ipynb").exists()]
+    root = pathlib.Path(root)
+    return [path.relative_to(root).with_suffix("").as_posix() for path in chapters_in_toc(root)]
 
 
 def run_builder(root=ROOT):

@@ -470,6 +470,33 @@ def _check_halfway_depths(l_half):
     return arr
 
 
+def _fetch_arguments(names, url, folder, timeout):
+    """The checked arguments of :func:`fetch_data`: names, url, folder and timeout."""
+    from . import __version__
+
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+        raise ValueError(f"names must be a sequence of file names, got {names!r}")
+    names = list(names)
+    if not names:
+        raise ValueError("names must hold at least one file name, got an empty sequence")
+    for name in names:
+        if (not isinstance(name, str) or not name.endswith(".json") or name in (".json",)
+                or "/" in name or "\\" in name or name.startswith(".")):
+            raise ValueError(f"names must be plain file names ending in .json (no folder part), got {name!r}")
+    if url is None:
+        url = DATA_URL.format(version=__version__)
+    if not isinstance(url, str) or not url.startswith(("http://", "https://", "file://")):
+        raise ValueError(f"url must be an http://, https:// or file:// URL (a string), got {url!r}")
+    timeout = float(check_positive(timeout, "timeout", allow_array=False))
+    if folder is None:
+        from .data import cache_dir
+        folder = cache_dir("fig3", f"v{__version__}")
+    folder = check_path(folder, "folder")
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"folder must be a folder, got the file {str(folder)!r}")
+    return names, url, folder, timeout
+
+
 def fetch_data(names=DATA_FILES, *, url=None, folder=None, timeout=30.0):
     """Fetch the book's Fig. 3 data files for a chapter run outside the repository (Colab).
 
@@ -512,29 +539,9 @@ def fetch_data(names=DATA_FILES, *, url=None, folder=None, timeout=30.0):
     import urllib.error
     import urllib.request
 
-    from . import __version__
     from ._cache import atomic_write_bytes
 
-    if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
-        raise ValueError(f"names must be a sequence of file names, got {names!r}")
-    names = list(names)
-    if not names:
-        raise ValueError("names must hold at least one file name, got an empty sequence")
-    for name in names:
-        if (not isinstance(name, str) or not name.endswith(".json") or name in (".json",)
-                or "/" in name or "\\" in name or name.startswith(".")):
-            raise ValueError(f"names must be plain file names ending in .json (no folder part), got {name!r}")
-    if url is None:
-        url = DATA_URL.format(version=__version__)
-    if not isinstance(url, str) or not url.startswith(("http://", "https://", "file://")):
-        raise ValueError(f"url must be an http://, https:// or file:// URL (a string), got {url!r}")
-    timeout = float(check_positive(timeout, "timeout", allow_array=False))
-    if folder is None:
-        from .data import cache_dir
-        folder = cache_dir("fig3", f"v{__version__}")
-    folder = check_path(folder, "folder")
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"folder must be a folder, got the file {str(folder)!r}")
+    names, url, folder, timeout = _fetch_arguments(names, url, folder, timeout)
     folder.mkdir(parents=True, exist_ok=True)
 
     fetched, cached, absent, bad = [], [], [], []

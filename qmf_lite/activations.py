@@ -18,6 +18,7 @@ import numpy as np
 from scipy import special
 
 from . import gaussian
+from ._common import is_torch
 from ._validate import _as_float_array, check_bool, check_levels, check_positive
 
 __all__ = [
@@ -40,10 +41,6 @@ __all__ = [
 VALUE_MAX = 1e100
 #: the most levels a QuantizedActivation stores (two float64 arrays of that length: 32 MiB each)
 MAX_STORED_LEVELS = 2**22
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.split(".")[0] == "torch"
 
 
 class Activation:
@@ -87,7 +84,7 @@ class Activation:
 
     def __call__(self, x):
         """phi(x) on a numpy array (float64 out) or a torch tensor (same dtype and device out)."""
-        return self._torch(x) if _is_torch(x) else self._numpy(np.asarray(x, dtype=np.float64))
+        return self._torch(x) if is_torch(x) else self._numpy(np.asarray(x, dtype=np.float64))
 
     def derivative(self, x):
         """phi'(x) on numpy arrays."""

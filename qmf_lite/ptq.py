@@ -52,6 +52,7 @@ import warnings
 
 import numpy as np
 
+from ._common import check_seed_or_generator, is_torch, numpy_generator, torch_generator
 from ._validate import (check_bool, check_int, check_int_range, check_nonnegative, check_one_of, check_positive,
                         check_real_array, check_real_in)
 
@@ -83,12 +84,6 @@ _MAX_INDEX = 2**61
 _C_MIN, _C_MAX = 1e-6, 1e6
 #: the most CPU threads a call may ask for
 _MAX_THREADS = 1024
-#: the largest integer seed (numpy and torch generators both take it)
-_MAX_SEED = 2**63 - 1
-
-
-def _is_torch(x):
-    return type(x).__module__.split(".")[0] == "torch"
 
 
 def max_index_for_bits(bits):
@@ -209,7 +204,7 @@ class Alphabet:
 
 def _max_abs_rowwise_mean(weight):
     with np.errstate(over="ignore"):   # an overflowing mean is refused by the caller
-        if _is_torch(weight):   # the same float64 sum as numpy's, so that both give the same step to the last bit
+        if is_torch(weight):   # the same float64 sum as numpy's, so that both give the same step to the last bit
             return float(np.mean(weight.detach().abs().amax(dim=1).double().cpu().numpy()))
         return float(np.abs(weight).max(axis=1).mean())
 
@@ -308,7 +303,7 @@ def _index_input(x, alphabet, name):
     anyway), so that the division cannot overflow; the infinite grid requires ``|x| <= 2**52 step``.
     """
     _check_alphabet(alphabet)
-    torch_mode = _is_torch(x)
+    torch_mode = is_torch(x)
     x = _check_tensor(x, name) if torch_mode else check_real_array(x, name)
     largest = (float(x.abs().max()) if x.numel() else 0.0) if torch_mode else (float(np.abs(x).max()) if x.size else 0.0)
     if alphabet.finite:
@@ -364,57 +359,25 @@ def stochastic_index(x, alphabet, seed=None):
     >>> sorted(set(k.tolist())), bool(abs(k.mean() - 0.3) < 0.01)
     ([0, 1], True)
     """
-    _check_seed(seed)
+    check_seed_or_generator(seed)
     x, torch_mode = _index_input(x, alphabet, "x")
     if torch_mode:
         import torch
 
-        gen = _torch_generator(seed, x.device)
+        gen = torch_generator(seed, x.device)
         v = x / alphabet.step
         k = torch.floor(v)
         k = k + (torch.rand(v.shape, generator=gen, device=v.device, dtype=v.dtype) < v - k).to(v.dtype)
         if alphabet.finite:
             k = k.clamp(-alphabet.max_index, alphabet.max_index)
         return k.long()
-    rng = _numpy_generator(seed)
+    rng = numpy_generator(seed)
     v = x / alphabet.step
     k = np.floor(v)
     k = k + (rng.random(v.shape) < v - k)
     if alphabet.finite:
         k = np.clip(k, -alphabet.max_index, alphabet.max_index)
     return k.astype(np.int64)
-
-
-def _check_seed(seed):
-    """None, an integer in [0, 2**63 - 1], or a numpy or torch generator (which kind fits is checked on use)."""
-    if seed is None or isinstance(seed, np.random.Generator) or type(seed).__name__ == "Generator" and _is_torch(seed):
-        return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"seed must be None, an integer in [0, 2**63 - 1] or a numpy or torch Generator, got {seed!r}")
-    return int(seed)
-
-
-def _numpy_generator(seed):
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED):
-        raise ValueError(f"seed must be None, an integer in [0, 2**63 - 1] or a numpy Generator, got {seed!r}")
-    return np.random.default_rng(seed)
-
-
-def _torch_generator(seed, device):
-    import torch
-
-    if isinstance(seed, torch.Generator):
-        return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= _MAX_SEED):
-        raise ValueError(f"seed must be None, an integer in [0, 2**63 - 1] or a torch Generator, got {seed!r}")
-    gen = torch.Generator(device=device)
-    if seed is None:
-        gen.seed()
-    else:
-        gen.manual_seed(int(seed))
-    return gen
 
 
 @dataclasses.dataclass
@@ -452,18 +415,18 @@ class QuantizedLayer:
         if self.residual is None:
             raise ValueError("this layer was quantized without calibration data (residual is None)")
         r = self.residual
-        sq = float((r.double() ** 2).sum()) if _is_torch(r) else float(np.sum(np.square(r, dtype=np.float64)))
+        sq = float((r.double() ** 2).sum()) if is_torch(r) else float(np.sum(np.square(r, dtype=np.float64)))
         return sq / self.reference_sq_norm
 
     @property
     def max_abs_index(self):
         """The largest :math:`|k|` used: the alphabet a finite grid would need to hold these weights."""
         k = self.index
-        return int(k.abs().max()) if _is_torch(k) else int(np.abs(k).max())
+        return int(k.abs().max()) if is_torch(k) else int(np.abs(k).max())
 
 
 def _check_weight(weight):
-    if _is_torch(weight):
+    if is_torch(weight):
         if weight.ndim != 2 or weight.shape[0] < 1 or weight.shape[1] < 1:
             raise ValueError(f"weight must be a 2-D array of shape (N_out, N_in), got shape {tuple(weight.shape)}")
         return _check_tensor(weight, "weight")
@@ -476,7 +439,7 @@ def _check_weight(weight):
 def _check_data(x, name, n_in, torch_mode):
     if x is None:
         raise ValueError(f"{name} is required for GPFQ and SPFQ: calibration inputs of shape (m, N_in)")
-    if torch_mode != _is_torch(x):
+    if torch_mode != is_torch(x):
         raise ValueError(f"{name} must be a torch tensor when weight is one, and a numpy array otherwise")
     x = _check_tensor(x, name) if torch_mode else check_real_array(x, name)
     shape = tuple(x.shape)
@@ -664,7 +627,7 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
                                                                        threads)
     _check_alphabet(alphabet)
     weight = _check_weight(weight)
-    torch_mode = _is_torch(weight)
+    torch_mode = is_torch(weight)
     dtype = _check_dtype(dtype, torch_mode)
     n_out, n_in = weight.shape
     if not alphabet.finite:
@@ -684,10 +647,10 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
 
     if torch_mode:
         ops = _Torch(dtype, weight.device)
-        gen = _torch_generator(seed, weight.device) if method == "spfq" else None
+        gen = torch_generator(seed, weight.device) if method == "spfq" else None
     else:
         ops = _Numpy(dtype)
-        gen = _numpy_generator(seed) if method == "spfq" else None
+        gen = numpy_generator(seed) if method == "spfq" else None
 
     with _cpu_threads(threads, torch_mode, ops), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         qt, u, ref_sq, n_dead = _quantize(ops, weight, x, xq, alphabet, method, gen, dead_tol, dead_fill, block, torch_mode)
@@ -710,7 +673,7 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
 def _check_options(method, seed, dead_tol, dead_fill, block, threads):
     """The settings shared by quantize_layer and quantize_mlp, validated."""
     method = check_one_of(method, "method", METHODS)
-    seed = _check_seed(seed)
+    seed = check_seed_or_generator(seed)
     tol = check_nonnegative(dead_tol, "dead_tol")
     if tol.ndim:
         raise ValueError(f"dead_tol must be a single finite number >= 0, got an array of shape {tol.shape}")
@@ -871,7 +834,7 @@ def quantize_mlp(model, x, *, bits, method="gpfq", C=1.16, finite=True, seed=Non
     C = check_real_in(C, "C", _C_MIN, _C_MAX)
     finite = check_bool(finite, "finite")
     dtype = _check_dtype(dtype, True)
-    gen = _torch_generator(seed, x.device) if method == "spfq" else None
+    gen = torch_generator(seed, x.device) if method == "spfq" else None
     qmodel = copy.deepcopy(model)
     results = []
     with torch.no_grad():
@@ -914,11 +877,11 @@ def relative_error(reference, approx):
     >>> relative_error(np.array([3.0, 4.0]), np.array([3.0, 3.0]))
     0.04
     """
-    if _is_torch(reference) or _is_torch(approx):
+    if is_torch(reference) or is_torch(approx):
         import torch
 
-        device = (reference if _is_torch(reference) else approx).device
-        a, b = (_check_tensor(v, name).detach().double() if _is_torch(v)
+        device = (reference if is_torch(reference) else approx).device
+        a, b = (_check_tensor(v, name).detach().double() if is_torch(v)
                 else torch.as_tensor(check_real_array(v, name), device=device)
                 for v, name in ((reference, "reference"), (approx, "approx")))
         if a.shape != b.shape:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import warnings
 from collections.abc import Iterable
 
@@ -46,6 +45,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 
+from ._common import is_torch, numpy_generator, torch_generator
 from ._validate import (_as_float_array, check_bool, check_callable, check_choice, check_finite, check_int,
                         check_positive, check_probability, check_real, check_seed)
 
@@ -104,32 +104,9 @@ def _positive(value, name, scalar=True):
     return check_positive(value, name)
 
 
-def _is_torch(x):
-    return type(x).__module__.split(".")[0] == "torch"
-
-
-def _numpy_rng(rng, name="rng"):
-    """A numpy Generator: ``rng`` itself, or one seeded by the integer ``rng`` in [0, 2**63 - 1]."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
-        raise ValueError(f"{name} must be an integer seed in [0, 2**63 - 1] or a numpy Generator, got {rng!r}")
-    return np.random.default_rng(check_seed(rng, name))
-
-
-def _torch_generator(rng, device, name="rng"):
-    import torch
-
-    if isinstance(rng, torch.Generator):
-        return rng
-    if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
-        raise ValueError(f"{name} must be an integer seed in [0, 2**63 - 1] or a torch.Generator, got {rng!r}")
-    return torch.Generator(device=device).manual_seed(check_seed(rng, name))
-
-
 def _check_weights(w, name="w"):
     """numpy float64 array or torch tensor (floating), without NaN."""
-    if _is_torch(w):
+    if is_torch(w):
         import torch
 
         if not isinstance(w, torch.Tensor) or not torch.is_floating_point(w):
@@ -142,7 +119,7 @@ def _check_weights(w, name="w"):
 
 def _check_finite_values(x, name):
     """A finite float64 array, or a floating-point torch tensor with finite entries."""
-    if _is_torch(x):
+    if is_torch(x):
         import torch
 
         if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x):
@@ -262,7 +239,7 @@ class Grid:
     def clip(self, w):
         """``w`` clipped to ``[low, high]`` (numpy array or torch tensor, same type back)."""
         w = _check_weights(w)
-        if _is_torch(w):
+        if is_torch(w):
             import torch
 
             return torch.clamp(w, self.low, self.high)
@@ -282,7 +259,7 @@ class Grid:
         :math:`a\,\mathrm{sign}(w)` with :math:`\mathrm{sign}(0) = +1`). Idempotent on the grid.
         """
         u = self._position(w)
-        if _is_torch(u):
+        if is_torch(u):
             import torch
 
             k = torch.clamp(torch.floor(u + 0.5), 0, self.n_levels - 1)
@@ -312,15 +289,15 @@ class Grid:
         ([0.0, 0.5], 0.2)
         """
         u = self._position(w)
-        if _is_torch(u):
+        if is_torch(u):
             import torch
 
-            gen = _torch_generator(rng, u.device)
+            gen = torch_generator(rng, u.device, "rng", allow_none=False)
             k0 = torch.floor(u)
             up = torch.rand(u.shape, generator=gen, device=u.device, dtype=u.dtype) < (u - k0)
             k = torch.clamp(k0 + up.to(u.dtype), 0, self.n_levels - 1)
         else:
-            rng = _numpy_rng(rng)
+            rng = numpy_generator(rng, "rng", allow_none=False)
             k0 = np.floor(u)
             k = np.clip(k0 + (rng.random(np.shape(u)) < (u - k0)), 0, self.n_levels - 1)
         return self._from_index(k)
@@ -348,10 +325,10 @@ def _step(w, g, lr, grid=None, wname="w"):
     g = _check_finite_values(g, "g")
     lr = _check_lr(lr)
     _broadcast((wname, "g", "lr"), w, g, np.asarray(lr))
-    if _is_torch(w) or _is_torch(g):  # a tensor and numbers: all become tensors like it
+    if is_torch(w) or is_torch(g):  # a tensor and numbers: all become tensors like it
         import torch
 
-        like = w if _is_torch(w) else g
+        like = w if is_torch(w) else g
         w, g = (torch.as_tensor(x, dtype=like.dtype, device=like.device) for x in (w, g))
         if not isinstance(lr, float):
             lr = torch.as_tensor(lr, dtype=like.dtype, device=like.device)
@@ -363,7 +340,7 @@ def _step(w, g, lr, grid=None, wname="w"):
 
 
 def _all_finite(x):
-    if _is_torch(x):
+    if is_torch(x):
         import torch
 
         return bool(torch.isfinite(x).all())
@@ -500,7 +477,7 @@ def run_rule(rule, grad, w0, *, lr, steps, grid=None, seed=0, bc_rounding="stoch
     lr = _check_lr(lr)
     steps = check_int(steps, "steps", 0, MAX_STEPS)
     every = check_int(every, "every", 1)
-    rng = _numpy_rng(seed, "seed")
+    rng = numpy_generator(seed, "seed", allow_none=False)
     w = check_finite(w0, "w0").copy()
     _broadcast(("lr", "w0"), np.asarray(lr), w)
     if rule in ("r", "sr"):
@@ -910,7 +887,7 @@ class LogisticProblem:
         teacher_scale = _positive(teacher_scale, "teacher_scale")
         if teacher_scale > MAX_TEACHER_SCALE:
             raise ValueError(f"teacher_scale must lie in (0, {MAX_TEACHER_SCALE:g}], got {teacher_scale!r}")
-        rng = _numpy_rng(seed, "seed")
+        rng = numpy_generator(seed, "seed", allow_none=False)
         x = rng.standard_normal((n, d))
         teacher = rng.standard_normal(d)
         teacher *= teacher_scale / np.linalg.norm(teacher)
@@ -959,7 +936,7 @@ class LogisticProblem:
         (``MAX_ENTRIES``) sampled inputs in all (chains x ``batch`` x ``d``).
         """
         w = self._weights(w)
-        rng = _numpy_rng(rng, "rng")
+        rng = numpy_generator(rng, "rng", allow_none=False)
         batch = check_int(batch, "batch", 1, MAX_ENTRIES)
         if math.prod(w.shape) * batch > MAX_ENTRIES:
             raise ValueError(f"batch must keep chains x batch x d at most 2**27 (1 GiB), got shape {w.shape} "
@@ -1002,7 +979,7 @@ class LogisticProblem:
         n_draws = check_int(n_draws, "n_draws", 1, MAX_ENTRIES)
         if n_draws * batch * self.d > MAX_ENTRIES:
             raise ValueError(f"n_draws * batch * d must be at most 2**27 (1 GiB), got {n_draws} * {batch} * {self.d}")
-        rng = _numpy_rng(seed, "seed")
+        rng = numpy_generator(seed, "seed", allow_none=False)
         g = self.minibatch_grad(np.broadcast_to(w, (n_draws, self.d)), rng, batch)
         return np.mean(np.abs(g - self.grad(w)), axis=0)
 

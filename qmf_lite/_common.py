@@ -10,6 +10,7 @@ Nothing here is public: the public functions check their arguments with these (o
 """
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -67,3 +68,43 @@ def torch_generator(seed, device, name="seed", *, allow_none=True):
     else:
         gen.manual_seed(int(seed))
     return gen
+
+
+def round_half_up(x):
+    """The nearest integer to ``x``, ties rounded up (towards +inf): ``floor(x + 1/2)``.
+
+    The one rounding convention of the package (``Grid.round``, the post-training quantizers, the
+    sigma-delta and low-precision codes). A numpy array (float64) or a torch tensor (its dtype) in,
+    the same kind out; ``round_half_up(-0.5) == 0`` and ``round_half_up(0.5) == 1``.
+    """
+    if is_torch(x):
+        import torch
+
+        return torch.floor(x + 0.5)
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+
+
+@contextlib.contextmanager
+def limit_threads(threads):
+    """Run the block with at most ``threads`` CPU threads in torch and in the BLAS that numpy uses,
+    restoring both afterwards (``None``: change nothing). Torch is only touched if already imported."""
+    if threads is None:
+        yield
+        return
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None and before != threads:
+        torch.set_num_threads(threads)
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            yield
+        else:
+            with threadpool_limits(limits=threads):
+                yield
+    finally:
+        if torch is not None and before != threads:
+            torch.set_num_threads(before)

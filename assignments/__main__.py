@@ -21,6 +21,7 @@ def main(argv=None):
     b.add_argument("chapters", nargs="*", help="chapter names (file stems, e.g. fixed_points); default: all")
     b.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(ROOT)})")
     b.add_argument("--root", type=pathlib.Path, default=ROOT, help="the book's root (with _toc.yml)")
+    b.add_argument("--jobs", type=int, default=1, help="chapters built at once, each in its own kernel (default 1)")
 
     g = sub.add_parser("grade", help="grade a folder of submitted notebooks",
                        description="Grades every file in SUBMISSIONS (one per student, named after the student) "
@@ -58,7 +59,7 @@ def main(argv=None):
     if args.command == "build":
         from .build import build
 
-        reports = build(root=args.root, out=args.out, names=args.chapters or None)
+        reports = build(root=args.root, out=args.out, names=args.chapters or None, jobs=args.jobs)
         failed = [r["chapter"] for r in reports if not r["ok"]]
         print(f"\nstudent notebooks: {args.out / 'student'}\nautograders (private): {args.out / 'autograder'}\n"
               f"summary: {args.out / 'summary.md'}")

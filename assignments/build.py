@@ -486,32 +486,87 @@ def _write_autograder(chapter, ag_dir, zip_path, root, requirements):
 
 # --------------------------------------------------------------------------------------------
 
-def build(root=ROOT, out=DEFAULT_OUT, names=None, log=print, **kwargs):
+def build(root=ROOT, out=DEFAULT_OUT, names=None, log=print, jobs=1, **kwargs):
     """Build the assignments of every chapter in ``_toc.yml`` that has exercises (or of ``names``).
 
-    Returns the list of reports; writes ``summary.json`` and ``summary.md`` in ``out``.
+    ``jobs`` chapters are built at once, each in its own worker process and kernel (the slowest
+    chapters of the last build first; the kernels then share the CPU threads, see
+    :func:`_worker_threads`). Returns the list of reports, in the book's order; writes
+    ``summary.json`` and ``summary.md`` in ``out``.
     """
     root, out = pathlib.Path(root), pathlib.Path(out)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 64:
+        raise ValueError(f"jobs must be an integer in [1, 64], got {jobs!r}")
     chapters = [read_chapter(p) for p in chapters_in_toc(root)]
     index = label_index(chapters, root)
     chosen = [c for c in chapters if c.exercises and (not names or c.name in names)]
     unknown = set(names or ()) - {c.name for c in chapters}
     if unknown:
         raise BuildError(f"no chapter called {sorted(unknown)} in _toc.yml; chapters: {[c.name for c in chapters]}")
-    reports = []
     for ch in chosen:
         log(f"building {ch.name}: {len(ch.exercises)} exercises, {len(ch.graded)} graded, {ch.points:g} points")
-        try:
-            reports.append(build_chapter(ch, out, index, root, log=log, **kwargs))
-        except Exception:
-            reports.append({"chapter": ch.name, "ok": False, "points": ch.points,
-                            "problems": ["the build crashed:\n" + traceback.format_exc()]})
-        r = reports[-1]
-        log(f"  {ch.name}: {'ok' if r['ok'] else 'FAILED'} ({r.get('build_s', '?')} s)")
-        for p in r["problems"]:
-            log("    - " + p.replace("\n", "\n      "))
+    if jobs == 1 or len(chosen) < 2:
+        reports = [_build_logged(ch, out, index, root, log, kwargs) for ch in chosen]
+    else:
+        reports = _build_in_parallel(chosen, out, index, root, log, jobs, kwargs)
     _summary(out, reports)
     return reports
+
+
+def _build_logged(ch, out, index, root, log, kwargs):
+    """One chapter's report (a crash of the build itself is reported as a problem), logged."""
+    try:
+        r = build_chapter(ch, out, index, root, log=log, **kwargs)
+    except Exception:
+        r = {"chapter": ch.name, "ok": False, "points": ch.points,
+             "problems": ["the build crashed:\n" + traceback.format_exc()]}
+    log(f"  {ch.name}: {'ok' if r['ok'] else 'FAILED'} ({r.get('build_s', '?')} s)")
+    for p in r["problems"]:
+        log("    - " + p.replace("\n", "\n      "))
+    return r
+
+
+def _worker_threads(jobs):
+    """CPU threads per chapter when ``jobs`` chapters run at once: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _worker_init(threads):
+    # the chapter's kernel inherits these: torch and the BLAS then use their share of the cores
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _build_in_worker(ch, out, index, root, kwargs):
+    lines = []
+    report = _build_logged(ch, out, index, root, lines.append, kwargs)
+    return report, lines
+
+
+def _build_in_parallel(chosen, out, index, root, log, jobs, kwargs):
+    """Build ``chosen`` with ``jobs`` worker processes, the slowest chapters of the last build first
+    (without a last build: the most code first)."""
+    import concurrent.futures
+    import multiprocessing
+
+    last = {}
+    if (out / "summary.json").exists():
+        last = {r["chapter"]: r.get("build_s") or 0 for r in json.loads((out / "summary.json").read_text())}
+    order = sorted(chosen, key=lambda c: (-last.get(c.name, 0), -sum(map(len, c.code_cells))))
+    reports = {}
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_worker_init, initargs=(_worker_threads(jobs),)) as pool:
+        futures = {pool.submit(_build_in_worker, ch, out, index, root, kwargs): ch for ch in order}
+        for done in concurrent.futures.as_completed(futures):
+            ch = futures[done]
+            try:
+                reports[ch.name], lines = done.result()
+            except Exception:
+                reports[ch.name], lines = {"chapter": ch.name, "ok": False, "points": ch.points,
+                                           "problems": ["the build crashed:\n" + traceback.format_exc()]}, []
+            for line in lines:
+                log(line)
+    return [reports[ch.name] for ch in chosen]
 
 
 def _summary(out, reports):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -397,6 +398,26 @@ def test_toy_build_self_checks(toy_build):
     assert "Here $a = $ 3.0 (as `a`" in num.source and "computed in the chapter" not in num.source
 
 
+def test_parallel_build_gives_what_the_sequential_one_gives(toy_build, tmp_path):
+    """``jobs=2`` builds the two toy chapters at once, each in its own worker and kernel: the same
+    reports (timings aside), student notebooks and hidden tests as one after the other."""
+    out, reports = toy_build
+    timing = {"setup_s", "build_s"}
+    parallel = build(root=TOY, out=tmp_path / "out", log=lambda *a: None, jobs=2)
+    assert [r["chapter"] for r in parallel] == ["toy_intro", "toy"]      # the book's order
+    for r in parallel:
+        assert {k: v for k, v in r.items() if k not in timing} == {
+            k: v for k, v in reports[r["chapter"]].items() if k not in timing}
+        cells = [[(c.cell_type, c.source, c.metadata) for c in nbformat.read(d / "student" / f"{r['chapter']}.ipynb",
+                                                                               as_version=4).cells]
+                 for d in (out, tmp_path / "out")]
+        assert cells[0] == cells[1]          # (the cell ids are drawn anew by each build)
+    for test in (out / "autograder" / "toy" / "tests").iterdir():
+        assert (tmp_path / "out" / "autograder" / "toy" / "tests" / test.name).read_text() == test.read_text()
+    with pytest.raises(ValueError, match=r"jobs must be an integer in \[1, 64\]"):
+        build(root=TOY, out=tmp_path / "bad", jobs=0)
+
+
 def test_toy_autograder_installs_the_code_that_computed_its_values(toy_build):
     """The Gradescope environment pins qmf_lite to this checkout's commit and takes a CPU torch."""
     import subprocess
@@ -776,13 +797,24 @@ def real_build_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("assignments")
 
 
+@pytest.fixture(scope="session")
+def real_builds(real_build_dir, request):
+    """The assignments of the chapters this session tests, built once, as many chapters at once as there
+    are cores (at most 4)."""
+    names = [item.callspec.params["name"] for item in request.session.items
+             if getattr(item, "originalname", None) == "test_chapter_assignment_builds_and_passes_its_self_check"]
+    jobs = max(1, min(4, os.cpu_count() or 1, len(names)))
+    reports = build(root=ROOT, out=real_build_dir, names=names, log=lambda *a: None, strict_warnings=True, jobs=jobs)
+    return {r["chapter"]: r for r in reports}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [c.name for c in _with_exercises()])
-def test_chapter_assignment_builds_and_passes_its_self_check(name, real_build_dir):
+def test_chapter_assignment_builds_and_passes_its_self_check(name, real_builds, real_build_dir):
     """Runs the chapter once: its code (deprecated calls are errors), every solution, its student
     notebook with empty answers, and the hidden tests against the solutions (full marks), the empty answers (zero) and each
     question answered wrong (exactly that question's points lost)."""
-    (report,) = build(root=ROOT, out=real_build_dir, names=[name], log=lambda *a: None, strict_warnings=True)
+    report = real_builds[name]
     assert report["problems"] == []
     # every solution of the chapter ran, graded or not (tests/test_solutions.py relies on this)
     chapter = read_chapter(ROOT / "book" / f"{name}.ipynb")

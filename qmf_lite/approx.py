@@ -9,8 +9,8 @@ consult). It provides:
   per layer, :math:`W_l = A_l\,2^{-e_l}`, evaluated exactly (Python integers) or in float64, and
   converted from and to a torch ``nn.Sequential`` of ``Linear``/``ReLU`` layers;
 * the quantizers :func:`round_to_grid` and :func:`sigma_delta` (error feedback: the running sum of
-  the rounding errors stays within half a grid step), and the fixed-point step
-  :func:`fixed_point_step`;
+  the rounding errors stays within half a grid step), both rounding ties up (towards +inf, the one
+  rule of the package), and the fixed-point step :func:`fixed_point_step`;
 * :class:`ShallowReLU`, the one-hidden-layer interpolant
   :math:`f_N(x) = f(0) + \sum_k s_k\,\mathrm{ReLU}(x - k/N)` and its quantized versions;
 * :class:`PiecewiseLinear` and :func:`sup_error`, the sup-norm distance of two piecewise-linear
@@ -44,6 +44,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from ._common import round_half_up
 from ._validate import (check_bool, check_int, check_int_range, check_nonnegative, check_one_of, check_positive,
                         check_real, check_real_array)
 
@@ -440,7 +441,9 @@ class DyadicNet:
         -------
         list of int
         """
-        model = check_one_of(model, "model", ("param", "layer"))
+        return self._param_bits(check_one_of(model, "model", ("param", "layer")))
+
+    def _param_bits(self, model):
         out = []
         for ks in self._layer_multiples():
             if not ks:
@@ -478,12 +481,12 @@ class DyadicNet:
         far more than :math:`2^M` networks have ``memory_bits() == M`` (every scale gives another
         one). Comparisons with counting bounds, which need a code of M bits, are heuristics.
         """
-        return int(sum(self.param_bits(model)))
+        return int(sum(self._param_bits(check_one_of(model, "model", ("param", "layer")))))
 
     def summary(self):
         """Depth, largest hidden width, nonzero parameters and bits (both memory models)."""
         return {"depth": self.depth, "width": self.width, "params": self.n_params,
-                "bits": self.memory_bits("param"), "bits_layer_format": self.memory_bits("layer")}
+                "bits": int(sum(self._param_bits("param"))), "bits_layer_format": int(sum(self._param_bits("layer")))}
 
     # -- evaluation ----------------------------------------------------------------------------
     def _float_layers(self):
@@ -709,7 +712,10 @@ def _check_values(values):
 def round_to_grid(values, bits, step=None):
     r"""Round to the nearest multiple of ``step`` with at most :math:`2^{b-1}` steps (saturating).
 
-    .. math:: q_k = s\,\mathrm{clip}\bigl(\mathrm{round}(v_k/s),\,-2^{b-1},\,2^{b-1}\bigr)
+    .. math:: q_k = s\,\mathrm{clip}\bigl(\lfloor v_k/s + \tfrac12\rfloor,\,-2^{b-1},\,2^{b-1}\bigr)
+
+    A value halfway between two multiples goes to the upper one (ties towards :math:`+\infty`:
+    :math:`\pm 0.5 s \mapsto s, 0` and :math:`-1.5 s \mapsto -s`), the one rounding rule of the package.
 
     Parameters
     ----------
@@ -724,6 +730,8 @@ def round_to_grid(values, bits, step=None):
     --------
     >>> round_to_grid([0.3, -1.7, 0.05], 3)
     array([ 0.5, -1.5,  0. ])
+    >>> round_to_grid([0.25, -0.25, -0.75], 3, step=0.5)     # ties: up
+    array([ 0.5,  0. , -0.5])
     """
     b = _check_bits(bits)
     v = _check_values(values)
@@ -735,7 +743,7 @@ def _round_to_grid(v, b, s=None):
     if s is None:
         s = _fixed_point_step(v, b, False)
     with np.errstate(over="ignore"):   # |v| / s beyond float64 saturates at 2**(b-1) all the same
-        k = np.clip(np.rint(v / s), -float(2 ** (b - 1)), float(2 ** (b - 1)))
+        k = np.clip(round_half_up(v / s), -float(2 ** (b - 1)), float(2 ** (b - 1)))
     return k * s
 
 
@@ -751,14 +759,16 @@ def sigma_delta(values, bits, step=None):
     r"""Error-feedback (first-order sigma-delta) rounding of a sequence, in exact arithmetic.
 
     Round the running sums instead of the values: with :math:`S_k = \sum_{j\le k} v_j` and
-    :math:`Q_k = s\,\mathrm{round}(S_k/s)`, return :math:`q_k = Q_k - Q_{k-1}`. Every :math:`q_k` is a
+    :math:`Q_k = s\,\lfloor S_k/s + \tfrac12\rfloor` (ties up, as in :func:`round_to_grid`), return
+    :math:`q_k = Q_k - Q_{k-1}`. Every :math:`q_k` is a
     multiple of :math:`s`, and the running sum of the errors stays within half a step,
 
     .. math:: \Bigl|\sum_{j\le k}(q_j - v_j)\Bigr| = |Q_k - S_k| \le s/2 \quad\text{for every } k,
 
     where plain rounding lets it wander like a random walk. The same as the recursion
     :math:`q_k = \mathrm{round}(v_k - u_{k-1})`, :math:`u_k = u_{k-1} + q_k - v_k`. The sums are
-    formed exactly (floats are dyadic), so the bound holds exactly.
+    formed and rounded exactly (floats are dyadic; the rounding is an integer shift), so the bound
+    holds exactly.
 
     Parameters
     ----------
@@ -797,7 +807,7 @@ def _sigma_delta(v, b, s):
     p = -int(round(math.log2(s)))                       # s = 2**-p
     sums = np.cumsum(num)                               # exact (object)
     shift = exp - p
-    if shift > 0:
+    if shift > 0:                                       # floor(S/s + 1/2) in integers: ties up, exactly
         half = 1 << (shift - 1)
         q_int = np.array([(int(t) + half) >> shift for t in sums.tolist()], dtype=object)
     else:
@@ -1159,7 +1169,7 @@ def lacunary_target(n_terms=9, ratio=1 + 5 ** 0.5, seed=0, lipschitz=1.0):
     values = np.zeros_like(x)
     for j in range(J):
         t = lam ** j * x + phases[j]
-        values += np.abs(t - np.round(t)) / lam ** j
+        values += np.abs(t - round_half_up(t)) / lam ** j
     return PiecewiseLinear(x, values * (L / J))
 
 
@@ -1787,7 +1797,7 @@ def codec(target, cells, word_bits, lipschitz=1.0):
     :math:`N = 2KM` pieces of width :math:`h = 1/N`. A greedy walk with slopes :math:`\pm L`,
 
     .. math:: \hat g_{j+1} = \hat g_j + L h\,(2\beta_j - 1),\qquad
-              \beta_j = [\hat g_j \le f(x_{j+1})],\qquad \hat g_0 = Lh\,\mathrm{round}(f(0)/Lh),
+              \beta_j = [\hat g_j \le f(x_{j+1})],\qquad \hat g_0 = Lh\,\lfloor f(0)/Lh + \tfrac12\rfloor,
 
     stays within :math:`Lh` of f at the nodes (f L-Lipschitz), hence within :math:`2Lh` everywhere.
     Its N bits are the information; the network stores the M bits of each half-cell in one
@@ -1854,7 +1864,7 @@ def _codec(target, K, M, L):
 
 def _greedy_walk(f, L, h):
     """The walk with slopes +-L through the node values ``f``, in units of L h (exact integers), and its bits."""
-    G = [int(round(f[0] / (L * h)))]
+    G = [int(round_half_up(f[0] / (L * h)))]
     beta = []
     for j in range(len(f) - 1):
         up = G[-1] * L * h <= f[j + 1]

@@ -150,6 +150,29 @@ def test_round_to_grid_is_nearest_and_saturates():
     assert np.array_equal(A.round_to_grid([1.7, -0.2, 0.3, 5.0], 3, step=0.5), [1.5, -0.0, 0.5, 2.0])
 
 
+def test_rounding_ties_go_up_in_every_quantizer():
+    """The package's one rounding rule, floor(x + 1/2): an exact tie goes towards +inf, negative ones included."""
+    s = 0.25
+    k = np.arange(-7, 7)
+    ties = (k + 0.5) * s                                      # exactly halfway between two multiples of s
+    assert np.array_equal(A.round_to_grid(ties, 5, step=s), (k + 1) * s)
+    # against exact rational rounding, on random halves and quarters of the step (ties and non-ties)
+    rng = np.random.default_rng(21)
+    v = rng.integers(-64, 65, 400) * (s / 4)
+    want = [math.floor(Fraction(x) / Fraction(s) + Fraction(1, 2)) * s for x in v.tolist()]
+    assert A.round_to_grid(v, 6, step=s).tolist() == want
+    # a value just below a tie, and odd integers in [2**52, 2**53), where a literal x + 0.5 rounds first
+    assert A.round_to_grid([0.49999999999999994, -0.5000000000000001], 2, step=1.0).tolist() == [0.0, -1.0]
+    big = [2.0**52 + 1, -(2.0**52 + 1), 2.0**53 - 1]
+    assert A.round_to_grid(big, 64, step=1.0).tolist() == big
+    # error feedback rounds its running sums by the same rule: sums 1/2, 1, 3/2, ... and -1/2, -1, ...
+    assert A.sigma_delta([0.5] * 6, 2, step=1.0).tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    assert A.sigma_delta([-0.5] * 6, 2, step=1.0).tolist() == [0.0, -1.0, 0.0, -1.0, 0.0, -1.0]
+    # the codec's walk starts at L h floor(f(0) / (L h) + 1/2): here f(0) / (L h) = 2.5 and -1.5 (h = 1/8)
+    assert A.codec(lambda x: 0 * x + 2.5 / 8, cells=2, word_bits=2).approximant.values[0] == 3 / 8
+    assert A.codec(lambda x: 0 * x - 1.5 / 8, cells=2, word_bits=2).approximant.values[0] == -1 / 8
+
+
 def test_bad_input_to_the_quantizers():
     with pytest.raises(ValueError, match="bits must be an integer >= 1"):
         A.round_to_grid([0.1], 0)

@@ -953,8 +953,8 @@ class PiecewiseLinear:
         """The same function with Fraction knots and values (floats convert exactly)."""
         if self.exact:
             return self
-        return PiecewiseLinear(np.array([Fraction(t) for t in self.knots.tolist()], dtype=object),
-                               np.array([Fraction(t) for t in self.values.tolist()], dtype=object))
+        return PiecewiseLinear._trusted(np.array([Fraction(t) for t in self.knots.tolist()], dtype=object),
+                                        np.array([Fraction(t) for t in self.values.tolist()], dtype=object), True)
 
     def __call__(self, x):
         """Values at ``x`` (finite real numbers; constant beyond the end knots)."""

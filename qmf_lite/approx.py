@@ -9,8 +9,8 @@ consult). It provides:
   per layer, :math:`W_l = A_l\,2^{-e_l}`, evaluated exactly (Python integers) or in float64, and
   converted from and to a torch ``nn.Sequential`` of ``Linear``/``ReLU`` layers;
 * the quantizers :func:`round_to_grid` and :func:`sigma_delta` (error feedback: the running sum of
-  the rounding errors stays within half a grid step), and the fixed-point step
-  :func:`fixed_point_step`;
+  the rounding errors stays within half a grid step), both rounding ties up (towards +inf, the one
+  rule of the package), and the fixed-point step :func:`fixed_point_step`;
 * :class:`ShallowReLU`, the one-hidden-layer interpolant
   :math:`f_N(x) = f(0) + \sum_k s_k\,\mathrm{ReLU}(x - k/N)` and its quantized versions;
 * :class:`PiecewiseLinear` and :func:`sup_error`, the sup-norm distance of two piecewise-linear
@@ -44,6 +44,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from ._common import round_half_up
 from ._validate import (check_bool, check_int, check_int_range, check_nonnegative, check_one_of, check_positive,
                         check_real, check_real_array)
 
@@ -203,6 +204,12 @@ def _dyadic_array(values, name):
     return _normalize(num, exp)
 
 
+def _canonical_layer(a, c, e):
+    """A layer's numerators and exponent with the common factors of 2 stripped (:func:`_normalize`)."""
+    both, e = _normalize(np.concatenate([a.ravel(), c]), e)
+    return both[:a.size].reshape(a.shape), both[a.size:], e
+
+
 def _to_float(num, exp):
     return np.ldexp(np.array(num, dtype=np.float64), -exp)
 
@@ -273,14 +280,29 @@ class DyadicNet:
             if n_prev is not None and a.shape[1] != n_prev:
                 raise ValueError(f"layer {l} takes {a.shape[1]} inputs but layer {l - 1} has {n_prev} outputs")
             e = check_int_range(e, f"layers[{l}] exponent e", -_MAX_EXPONENT, _MAX_EXPONENT)
-            both = np.concatenate([a.ravel(), c])
-            both, e = _normalize(both, e)
-            a, c = both[:a.size].reshape(a.shape), both[a.size:]
-            self._layers.append((a, c, e))
+            self._layers.append(_canonical_layer(a, c, e))
             n_prev = a.shape[0]
         if not self._layers:
             raise ValueError("layers must hold at least one layer")
         self._cache = {}
+
+    @classmethod
+    def _from_floats(cls, weights, biases):
+        """From float64 weight matrices (out, in) and bias vectors that chain (finite; taken exactly)."""
+        layers = []
+        for l, (w, b) in enumerate(zip(weights, biases)):
+            both, e = _dyadic_array(np.concatenate([w.ravel(), b]), f"weights[{l}] and biases[{l}]")
+            layers.append((both[:w.size].reshape(w.shape), both[w.size:], e))
+        return cls._trusted(layers)
+
+    @classmethod
+    def _trusted(cls, layers):
+        """From ``(A, C, e)`` triples known to be valid (object arrays of Python ints that chain, an int
+        exponent): the package's own constructions skip the checks of ``__init__``."""
+        net = cls.__new__(cls)
+        net._layers = [_canonical_layer(a, c, e) for a, c, e in layers]
+        net._cache = {}
+        return net
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -346,8 +368,8 @@ class DyadicNet:
             expect_linear = not expect_linear
         if expect_linear:
             raise ValueError("model must end with a torch.nn.Linear layer")
-        net = cls.from_arrays(weights, biases)
-        return net if bits is None else quantize_net(net, bits)
+        net = cls._from_floats(weights, biases)
+        return net if bits is None else _quantize_net(net, bits)
 
     def to_torch(self, dtype=None):
         """The same network as a torch ``nn.Sequential`` (float64 by default).
@@ -419,7 +441,9 @@ class DyadicNet:
         -------
         list of int
         """
-        model = check_one_of(model, "model", ("param", "layer"))
+        return self._param_bits(check_one_of(model, "model", ("param", "layer")))
+
+    def _param_bits(self, model):
         out = []
         for ks in self._layer_multiples():
             if not ks:
@@ -457,12 +481,12 @@ class DyadicNet:
         far more than :math:`2^M` networks have ``memory_bits() == M`` (every scale gives another
         one). Comparisons with counting bounds, which need a code of M bits, are heuristics.
         """
-        return int(sum(self.param_bits(model)))
+        return int(sum(self._param_bits(check_one_of(model, "model", ("param", "layer")))))
 
     def summary(self):
         """Depth, largest hidden width, nonzero parameters and bits (both memory models)."""
         return {"depth": self.depth, "width": self.width, "params": self.n_params,
-                "bits": self.memory_bits("param"), "bits_layer_format": self.memory_bits("layer")}
+                "bits": int(sum(self._param_bits("param"))), "bits_layer_format": int(sum(self._param_bits("layer")))}
 
     # -- evaluation ----------------------------------------------------------------------------
     def _float_layers(self):
@@ -556,9 +580,16 @@ class DyadicNet:
         ``interval`` is a pair ``lo < hi`` of finite real numbers, ``exact`` True or False.
         """
         exact = check_bool(exact, "exact")
+        self._check_scalar_function()
+        lo, hi = _interval(interval)
+        return self._piecewise_linear(lo, hi, exact)
+
+    def _check_scalar_function(self):
         if self.widths[0] != 1 or self.widths[-1] != 1:
             raise ValueError(f"piecewise_linear needs one input and one output, the network has widths {self.widths}")
-        lo, hi = _interval(interval)
+
+    def _piecewise_linear(self, lo, hi, exact):
+        """:meth:`piecewise_linear` on [lo, hi] (checked Fractions), for a network with one input and output."""
         if exact:
             knots = np.array([Fraction(lo), Fraction(hi)], dtype=object)
             layers = [(a.astype(object) * Fraction(1, 1 << e), c.astype(object) * Fraction(1, 1 << e))
@@ -572,20 +603,25 @@ class DyadicNet:
             p = h.dot(w.T) + b
             if l == len(layers) - 1:
                 return PiecewiseLinear(knots, p[:, 0])
-            s = (p[:-1] * p[1:]) < 0
-            ii, jj = np.nonzero(s)
-            if ii.size:
-                t = p[ii, jj] / (p[ii, jj] - p[ii + 1, jj])
-                new_x = knots[ii] + t * (knots[ii + 1] - knots[ii])
-                new_p = p[ii] + t[:, None] * (p[ii + 1] - p[ii])
-                knots = np.concatenate([knots, new_x])
-                p = np.concatenate([p, new_p])
-                order = np.argsort(knots, kind="stable")
-                knots, p = knots[order], p[order]
-                keep = np.concatenate([[True], knots[1:] != knots[:-1]])
-                knots, p = knots[keep], p[keep]
+            knots, p = _add_crossings(knots, p)
             h = np.maximum(p, 0) if not exact else np.where(p > 0, p, Fraction(0))
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _add_crossings(knots, p):
+    """Add a knot wherever a pre-activation (a column of ``p``, affine between knots) changes sign."""
+    ii, jj = np.nonzero((p[:-1] * p[1:]) < 0)
+    if ii.size:
+        t = p[ii, jj] / (p[ii, jj] - p[ii + 1, jj])
+        new_x = knots[ii] + t * (knots[ii + 1] - knots[ii])
+        new_p = p[ii] + t[:, None] * (p[ii + 1] - p[ii])
+        knots = np.concatenate([knots, new_x])
+        p = np.concatenate([p, new_p])
+        order = np.argsort(knots, kind="stable")
+        knots, p = knots[order], p[order]
+        keep = np.concatenate([[True], knots[1:] != knots[:-1]])
+        knots, p = knots[keep], p[keep]
+    return knots, p
 
 
 def _has_fraction(x):
@@ -652,7 +688,10 @@ def fixed_point_step(values, bits, headroom=False):
     """
     b = _check_bits(bits)
     headroom = check_bool(headroom, "headroom")
-    v = _check_values(values)
+    return _fixed_point_step(_check_values(values), b, headroom)
+
+
+def _fixed_point_step(v, b, headroom):
     m = float(np.abs(v).max()) if v.size else 0.0
     if m == 0.0:
         return 2.0 ** (1 - b)
@@ -673,7 +712,10 @@ def _check_values(values):
 def round_to_grid(values, bits, step=None):
     r"""Round to the nearest multiple of ``step`` with at most :math:`2^{b-1}` steps (saturating).
 
-    .. math:: q_k = s\,\mathrm{clip}\bigl(\mathrm{round}(v_k/s),\,-2^{b-1},\,2^{b-1}\bigr)
+    .. math:: q_k = s\,\mathrm{clip}\bigl(\lfloor v_k/s + \tfrac12\rfloor,\,-2^{b-1},\,2^{b-1}\bigr)
+
+    A value halfway between two multiples goes to the upper one (ties towards :math:`+\infty`:
+    :math:`\pm 0.5 s \mapsto s, 0` and :math:`-1.5 s \mapsto -s`), the one rounding rule of the package.
 
     Parameters
     ----------
@@ -688,12 +730,20 @@ def round_to_grid(values, bits, step=None):
     --------
     >>> round_to_grid([0.3, -1.7, 0.05], 3)
     array([ 0.5, -1.5,  0. ])
+    >>> round_to_grid([0.25, -0.25, -0.75], 3, step=0.5)     # ties: up
+    array([ 0.5,  0. , -0.5])
     """
     b = _check_bits(bits)
     v = _check_values(values)
-    s = fixed_point_step(v, b) if step is None else _check_step(step)
+    return _round_to_grid(v, b, None if step is None else _check_step(step))
+
+
+def _round_to_grid(v, b, s=None):
+    """:func:`round_to_grid` of a float64 array ``v`` (``s`` None: the step of the b-bit format)."""
+    if s is None:
+        s = _fixed_point_step(v, b, False)
     with np.errstate(over="ignore"):   # |v| / s beyond float64 saturates at 2**(b-1) all the same
-        k = np.clip(np.rint(v / s), -float(2 ** (b - 1)), float(2 ** (b - 1)))
+        k = np.clip(round_half_up(v / s), -float(2 ** (b - 1)), float(2 ** (b - 1)))
     return k * s
 
 
@@ -709,14 +759,16 @@ def sigma_delta(values, bits, step=None):
     r"""Error-feedback (first-order sigma-delta) rounding of a sequence, in exact arithmetic.
 
     Round the running sums instead of the values: with :math:`S_k = \sum_{j\le k} v_j` and
-    :math:`Q_k = s\,\mathrm{round}(S_k/s)`, return :math:`q_k = Q_k - Q_{k-1}`. Every :math:`q_k` is a
+    :math:`Q_k = s\,\lfloor S_k/s + \tfrac12\rfloor` (ties up, as in :func:`round_to_grid`), return
+    :math:`q_k = Q_k - Q_{k-1}`. Every :math:`q_k` is a
     multiple of :math:`s`, and the running sum of the errors stays within half a step,
 
     .. math:: \Bigl|\sum_{j\le k}(q_j - v_j)\Bigr| = |Q_k - S_k| \le s/2 \quad\text{for every } k,
 
     where plain rounding lets it wander like a random walk. The same as the recursion
     :math:`q_k = \mathrm{round}(v_k - u_{k-1})`, :math:`u_k = u_{k-1} + q_k - v_k`. The sums are
-    formed exactly (floats are dyadic), so the bound holds exactly.
+    formed and rounded exactly (floats are dyadic; the rounding is an integer shift), so the bound
+    holds exactly.
 
     Parameters
     ----------
@@ -740,17 +792,22 @@ def sigma_delta(values, bits, step=None):
     v = _check_values(values)
     if v.ndim != 1:
         raise ValueError(f"values must be 1-D, got shape {v.shape}")
-    s = fixed_point_step(v, b, headroom=True) if step is None else _check_step(step)
+    s = _fixed_point_step(v, b, True) if step is None else _check_step(step)
     if v.size and float(np.abs(v).max()) > (2 ** (b - 1) - 0.5) * s:
         raise ValueError(f"step {s} is too small for bits={b}: error feedback would overload; "
                          f"use step >= fixed_point_step(values, bits, headroom=True)")
+    return _sigma_delta(v, b, s)
+
+
+def _sigma_delta(v, b, s):
+    """:func:`sigma_delta` of a 1-D float64 array ``v`` with a step ``s`` that covers it with head room."""
     if v.size == 0:
         return v.copy()
     num, exp = _dyadic_array(v, "values")
     p = -int(round(math.log2(s)))                       # s = 2**-p
     sums = np.cumsum(num)                               # exact (object)
     shift = exp - p
-    if shift > 0:
+    if shift > 0:                                       # floor(S/s + 1/2) in integers: ties up, exactly
         half = 1 << (shift - 1)
         q_int = np.array([(int(t) + half) >> shift for t in sums.tolist()], dtype=object)
     else:
@@ -778,13 +835,18 @@ def quantize_net(net, bits):
     b = _check_bits(bits)
     if not isinstance(net, DyadicNet):
         raise ValueError(f"net must be a DyadicNet, got {type(net).__name__}")
+    return _quantize_net(net, b)
+
+
+def _quantize_net(net, b):
+    """:func:`quantize_net` with checked ``bits``; the float64 parameters are checked here."""
     weights, biases = [], []
     for w, c in zip(net.weights(), net.biases()):
-        both = np.concatenate([w.ravel(), c])
-        q = round_to_grid(both, b)
+        both = _check_values(np.concatenate([w.ravel(), c]))
+        q = _round_to_grid(both, b)
         weights.append(q[:w.size].reshape(w.shape))
         biases.append(q[w.size:])
-    return DyadicNet.from_arrays(weights, biases)
+    return DyadicNet._from_floats(weights, biases)
 
 
 def in_alphabet(net, bits, scale=None):
@@ -866,6 +928,14 @@ class PiecewiseLinear:
                                  "(|values[i+1] - values[i]| / (knots[i+1] - knots[i]) <= 1.8e308)")
         self.knots, self.values, self.exact = k, v, exact
 
+    @classmethod
+    def _trusted(cls, knots, values, exact=False):
+        """From knots and values known to be valid (float64 arrays, or object arrays of Fractions when
+        ``exact``): the package's own constructions skip the checks of ``__init__``."""
+        out = cls.__new__(cls)
+        out.knots, out.values, out.exact = knots, values, exact
+        return out
+
     @property
     def interval(self):
         return self.knots[0], self.knots[-1]
@@ -883,15 +953,23 @@ class PiecewiseLinear:
         """The same function with Fraction knots and values (floats convert exactly)."""
         if self.exact:
             return self
-        return PiecewiseLinear(np.array([Fraction(t) for t in self.knots.tolist()], dtype=object),
-                               np.array([Fraction(t) for t in self.values.tolist()], dtype=object))
+        return PiecewiseLinear._trusted(np.array([Fraction(t) for t in self.knots.tolist()], dtype=object),
+                                        np.array([Fraction(t) for t in self.values.tolist()], dtype=object), True)
 
     def __call__(self, x):
         """Values at ``x`` (finite real numbers; constant beyond the end knots)."""
         if not self.exact:
             return np.interp(check_real_array(x, "x"), self.knots, self.values)
         xs = np.asarray(x, dtype=object)
-        flat = [_fraction(t, "x") for t in xs.ravel().tolist()]
+        return self._exact_at([_fraction(t, "x") for t in xs.ravel().tolist()], xs.shape)
+
+    def _at(self, xs):
+        """Values at checked points: a float64 array, or an object array of Fractions when exact."""
+        if not self.exact:
+            return np.interp(xs, self.knots, self.values)
+        return self._exact_at(xs.ravel().tolist(), xs.shape)
+
+    def _exact_at(self, flat, shape):
         idx = np.clip(np.searchsorted(self.knots, np.array(flat, dtype=object), side="right") - 1,
                       0, self.knots.size - 2)
         out = []
@@ -899,7 +977,7 @@ class PiecewiseLinear:
             x0, x1, y0, y1 = self.knots[i], self.knots[i + 1], self.values[i], self.values[i + 1]
             t = min(max(t, self.knots[0]), self.knots[-1])
             out.append(y0 + (y1 - y0) * (t - x0) / (x1 - x0))
-        return np.array(out, dtype=object).reshape(xs.shape)
+        return np.array(out, dtype=object).reshape(shape)
 
     def __repr__(self):
         return f"PiecewiseLinear({self.knots.size} knots on [{self.knots[0]}, {self.knots[-1]}], exact={self.exact})"
@@ -909,13 +987,15 @@ class PiecewiseLinear:
 SupError = collections.namedtuple("SupError", "value lower upper argmax")
 
 
-def _as_piecewise(f, interval, exact, name):
+def _as_piecewise(f, lo, hi, exact, name):
+    """``f`` as a PiecewiseLinear on [lo, hi] (Fractions), or None for a plain callable."""
     if isinstance(f, PiecewiseLinear):
         return f.to_exact() if exact else f
     if isinstance(f, DyadicNet):
-        return f.piecewise_linear(interval, exact=exact)
+        f._check_scalar_function()
+        return f._piecewise_linear(lo, hi, exact)
     if isinstance(f, ShallowReLU):
-        return f.to_net().piecewise_linear(interval, exact=True) if exact else f.piecewise_linear(interval)
+        return f.to_net()._piecewise_linear(lo, hi, True) if exact else f._piecewise_linear(float(lo), float(hi))
     if callable(f):
         return None
     raise ValueError(f"{name} must be a PiecewiseLinear, DyadicNet, ShallowReLU or callable, got {type(f).__name__}")
@@ -966,44 +1046,61 @@ def sup_error(approx, target, interval=None, *, exact=False, lipschitz=None, n_g
     n_grid = check_int_range(n_grid, "n_grid", 2, _MAX_GRID)
     exact = check_bool(exact, "exact")
     lip = None if lipschitz is None else _check_lipschitz(lipschitz, zero_ok=True)
-    if interval is None:
-        spans = [f.interval for f in (approx, target) if isinstance(f, PiecewiseLinear)]
-        lo = max([s[0] for s in spans], default=0.0)
-        hi = min([s[1] for s in spans], default=1.0)
-        interval = (lo, hi)
-    lo, hi = _interval(interval)
-    g = _as_piecewise(approx, (lo, hi), exact, "approx")
-    if g is None:
-        raise ValueError("approx must be piecewise linear (PiecewiseLinear, DyadicNet or ShallowReLU)")
-    f = _as_piecewise(target, (lo, hi), exact, "target")
-    for h, name in ((g, "approx"), (f, "target")):
-        if h is not None and (h.knots[0] > lo or h.knots[-1] < hi):
-            raise ValueError(f"{name} is defined on [{h.knots[0]}, {h.knots[-1]}], which does not cover "
-                             f"the interval [{lo}, {hi}]")
-    if f is not None:
-        pts = [g.knots, f.knots]
-    else:
+    lo, hi = _interval(_default_interval(approx, target) if interval is None else interval)
+    g, f = _pieces_on(approx, target, lo, hi, exact)
+    if f is None:
         if exact:
             raise ValueError("exact=True needs a piecewise-linear target")
         if lip is None:
             raise ValueError("lipschitz (the target's Lipschitz constant, >= 0) is required for a callable target")
-        pts = [g.knots, np.linspace(float(lo), float(hi), n_grid)]
+        xs = _merged_points([g.knots, np.linspace(float(lo), float(hi), n_grid)], lo, hi, exact)
+        return _sup_bracket(g, target, xs, lip)
+    return _sup_at_breakpoints(g, f, _merged_points([g.knots, f.knots], lo, hi, exact), exact)
+
+
+def _default_interval(approx, target):
+    """The intersection of the intervals of the piecewise-linear arguments, else [0, 1]."""
+    spans = [f.interval for f in (approx, target) if isinstance(f, PiecewiseLinear)]
+    return max([s[0] for s in spans], default=0.0), min([s[1] for s in spans], default=1.0)
+
+
+def _pieces_on(approx, target, lo, hi, exact):
+    """``approx`` and ``target`` as PiecewiseLinear covering [lo, hi] (``target`` None when only callable)."""
+    g = _as_piecewise(approx, lo, hi, exact, "approx")
+    if g is None:
+        raise ValueError("approx must be piecewise linear (PiecewiseLinear, DyadicNet or ShallowReLU)")
+    f = _as_piecewise(target, lo, hi, exact, "target")
+    for h, name in ((g, "approx"), (f, "target")):
+        if h is not None and (h.knots[0] > lo or h.knots[-1] < hi):
+            raise ValueError(f"{name} is defined on [{h.knots[0]}, {h.knots[-1]}], which does not cover "
+                             f"the interval [{lo}, {hi}]")
+    return g, f
+
+
+def _merged_points(pts, lo, hi, exact):
+    """The sorted union of the point sets and the ends, within [lo, hi] (Fractions when ``exact``)."""
     if exact:
         lo_f, hi_f = Fraction(lo), Fraction(hi)
         xs = sorted({t for p in pts for t in p.tolist() if lo_f <= t <= hi_f} | {lo_f, hi_f})
-        xs = np.array(xs, dtype=object)
-    else:
-        xs = np.unique(np.concatenate([np.asarray(p, dtype=np.float64) for p in pts] + [[float(lo), float(hi)]]))
-        xs = xs[(xs >= float(lo)) & (xs <= float(hi))]
-    if f is not None:
-        with np.errstate(over="ignore", invalid="ignore"):
-            e = g(xs) - f(xs)
-        if not exact and not np.isfinite(e).all():
-            raise ValueError("approx and target must differ by finite amounts in float64 (their values overflow)")
-        absd = np.array([abs(t) for t in e.tolist()], dtype=object) if exact else np.abs(e)
-        i = int(np.argmax(absd)) if not exact else max(range(len(absd)), key=lambda j: absd[j])
-        v = absd[i]
-        return SupError(v, v, v, xs[i])
+        return np.array(xs, dtype=object)
+    xs = np.unique(np.concatenate([np.asarray(p, dtype=np.float64) for p in pts] + [[float(lo), float(hi)]]))
+    return xs[(xs >= float(lo)) & (xs <= float(hi))]
+
+
+def _sup_at_breakpoints(g, f, xs, exact):
+    """max |g - f| over the merged breakpoints ``xs``: the supremum of two piecewise-linear functions."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = g._at(xs) - f._at(xs)
+    if not exact and not np.isfinite(e).all():
+        raise ValueError("approx and target must differ by finite amounts in float64 (their values overflow)")
+    absd = np.array([abs(t) for t in e.tolist()], dtype=object) if exact else np.abs(e)
+    i = int(np.argmax(absd)) if not exact else max(range(len(absd)), key=lambda j: absd[j])
+    v = absd[i]
+    return SupError(v, v, v, xs[i])
+
+
+def _sup_bracket(g, target, xs, lip):
+    """The bracket of sup |g - f| for a callable L-Lipschitz f from its values at ``xs``."""
     try:
         fx = check_real_array(target(xs), "target(x)")
     except ValueError as exc:
@@ -1011,11 +1108,12 @@ def sup_error(approx, target, interval=None, *, exact=False, lipschitz=None, n_g
     if fx.shape != xs.shape:
         raise ValueError(f"target must return one value per point (vectorized), got shape {fx.shape} for {xs.shape}")
     with np.errstate(over="ignore", invalid="ignore"):
-        e = g(xs) - fx
+        gx = g._at(xs)
+        e = gx - fx
         absd = np.abs(e)
         i = int(np.argmax(absd))
         dx = np.diff(xs)
-        slope = np.abs(np.diff(g(xs)) / dx)
+        slope = np.abs(np.diff(gx) / dx)
         upper = float(np.max((absd[:-1] + absd[1:] + (lip + slope) * dx) / 2)) if dx.size else float(absd[i])
     if not (np.isfinite(absd).all() and math.isfinite(upper)):
         raise ValueError("lipschitz times the interval's length, and the target's values, must keep the error "
@@ -1071,7 +1169,7 @@ def lacunary_target(n_terms=9, ratio=1 + 5 ** 0.5, seed=0, lipschitz=1.0):
     values = np.zeros_like(x)
     for j in range(J):
         t = lam ** j * x + phases[j]
-        values += np.abs(t - np.round(t)) / lam ** j
+        values += np.abs(t - round_half_up(t)) / lam ** j
     return PiecewiseLinear(x, values * (L / J))
 
 
@@ -1114,6 +1212,14 @@ class ShallowReLU:
         object.__setattr__(self, "bias", check_real(self.bias, "bias"))
 
     @classmethod
+    def _trusted(cls, inner, offset, outer, bias):
+        """From 1-D float64 arrays of one length and a float, known to be finite (no checks)."""
+        out = object.__new__(cls)
+        for name, value in (("inner", inner), ("offset", offset), ("outer", outer), ("bias", bias)):
+            object.__setattr__(out, name, value)
+        return out
+
+    @classmethod
     def interpolant(cls, target, n_pieces):
         r"""The piecewise-linear interpolant of ``target`` at :math:`k/N`, as a shallow network.
 
@@ -1149,25 +1255,26 @@ class ShallowReLU:
         """
         b = _check_bits(bits)
         method = check_one_of(method, "method", ("nearest", "sigma_delta"))
-        l1 = np.concatenate([self.inner, self.offset])
-        q1 = round_to_grid(l1, b)
+        q1 = _round_to_grid(_check_values(np.concatenate([self.inner, self.offset])), b)
         n = self.inner.size
-        l2 = np.concatenate([self.outer, [self.bias]])
+        l2 = _check_values(np.concatenate([self.outer, [self.bias]]))
         if method == "nearest":
-            q2 = round_to_grid(l2, b)
+            q2 = _round_to_grid(l2, b)
             outer, bias = q2[:n], float(q2[n])
         else:
-            step = fixed_point_step(l2, b, headroom=True)
-            outer = sigma_delta(self.outer, b, step)
-            bias = float(round_to_grid([self.bias], b, step)[0])
-        return ShallowReLU(q1[:n], q1[n:], outer, bias)
+            step = _fixed_point_step(l2, b, True)
+            outer = _sigma_delta(l2[:n], b, step)
+            bias = float(_round_to_grid(l2[n:], b, step)[0])
+        return ShallowReLU._trusted(q1[:n], q1[n:], outer, bias)
 
     def __call__(self, x):
         """Float64 values, in O((N + n) log N): sums of ramps from sorted breakpoints and prefix sums.
 
         ``x``: finite real numbers.
         """
-        x = check_real_array(x, "x")
+        return self._values(check_real_array(x, "x"))
+
+    def _values(self, x):
         w, a, c = self.inner, self.offset, self.outer
         out = np.full(x.shape, self.bias + float(c[w == 0] @ np.maximum(a[w == 0], 0.0)))
         for sign in (1, -1):
@@ -1191,15 +1298,18 @@ class ShallowReLU:
     def piecewise_linear(self, interval=(0.0, 1.0)):
         """Exact breakpoints :math:`-a_k/w_k` inside the interval, values in float64."""
         lo, hi = (float(t) for t in _interval(interval))
+        return self._piecewise_linear(lo, hi)
+
+    def _piecewise_linear(self, lo, hi):
         nz = self.inner != 0
         t = -self.offset[nz] / self.inner[nz]
         knots = np.unique(np.concatenate([[lo, hi], t[(t > lo) & (t < hi)]]))
-        return PiecewiseLinear(knots, self(knots))
+        return PiecewiseLinear(knots, self._values(knots))
 
     def to_net(self):
         """As a :class:`DyadicNet` (exact)."""
-        return DyadicNet.from_arrays([self.inner.reshape(-1, 1), self.outer.reshape(1, -1)],
-                                     [self.offset, [self.bias]])
+        return DyadicNet._from_floats([self.inner.reshape(-1, 1), self.outer.reshape(1, -1)],
+                                      [self.offset, [self.bias]])
 
 
 # --------------------------------------------------------------------------------------------
@@ -1276,7 +1386,7 @@ class _Builder:
                     a[r, j] = (v * (1 << exp)).numerator
                 c[r] = (e.const * (1 << exp)).numerator
             layers.append((a, c, exp))
-        return DyadicNet(layers)
+        return DyadicNet._trusted(layers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1350,149 +1460,190 @@ def to_low_precision(net, bits, nonnegative_inputs=False):
     if not isinstance(net, DyadicNet):
         raise ValueError(f"net must be a DyadicNet, got {type(net).__name__}")
     nonnegative_inputs = check_bool(nonnegative_inputs, "nonnegative_inputs")
-    half = 1 << (b - 1)
+    return _to_low_precision(net, b, nonnegative_inputs)
+
+
+def _to_low_precision(net, b, nonnegative_inputs):
+    """:func:`to_low_precision` on checked arguments: per layer a copy layer, then the Horner layers."""
     layers = []          # (A, C) numerators at scale 2**-b
-
-    def emit(rows, n_in):
-        a = np.zeros((len(rows), n_in), dtype=object)
-        c = np.zeros(len(rows), dtype=object)
-        for r, (terms, const) in enumerate(rows):
-            for j, v in terms.items():
-                a[r, j] += v
-            c[r] = const
-        layers.append((a, c, b))
-
     # the source of the current block: list of (linear form over the current layer, signed?)
     n_cur = net.widths[0]
     src = [({i: 1}, not nonnegative_inputs) for i in range(n_cur)]
     t = 0                                 # source = 2**-t * true input
-    n_layers = net.depth
     for l, (A, C, e) in enumerate(net.layers):
-        last = l == n_layers - 1
-        # copy layer: two copies of src/2 (and of -src/2 for signed signals)
-        rows, parts = [], []
-        for form, signed in src:
-            idx = []
-            for sign in ((1, -1) if signed else (1,)):
-                pair = []
-                for _ in range(2):
-                    pair.append(len(rows))
-                    rows.append(({j: sign * half * v for j, v in form.items()}, 0))
-                idx.append(pair)
-            parts.append(idx)               # parts[i][sign][copy]
-        emit(rows, n_cur)
-        n_cur = len(rows)
+        last = l == net.depth - 1
+        rows, parts = _copy_rows(src, b)
+        n_cur = _emit(layers, rows, n_cur, b)
         t += 1
-        # integers: y = 2**-G (M xhat + C'), with W = A 2**-e, xhat = 2**-t z
-        G = max(e, e - t)
-        M = A * (1 << (t + G - e)) if t + G - e >= 0 else None
-        Cp = C * (1 << (G - e))
-        dig_m = [[_digits(int(v), b) for v in row] for row in M.tolist()]
-        dig_c = [_digits(int(v), b) for v in Cp.tolist()]
-        J = max([len(d) for row in dig_m for d in row] + [len(d) for d in dig_c])
-        # shift the integers up while they still fit in J digits: every bit of shift is one
-        # doubling less at the end (y = 2**(bJ - G) a)
-        for s in range(b - 1, 0, -1):
-            dm = [[_digits(int(v) << s, b) for v in row] for row in M.tolist()]
-            dc = [_digits(int(v) << s, b) for v in Cp.tolist()]
-            if max([len(d) for row in dm for d in row] + [len(d) for d in dc]) <= J:
-                dig_m, dig_c, G = dm, dc, G + s
-                break
-        n_out = A.shape[0]
-        acc = None                           # indices (pos, neg) of the accumulators in the current layer
-        for j in range(J):
-            final = j == J - 1
-            rows = []
-            carry = []
-            if not final:
-                for idx in parts:
-                    cidx = []
-                    for pair in idx:
-                        new = []
-                        for _ in range(2):
-                            new.append(len(rows))
-                            rows.append(({pair[0]: half, pair[1]: half}, 0))
-                        cidx.append(new)
-                    carry.append(cidx)
-            new_acc = []
-            for o in range(n_out):
-                terms = {}
-                if acc is not None:
-                    terms[acc[o][0]] = terms.get(acc[o][0], 0) + 1
-                    if acc[o][1] is not None:
-                        terms[acc[o][1]] = terms.get(acc[o][1], 0) - 1
-                for i, idx in enumerate(parts):
-                    d = dig_m[o][i][j] if j < len(dig_m[o][i]) else 0
-                    if d:
-                        terms[idx[0][0]] = terms.get(idx[0][0], 0) + d
-                        if len(idx) > 1:
-                            terms[idx[1][0]] = terms.get(idx[1][0], 0) - d
-                bias = dig_c[o][j] if j < len(dig_c[o]) else 0
-                terms = {k: v for k, v in terms.items() if v}
-                pos = len(rows)
-                rows.append((terms, bias))
-                neg = None
-                if not (final and not last):
-                    neg = len(rows)
-                    rows.append(({k: -v for k, v in terms.items()}, -bias))
-                new_acc.append((pos, neg))
-            emit(rows, n_cur)
-            n_cur = len(rows)
-            acc, parts = new_acc, carry
+        dig_m, dig_c, G = _layer_digits(A, C, e, t, b)
+        acc, n_cur, J = _horner_layers(layers, n_cur, parts, dig_m, dig_c, b, last)
         T = b * J - G                        # y = 2**T * a_{J-1}
-        if not last:
+        if last:
+            _rescale_output(layers, n_cur, acc, T, b)
+        else:
             src = [({pos: 1}, False) for pos, _ in acc]
             t = T
-            continue
-        # exact rescaling of the output pair by 2**T
-        pairs = [[(pos, neg)] for pos, neg in acc]     # per output: copies of (pos, neg)
-        while T < -b:
-            rows = []
+    return DyadicNet._trusted(layers)
+
+
+def _emit(layers, rows, n_in, b):
+    """Append the layer with these rows (linear form as {input: numerator}, bias numerator), all at
+    scale 2**-b; return its width."""
+    a = np.zeros((len(rows), n_in), dtype=object)
+    c = np.zeros(len(rows), dtype=object)
+    for r, (terms, const) in enumerate(rows):
+        for j, v in terms.items():
+            a[r, j] += v
+        c[r] = const
+    layers.append((a, c, b))
+    return len(rows)
+
+
+def _copy_rows(src, b):
+    """The copy layer: two copies of src/2 (and of -src/2 for signed signals); ``parts[i][sign][copy]``
+    is the row of a copy."""
+    half = 1 << (b - 1)
+    rows, parts = [], []
+    for form, signed in src:
+        idx = []
+        for sign in ((1, -1) if signed else (1,)):
+            pair = []
+            for _ in range(2):
+                pair.append(len(rows))
+                rows.append(({j: sign * half * v for j, v in form.items()}, 0))
+            idx.append(pair)
+        parts.append(idx)
+    return rows, parts
+
+
+def _layer_digits(A, C, e, t, b):
+    """The layer as y = 2**-G (M xhat + C') with integers M, C' (W = A 2**-e, xhat = 2**-t z), and the
+    balanced base-2**b digits of M and C'; returns ``(digits of M, digits of C', G)``."""
+    G = max(e, e - t)
+    M = A * (1 << (t + G - e))                      # t + G - e = max(t, 0) >= 0
+    Cp = C * (1 << (G - e))
+    dig_m = [[_digits(int(v), b) for v in row] for row in M.tolist()]
+    dig_c = [_digits(int(v), b) for v in Cp.tolist()]
+    J = max([len(d) for row in dig_m for d in row] + [len(d) for d in dig_c])
+    # shift the integers up while they still fit in J digits: every bit of shift is one
+    # doubling less at the end (y = 2**(bJ - G) a)
+    for s in range(b - 1, 0, -1):
+        dm = [[_digits(int(v) << s, b) for v in row] for row in M.tolist()]
+        dc = [_digits(int(v) << s, b) for v in Cp.tolist()]
+        if max([len(d) for row in dm for d in row] + [len(d) for d in dc]) <= J:
+            return dm, dc, G + s
+    return dig_m, dig_c, G
+
+
+def _horner_layers(layers, n_cur, parts, dig_m, dig_c, b, last):
+    """One layer per digit j: carry the input copies (except in the final one) and update the
+    accumulators a_j; returns their rows ``(pos, neg)`` per output, the width and the digit count J."""
+    J = max([len(d) for row in dig_m for d in row] + [len(d) for d in dig_c])
+    acc = None                           # indices (pos, neg) of the accumulators in the current layer
+    for j in range(J):
+        final = j == J - 1
+        rows = []
+        carry = [] if final else _carry_rows(parts, rows, b)
+        acc = [_accumulator_rows(rows, None if acc is None else acc[o], parts, dig_m[o], dig_c[o], j,
+                                 signed=not (final and not last))
+               for o in range(len(dig_m))]
+        n_cur = _emit(layers, rows, n_cur, b)
+        parts = carry
+    return acc, n_cur, J
+
+
+def _carry_rows(parts, rows, b):
+    """Pass every copy of the input on as two copies of (copy + copy)/2; returns the new ``parts``."""
+    half = 1 << (b - 1)
+    carry = []
+    for idx in parts:
+        cidx = []
+        for pair in idx:
             new = []
-            for copies in pairs:
-                p0, n0 = copies[0]
-                new.append([(len(rows), len(rows) + 1)])
-                rows += [({p0: 1, n0: -1}, 0), ({p0: -1, n0: 1}, 0)]
-            emit(rows, n_cur)
-            n_cur, pairs, T = len(rows), new, T + b
-        if T >= 0:
-            # fan out into P copies of a/2, then each layer multiplies by up to P/2 = 4
-            T += 1
-            P = 1 << min(T + 1, 3)
-            rows, new = [], []
-            for copies in pairs:
-                p0, n0 = copies[0]
-                cp = []
-                for _ in range(P):
-                    cp.append((len(rows), len(rows) + 1))
-                    rows += [({p0: half}, 0), ({n0: half}, 0)]
-                new.append(cp)
-            emit(rows, n_cur)
-            n_cur, pairs = len(rows), new
-            while T > 2:
-                k = min(T - 2, 2)
-                rows, new = [], []
-                for copies in pairs:
-                    cp = []
-                    for _ in range(P):
-                        cp.append((len(rows), len(rows) + 1))
-                        rows += [({p: half for p, _ in copies[: 1 << (k + 1)]}, 0),
-                                 ({n: half for _, n in copies[: 1 << (k + 1)]}, 0)]
-                    new.append(cp)
-                emit(rows, n_cur)
-                n_cur, pairs, T = len(rows), new, T - k
-            rows = []
-            for copies in pairs:
-                terms = {}
-                for p, n in copies[: 1 << (T + 1)]:
-                    terms[p] = half
-                    terms[n] = -half
-                rows.append((terms, 0))
-        else:
-            k = 1 << (b + T)
-            rows = [({copies[0][0]: k, copies[0][1]: -k}, 0) for copies in pairs]
-        emit(rows, n_cur)
-    return DyadicNet(layers)
+            for _ in range(2):
+                new.append(len(rows))
+                rows.append(({pair[0]: half, pair[1]: half}, 0))
+            cidx.append(new)
+        carry.append(cidx)
+    return carry
+
+
+def _accumulator_rows(rows, prev, parts, dig_row, dig_c, j, signed):
+    """The rows of a_j = a_{j-1}/R + (D_j xhat + E_j)/R for one output (pos, and neg when ``signed``)."""
+    terms = {}
+    if prev is not None:
+        terms[prev[0]] = terms.get(prev[0], 0) + 1
+        if prev[1] is not None:
+            terms[prev[1]] = terms.get(prev[1], 0) - 1
+    for i, idx in enumerate(parts):
+        d = dig_row[i][j] if j < len(dig_row[i]) else 0
+        if d:
+            terms[idx[0][0]] = terms.get(idx[0][0], 0) + d
+            if len(idx) > 1:
+                terms[idx[1][0]] = terms.get(idx[1][0], 0) - d
+    bias = dig_c[j] if j < len(dig_c) else 0
+    terms = {k: v for k, v in terms.items() if v}
+    pos = len(rows)
+    rows.append((terms, bias))
+    neg = None
+    if signed:
+        neg = len(rows)
+        rows.append(({k: -v for k, v in terms.items()}, -bias))
+    return pos, neg
+
+
+def _rescale_output(layers, n_cur, acc, T, b):
+    """The output layers: multiply each accumulator pair (pos, neg) by 2**T exactly."""
+    pairs = [[(pos, neg)] for pos, neg in acc]     # per output: copies of (pos, neg)
+    while T < -b:                                  # weights +-2**-b: each such layer multiplies by 2**-b
+        rows, new = [], []
+        for copies in pairs:
+            p0, n0 = copies[0]
+            new.append([(len(rows), len(rows) + 1)])
+            rows += [({p0: 1, n0: -1}, 0), ({p0: -1, n0: 1}, 0)]
+        n_cur, pairs, T = _emit(layers, rows, n_cur, b), new, T + b
+    if T >= 0:
+        n_cur, rows = _double_output(layers, n_cur, pairs, T, b)
+    else:
+        k = 1 << (b + T)
+        rows = [({copies[0][0]: k, copies[0][1]: -k}, 0) for copies in pairs]
+    _emit(layers, rows, n_cur, b)
+
+
+def _double_output(layers, n_cur, pairs, T, b):
+    """Fan out into P copies of a/2, then each layer multiplies by up to P/2 = 4; returns the width and
+    the rows of the last layer (still to emit)."""
+    half = 1 << (b - 1)
+    T += 1
+    P = 1 << min(T + 1, 3)
+    rows, new = [], []
+    for copies in pairs:
+        p0, n0 = copies[0]
+        cp = []
+        for _ in range(P):
+            cp.append((len(rows), len(rows) + 1))
+            rows += [({p0: half}, 0), ({n0: half}, 0)]
+        new.append(cp)
+    n_cur, pairs = _emit(layers, rows, n_cur, b), new
+    while T > 2:
+        k = min(T - 2, 2)
+        rows, new = [], []
+        for copies in pairs:
+            cp = []
+            for _ in range(P):
+                cp.append((len(rows), len(rows) + 1))
+                rows += [({p: half for p, _ in copies[: 1 << (k + 1)]}, 0),
+                         ({n: half for _, n in copies[: 1 << (k + 1)]}, 0)]
+            new.append(cp)
+        n_cur, pairs, T = _emit(layers, rows, n_cur, b), new, T - k
+    rows = []
+    for copies in pairs:
+        terms = {}
+        for p, n in copies[: 1 << (T + 1)]:
+            terms[p] = half
+            terms[n] = -half
+        rows.append((terms, 0))
+    return n_cur, rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -1534,32 +1685,52 @@ def bit_extractor(m, form="deep"):
     """
     m = check_int_range(m, "m", 1, _MAX_EXTRACT)
     form = check_one_of(form, "form", ("deep", "classical"))
+    return _classical_extractor(m) if form == "classical" else _deep_extractor(m)
+
+
+def _classical_extractor(m):
+    """``bit_extractor(m, "classical")``: one step x_{k+1} = 2 x_k - beta_k per layer."""
+    bld = _Builder(1)
+    (xk,) = bld.inputs()
+    bits = []                                           # linear forms of the bits found so far
+    for k in range(1, m + 1):
+        scale = 1 << (m - k + 1)
+        exprs = [scale * xk - (scale // 2), scale * xk - (scale // 2) + 1]
+        if k < m:
+            exprs.append(xk)                            # x_k >= 0, carried
+        exprs += bits
+        out = bld.layer(exprs)
+        beta = out[1] - out[0]                          # q - p, the k-th bit
+        if k < m:
+            xk = 2 * out[2] - beta                      # x_{k+1} = 2 x_k - beta_k
+        bits = [*out[3 if k < m else 2:], beta]
+    bld.layer(bits)
+    return bld.net()
+
+
+def _deep_extractor(m):
+    """``bit_extractor(m, "deep")``: m doublings, then m Gray-code folds with exclusive ors."""
     bld = _Builder(1)
     (x,) = bld.inputs()
-    if form == "classical":
-        bits = []                                           # linear forms of the bits found so far
-        xk = x
-        for k in range(1, m + 1):
-            scale = 1 << (m - k + 1)
-            exprs = [scale * xk - (scale // 2), scale * xk - (scale // 2) + 1]
-            if k < m:
-                exprs.append(xk)                            # x_k >= 0, carried
-            exprs += bits
-            out = bld.layer(exprs)
-            beta = out[1] - out[0]                          # q - p, the k-th bit
-            if k < m:
-                xk = 2 * out[2] - beta                      # x_{k+1} = 2 x_k - beta_k
-            bits = [*out[3 if k < m else 2:], beta]
-        bld.layer(bits)
-        return bld.net()
-    # deep form: Y = 2**m x and C = 2**(m-1) by doubling
+    y, c0, C = _doublings(bld, x, m)
+    bits = _gray_folds(bld, y, c0, C, m)
+    bld.layer(bits)
+    return bld.net()
+
+
+def _doublings(bld, x, m):
+    """Y = 2**m x and the constants 1 and C = 2**(m-1), by doubling in m layers."""
     y, c0, cbig = x, None, None
     for j in range(m):
         exprs = [2 * y, _Lin({}, 1)] if j == 0 else [2 * y, c0, 2 * (cbig if cbig is not None else c0)]
         out = bld.layer(exprs)
         y, c0, cbig = out[0], out[1], (out[2] if j else None)
-    C = cbig if cbig is not None else c0
-    # folds: layer S_k reads the Gray bit g_k and turns g_{k-1}, beta_{k-2} into beta_{k-1}
+    return y, c0, (cbig if cbig is not None else c0)
+
+
+def _gray_folds(bld, y, c0, C, m):
+    """The folds: layer S_k reads the Gray bit g_k and turns g_{k-1}, beta_{k-2} into beta_{k-1}; returns
+    the linear forms of the m bits (the last one still a sum of two neurons)."""
     beta, g, done = None, None, []
     for k in range(1, m + 2):
         exprs, n_fold = [], 0
@@ -1582,8 +1753,7 @@ def bit_extractor(m, form="deep"):
             y = 2 * ycar - 2 * p - 2 * q
         if xor:
             beta = xor[0] + xor[1] if len(xor) == 2 else xor[0]
-    bld.layer([*done, beta])
-    return bld.net()
+    return [*done, beta]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1627,7 +1797,7 @@ def codec(target, cells, word_bits, lipschitz=1.0):
     :math:`N = 2KM` pieces of width :math:`h = 1/N`. A greedy walk with slopes :math:`\pm L`,
 
     .. math:: \hat g_{j+1} = \hat g_j + L h\,(2\beta_j - 1),\qquad
-              \beta_j = [\hat g_j \le f(x_{j+1})],\qquad \hat g_0 = Lh\,\mathrm{round}(f(0)/Lh),
+              \beta_j = [\hat g_j \le f(x_{j+1})],\qquad \hat g_0 = Lh\,\lfloor f(0)/Lh + \tfrac12\rfloor,
 
     stays within :math:`Lh` of f at the nodes (f L-Lipschitz), hence within :math:`2Lh` everywhere.
     Its N bits are the information; the network stores the M bits of each half-cell in one
@@ -1678,22 +1848,42 @@ def codec(target, cells, word_bits, lipschitz=1.0):
     L = _check_lipschitz(lipschitz, zero_ok=False)
     if not callable(target):
         raise ValueError(f"target must be callable or a PiecewiseLinear, got {type(target).__name__}")
+    return _codec(target, K, M, L)
+
+
+def _codec(target, K, M, L):
+    """:func:`codec` on checked arguments: the greedy walk, the words, the network."""
     N = 2 * K * M
     h = 1.0 / N
     nodes = np.arange(N + 1) * h
-    f = _target_values(target, nodes)
-    # the greedy walk, in units of L h (exact integers)
-    G = [int(round(f[0] / (L * h)))]
+    G, beta = _greedy_walk(_target_values(target, nodes), L, h)
+    approx = PiecewiseLinear._trusted(nodes, np.array(G, dtype=np.float64) * (L * h))
+    words = _codec_words(beta, K, M)
+    return Codec(_codec_net(G, words, K, M, L), approx, tuple(words), K, M, N)
+
+
+def _greedy_walk(f, L, h):
+    """The walk with slopes +-L through the node values ``f``, in units of L h (exact integers), and its bits."""
+    G = [int(round_half_up(f[0] / (L * h)))]
     beta = []
-    for j in range(N):
+    for j in range(len(f) - 1):
         up = G[-1] * L * h <= f[j + 1]
         beta.append(int(up))
         G.append(G[-1] + (1 if up else -1))
-    approx = PiecewiseLinear(nodes, np.array(G, dtype=np.float64) * (L * h))
-    # coordinates and words on the 2K half-cells
-    R = 2 * K
+    return G, beta
+
+
+def _codec_sweeps(R):
+    """Knot values of the coordinates u_A and u_B on the R + 1 half-cell ends."""
     uA = [1 if r % 4 in (1, 2) else 0 for r in range(R + 1)]
     uB = [1 if r % 4 in (2, 3) else 0 for r in range(R + 1)]
+    return uA, uB
+
+
+def _codec_words(beta, K, M):
+    """One M-bit word per half-cell: its bits in the order in which its decoder's coordinate sweeps it."""
+    R = 2 * K
+    uA, uB = _codec_sweeps(R)
     words = []
     for r in range(R):
         bits = beta[r * M:(r + 1) * M]
@@ -1701,6 +1891,14 @@ def codec(target, cells, word_bits, lipschitz=1.0):
         rising = u[r] == 0
         s = bits if rising else [1 - bits[M - 1 - i] for i in range(M)]
         words.append(sum(si << (M - 1 - i) for i, si in enumerate(s)))
+    return words
+
+
+def _codec_net(G, words, K, M, L):
+    """The network of :func:`codec`: half-cell ramps, selectors and chord, two deep decoders, the sum."""
+    R = 2 * K
+    N = R * M
+    uA, uB = _codec_sweeps(R)
     # knot values of the selectors: the word of the decoder's current (or next) half-cell
     YA = [words[r if r % 2 == 0 else r - 1] if r < R else words[R - 2] for r in range(R + 1)]
     YB = [words[1] if r == 0 else words[r if r % 2 == 1 else r - 1] for r in range(R + 1)]
@@ -1709,114 +1907,144 @@ def codec(target, cells, word_bits, lipschitz=1.0):
     bld = _Builder(1)
     (x,) = bld.inputs()
     n = bld.layer([R * x - r for r in range(R + 1)])          # n_r = ReLU(2K x - r)
-    s_ = bld.layer([n[r] - n[r + 1] for r in range(R)])       # s_r = clip(2K x - r, 0, 1)
-
-    def pl(vals):                                             # the PL function with these knot values
-        return sum(((vals[r + 1] - vals[r]) * s_[r] for r in range(R) if vals[r + 1] != vals[r]), _Lin({}, vals[0]))
-
-    ptil = pl(Ptil)
-    sig = bld.layer([pl(YA), pl(YB), M * pl(uA), M * pl(uB), pl(uA), pl(uB), ptil, -ptil,
-                     _Lin({}, 1 << (M - 1))])
-    Y = {"A": sig[0], "B": sig[1]}
-    w = {"A": (sig[2], None), "B": (sig[3], None)}
-    u = {"A": sig[4], "B": sig[5]}
-    P = (sig[6], sig[7])
-    C = sig[8]
-    acc = {"A": None, "B": None}
-    pis = {"A": None, "B": None}
-    betas = {"A": None, "B": None}
-    D2 = ("A", "B")
-
-    def wform(d):
-        pos, neg = w[d]
-        return pos - neg if neg is not None else pos
-
-    def put(name, e):
-        names.append(name)
-        ex.append(e)
-
-    def carry(d):                                          # a chain's registers, passed on unchanged
-        put(d + "u", u[d])
-        put(d + "w+", w[d][0])
-        put(d + "w-", w[d][1])
-        if acc[d]:
-            put(d + "a+", acc[d][0])
-            put(d + "a-", acc[d][1])
-
-    def take(d, out):                                      # ... and read back after the layer
-        u[d], w[d] = out[d + "u"], (out[d + "w+"], out[d + "w-"])
-        if acc[d]:
-            acc[d] = (out[d + "a+"], out[d + "a-"])
-
-    def shared_layer():                                    # C and P ride along; build the layer
-        nonlocal C, P
-        put("C", C)
-        put("P+", P[0])
-        put("P-", P[1])
-        out = dict(zip(names, bld.layer(ex)))
-        C, P = out["C"], (out["P+"], out["P-"])
-        return out
-
-    for i in range(1, M + 1):
-        # layer a: thresholds, position ramps, carries, accumulate the previous bit's products
-        ex, names = [], []
-        for d in D2:
-            put(d + "p", Y[d] - C)
-            put(d + "q", Y[d] - C + 1)
-            put(d + "y", Y[d])
-            put(d + "ra", wform(d))
-            put(d + "rb", wform(d) - 1)                       # also the positive part of w - 1
-            put(d + "wn", 1 - wform(d))
-            put(d + "u", u[d])
-            if betas[d] is not None:
-                put(d + "bc", betas[d])
-            if pis[d] is not None:
-                put(d + "a+", (acc[d][0] if acc[d] else 0) + pis[d][0])
-                put(d + "a-", (acc[d][1] if acc[d] else 0) + pis[d][1])
-        out = shared_layer()
-        for d in D2:
-            u[d] = out[d + "u"]
-            w[d] = (out[d + "rb"], out[d + "wn"])
-            if d + "a+" in out:
-                acc[d] = (out[d + "a+"], out[d + "a-"])
-        # layer b: the Gray bit into the binary bit (exclusive or), the next fold, the ramp
-        ex, names = [], []
-        for d in D2:
-            g = out[d + "q"] - out[d + "p"]
-            if d + "bc" in out:
-                put(d + "x1", out[d + "bc"] - g)
-                put(d + "x2", g - out[d + "bc"])
-            else:
-                put(d + "x1", g)
-            put(d + "y", 2 * out[d + "y"] - 2 * out[d + "p"] - 2 * out[d + "q"])
-            put(d + "rho", out[d + "ra"] - out[d + "rb"])
-            carry(d)
-        out = shared_layer()
-        for d in D2:
-            take(d, out)
-        # layer c: the products pi(rho_i, s_i) and pi(u, s_i)
-        ex, names = [], []
-        for d in D2:
-            bit = out[d + "x1"] + (out[d + "x2"] if d + "x2" in out else 0)
-            put(d + "pi1", out[d + "rho"] + bit - 1)
-            put(d + "pi2", u[d] + bit - 1)
-            put(d + "b", bit)
-            put(d + "Y", out[d + "y"])
-            carry(d)
-        out = shared_layer()
-        for d in D2:
-            take(d, out)
-            Y[d] = out[d + "Y"]
-            betas[d] = out[d + "b"]
-            pis[d] = (out[d + "pi1"], out[d + "pi2"])
-    ex = []
-    for d in D2:
-        ex += [(acc[d][0] if acc[d] else 0) + pis[d][0], (acc[d][1] if acc[d] else 0) + pis[d][1]]
-    ex += [P[0], P[1]]
-    fin = bld.layer(ex)
+    ramps = bld.layer([n[r] - n[r + 1] for r in range(R)])   # s_r = clip(2K x - r, 0, 1)
+    ptil = _pl_form(Ptil, ramps)
+    sig = bld.layer([_pl_form(YA, ramps), _pl_form(YB, ramps), M * _pl_form(uA, ramps), M * _pl_form(uB, ramps),
+                     _pl_form(uA, ramps), _pl_form(uB, ramps), ptil, -ptil, _Lin({}, 1 << (M - 1))])
+    dec = _CodecDecoders(bld, sig)
+    for _ in range(M):
+        dec.next_bit()
+    fin = bld.layer(dec.sums())
     c = Fraction(2) * Fraction(L) / N
     bld.layer([Fraction(L) / N * (fin[4] - fin[5]) + c * (fin[0] - fin[1] + fin[2] - fin[3])])
-    return Codec(bld.net(), approx, tuple(words), K, M, N)
+    return bld.net()
+
+
+def _pl_form(vals, ramps):
+    """The piecewise-linear function with these knot values, as a linear form of the half-cell ramps."""
+    return sum(((vals[r + 1] - vals[r]) * ramps[r] for r in range(len(ramps)) if vals[r + 1] != vals[r]),
+               _Lin({}, vals[0]))
+
+
+class _CodecDecoders:
+    """The two decoders (A, B) of :func:`codec`, advanced one bit (three layers) at a time.
+
+    Registers per decoder d: the selected word Y, the position ramp w (a pair once it is split into
+    positive and negative parts), the coordinate u, the accumulator (pair), the last products and
+    bit. The constant threshold C and the chord P (a pair) ride along in every layer.
+    """
+
+    def __init__(self, bld, sig):
+        self.bld = bld
+        self.Y = {"A": sig[0], "B": sig[1]}
+        self.w = {"A": (sig[2], None), "B": (sig[3], None)}
+        self.u = {"A": sig[4], "B": sig[5]}
+        self.P = (sig[6], sig[7])
+        self.C = sig[8]
+        self.acc = {"A": None, "B": None}
+        self.pis = {"A": None, "B": None}
+        self.betas = {"A": None, "B": None}
+        self.ex, self.names = [], []
+
+    def _wform(self, d):
+        pos, neg = self.w[d]
+        return pos - neg if neg is not None else pos
+
+    def _put(self, name, e):
+        self.names.append(name)
+        self.ex.append(e)
+
+    def _carry(self, d):                                   # a chain's registers, passed on unchanged
+        self._put(d + "u", self.u[d])
+        self._put(d + "w+", self.w[d][0])
+        self._put(d + "w-", self.w[d][1])
+        if self.acc[d]:
+            self._put(d + "a+", self.acc[d][0])
+            self._put(d + "a-", self.acc[d][1])
+
+    def _take(self, d, out):                               # ... and read back after the layer
+        self.u[d], self.w[d] = out[d + "u"], (out[d + "w+"], out[d + "w-"])
+        if self.acc[d]:
+            self.acc[d] = (out[d + "a+"], out[d + "a-"])
+
+    def _layer(self):                                      # C and P ride along; build the layer
+        self._put("C", self.C)
+        self._put("P+", self.P[0])
+        self._put("P-", self.P[1])
+        out = dict(zip(self.names, self.bld.layer(self.ex)))
+        self.ex, self.names = [], []
+        self.C, self.P = out["C"], (out["P+"], out["P-"])
+        return out
+
+    def next_bit(self):
+        out = self._thresholds()
+        out = self._xor_and_ramp(out)
+        self._products(out)
+
+    def _thresholds(self):
+        """Layer a: thresholds, position ramps, carries; accumulate the previous bit's products."""
+        for d in "AB":
+            Y, wf = self.Y[d], self._wform(d)
+            self._put(d + "p", Y - self.C)
+            self._put(d + "q", Y - self.C + 1)
+            self._put(d + "y", Y)
+            self._put(d + "ra", wf)
+            self._put(d + "rb", wf - 1)                    # also the positive part of w - 1
+            self._put(d + "wn", 1 - wf)
+            self._put(d + "u", self.u[d])
+            if self.betas[d] is not None:
+                self._put(d + "bc", self.betas[d])
+            if self.pis[d] is not None:
+                self._put(d + "a+", (self.acc[d][0] if self.acc[d] else 0) + self.pis[d][0])
+                self._put(d + "a-", (self.acc[d][1] if self.acc[d] else 0) + self.pis[d][1])
+        out = self._layer()
+        for d in "AB":
+            self.u[d] = out[d + "u"]
+            self.w[d] = (out[d + "rb"], out[d + "wn"])
+            if d + "a+" in out:
+                self.acc[d] = (out[d + "a+"], out[d + "a-"])
+        return out
+
+    def _xor_and_ramp(self, out):
+        """Layer b: the Gray bit into the binary bit (exclusive or), the next fold, the ramp rho."""
+        for d in "AB":
+            g = out[d + "q"] - out[d + "p"]
+            if d + "bc" in out:
+                self._put(d + "x1", out[d + "bc"] - g)
+                self._put(d + "x2", g - out[d + "bc"])
+            else:
+                self._put(d + "x1", g)
+            self._put(d + "y", 2 * out[d + "y"] - 2 * out[d + "p"] - 2 * out[d + "q"])
+            self._put(d + "rho", out[d + "ra"] - out[d + "rb"])
+            self._carry(d)
+        out = self._layer()
+        for d in "AB":
+            self._take(d, out)
+        return out
+
+    def _products(self, out):
+        """Layer c: the products pi(rho_i, s_i) and pi(u, s_i)."""
+        for d in "AB":
+            bit = out[d + "x1"] + (out[d + "x2"] if d + "x2" in out else 0)
+            self._put(d + "pi1", out[d + "rho"] + bit - 1)
+            self._put(d + "pi2", self.u[d] + bit - 1)
+            self._put(d + "b", bit)
+            self._put(d + "Y", out[d + "y"])
+            self._carry(d)
+        out = self._layer()
+        for d in "AB":
+            self._take(d, out)
+            self.Y[d] = out[d + "Y"]
+            self.betas[d] = out[d + "b"]
+            self.pis[d] = (out[d + "pi1"], out[d + "pi2"])
+
+    def sums(self):
+        """The last accumulations (positive and negative parts per decoder), then the chord pair."""
+        ex = []
+        for d in "AB":
+            ex += [(self.acc[d][0] if self.acc[d] else 0) + self.pis[d][0],
+                   (self.acc[d][1] if self.acc[d] else 0) + self.pis[d][1]]
+        return ex + [self.P[0], self.P[1]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1875,7 +2103,8 @@ def lower_bounds(bits, n_params, depth, vc_constant=1.0):
     with np.errstate(over="ignore"):   # a product past float64 is inf, and its bound 0: the float64 value
         precision = 2.0 ** (-b * L - 1)
         counting = 1.0 / (2 * (W * np.logaddexp2(b, 0.0) + 1))     # log2(2**b + 1) without overflow
-        vc = 1.0 / (2 * (c * W * L * max(math.log2(W), 1.0) + 1)) + 0 * b
+        vc = 1.0 / (2 * (c * W * L * max(math.log2(W), 1.0) + 1))
+    precision, counting, vc = np.broadcast_arrays(precision, counting, vc)   # vc does not depend on b
     bound = np.maximum(np.maximum(precision, counting), vc)
     out = {"precision": precision, "counting": counting, "vc": vc, "bound": bound}
-    return {k: (v.item() if np.ndim(v) == 0 else v) for k, v in out.items()}
+    return {k: (v.item() if np.ndim(v) == 0 else np.array(v)) for k, v in out.items()}

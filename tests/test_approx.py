@@ -150,6 +150,29 @@ def test_round_to_grid_is_nearest_and_saturates():
     assert np.array_equal(A.round_to_grid([1.7, -0.2, 0.3, 5.0], 3, step=0.5), [1.5, -0.0, 0.5, 2.0])
 
 
+def test_rounding_ties_go_up_in_every_quantizer():
+    """The package's one rounding rule, floor(x + 1/2): an exact tie goes towards +inf, negative ones included."""
+    s = 0.25
+    k = np.arange(-7, 7)
+    ties = (k + 0.5) * s                                      # exactly halfway between two multiples of s
+    assert np.array_equal(A.round_to_grid(ties, 5, step=s), (k + 1) * s)
+    # against exact rational rounding, on random halves and quarters of the step (ties and non-ties)
+    rng = np.random.default_rng(21)
+    v = rng.integers(-64, 65, 400) * (s / 4)
+    want = [math.floor(Fraction(x) / Fraction(s) + Fraction(1, 2)) * s for x in v.tolist()]
+    assert A.round_to_grid(v, 6, step=s).tolist() == want
+    # a value just below a tie, and odd integers in [2**52, 2**53), where a literal x + 0.5 rounds first
+    assert A.round_to_grid([0.49999999999999994, -0.5000000000000001], 2, step=1.0).tolist() == [0.0, -1.0]
+    big = [2.0**52 + 1, -(2.0**52 + 1), 2.0**53 - 1]
+    assert A.round_to_grid(big, 64, step=1.0).tolist() == big
+    # error feedback rounds its running sums by the same rule: sums 1/2, 1, 3/2, ... and -1/2, -1, ...
+    assert A.sigma_delta([0.5] * 6, 2, step=1.0).tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    assert A.sigma_delta([-0.5] * 6, 2, step=1.0).tolist() == [0.0, -1.0, 0.0, -1.0, 0.0, -1.0]
+    # the codec's walk starts at L h floor(f(0) / (L h) + 1/2): here f(0) / (L h) = 2.5 and -1.5 (h = 1/8)
+    assert A.codec(lambda x: 0 * x + 2.5 / 8, cells=2, word_bits=2).approximant.values[0] == 3 / 8
+    assert A.codec(lambda x: 0 * x - 1.5 / 8, cells=2, word_bits=2).approximant.values[0] == -1 / 8
+
+
 def test_bad_input_to_the_quantizers():
     with pytest.raises(ValueError, match="bits must be an integer >= 1"):
         A.round_to_grid([0.1], 0)
@@ -401,3 +424,65 @@ def test_precision_lower_bound_holds_for_networks_on_the_grid():
     assert math.isclose(lb["vc"][0], 1 / (2 * (768 * 2 * math.log2(768) + 1)))
     with pytest.raises(ValueError, match="n_params must be finite and > 0"):
         A.lower_bounds(4, 0, 2)
+
+
+def test_lower_bounds_broadcast_over_the_bits():
+    b = np.array([[1.0, 2.0], [3.0, 40.0]])
+    lb = A.lower_bounds(b, 100, 3)
+    for key in ("precision", "counting", "vc", "bound"):       # full arrays of their own, not broadcast views
+        assert lb[key].shape == b.shape and lb[key].flags.writeable and lb[key].flags.c_contiguous, key
+    assert np.all(lb["vc"] == lb["vc"][0, 0])
+    assert math.isclose(lb["vc"][0, 0], 1 / (2 * (100 * 3 * math.log2(100) + 1)), rel_tol=1e-15)
+    assert np.array_equal(lb["bound"], np.maximum(np.maximum(lb["precision"], lb["counting"]), lb["vc"]))
+    assert lb["precision"][1, 1] == 2.0**-121 and lb["bound"][1, 1] == lb["vc"][1, 1]
+    assert all(isinstance(v, float) for v in A.lower_bounds(2.0, 100, 3).values())
+
+
+# ---------------------------------------------------------------------------------------------
+# checks at the door
+
+
+def _validated_names(call):
+    """The ``name`` argument of every call into qmf_lite._validate made while ``call()`` runs."""
+    names = []
+
+    def profile(frame, event, arg):
+        code = frame.f_code
+        if event == "call" and code.co_filename.endswith("_validate.py") and not code.co_name.startswith("_"):
+            names.append(frame.f_locals.get("name"))
+
+    sys.setprofile(profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return names
+
+
+def test_public_functions_check_each_argument_once():
+    """A public function checks its arguments once and its inner steps check nothing again; what is
+    still checked inside is data the function computes (the target's values, a network's weights)."""
+    net = A.DyadicNet.from_arrays([[[0.8125, -1.5]], [[3.0]]], [[0.25], [-1.0]])
+    f = A.lacunary_target(n_terms=4, ratio=3.0)
+    g = A.ShallowReLU.interpolant(f, 16)
+
+    def target(x):                                           # a plain callable: its values are checked once
+        return np.interp(x, f.knots, f.values)
+
+    cases = {
+        "round_to_grid": (lambda: A.round_to_grid([0.3, -1.7], 3), ["bits", "values"]),
+        "round_to_grid, step": (lambda: A.round_to_grid([0.3, -1.7], 3, step=0.5), ["bits", "values", "step"]),
+        "sigma_delta": (lambda: A.sigma_delta([0.3] * 4, 1), ["bits", "values"]),
+        "quantize_net": (lambda: A.quantize_net(net, 3), ["bits", "values", "values"]),   # each layer's weights
+        "quantized, nearest": (lambda: g.quantized(4, "nearest"), ["bits", "method", "values", "values"]),
+        "quantized, sigma_delta": (lambda: g.quantized(4, "sigma_delta"), ["bits", "method", "values", "values"]),
+        "to_low_precision": (lambda: A.to_low_precision(net, 2), ["bits", "nonnegative_inputs"]),
+        "bit_extractor": (lambda: A.bit_extractor(6), ["m", "form"]),
+        "codec": (lambda: A.codec(target, 2, 4), ["cells", "word_bits", "lipschitz", "target(x)"]),
+        "sup_error, exact": (lambda: A.sup_error(g, f, exact=True), ["n_grid", "exact"]),
+        "sup_error, callable": (lambda: A.sup_error(f, np.sin, lipschitz=1.0), ["n_grid", "exact", "lipschitz",
+                                                                                "target(x)"]),
+        "summary": (lambda: net.summary(), []),
+    }
+    for what, (call, expected) in cases.items():
+        assert _validated_names(call) == expected, what

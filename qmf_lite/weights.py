@@ -45,7 +45,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse import linalg as sparse_linalg
 
-from ._common import is_torch, numpy_generator, torch_generator
+from ._common import is_torch, numpy_generator, round_half_up, torch_generator
 from ._validate import (_as_float_array, check_bool, check_callable, check_choice, check_finite, check_int,
                         check_positive, check_probability, check_real, check_seed)
 
@@ -74,6 +74,8 @@ __all__ = [
 
 #: the update rules: full-precision SGD, deterministic rounding, stochastic rounding, BinaryConnect
 RULES = ("sgd", "r", "sr", "bc")
+# the two quantizers of a Grid (Grid.quantize; BC's forward rounding)
+_ROUNDINGS = ("deterministic", "stochastic")
 
 #: the largest number of steps :math:`(U - L)/\Delta` of a :class:`Grid` (2**53: every grid index is an
 #: exact float64 integer) and the largest :math:`|L|, |U|` (so that :math:`U - L` cannot overflow)
@@ -235,10 +237,12 @@ class Grid:
         """The grid points, an increasing float64 array of length ``n``."""
         return self.low + self.delta * np.arange(self.n_levels, dtype=np.float64)
 
-    # --- quantizers --------------------------------------------------------------------------
+    # --- quantizers: each public method checks ``w`` (and ``rng``) once and calls its unchecked step --------
     def clip(self, w):
         """``w`` clipped to ``[low, high]`` (numpy array or torch tensor, same type back)."""
-        w = _check_weights(w)
+        return self._clip(_check_weights(w))
+
+    def _clip(self, w):
         if is_torch(w):
             import torch
 
@@ -247,10 +251,15 @@ class Grid:
 
     def _position(self, w):
         """Clipped position in units of the step, ``u = (clip(w) - L)/Delta`` in ``[0, n-1]``."""
-        return (self.clip(w) - self.low) / self.delta
+        return (self._clip(w) - self.low) / self.delta
 
     def _from_index(self, k):
-        return self.low + k * self.delta
+        """The grid points of the indices ``k``, clamped to ``[0, n-1]``."""
+        if is_torch(k):
+            import torch
+
+            return self.low + torch.clamp(k, 0, self.n_levels - 1) * self.delta
+        return self.low + np.clip(k, 0, self.n_levels - 1) * self.delta
 
     def round(self, w):
         r"""Deterministic rounding :math:`Q_d(w)`: the nearest grid point to the clipped ``w``.
@@ -258,14 +267,10 @@ class Grid:
         Halves round up (so that on :math:`\{-a, a\}` it is BinaryConnect's
         :math:`a\,\mathrm{sign}(w)` with :math:`\mathrm{sign}(0) = +1`). Idempotent on the grid.
         """
-        u = self._position(w)
-        if is_torch(u):
-            import torch
+        return self._round(_check_weights(w))
 
-            k = torch.clamp(torch.floor(u + 0.5), 0, self.n_levels - 1)
-        else:
-            k = np.clip(np.floor(u + 0.5), 0, self.n_levels - 1)
-        return self._from_index(k)
+    def _round(self, w):
+        return self._from_index(round_half_up(self._position(w)))
 
     def stochastic_round(self, w, rng):
         r"""Stochastic rounding :math:`Q_s(w)` of the clipped ``w``, unbiased inside the range.
@@ -288,39 +293,77 @@ class Grid:
         >>> sorted(set(q.tolist())), round(float(q.mean()), 2)
         ([0.0, 0.5], 0.2)
         """
+        w = _check_weights(w)
+        return self._stochastic_round(w, _generator_like(w, rng))
+
+    def _stochastic_round(self, w, gen):
+        """:math:`Q_s(w)` with ``gen`` a numpy Generator (arrays) or a torch Generator on ``w``'s device."""
         u = self._position(w)
         if is_torch(u):
             import torch
 
-            gen = torch_generator(rng, u.device, "rng", allow_none=False)
             k0 = torch.floor(u)
-            up = torch.rand(u.shape, generator=gen, device=u.device, dtype=u.dtype) < (u - k0)
-            k = torch.clamp(k0 + up.to(u.dtype), 0, self.n_levels - 1)
-        else:
-            rng = numpy_generator(rng, "rng", allow_none=False)
-            k0 = np.floor(u)
-            k = np.clip(k0 + (rng.random(np.shape(u)) < (u - k0)), 0, self.n_levels - 1)
-        return self._from_index(k)
+            return self._from_index(k0 + (torch.rand(u.shape, generator=gen, device=u.device, dtype=u.dtype)
+                                          < (u - k0)).to(u.dtype))
+        k0 = np.floor(u)
+        return self._from_index(k0 + (gen.random(np.shape(u)) < (u - k0)))
 
     def quantize(self, w, rounding="deterministic", rng=None):
         """:meth:`round` (``rounding="deterministic"``) or :meth:`stochastic_round` (``"stochastic"``)."""
-        rounding = check_choice(rounding, "rounding", ("deterministic", "stochastic"))
+        rounding = check_choice(rounding, "rounding", _ROUNDINGS)
         if rounding == "deterministic":
             return self.round(w)
         if rng is None:
             raise ValueError("rng must be given for rounding='stochastic' (a seed or a Generator)")
         return self.stochastic_round(w, rng)
 
+    def _quantize(self, w, rounding, gen):
+        return self._round(w) if rounding == "deterministic" else self._stochastic_round(w, gen)
+
+
+def _generator_like(w, rng, name="rng"):
+    """The generator that ``rng`` stands for: numpy for an array ``w``, torch on ``w``'s device for a tensor."""
+    if is_torch(w):
+        return torch_generator(rng, w.device, name, allow_none=False)
+    return numpy_generator(rng, name, allow_none=False)
+
 
 # --- update rules ----------------------------------------------------------------------------
+def _update(rule, w, g, lr, grid, gen=None, clip_buffer=True):
+    r"""One step of ``rule``, the one implementation of the rules (unchecked; numpy arrays or torch tensors).
+
+    SGD :math:`w - \alpha g`; R :math:`Q_d(w - \alpha g)`; SR :math:`Q_s(w - \alpha g)` with the generator
+    ``gen``; BC the buffer step :math:`w_r - \alpha g`, clipped to the grid's range with ``clip_buffer``
+    (the caller evaluates ``g`` at the forward weights :math:`Q(w_r)`). :func:`run_rule`,
+    :class:`QuantizedSGD` and the public ``*_update`` functions all step through here. A step that
+    overflows is clipped to the range by R, SR and clipped BC; the caller rejects it otherwise.
+    """
+    new = w - lr * g
+    if rule == "r":
+        return grid._round(new)
+    if rule == "sr":
+        return grid._stochastic_round(new, gen)
+    return grid._clip(new) if rule == "bc" and clip_buffer else new
+
+
 def _check_lr(lr):
     lr = _positive(lr, "lr", scalar=False)
     return float(lr) if lr.ndim == 0 else lr
 
 
-def _step(w, g, lr, grid=None, wname="w"):
-    r"""Validated ``w`` (named ``wname``), ``g``, ``lr`` and :math:`w - \alpha g`. With a grid the step may
-    overflow to :math:`\pm\infty` (then clipped to the range: the exact limit); without, it must stay finite."""
+def _check_rule_grid(rule, grid):
+    """``grid``: a Grid, or also None for the rule ``"sgd"`` (which ignores it)."""
+    if rule == "sgd":
+        return _check_grid(grid, optional=True)
+    if not isinstance(grid, Grid):
+        raise ValueError(f"grid must be a Grid for rule {rule!r}, got {grid!r}")
+    return grid
+
+
+def _checked_update(rule, w, g, lr, grid, rng=None, clip_buffer=True, wname="w"):
+    r"""The door of the public ``*_update`` functions: check ``w`` (named ``wname``), ``g``, ``lr`` (and
+    ``rng`` for SR), then :func:`_update`. Where the result is not clipped to a grid (SGD, unclipped BC),
+    :math:`w - \alpha g` must stay finite."""
     w = _check_finite_values(w, wname)
     g = _check_finite_values(g, "g")
     lr = _check_lr(lr)
@@ -332,9 +375,10 @@ def _step(w, g, lr, grid=None, wname="w"):
         w, g = (torch.as_tensor(x, dtype=like.dtype, device=like.device) for x in (w, g))
         if not isinstance(lr, float):
             lr = torch.as_tensor(lr, dtype=like.dtype, device=like.device)
-    with np.errstate(over="ignore"):
-        new = w - lr * g
-    if grid is None and not _all_finite(new):
+    gen = _generator_like(w, rng) if rule == "sr" else None
+    with np.errstate(over="ignore"):  # an overflowing step is clipped to the grid, or refused below
+        new = _update(rule, w, g, lr, grid, gen, clip_buffer)
+    if (rule == "sgd" or not clip_buffer) and not _all_finite(new):
         raise ValueError(f"lr * g must keep {wname} - lr * g finite; it overflowed with lr = {lr!r}")
     return new
 
@@ -353,7 +397,7 @@ def sgd_update(w, g, lr):
     ``w`` and ``g`` are finite real numbers (arrays, or floating-point tensors), ``lr > 0`` a scalar or
     an array; the three broadcast together, and :math:`w - \alpha g` must stay finite.
     """
-    return _step(w, g, lr)
+    return _checked_update("sgd", w, g, lr, None)
 
 
 def r_update(w, g, lr, grid):
@@ -368,7 +412,7 @@ def r_update(w, g, lr, grid):
     >>> float(r_update(0.5, 1.0, 0.1, g)), float(r_update(0.5, 2.0, 0.1, g))   # 0.1 < 0.125: stuck
     (0.5, 0.25)
     """
-    return _check_grid(grid).round(_step(w, g, lr, grid))
+    return _checked_update("r", w, g, lr, _check_grid(grid))
 
 
 def sr_update(w, g, lr, grid, rng):
@@ -377,7 +421,7 @@ def sr_update(w, g, lr, grid, rng):
     ``w``, ``g`` finite, ``lr > 0`` (scalar or array), broadcasting together; ``grid`` a :class:`Grid`;
     ``rng`` as in :meth:`Grid.stochastic_round`.
     """
-    return _check_grid(grid).stochastic_round(_step(w, g, lr, grid), rng)
+    return _checked_update("sr", w, g, lr, _check_grid(grid), rng)
 
 
 def bc_update(buffer, g, lr, grid, clip=True):
@@ -389,10 +433,9 @@ def bc_update(buffer, g, lr, grid, clip=True):
     broadcasting together; ``grid`` a :class:`Grid`; ``clip`` True or False (without clipping the
     new buffer must stay finite).
     """
-    _check_grid(grid)
+    grid = _check_grid(grid)
     clip = check_bool(clip, "clip")
-    new = _step(buffer, g, lr, grid if clip else None, wname="buffer")
-    return grid.clip(new) if clip else new
+    return _checked_update("bc", buffer, g, lr, grid, clip_buffer=clip, wname="buffer")
 
 
 @dataclasses.dataclass
@@ -466,11 +509,8 @@ def run_rule(rule, grad, w0, *, lr, steps, grid=None, seed=0, bc_rounding="stoch
     """
     rule = check_choice(rule, "rule", RULES)
     grad = check_callable(grad, "grad")
-    if rule == "sgd":
-        _check_grid(grid, optional=True)
-    elif not isinstance(grid, Grid):
-        raise ValueError(f"grid must be a Grid for rule {rule!r}, got {grid!r}")
-    bc_rounding = check_choice(bc_rounding, "bc_rounding", ("stochastic", "deterministic"))
+    grid = _check_rule_grid(rule, grid)
+    bc_rounding = check_choice(bc_rounding, "bc_rounding", _ROUNDINGS)
     clip_buffer = check_bool(clip_buffer, "clip_buffer")
     if observe is not None and not callable(observe):
         raise ValueError(f"observe must be None or a callable, got {observe!r}")
@@ -478,54 +518,54 @@ def run_rule(rule, grad, w0, *, lr, steps, grid=None, seed=0, bc_rounding="stoch
     steps = check_int(steps, "steps", 0, MAX_STEPS)
     every = check_int(every, "every", 1)
     rng = numpy_generator(seed, "seed", allow_none=False)
-    w = check_finite(w0, "w0").copy()
-    _broadcast(("lr", "w0"), np.asarray(lr), w)
-    if rule in ("r", "sr"):
-        w = grid.round(w)
+    w0 = check_finite(w0, "w0")
+    _broadcast(("lr", "w0"), np.asarray(lr), w0)
+    return _run_rule(rule, grad, w0, lr, steps, grid, rng, bc_rounding, clip_buffer, observe, every)
+
+
+def _run_rule(rule, grad, w0, lr, steps, grid, rng, bc_rounding, clip_buffer, observe, every):
+    """:func:`run_rule` on checked arguments: the loop of :func:`_update` steps, recording as it goes."""
+    w = grid._round(w0) if rule in ("r", "sr") else w0.copy()
     unclipped = rule == "sgd" or (rule == "bc" and not clip_buffer)
     records, at = [], []
 
-    def deployed_and_buffer():
-        return (grid.round(w), w) if rule == "bc" else (w, w)
+    def record(t):
+        if observe is not None and t % every == 0:
+            records.append(observe(*_deployed_and_buffer(rule, w, grid)))
+            at.append(t)
 
-    def gradient(at_w, t):
-        g = np.asarray(grad(at_w, rng))
-        if g.dtype.kind not in "iuf" or not np.isfinite(g).all():
-            raise ValueError(f"grad must return finite real numbers; at step {t} grad(w, rng) gave {g!r}")
-        try:
-            fits = np.broadcast_shapes(g.shape, at_w.shape) == at_w.shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(f"grad must return an array broadcasting to the shape {at_w.shape} of w; at step {t} "
-                             f"it has shape {g.shape}")
-        return g
-
-    if observe is not None:
-        records.append(observe(*deployed_and_buffer()))
-        at.append(0)
+    record(0)
     with np.errstate(over="ignore"):  # an overflowing step is clipped to the grid, or refused below
         for t in range(1, steps + 1):
-            if rule == "bc":
-                wb = grid.quantize(w, bc_rounding, rng)
-                w = w - lr * gradient(wb, t)
-                if clip_buffer:
-                    w = grid.clip(w)
-            elif rule == "sgd":
-                w = w - lr * gradient(w, t)
-            elif rule == "r":
-                w = grid.round(w - lr * gradient(w, t))
-            else:
-                w = grid.stochastic_round(w - lr * gradient(w, t), rng)
+            forward = grid._quantize(w, bc_rounding, rng) if rule == "bc" else w
+            w = _update(rule, w, _checked_gradient(grad, forward, rng, t), lr, grid, rng, clip_buffer)
             if unclipped and not np.isfinite(w).all():
                 raise ValueError(f"lr must keep the {rule} iterate within float64: it overflowed at step {t} "
                                  f"(lr = {lr!r})")
-            if observe is not None and t % every == 0:
-                records.append(observe(*deployed_and_buffer()))
-                at.append(t)
-    deployed, buffer = deployed_and_buffer()
+            record(t)
+    deployed, buffer = _deployed_and_buffer(rule, w, grid)
     trace = np.asarray(records) if observe is not None else None
     return RuleRun(deployed, buffer.copy(), trace, np.asarray(at))
+
+
+def _deployed_and_buffer(rule, w, grid):
+    """The deployed weights and the buffer of a :func:`run_rule` iterate ``w``: :math:`(Q_d(w), w)` for BC."""
+    return (grid._round(w), w) if rule == "bc" else (w, w)
+
+
+def _checked_gradient(grad, at_w, rng, t):
+    """``grad(at_w, rng)`` at step ``t`` of :func:`run_rule`, which must be finite and broadcast to ``at_w``."""
+    g = np.asarray(grad(at_w, rng))
+    if g.dtype.kind not in "iuf" or not np.isfinite(g).all():
+        raise ValueError(f"grad must return finite real numbers; at step {t} grad(w, rng) gave {g!r}")
+    try:
+        fits = np.broadcast_shapes(g.shape, at_w.shape) == at_w.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"grad must return an array broadcasting to the shape {at_w.shape} of w; at step {t} "
+                         f"it has shape {g.shape}")
+    return g
 
 
 # --- the exact SR chain on a one-dimensional grid ---------------------------------------------
@@ -1032,47 +1072,20 @@ class QuantizedSGD:
     def __init__(self, params, lr, rule="sgd", grid=None, seed=0, bc_rounding="deterministic", clip_buffer=True):
         import torch
 
-        what = "params must be an iterable of floating-point torch tensors (parameters) or of dicts with a 'params' key"
-        if isinstance(params, (str, bytes, dict, torch.Tensor)) or not isinstance(params, Iterable):
-            raise ValueError(f"{what}, got {params!r}")
-        params = list(params)
-        if not params:
-            raise ValueError("params must not be empty")
-        groups = params if isinstance(params[0], dict) else [{"params": params}]
-        bc_rounding = check_choice(bc_rounding, "bc_rounding", ("stochastic", "deterministic"))
-        self.seed, self.bc_rounding = check_seed(seed), bc_rounding
+        self.param_groups = _check_param_groups(params, lr, rule, grid)
+        self.bc_rounding = check_choice(bc_rounding, "bc_rounding", _ROUNDINGS)
+        self.seed = check_seed(seed)
         self.clip_buffer = check_bool(clip_buffer, "clip_buffer")
-        self.param_groups = []
         self._buffers = {}
         self._generators = {}
-        for group in groups:
-            if not isinstance(group, dict) or "params" not in group:
-                raise ValueError(f"{what}, got an entry {group!r}")
-            g = {"lr": lr, "rule": rule, "grid": grid, **group}
-            ps = g["params"]
-            ps = [ps] if isinstance(ps, torch.Tensor) else ps
-            if isinstance(ps, (str, bytes, dict)) or not isinstance(ps, Iterable):
-                raise ValueError(f"{what}, got {ps!r}")
-            g["params"] = list(ps)
-            for p in g["params"]:
-                if not isinstance(p, torch.Tensor) or not torch.is_floating_point(p):
-                    raise ValueError(f"{what}, got an entry {p!r}")
-                if not bool(torch.isfinite(p).all()):
-                    raise ValueError("params must hold finite values (no NaN or inf)")
-            g["lr"] = _positive(g["lr"], "lr")
-            g["rule"] = check_choice(g["rule"], "rule", RULES)
-            if g["rule"] == "sgd":
-                _check_grid(g["grid"], optional=True)
-            elif not isinstance(g["grid"], Grid):
-                raise ValueError(f"grid must be a Grid for rule {g['rule']!r}, got {g['grid']!r}")
-            with torch.no_grad():
+        with torch.no_grad():  # put every quantized parameter on its grid; BC keeps its buffer
+            for g in self.param_groups:
                 for p in g["params"]:
                     if g["rule"] == "bc":
                         self._buffers[p] = p.detach().clone()
                         p.copy_(self._forward(g["grid"], self._buffers[p]))
                     elif g["rule"] in ("r", "sr"):
-                        p.copy_(g["grid"].round(p.detach()))
-            self.param_groups.append(g)
+                        p.copy_(g["grid"]._round(p.detach()))
 
     def _generator(self, device):
         import torch
@@ -1083,9 +1096,9 @@ class QuantizedSGD:
         return self._generators[key]
 
     def _forward(self, grid, buffer):
-        if self.bc_rounding == "deterministic":
-            return grid.round(buffer)
-        return grid.stochastic_round(buffer, self._generator(buffer.device))
+        """BC's forward weights :math:`Q(w_r)`, rounded as ``bc_rounding`` says."""
+        gen = self._generator(buffer.device) if self.bc_rounding == "stochastic" else None
+        return grid._quantize(buffer, self.bc_rounding, gen)
 
     def zero_grad(self):
         for g in self.param_groups:
@@ -1100,7 +1113,7 @@ class QuantizedSGD:
         """The weights to deploy: :math:`Q_d(w_r)` for BC, the parameter itself otherwise."""
         for g in self.param_groups:
             if any(q is p for q in g["params"]):
-                return g["grid"].round(self._buffers[p]) if g["rule"] == "bc" else p.detach()
+                return g["grid"]._round(self._buffers[p]) if g["rule"] == "bc" else p.detach()
         raise ValueError("p is not a parameter of this optimizer")
 
     def use_deployed(self):
@@ -1111,9 +1124,11 @@ class QuantizedSGD:
             for g in self.param_groups:
                 if g["rule"] == "bc":
                     for p in g["params"]:
-                        p.copy_(g["grid"].round(self._buffers[p]))
+                        p.copy_(g["grid"]._round(self._buffers[p]))
 
     def step(self):
+        """One :func:`_update` of every parameter that has a gradient (BC: of its buffer, then
+        :math:`p = Q(w_r)`); a gradient with NaN or inf is a ``ValueError``."""
         import torch
 
         with torch.no_grad():
@@ -1125,18 +1140,46 @@ class QuantizedSGD:
                     if not bool(torch.isfinite(p.grad).all()):
                         raise ValueError("every p.grad must be finite: a gradient contains NaN or inf (a loss "
                                          "that overflowed, or an lr so large that the weights did?)")
-                    if rule == "sgd":
-                        p.sub_(lr * p.grad)
-                    elif rule == "r":
-                        p.copy_(grid.round(p - lr * p.grad))
-                    elif rule == "sr":
-                        p.copy_(grid.stochastic_round(p - lr * p.grad, self._generator(p.device)))
-                    else:
+                    gen = self._generator(p.device) if rule == "sr" else None
+                    if rule == "bc":
                         buf = self._buffers[p]
-                        buf.sub_(lr * p.grad)
-                        if self.clip_buffer:
-                            buf.clamp_(grid.low, grid.high)
+                        buf.copy_(_update(rule, buf, p.grad, lr, grid, gen, self.clip_buffer))
                         p.copy_(self._forward(grid, buf))
+                    else:
+                        p.copy_(_update(rule, p, p.grad, lr, grid, gen))
+
+
+def _check_param_groups(params, lr, rule, grid):
+    """The parameter groups of :class:`QuantizedSGD`: ``params`` (tensors, or dicts with ``"params"``),
+    each group with its checked ``lr``, ``rule`` and ``grid`` (the defaults where a dict does not set them)."""
+    import torch
+
+    what = "params must be an iterable of floating-point torch tensors (parameters) or of dicts with a 'params' key"
+    if isinstance(params, (str, bytes, dict, torch.Tensor)) or not isinstance(params, Iterable):
+        raise ValueError(f"{what}, got {params!r}")
+    params = list(params)
+    if not params:
+        raise ValueError("params must not be empty")
+    groups = []
+    for group in params if isinstance(params[0], dict) else [{"params": params}]:
+        if not isinstance(group, dict) or "params" not in group:
+            raise ValueError(f"{what}, got an entry {group!r}")
+        g = {"lr": lr, "rule": rule, "grid": grid, **group}
+        ps = g["params"]
+        ps = [ps] if isinstance(ps, torch.Tensor) else ps
+        if isinstance(ps, (str, bytes, dict)) or not isinstance(ps, Iterable):
+            raise ValueError(f"{what}, got {ps!r}")
+        g["params"] = list(ps)
+        for p in g["params"]:
+            if not isinstance(p, torch.Tensor) or not torch.is_floating_point(p):
+                raise ValueError(f"{what}, got an entry {p!r}")
+            if not bool(torch.isfinite(p).all()):
+                raise ValueError("params must hold finite values (no NaN or inf)")
+        g["lr"] = _positive(g["lr"], "lr")
+        g["rule"] = check_choice(g["rule"], "rule", RULES)
+        g["grid"] = _check_rule_grid(g["rule"], g["grid"])
+        groups.append(g)
+    return groups
 
 
 def _check_model(model, name="model"):

@@ -42,7 +42,7 @@ import warnings
 from collections.abc import Iterable
 
 import numpy as np
-from scipy import sparse
+from scipy import optimize, sparse, special
 from scipy.sparse import linalg as sparse_linalg
 
 from ._common import is_torch, numpy_generator, round_half_up, torch_generator
@@ -931,9 +931,15 @@ class LogisticProblem:
         x = rng.standard_normal((n, d))
         teacher = rng.standard_normal(d)
         teacher *= teacher_scale / np.linalg.norm(teacher)
-        p = 0.5 * (1 + np.tanh(0.5 * (x @ teacher)))
-        y = np.where(rng.random(n) < p, 1.0, -1.0)
-        return cls(x, y, ridge)
+        y = np.where(rng.random(n) < special.expit(x @ teacher), 1.0, -1.0)
+        return cls._from_checked(x, y, ridge)
+
+    @classmethod
+    def _from_checked(cls, x, y, ridge):
+        """A problem from data already known to be valid (no second check in ``__post_init__``)."""
+        problem = object.__new__(cls)
+        problem.x, problem.y, problem.ridge = x, y, ridge
+        return problem
 
     @property
     def d(self):
@@ -950,22 +956,27 @@ class LogisticProblem:
             raise ValueError(f"w must be finite with entries in [-{MAX_LOGISTIC_ABS:g}, {MAX_LOGISTIC_ABS:g}]")
         return w
 
+    # each public method checks ``w`` (and its other arguments) once, then calls its unchecked twin
     def loss(self, w):
-        """:math:`F(w)`, over the last axis of ``w``."""
-        w = self._weights(w)
+        r""":math:`F(w)`, over the last axis of ``w``; :math:`\log(1 + e^{-m}) = -\log\mathrm{expit}(m)`."""
+        return self._loss(self._weights(w))
+
+    def _loss(self, w):
         margins = self.y * (w @ self.x.T)
-        return np.mean(np.logaddexp(0.0, -margins), axis=-1) + 0.5 * self.ridge * np.sum(w ** 2, axis=-1)
+        return -np.mean(special.log_expit(margins), axis=-1) + 0.5 * self.ridge * np.sum(w ** 2, axis=-1)
 
     def _residual(self, w, idx=None):
+        """:math:`\\partial_m\\log(1 + e^{-m}) = -\\mathrm{expit}(-m)` at the margins, times ``y``; with the inputs."""
         x = self.x if idx is None else self.x[idx]
         y = self.y if idx is None else self.y[idx]
         margins = y * np.einsum("...bd,...d->...b", x, w) if idx is not None else y * (w @ self.x.T)
-        # d/dm log(1 + e^-m) = -sigmoid(-m), written with tanh to avoid overflow warnings
-        return -y * 0.5 * (1 - np.tanh(0.5 * margins)), x
+        return -y * special.expit(-margins), x
 
     def grad(self, w):
         """The full gradient :math:`\\nabla F(w)`."""
-        w = self._weights(w)
+        return self._grad(self._weights(w))
+
+    def _grad(self, w):
         r, x = self._residual(w)
         return r @ x / len(self.y) + self.ridge * w
 
@@ -981,31 +992,38 @@ class LogisticProblem:
         if math.prod(w.shape) * batch > MAX_ENTRIES:
             raise ValueError(f"batch must keep chains x batch x d at most 2**27 (1 GiB), got shape {w.shape} "
                              f"and batch = {batch}")
+        return self._minibatch_grad(w, rng, batch)
+
+    def _minibatch_grad(self, w, rng, batch):
         idx = rng.integers(0, len(self.y), size=w.shape[:-1] + (batch,))
         r, x = self._residual(w, idx)
         return np.einsum("...b,...bd->...d", r, x) / batch + self.ridge * w
 
     def hessian(self, w):
         """The Hessian :math:`\\nabla^2 F(w)` (``d x d``) at one weight vector ``w`` of shape ``(d,)``."""
-        w = self._weights(w, single=True)
-        s = 0.5 * (1 - np.tanh(0.5 * (self.x @ w)))
-        curv = s * (1 - s)
-        return (self.x.T * curv) @ self.x / len(self.y) + self.ridge * np.eye(self.d)
+        return self._hessian(self._weights(w, single=True))
+
+    def _hessian(self, w):
+        s = special.expit(-(self.x @ w))
+        return (self.x.T * (s * (1 - s))) @ self.x / len(self.y) + self.ridge * np.eye(self.d)
 
     def solve(self, tol=1e-13, max_iter=100):
-        """The minimiser :math:`w^*` by Newton's method (F is strongly convex).
+        r"""The minimiser :math:`w^*`: the root of :math:`\nabla F` (F is strongly convex), found from
+        :math:`w = 0` by :func:`scipy.optimize.root` (MINPACK's hybrid Powell method, relative
+        tolerance ``tol``) with the exact Hessian as Jacobian.
 
-        Stops when a Newton step is below ``tol > 0`` in every coordinate; ``1 <= max_iter <= 10**4``.
+        Returns ``w`` once its Newton step :math:`\nabla^2F(w)^{-1}\nabla F(w)` is below ``tol > 0`` in
+        every coordinate (a ``RuntimeError`` if not); at most ``max_iter`` gradient evaluations,
+        ``1 <= max_iter <= 10**4``.
         """
         tol = _positive(tol, "tol")
         max_iter = check_int(max_iter, "max_iter", 1, 10**4)
-        w = np.zeros(self.d)
-        for _ in range(max_iter):
-            step = np.linalg.solve(self.hessian(w), self.grad(w))
-            w = w - step
-            if np.max(np.abs(step)) < tol:
-                return w
-        raise RuntimeError("Newton's method did not converge")  # pragma: no cover
+        root = optimize.root(self._grad, np.zeros(self.d), jac=self._hessian, method="hybr",
+                             options={"xtol": tol, "maxfev": max_iter})
+        w = root.x  # MINPACK may report "no further improvement" at round-off: the Newton step decides
+        if np.max(np.abs(np.linalg.solve(self._hessian(w), self._grad(w)))) >= tol:
+            raise RuntimeError(f"the root of grad F was not found to tol = {tol!r}: {root.message}")
+        return w
 
     def noise_mean_abs(self, w, batch, n_draws=20000, seed=0):
         r"""Monte Carlo :math:`\mathbb E|\xi_j|`, per coordinate, of the minibatch noise
@@ -1020,8 +1038,8 @@ class LogisticProblem:
         if n_draws * batch * self.d > MAX_ENTRIES:
             raise ValueError(f"n_draws * batch * d must be at most 2**27 (1 GiB), got {n_draws} * {batch} * {self.d}")
         rng = numpy_generator(seed, "seed", allow_none=False)
-        g = self.minibatch_grad(np.broadcast_to(w, (n_draws, self.d)), rng, batch)
-        return np.mean(np.abs(g - self.grad(w)), axis=0)
+        g = self._minibatch_grad(np.broadcast_to(w, (n_draws, self.d)), rng, batch)
+        return np.mean(np.abs(g - self._grad(w)), axis=0)
 
 
 # --- torch: the rules on a model's parameters --------------------------------------------------

@@ -69,7 +69,6 @@ __all__ = [
     "weight_groups",
     "binary_mlp",
     "fit",
-    "simulate_weight_correlations",
 ]
 
 #: the update rules: full-precision SGD, deterministic rounding, stochastic rounding, BinaryConnect
@@ -586,8 +585,7 @@ def _noise_distribution(noise, probs):
 
 def _mean_gradient(grad, grid, n_noise):
     """The mean gradient at the points of ``grid`` (a Grid whose chain, with ``n_noise`` noise values, is not
-    too large), from a callable or values."""
-    _check_grid(grid)
+    too large), from a callable or values; ``grid`` is checked by the caller."""
     if grid.n_levels * n_noise > MAX_CHAIN_SIZE:
         raise ValueError(f"grid and noise must give at most 2**24 pairs (grid points x noise values) for the exact "
                          f"chain, got {grid.n_levels} x {n_noise}")
@@ -625,6 +623,7 @@ def neighbour_lr(grid, grad, noise=(-1.0, 1.0)):
     >>> round(neighbour_lr(Grid.symmetric(0.1, 10), lambda w: w, noise=[-0.5, 0.5]), 12)
     0.066666666667
     """
+    _check_grid(grid)
     values, _ = _noise_distribution(noise, None)
     g = _mean_gradient(grad, grid, values.size)
     with np.errstate(over="ignore"):
@@ -676,7 +675,7 @@ def sr_transition_matrix(grid, grad, lr, noise=(-1.0, 1.0), probs=None):
     n = grid.n_levels
     with np.errstate(over="ignore"):  # a step past the float64 range is clipped like any step past the grid
         x = grid.points[:, None] - lr * (g[:, None] + values[None, :])
-    u = (np.clip(x, grid.low, grid.high) - grid.low) / grid.delta
+    u = grid._position(x)
     j0 = np.minimum(np.floor(u), n - 2).astype(np.int64)
     frac = u - j0
     rows = np.repeat(np.arange(n), values.size)
@@ -1313,8 +1312,6 @@ def fit(model, data, opt, steps, batch_size, *, seed=0, drop_last=True, eval_eve
         end), ``"batch_sizes"`` (the size of every batch used), with the deployed weights of BC
         evaluated (:meth:`QuantizedSGD.deployed`).
     """
-    import torch
-
     from .data import Dataset
 
     model = _check_model(model)
@@ -1331,141 +1328,61 @@ def fit(model, data, opt, steps, batch_size, *, seed=0, drop_last=True, eval_eve
     eval_every = steps if eval_every is None else check_int(eval_every, "eval_every", 1)
     seed = check_seed(seed)
     drop_last = check_bool(drop_last, "drop_last")
-    n = len(data.y_train)
-    if batch_size > n:
-        raise ValueError(f"batch_size must be <= the training set size {n}, got {batch_size}")
-    gen = torch.Generator().manual_seed(seed)
-    dev = first.device
+    if batch_size > len(data.y_train):
+        raise ValueError(f"batch_size must be <= the training set size {len(data.y_train)}, got {batch_size}")
+    return _fit(model, data, opt, steps, batch_size, seed, drop_last, eval_every, first.device)
+
+
+def _fit(model, data, opt, steps, batch_size, seed, drop_last, eval_every, dev):
+    """:func:`fit` on checked arguments: ``steps`` minibatch updates, evaluated every ``eval_every``."""
+    import torch
+
     x_tr, y_tr = data.x_train.to(dev), data.y_train.to(dev)
     x_te, y_te = data.x_test.to(dev), data.y_test.to(dev)
     history = {"step": [], "test_acc": [], "train_loss": []}
     sizes = []
-
-    def evaluate(step):
-        # BC: evaluate the deployed Q_d(w_r) (differs from the forward weights with stochastic rounding)
-        saved = None
-        if isinstance(opt, QuantizedSGD) and opt.bc_rounding == "stochastic":
-            saved = [p.detach().clone() for p in model.parameters()]
-            opt.use_deployed()
-        with torch.no_grad():
-            acc = (model(x_te).argmax(-1) == y_te).double().mean().item()
-            loss = torch.nn.functional.cross_entropy(model(x_tr), y_tr).item()
-        if saved is not None:
-            with torch.no_grad():
-                for p, s in zip(model.parameters(), saved):
-                    p.copy_(s)
-        history["step"].append(step)
-        history["test_acc"].append(acc)
-        history["train_loss"].append(loss)
-
-    step, batches = 0, []
-    while step < steps:
-        if not batches:
-            perm = torch.randperm(n, generator=gen).to(dev)
-            batches = list(torch.split(perm, batch_size))
-            if drop_last and len(batches[-1]) < batch_size:
-                batches.pop()
-        idx = batches.pop(0)
+    batches = _epoch_batches(len(y_tr), batch_size, drop_last, torch.Generator().manual_seed(seed), dev)
+    for step in range(1, steps + 1):
+        idx = next(batches)
         sizes.append(len(idx))
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx]).backward()
         opt.step()
-        step += 1
         if step % eval_every == 0 or step == steps:
-            evaluate(step)
+            acc, loss = _evaluate(model, opt, (x_tr, y_tr), (x_te, y_te))
+            for key, value in zip(history, (step, acc, loss)):
+                history[key].append(value)
     out = {k: np.asarray(v) for k, v in history.items()}
     out["batch_sizes"] = np.asarray(sizes)
     return out
 
 
-# --- torch: signal propagation with quantized weights -----------------------------------------
-def simulate_weight_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0, weights="binary",
-                                 n_nets=16, seed=0, device=None, dtype=None):
-    r"""Two inputs of correlation ``c0`` through random networks whose weights are Gaussian or binary.
-
-    Like :func:`qmf_lite.simulate_correlations`, with the weight distribution as a choice:
-    ``"gaussian"``, :math:`W_{ij}\sim\mathcal N(0,\sigma_w^2/n)`, or ``"binary"``,
-    :math:`W_{ij} = \pm\sigma_w/\sqrt n` with probability 1/2 each: the deployed weights
-    :math:`Q_d(w_r)` of a BC network whose Gaussian buffer is binarised at the same variance.
-    Both laws have zero mean, which the mean-field limit needs. As :math:`n\to\infty` the maps
-    see only the variance :math:`\sigma_w^2`, so both follow the same curves; at finite width the
-    law shows: with a quantized activation, binary weights put the pre-activations on a lattice and
-    shift :math:`q^l` by a correction of order :math:`n^{-1/2}` (a few percent at width 1024 for a
-    4-level activation), which Gaussian weights do not. Compare ``q`` as well as ``c``.
-
-    Parameters
-    ----------
-    activation : str, qmf_lite.Activation or callable
-    sigma_w, sigma_b : float
-        :math:`10^{-100} \le \sigma_w \le 10^{100}`, :math:`0 \le \sigma_b \le 10^{100}`; pre-activations
-        that overflow ``dtype`` are a ``ValueError``.
-    depth : int
-        Number of random layers, in [0, 10**6].
-    width : int
-        Their width, in [1, 2**20].
-    c0 : float
-        Correlation of the two inputs, in [-1, 1].
-    q0 : float
-        Their variance, > 0, with :math:`q_0` far from under- and overflow in ``dtype``
-        (:math:`[10^3\,\mathrm{tiny}, 10^{-3}\max]`).
-    weights : {"gaussian", "binary"}
-    n_nets : int
-        Independent networks, in [2, 2**20].
-    seed : int
-        Seed of the torch generator, in [0, 2**63 - 1].
-    device : str or torch.device, optional
-        ``None`` uses CUDA when available.
-    dtype : torch.dtype, optional
-        A floating-point dtype; ``torch.float32`` by default.
-
-    Returns
-    -------
-    qmf_lite.simulate.SimulationResult
-    """
+def _epoch_batches(n, batch_size, drop_last, gen, dev):
+    """Minibatch indices, endlessly: each epoch a fresh permutation of ``range(n)`` from ``gen`` cut into
+    batches of ``batch_size``, the ragged last one dropped with ``drop_last``."""
     import torch
 
-    from ._validate import check_correlation, check_sigmas
-    from .activations import get_activation
-    from .simulate import (MAX_DEPTH, MAX_NETS, MAX_WIDTH, SimulationResult, _check_variance, _dtype, _overflowed,
-                           default_device)
+    while True:
+        perm = torch.randperm(n, generator=gen).to(dev)
+        batches = list(torch.split(perm, batch_size))
+        if drop_last and len(batches[-1]) < batch_size:
+            batches.pop()
+        yield from batches
 
-    weights = check_choice(weights, "weights", ("gaussian", "binary"))
-    act = get_activation(activation)
-    sigma_w, sigma_b = map(float, check_sigmas(sigma_w, sigma_b, allow_array=False))
-    depth = check_int(depth, "depth", 0, MAX_DEPTH)
-    width = check_int(width, "width", 1, MAX_WIDTH)
-    n_nets = check_int(n_nets, "n_nets", 2, MAX_NETS)
-    c0_arr = check_correlation(c0, "c0")
-    if c0_arr.ndim:
-        raise ValueError(f"c0 must be a scalar in [-1, 1], got an array of shape {c0_arr.shape}")
-    c0 = float(c0_arr)
-    q0 = _positive(q0, "q0")
-    dev = default_device(device)
-    dtype = _dtype(dtype)
-    _check_variance(q0, dtype, "q0")
-    gen = torch.Generator(device=dev).manual_seed(check_seed(seed))
-    z = torch.randn(n_nets, width, 2, generator=gen, device=dev, dtype=dtype)
-    h = torch.stack([z[..., 0], c0 * z[..., 0] + math.sqrt(max(0.0, 1 - c0 * c0)) * z[..., 1]], dim=-1)
-    h = h * math.sqrt(q0)
-    qs, cs = [], []
 
-    def record(h):
-        sq = (h * h).mean(dim=1)
-        qs.append(sq.mean(dim=1))
-        cs.append((h[..., 0] * h[..., 1]).mean(dim=1) / (sq[:, 0].sqrt() * sq[:, 1].sqrt()))  # no q^2: no overflow
+def _evaluate(model, opt, train, test):
+    """Test accuracy and training loss of ``model``; for BC with stochastic forward rounding, of its
+    deployed weights :math:`Q_d(w_r)` (which differ from the forward weights), restored afterwards."""
+    import torch
 
+    saved = None
+    if isinstance(opt, QuantizedSGD) and opt.bc_rounding == "stochastic":
+        saved = [p.detach().clone() for p in model.parameters()]
+        opt.use_deployed()
     with torch.no_grad():
-        record(h)
-        for _ in range(depth):
-            w = torch.randn(n_nets, width, width, generator=gen, device=dev, dtype=dtype)
-            if weights == "binary":
-                w = torch.where(w >= 0, 1.0, -1.0).to(dtype)
-            h = torch.bmm(w, act(h)) * (sigma_w / math.sqrt(width))
-            if sigma_b > 0:
-                h = h + sigma_b * torch.randn(n_nets, width, 1, generator=gen, device=dev, dtype=dtype)
-            record(h)
-    q_nets = torch.stack(qs, dim=1).double().cpu().numpy()
-    c_nets = torch.stack(cs, dim=1).double().cpu().numpy()
-    _overflowed(q_nets, dtype, sigma_w, sigma_b, c_nets)
-    sem = lambda x: x.std(axis=0, ddof=1) / math.sqrt(n_nets)  # noqa: E731
-    return SimulationResult(q_nets.mean(0), c_nets.mean(0), sem(q_nets), sem(c_nets), q_nets, c_nets)
+        acc = (model(test[0]).argmax(-1) == test[1]).double().mean().item()
+        loss = torch.nn.functional.cross_entropy(model(train[0]), train[1]).item()
+        if saved is not None:
+            for p, s in zip(model.parameters(), saved):
+                p.copy_(s)
+    return acc, loss

@@ -481,12 +481,12 @@ def test_binary_weights_propagate_signal_like_gaussian_ones():
     depth = 8
     _, c_th = qmf.iterate_maps(init.activation, init.sigma_w, 0.0, depth=depth, q0=init.q_star, c0=0.3)
     for kind in ("gaussian", "binary"):
-        sim = qw.simulate_weight_correlations(init.activation, init.sigma_w, 0.0, depth=depth, width=512, c0=0.3,
-                                              q0=init.q_star, weights=kind, n_nets=8, seed=0)
+        sim = qmf.simulate_correlations(init.activation, init.sigma_w, 0.0, depth=depth, width=512, c0=0.3,
+                                        q0=init.q_star, weights=kind, n_nets=8, seed=0)
         # finite width biases c by O(1/n); allow 4 s.e. plus 0.01
         assert np.all(np.abs(sim.c - c_th) < 4 * sim.c_sem + 0.01)
     with pytest.raises(ValueError, match="weights"):
-        qw.simulate_weight_correlations("tanh", 1.0, 0.0, depth=1, width=4, c0=0.0, q0=1.0, weights="ternary")
+        qmf.simulate_correlations("tanh", 1.0, 0.0, depth=1, width=4, c0=0.0, q0=1.0, weights="ternary")
 
 
 def test_module_imports_without_torch():
@@ -518,11 +518,6 @@ def _fit(**kw):
     args = dict(model=model, data=qmf.load_digits(), opt=qw.QuantizedSGD(model.parameters(), lr=0.1), steps=1,
                 batch_size=8)
     return qw.fit(**{**args, **kw})
-
-
-def _swc(**kw):
-    args = dict(activation="tanh", sigma_w=1.2, sigma_b=0.1, depth=1, width=4, c0=0.3, q0=1.0, n_nets=2)
-    return qw.simulate_weight_correlations(**{**args, **kw})
 
 
 def _nan_grad(w, rng):
@@ -659,17 +654,6 @@ BAD_INPUT = {
     "fit-steps-too-many": (lambda: _fit(steps=10**8 + 1), "steps"),
     "fit-seed-True": (lambda: _fit(seed=True), "seed"),
     "fit-drop_last-array": (lambda: _fit(drop_last=np.array([1, 0])), "drop_last"),
-    "simulate_weight_correlations-sigma_w-1e308": (lambda: _swc(sigma_w=1e308), "sigma_w"),
-    "simulate_weight_correlations-sigma_w-overflows-float32": (lambda: _swc(sigma_w=1e30), "sigma_w"),
-    "simulate_weight_correlations-sigma_b-negative": (lambda: _swc(sigma_b=-0.1), "sigma_b"),
-    "simulate_weight_correlations-q0-underflows-float32": (lambda: _swc(q0=1e-300), "q0"),
-    "simulate_weight_correlations-c0-array": (lambda: _swc(c0=np.array([0.1, 0.2])), "c0"),
-    "simulate_weight_correlations-depth-too-deep": (lambda: _swc(depth=10**6 + 1), "depth"),
-    "simulate_weight_correlations-width-too-wide": (lambda: _swc(width=2**20 + 1), "width"),
-    "simulate_weight_correlations-n_nets-1": (lambda: _swc(n_nets=1), "n_nets"),
-    "simulate_weight_correlations-seed--1": (lambda: _swc(seed=-1), "seed"),
-    "simulate_weight_correlations-dtype-int": (lambda: _swc(dtype=torch.int32), "dtype"),
-    "simulate_weight_correlations-weights-array": (lambda: _swc(weights=np.array(["binary"])), "weights"),
 }
 
 

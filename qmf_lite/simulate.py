@@ -160,11 +160,11 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
         :math:`\xi_{ij}` of mean 0 and variance 1: standard normal (default), :math:`\pm 1` with
         equal odds, or uniform on :math:`[-\sqrt3, \sqrt3]`. The mean-field maps depend on the
         weights only through their variance (the central limit theorem needs no more), so all
-        three follow the same maps as the width grows. Biases are Gaussian. Binary weights are the
-        deployed weights :math:`Q_d(w_r)` of a BinaryConnect network whose Gaussian buffer is
-        binarised at the same variance; at finite width their law shows: with a quantized activation
-        they put the pre-activations on a lattice and shift :math:`q^l` by a correction of order
-        :math:`n^{-1/2}` (a few percent at width 1024 for a 4-level activation), which Gaussian
+        three follow the same maps as the width grows. Biases are Gaussian. Binary weights are those
+        a BinaryConnect network deploys at initialization (the signs of a Gaussian buffer, at the same
+        variance; :mod:`qmf_lite.weights`). At finite width the law shows: with a quantized activation
+        binary weights put the pre-activations on a lattice and shift :math:`q^l` by a correction of
+        order :math:`n^{-1/2}` (a few percent at width 1024 for a 4-level activation), which Gaussian
         weights do not. Compare ``q`` as well as ``c``.
 
     Returns

@@ -1105,11 +1105,10 @@ class QuantizedSGD:
                         p.copy_(g["grid"]._round(p.detach()))
 
     def _generator(self, device):
-        import torch
-
+        """The generator of stochastic rounding on ``device``, seeded by ``seed`` when first used there."""
         key = str(device)
         if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+            self._generators[key] = torch_generator(self.seed, device)
         return self._generators[key]
 
     def _forward(self, grid, buffer):
@@ -1267,7 +1266,7 @@ def binary_mlp(sizes, seed=0, activation="relu"):
     seed = check_seed(seed)
     acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
     activation = check_choice(activation, "activation", tuple(acts))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch_generator(seed, "cpu")
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = torch.nn.Linear(a, b)
@@ -1341,7 +1340,7 @@ def _fit(model, data, opt, steps, batch_size, seed, drop_last, eval_every, dev):
     x_te, y_te = data.x_test.to(dev), data.y_test.to(dev)
     history = {"step": [], "test_acc": [], "train_loss": []}
     sizes = []
-    batches = _epoch_batches(len(y_tr), batch_size, drop_last, torch.Generator().manual_seed(seed), dev)
+    batches = _epoch_batches(len(y_tr), batch_size, drop_last, torch_generator(seed, "cpu"), dev)
     for step in range(1, steps + 1):
         idx = next(batches)
         sizes.append(len(idx))

@@ -42,10 +42,10 @@ import warnings
 from collections.abc import Iterable
 
 import numpy as np
-from scipy import sparse
+from scipy import optimize, sparse, special
 from scipy.sparse import linalg as sparse_linalg
 
-from ._common import is_torch, numpy_generator, torch_generator
+from ._common import is_torch, numpy_generator, round_half_up, torch_generator
 from ._validate import (_as_float_array, check_bool, check_callable, check_choice, check_finite, check_int,
                         check_positive, check_probability, check_real, check_seed)
 
@@ -69,11 +69,12 @@ __all__ = [
     "weight_groups",
     "binary_mlp",
     "fit",
-    "simulate_weight_correlations",
 ]
 
 #: the update rules: full-precision SGD, deterministic rounding, stochastic rounding, BinaryConnect
 RULES = ("sgd", "r", "sr", "bc")
+# the two quantizers of a Grid (Grid.quantize; BC's forward rounding)
+_ROUNDINGS = ("deterministic", "stochastic")
 
 #: the largest number of steps :math:`(U - L)/\Delta` of a :class:`Grid` (2**53: every grid index is an
 #: exact float64 integer) and the largest :math:`|L|, |U|` (so that :math:`U - L` cannot overflow)
@@ -235,10 +236,12 @@ class Grid:
         """The grid points, an increasing float64 array of length ``n``."""
         return self.low + self.delta * np.arange(self.n_levels, dtype=np.float64)
 
-    # --- quantizers --------------------------------------------------------------------------
+    # --- quantizers: each public method checks ``w`` (and ``rng``) once and calls its unchecked step --------
     def clip(self, w):
         """``w`` clipped to ``[low, high]`` (numpy array or torch tensor, same type back)."""
-        w = _check_weights(w)
+        return self._clip(_check_weights(w))
+
+    def _clip(self, w):
         if is_torch(w):
             import torch
 
@@ -247,10 +250,15 @@ class Grid:
 
     def _position(self, w):
         """Clipped position in units of the step, ``u = (clip(w) - L)/Delta`` in ``[0, n-1]``."""
-        return (self.clip(w) - self.low) / self.delta
+        return (self._clip(w) - self.low) / self.delta
 
     def _from_index(self, k):
-        return self.low + k * self.delta
+        """The grid points of the indices ``k``, clamped to ``[0, n-1]``."""
+        if is_torch(k):
+            import torch
+
+            return self.low + torch.clamp(k, 0, self.n_levels - 1) * self.delta
+        return self.low + np.clip(k, 0, self.n_levels - 1) * self.delta
 
     def round(self, w):
         r"""Deterministic rounding :math:`Q_d(w)`: the nearest grid point to the clipped ``w``.
@@ -258,14 +266,10 @@ class Grid:
         Halves round up (so that on :math:`\{-a, a\}` it is BinaryConnect's
         :math:`a\,\mathrm{sign}(w)` with :math:`\mathrm{sign}(0) = +1`). Idempotent on the grid.
         """
-        u = self._position(w)
-        if is_torch(u):
-            import torch
+        return self._round(_check_weights(w))
 
-            k = torch.clamp(torch.floor(u + 0.5), 0, self.n_levels - 1)
-        else:
-            k = np.clip(np.floor(u + 0.5), 0, self.n_levels - 1)
-        return self._from_index(k)
+    def _round(self, w):
+        return self._from_index(round_half_up(self._position(w)))
 
     def stochastic_round(self, w, rng):
         r"""Stochastic rounding :math:`Q_s(w)` of the clipped ``w``, unbiased inside the range.
@@ -288,39 +292,77 @@ class Grid:
         >>> sorted(set(q.tolist())), round(float(q.mean()), 2)
         ([0.0, 0.5], 0.2)
         """
+        w = _check_weights(w)
+        return self._stochastic_round(w, _generator_like(w, rng))
+
+    def _stochastic_round(self, w, gen):
+        """:math:`Q_s(w)` with ``gen`` a numpy Generator (arrays) or a torch Generator on ``w``'s device."""
         u = self._position(w)
         if is_torch(u):
             import torch
 
-            gen = torch_generator(rng, u.device, "rng", allow_none=False)
             k0 = torch.floor(u)
-            up = torch.rand(u.shape, generator=gen, device=u.device, dtype=u.dtype) < (u - k0)
-            k = torch.clamp(k0 + up.to(u.dtype), 0, self.n_levels - 1)
-        else:
-            rng = numpy_generator(rng, "rng", allow_none=False)
-            k0 = np.floor(u)
-            k = np.clip(k0 + (rng.random(np.shape(u)) < (u - k0)), 0, self.n_levels - 1)
-        return self._from_index(k)
+            return self._from_index(k0 + (torch.rand(u.shape, generator=gen, device=u.device, dtype=u.dtype)
+                                          < (u - k0)).to(u.dtype))
+        k0 = np.floor(u)
+        return self._from_index(k0 + (gen.random(np.shape(u)) < (u - k0)))
 
     def quantize(self, w, rounding="deterministic", rng=None):
         """:meth:`round` (``rounding="deterministic"``) or :meth:`stochastic_round` (``"stochastic"``)."""
-        rounding = check_choice(rounding, "rounding", ("deterministic", "stochastic"))
+        rounding = check_choice(rounding, "rounding", _ROUNDINGS)
         if rounding == "deterministic":
             return self.round(w)
         if rng is None:
             raise ValueError("rng must be given for rounding='stochastic' (a seed or a Generator)")
         return self.stochastic_round(w, rng)
 
+    def _quantize(self, w, rounding, gen):
+        return self._round(w) if rounding == "deterministic" else self._stochastic_round(w, gen)
+
+
+def _generator_like(w, rng, name="rng"):
+    """The generator that ``rng`` stands for: numpy for an array ``w``, torch on ``w``'s device for a tensor."""
+    if is_torch(w):
+        return torch_generator(rng, w.device, name, allow_none=False)
+    return numpy_generator(rng, name, allow_none=False)
+
 
 # --- update rules ----------------------------------------------------------------------------
+def _update(rule, w, g, lr, grid, gen=None, clip_buffer=True):
+    r"""One step of ``rule``, the one implementation of the rules (unchecked; numpy arrays or torch tensors).
+
+    SGD :math:`w - \alpha g`; R :math:`Q_d(w - \alpha g)`; SR :math:`Q_s(w - \alpha g)` with the generator
+    ``gen``; BC the buffer step :math:`w_r - \alpha g`, clipped to the grid's range with ``clip_buffer``
+    (the caller evaluates ``g`` at the forward weights :math:`Q(w_r)`). :func:`run_rule`,
+    :class:`QuantizedSGD` and the public ``*_update`` functions all step through here. A step that
+    overflows is clipped to the range by R, SR and clipped BC; the caller rejects it otherwise.
+    """
+    new = w - lr * g
+    if rule == "r":
+        return grid._round(new)
+    if rule == "sr":
+        return grid._stochastic_round(new, gen)
+    return grid._clip(new) if rule == "bc" and clip_buffer else new
+
+
 def _check_lr(lr):
     lr = _positive(lr, "lr", scalar=False)
     return float(lr) if lr.ndim == 0 else lr
 
 
-def _step(w, g, lr, grid=None, wname="w"):
-    r"""Validated ``w`` (named ``wname``), ``g``, ``lr`` and :math:`w - \alpha g`. With a grid the step may
-    overflow to :math:`\pm\infty` (then clipped to the range: the exact limit); without, it must stay finite."""
+def _check_rule_grid(rule, grid):
+    """``grid``: a Grid, or also None for the rule ``"sgd"`` (which ignores it)."""
+    if rule == "sgd":
+        return _check_grid(grid, optional=True)
+    if not isinstance(grid, Grid):
+        raise ValueError(f"grid must be a Grid for rule {rule!r}, got {grid!r}")
+    return grid
+
+
+def _checked_update(rule, w, g, lr, grid, rng=None, clip_buffer=True, wname="w"):
+    r"""The door of the public ``*_update`` functions: check ``w`` (named ``wname``), ``g``, ``lr`` (and
+    ``rng`` for SR), then :func:`_update`. Where the result is not clipped to a grid (SGD, unclipped BC),
+    :math:`w - \alpha g` must stay finite."""
     w = _check_finite_values(w, wname)
     g = _check_finite_values(g, "g")
     lr = _check_lr(lr)
@@ -332,9 +374,10 @@ def _step(w, g, lr, grid=None, wname="w"):
         w, g = (torch.as_tensor(x, dtype=like.dtype, device=like.device) for x in (w, g))
         if not isinstance(lr, float):
             lr = torch.as_tensor(lr, dtype=like.dtype, device=like.device)
-    with np.errstate(over="ignore"):
-        new = w - lr * g
-    if grid is None and not _all_finite(new):
+    gen = _generator_like(w, rng) if rule == "sr" else None
+    with np.errstate(over="ignore"):  # an overflowing step is clipped to the grid, or refused below
+        new = _update(rule, w, g, lr, grid, gen, clip_buffer)
+    if (rule == "sgd" or not clip_buffer) and not _all_finite(new):
         raise ValueError(f"lr * g must keep {wname} - lr * g finite; it overflowed with lr = {lr!r}")
     return new
 
@@ -353,7 +396,7 @@ def sgd_update(w, g, lr):
     ``w`` and ``g`` are finite real numbers (arrays, or floating-point tensors), ``lr > 0`` a scalar or
     an array; the three broadcast together, and :math:`w - \alpha g` must stay finite.
     """
-    return _step(w, g, lr)
+    return _checked_update("sgd", w, g, lr, None)
 
 
 def r_update(w, g, lr, grid):
@@ -368,7 +411,7 @@ def r_update(w, g, lr, grid):
     >>> float(r_update(0.5, 1.0, 0.1, g)), float(r_update(0.5, 2.0, 0.1, g))   # 0.1 < 0.125: stuck
     (0.5, 0.25)
     """
-    return _check_grid(grid).round(_step(w, g, lr, grid))
+    return _checked_update("r", w, g, lr, _check_grid(grid))
 
 
 def sr_update(w, g, lr, grid, rng):
@@ -377,7 +420,7 @@ def sr_update(w, g, lr, grid, rng):
     ``w``, ``g`` finite, ``lr > 0`` (scalar or array), broadcasting together; ``grid`` a :class:`Grid`;
     ``rng`` as in :meth:`Grid.stochastic_round`.
     """
-    return _check_grid(grid).stochastic_round(_step(w, g, lr, grid), rng)
+    return _checked_update("sr", w, g, lr, _check_grid(grid), rng)
 
 
 def bc_update(buffer, g, lr, grid, clip=True):
@@ -389,10 +432,9 @@ def bc_update(buffer, g, lr, grid, clip=True):
     broadcasting together; ``grid`` a :class:`Grid`; ``clip`` True or False (without clipping the
     new buffer must stay finite).
     """
-    _check_grid(grid)
+    grid = _check_grid(grid)
     clip = check_bool(clip, "clip")
-    new = _step(buffer, g, lr, grid if clip else None, wname="buffer")
-    return grid.clip(new) if clip else new
+    return _checked_update("bc", buffer, g, lr, grid, clip_buffer=clip, wname="buffer")
 
 
 @dataclasses.dataclass
@@ -466,11 +508,8 @@ def run_rule(rule, grad, w0, *, lr, steps, grid=None, seed=0, bc_rounding="stoch
     """
     rule = check_choice(rule, "rule", RULES)
     grad = check_callable(grad, "grad")
-    if rule == "sgd":
-        _check_grid(grid, optional=True)
-    elif not isinstance(grid, Grid):
-        raise ValueError(f"grid must be a Grid for rule {rule!r}, got {grid!r}")
-    bc_rounding = check_choice(bc_rounding, "bc_rounding", ("stochastic", "deterministic"))
+    grid = _check_rule_grid(rule, grid)
+    bc_rounding = check_choice(bc_rounding, "bc_rounding", _ROUNDINGS)
     clip_buffer = check_bool(clip_buffer, "clip_buffer")
     if observe is not None and not callable(observe):
         raise ValueError(f"observe must be None or a callable, got {observe!r}")
@@ -478,54 +517,54 @@ def run_rule(rule, grad, w0, *, lr, steps, grid=None, seed=0, bc_rounding="stoch
     steps = check_int(steps, "steps", 0, MAX_STEPS)
     every = check_int(every, "every", 1)
     rng = numpy_generator(seed, "seed", allow_none=False)
-    w = check_finite(w0, "w0").copy()
-    _broadcast(("lr", "w0"), np.asarray(lr), w)
-    if rule in ("r", "sr"):
-        w = grid.round(w)
+    w0 = check_finite(w0, "w0")
+    _broadcast(("lr", "w0"), np.asarray(lr), w0)
+    return _run_rule(rule, grad, w0, lr, steps, grid, rng, bc_rounding, clip_buffer, observe, every)
+
+
+def _run_rule(rule, grad, w0, lr, steps, grid, rng, bc_rounding, clip_buffer, observe, every):
+    """:func:`run_rule` on checked arguments: the loop of :func:`_update` steps, recording as it goes."""
+    w = grid._round(w0) if rule in ("r", "sr") else w0.copy()
     unclipped = rule == "sgd" or (rule == "bc" and not clip_buffer)
     records, at = [], []
 
-    def deployed_and_buffer():
-        return (grid.round(w), w) if rule == "bc" else (w, w)
+    def record(t):
+        if observe is not None and t % every == 0:
+            records.append(observe(*_deployed_and_buffer(rule, w, grid)))
+            at.append(t)
 
-    def gradient(at_w, t):
-        g = np.asarray(grad(at_w, rng))
-        if g.dtype.kind not in "iuf" or not np.isfinite(g).all():
-            raise ValueError(f"grad must return finite real numbers; at step {t} grad(w, rng) gave {g!r}")
-        try:
-            fits = np.broadcast_shapes(g.shape, at_w.shape) == at_w.shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(f"grad must return an array broadcasting to the shape {at_w.shape} of w; at step {t} "
-                             f"it has shape {g.shape}")
-        return g
-
-    if observe is not None:
-        records.append(observe(*deployed_and_buffer()))
-        at.append(0)
+    record(0)
     with np.errstate(over="ignore"):  # an overflowing step is clipped to the grid, or refused below
         for t in range(1, steps + 1):
-            if rule == "bc":
-                wb = grid.quantize(w, bc_rounding, rng)
-                w = w - lr * gradient(wb, t)
-                if clip_buffer:
-                    w = grid.clip(w)
-            elif rule == "sgd":
-                w = w - lr * gradient(w, t)
-            elif rule == "r":
-                w = grid.round(w - lr * gradient(w, t))
-            else:
-                w = grid.stochastic_round(w - lr * gradient(w, t), rng)
+            forward = grid._quantize(w, bc_rounding, rng) if rule == "bc" else w
+            w = _update(rule, w, _checked_gradient(grad, forward, rng, t), lr, grid, rng, clip_buffer)
             if unclipped and not np.isfinite(w).all():
                 raise ValueError(f"lr must keep the {rule} iterate within float64: it overflowed at step {t} "
                                  f"(lr = {lr!r})")
-            if observe is not None and t % every == 0:
-                records.append(observe(*deployed_and_buffer()))
-                at.append(t)
-    deployed, buffer = deployed_and_buffer()
+            record(t)
+    deployed, buffer = _deployed_and_buffer(rule, w, grid)
     trace = np.asarray(records) if observe is not None else None
     return RuleRun(deployed, buffer.copy(), trace, np.asarray(at))
+
+
+def _deployed_and_buffer(rule, w, grid):
+    """The deployed weights and the buffer of a :func:`run_rule` iterate ``w``: :math:`(Q_d(w), w)` for BC."""
+    return (grid._round(w), w) if rule == "bc" else (w, w)
+
+
+def _checked_gradient(grad, at_w, rng, t):
+    """``grad(at_w, rng)`` at step ``t`` of :func:`run_rule`, which must be finite and broadcast to ``at_w``."""
+    g = np.asarray(grad(at_w, rng))
+    if g.dtype.kind not in "iuf" or not np.isfinite(g).all():
+        raise ValueError(f"grad must return finite real numbers; at step {t} grad(w, rng) gave {g!r}")
+    try:
+        fits = np.broadcast_shapes(g.shape, at_w.shape) == at_w.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"grad must return an array broadcasting to the shape {at_w.shape} of w; at step {t} "
+                         f"it has shape {g.shape}")
+    return g
 
 
 # --- the exact SR chain on a one-dimensional grid ---------------------------------------------
@@ -546,8 +585,7 @@ def _noise_distribution(noise, probs):
 
 def _mean_gradient(grad, grid, n_noise):
     """The mean gradient at the points of ``grid`` (a Grid whose chain, with ``n_noise`` noise values, is not
-    too large), from a callable or values."""
-    _check_grid(grid)
+    too large), from a callable or values; ``grid`` is checked by the caller."""
     if grid.n_levels * n_noise > MAX_CHAIN_SIZE:
         raise ValueError(f"grid and noise must give at most 2**24 pairs (grid points x noise values) for the exact "
                          f"chain, got {grid.n_levels} x {n_noise}")
@@ -585,6 +623,7 @@ def neighbour_lr(grid, grad, noise=(-1.0, 1.0)):
     >>> round(neighbour_lr(Grid.symmetric(0.1, 10), lambda w: w, noise=[-0.5, 0.5]), 12)
     0.066666666667
     """
+    _check_grid(grid)
     values, _ = _noise_distribution(noise, None)
     g = _mean_gradient(grad, grid, values.size)
     with np.errstate(over="ignore"):
@@ -636,7 +675,7 @@ def sr_transition_matrix(grid, grad, lr, noise=(-1.0, 1.0), probs=None):
     n = grid.n_levels
     with np.errstate(over="ignore"):  # a step past the float64 range is clipped like any step past the grid
         x = grid.points[:, None] - lr * (g[:, None] + values[None, :])
-    u = (np.clip(x, grid.low, grid.high) - grid.low) / grid.delta
+    u = grid._position(x)
     j0 = np.minimum(np.floor(u), n - 2).astype(np.int64)
     frac = u - j0
     rows = np.repeat(np.arange(n), values.size)
@@ -891,9 +930,15 @@ class LogisticProblem:
         x = rng.standard_normal((n, d))
         teacher = rng.standard_normal(d)
         teacher *= teacher_scale / np.linalg.norm(teacher)
-        p = 0.5 * (1 + np.tanh(0.5 * (x @ teacher)))
-        y = np.where(rng.random(n) < p, 1.0, -1.0)
-        return cls(x, y, ridge)
+        y = np.where(rng.random(n) < special.expit(x @ teacher), 1.0, -1.0)
+        return cls._from_checked(x, y, ridge)
+
+    @classmethod
+    def _from_checked(cls, x, y, ridge):
+        """A problem from data already known to be valid (no second check in ``__post_init__``)."""
+        problem = object.__new__(cls)
+        problem.x, problem.y, problem.ridge = x, y, ridge
+        return problem
 
     @property
     def d(self):
@@ -910,22 +955,27 @@ class LogisticProblem:
             raise ValueError(f"w must be finite with entries in [-{MAX_LOGISTIC_ABS:g}, {MAX_LOGISTIC_ABS:g}]")
         return w
 
+    # each public method checks ``w`` (and its other arguments) once, then calls its unchecked twin
     def loss(self, w):
-        """:math:`F(w)`, over the last axis of ``w``."""
-        w = self._weights(w)
+        r""":math:`F(w)`, over the last axis of ``w``; :math:`\log(1 + e^{-m}) = -\log\mathrm{expit}(m)`."""
+        return self._loss(self._weights(w))
+
+    def _loss(self, w):
         margins = self.y * (w @ self.x.T)
-        return np.mean(np.logaddexp(0.0, -margins), axis=-1) + 0.5 * self.ridge * np.sum(w ** 2, axis=-1)
+        return -np.mean(special.log_expit(margins), axis=-1) + 0.5 * self.ridge * np.sum(w ** 2, axis=-1)
 
     def _residual(self, w, idx=None):
+        """:math:`\\partial_m\\log(1 + e^{-m}) = -\\mathrm{expit}(-m)` at the margins, times ``y``; with the inputs."""
         x = self.x if idx is None else self.x[idx]
         y = self.y if idx is None else self.y[idx]
         margins = y * np.einsum("...bd,...d->...b", x, w) if idx is not None else y * (w @ self.x.T)
-        # d/dm log(1 + e^-m) = -sigmoid(-m), written with tanh to avoid overflow warnings
-        return -y * 0.5 * (1 - np.tanh(0.5 * margins)), x
+        return -y * special.expit(-margins), x
 
     def grad(self, w):
         """The full gradient :math:`\\nabla F(w)`."""
-        w = self._weights(w)
+        return self._grad(self._weights(w))
+
+    def _grad(self, w):
         r, x = self._residual(w)
         return r @ x / len(self.y) + self.ridge * w
 
@@ -941,31 +991,38 @@ class LogisticProblem:
         if math.prod(w.shape) * batch > MAX_ENTRIES:
             raise ValueError(f"batch must keep chains x batch x d at most 2**27 (1 GiB), got shape {w.shape} "
                              f"and batch = {batch}")
+        return self._minibatch_grad(w, rng, batch)
+
+    def _minibatch_grad(self, w, rng, batch):
         idx = rng.integers(0, len(self.y), size=w.shape[:-1] + (batch,))
         r, x = self._residual(w, idx)
         return np.einsum("...b,...bd->...d", r, x) / batch + self.ridge * w
 
     def hessian(self, w):
         """The Hessian :math:`\\nabla^2 F(w)` (``d x d``) at one weight vector ``w`` of shape ``(d,)``."""
-        w = self._weights(w, single=True)
-        s = 0.5 * (1 - np.tanh(0.5 * (self.x @ w)))
-        curv = s * (1 - s)
-        return (self.x.T * curv) @ self.x / len(self.y) + self.ridge * np.eye(self.d)
+        return self._hessian(self._weights(w, single=True))
+
+    def _hessian(self, w):
+        s = special.expit(-(self.x @ w))
+        return (self.x.T * (s * (1 - s))) @ self.x / len(self.y) + self.ridge * np.eye(self.d)
 
     def solve(self, tol=1e-13, max_iter=100):
-        """The minimiser :math:`w^*` by Newton's method (F is strongly convex).
+        r"""The minimiser :math:`w^*`: the root of :math:`\nabla F` (F is strongly convex), found from
+        :math:`w = 0` by :func:`scipy.optimize.root` (MINPACK's hybrid Powell method, relative
+        tolerance ``tol``) with the exact Hessian as Jacobian.
 
-        Stops when a Newton step is below ``tol > 0`` in every coordinate; ``1 <= max_iter <= 10**4``.
+        Returns ``w`` once its Newton step :math:`\nabla^2F(w)^{-1}\nabla F(w)` is below ``tol > 0`` in
+        every coordinate (a ``RuntimeError`` if not); at most ``max_iter`` gradient evaluations,
+        ``1 <= max_iter <= 10**4``.
         """
         tol = _positive(tol, "tol")
         max_iter = check_int(max_iter, "max_iter", 1, 10**4)
-        w = np.zeros(self.d)
-        for _ in range(max_iter):
-            step = np.linalg.solve(self.hessian(w), self.grad(w))
-            w = w - step
-            if np.max(np.abs(step)) < tol:
-                return w
-        raise RuntimeError("Newton's method did not converge")  # pragma: no cover
+        root = optimize.root(self._grad, np.zeros(self.d), jac=self._hessian, method="hybr",
+                             options={"xtol": tol, "maxfev": max_iter})
+        w = root.x  # MINPACK may report "no further improvement" at round-off: the Newton step decides
+        if np.max(np.abs(np.linalg.solve(self._hessian(w), self._grad(w)))) >= tol:
+            raise RuntimeError(f"the root of grad F was not found to tol = {tol!r}: {root.message}")
+        return w
 
     def noise_mean_abs(self, w, batch, n_draws=20000, seed=0):
         r"""Monte Carlo :math:`\mathbb E|\xi_j|`, per coordinate, of the minibatch noise
@@ -980,8 +1037,8 @@ class LogisticProblem:
         if n_draws * batch * self.d > MAX_ENTRIES:
             raise ValueError(f"n_draws * batch * d must be at most 2**27 (1 GiB), got {n_draws} * {batch} * {self.d}")
         rng = numpy_generator(seed, "seed", allow_none=False)
-        g = self.minibatch_grad(np.broadcast_to(w, (n_draws, self.d)), rng, batch)
-        return np.mean(np.abs(g - self.grad(w)), axis=0)
+        g = self._minibatch_grad(np.broadcast_to(w, (n_draws, self.d)), rng, batch)
+        return np.mean(np.abs(g - self._grad(w)), axis=0)
 
 
 # --- torch: the rules on a model's parameters --------------------------------------------------
@@ -1032,60 +1089,32 @@ class QuantizedSGD:
     def __init__(self, params, lr, rule="sgd", grid=None, seed=0, bc_rounding="deterministic", clip_buffer=True):
         import torch
 
-        what = "params must be an iterable of floating-point torch tensors (parameters) or of dicts with a 'params' key"
-        if isinstance(params, (str, bytes, dict, torch.Tensor)) or not isinstance(params, Iterable):
-            raise ValueError(f"{what}, got {params!r}")
-        params = list(params)
-        if not params:
-            raise ValueError("params must not be empty")
-        groups = params if isinstance(params[0], dict) else [{"params": params}]
-        bc_rounding = check_choice(bc_rounding, "bc_rounding", ("stochastic", "deterministic"))
-        self.seed, self.bc_rounding = check_seed(seed), bc_rounding
+        self.param_groups = _check_param_groups(params, lr, rule, grid)
+        self.bc_rounding = check_choice(bc_rounding, "bc_rounding", _ROUNDINGS)
+        self.seed = check_seed(seed)
         self.clip_buffer = check_bool(clip_buffer, "clip_buffer")
-        self.param_groups = []
         self._buffers = {}
         self._generators = {}
-        for group in groups:
-            if not isinstance(group, dict) or "params" not in group:
-                raise ValueError(f"{what}, got an entry {group!r}")
-            g = {"lr": lr, "rule": rule, "grid": grid, **group}
-            ps = g["params"]
-            ps = [ps] if isinstance(ps, torch.Tensor) else ps
-            if isinstance(ps, (str, bytes, dict)) or not isinstance(ps, Iterable):
-                raise ValueError(f"{what}, got {ps!r}")
-            g["params"] = list(ps)
-            for p in g["params"]:
-                if not isinstance(p, torch.Tensor) or not torch.is_floating_point(p):
-                    raise ValueError(f"{what}, got an entry {p!r}")
-                if not bool(torch.isfinite(p).all()):
-                    raise ValueError("params must hold finite values (no NaN or inf)")
-            g["lr"] = _positive(g["lr"], "lr")
-            g["rule"] = check_choice(g["rule"], "rule", RULES)
-            if g["rule"] == "sgd":
-                _check_grid(g["grid"], optional=True)
-            elif not isinstance(g["grid"], Grid):
-                raise ValueError(f"grid must be a Grid for rule {g['rule']!r}, got {g['grid']!r}")
-            with torch.no_grad():
+        with torch.no_grad():  # put every quantized parameter on its grid; BC keeps its buffer
+            for g in self.param_groups:
                 for p in g["params"]:
                     if g["rule"] == "bc":
                         self._buffers[p] = p.detach().clone()
                         p.copy_(self._forward(g["grid"], self._buffers[p]))
                     elif g["rule"] in ("r", "sr"):
-                        p.copy_(g["grid"].round(p.detach()))
-            self.param_groups.append(g)
+                        p.copy_(g["grid"]._round(p.detach()))
 
     def _generator(self, device):
-        import torch
-
+        """The generator of stochastic rounding on ``device``, seeded by ``seed`` when first used there."""
         key = str(device)
         if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+            self._generators[key] = torch_generator(self.seed, device)
         return self._generators[key]
 
     def _forward(self, grid, buffer):
-        if self.bc_rounding == "deterministic":
-            return grid.round(buffer)
-        return grid.stochastic_round(buffer, self._generator(buffer.device))
+        """BC's forward weights :math:`Q(w_r)`, rounded as ``bc_rounding`` says."""
+        gen = self._generator(buffer.device) if self.bc_rounding == "stochastic" else None
+        return grid._quantize(buffer, self.bc_rounding, gen)
 
     def zero_grad(self):
         for g in self.param_groups:
@@ -1100,7 +1129,7 @@ class QuantizedSGD:
         """The weights to deploy: :math:`Q_d(w_r)` for BC, the parameter itself otherwise."""
         for g in self.param_groups:
             if any(q is p for q in g["params"]):
-                return g["grid"].round(self._buffers[p]) if g["rule"] == "bc" else p.detach()
+                return g["grid"]._round(self._buffers[p]) if g["rule"] == "bc" else p.detach()
         raise ValueError("p is not a parameter of this optimizer")
 
     def use_deployed(self):
@@ -1111,9 +1140,11 @@ class QuantizedSGD:
             for g in self.param_groups:
                 if g["rule"] == "bc":
                     for p in g["params"]:
-                        p.copy_(g["grid"].round(self._buffers[p]))
+                        p.copy_(g["grid"]._round(self._buffers[p]))
 
     def step(self):
+        """One :func:`_update` of every parameter that has a gradient (BC: of its buffer, then
+        :math:`p = Q(w_r)`); a gradient with NaN or inf is a ``ValueError``."""
         import torch
 
         with torch.no_grad():
@@ -1125,18 +1156,46 @@ class QuantizedSGD:
                     if not bool(torch.isfinite(p.grad).all()):
                         raise ValueError("every p.grad must be finite: a gradient contains NaN or inf (a loss "
                                          "that overflowed, or an lr so large that the weights did?)")
-                    if rule == "sgd":
-                        p.sub_(lr * p.grad)
-                    elif rule == "r":
-                        p.copy_(grid.round(p - lr * p.grad))
-                    elif rule == "sr":
-                        p.copy_(grid.stochastic_round(p - lr * p.grad, self._generator(p.device)))
-                    else:
+                    gen = self._generator(p.device) if rule == "sr" else None
+                    if rule == "bc":
                         buf = self._buffers[p]
-                        buf.sub_(lr * p.grad)
-                        if self.clip_buffer:
-                            buf.clamp_(grid.low, grid.high)
+                        buf.copy_(_update(rule, buf, p.grad, lr, grid, gen, self.clip_buffer))
                         p.copy_(self._forward(grid, buf))
+                    else:
+                        p.copy_(_update(rule, p, p.grad, lr, grid, gen))
+
+
+def _check_param_groups(params, lr, rule, grid):
+    """The parameter groups of :class:`QuantizedSGD`: ``params`` (tensors, or dicts with ``"params"``),
+    each group with its checked ``lr``, ``rule`` and ``grid`` (the defaults where a dict does not set them)."""
+    import torch
+
+    what = "params must be an iterable of floating-point torch tensors (parameters) or of dicts with a 'params' key"
+    if isinstance(params, (str, bytes, dict, torch.Tensor)) or not isinstance(params, Iterable):
+        raise ValueError(f"{what}, got {params!r}")
+    params = list(params)
+    if not params:
+        raise ValueError("params must not be empty")
+    groups = []
+    for group in params if isinstance(params[0], dict) else [{"params": params}]:
+        if not isinstance(group, dict) or "params" not in group:
+            raise ValueError(f"{what}, got an entry {group!r}")
+        g = {"lr": lr, "rule": rule, "grid": grid, **group}
+        ps = g["params"]
+        ps = [ps] if isinstance(ps, torch.Tensor) else ps
+        if isinstance(ps, (str, bytes, dict)) or not isinstance(ps, Iterable):
+            raise ValueError(f"{what}, got {ps!r}")
+        g["params"] = list(ps)
+        for p in g["params"]:
+            if not isinstance(p, torch.Tensor) or not torch.is_floating_point(p):
+                raise ValueError(f"{what}, got an entry {p!r}")
+            if not bool(torch.isfinite(p).all()):
+                raise ValueError("params must hold finite values (no NaN or inf)")
+        g["lr"] = _positive(g["lr"], "lr")
+        g["rule"] = check_choice(g["rule"], "rule", RULES)
+        g["grid"] = _check_rule_grid(g["rule"], g["grid"])
+        groups.append(g)
+    return groups
 
 
 def _check_model(model, name="model"):
@@ -1207,7 +1266,7 @@ def binary_mlp(sizes, seed=0, activation="relu"):
     seed = check_seed(seed)
     acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
     activation = check_choice(activation, "activation", tuple(acts))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch_generator(seed, "cpu")
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = torch.nn.Linear(a, b)
@@ -1252,8 +1311,6 @@ def fit(model, data, opt, steps, batch_size, *, seed=0, drop_last=True, eval_eve
         end), ``"batch_sizes"`` (the size of every batch used), with the deployed weights of BC
         evaluated (:meth:`QuantizedSGD.deployed`).
     """
-    import torch
-
     from .data import Dataset
 
     model = _check_model(model)
@@ -1270,141 +1327,61 @@ def fit(model, data, opt, steps, batch_size, *, seed=0, drop_last=True, eval_eve
     eval_every = steps if eval_every is None else check_int(eval_every, "eval_every", 1)
     seed = check_seed(seed)
     drop_last = check_bool(drop_last, "drop_last")
-    n = len(data.y_train)
-    if batch_size > n:
-        raise ValueError(f"batch_size must be <= the training set size {n}, got {batch_size}")
-    gen = torch.Generator().manual_seed(seed)
-    dev = first.device
+    if batch_size > len(data.y_train):
+        raise ValueError(f"batch_size must be <= the training set size {len(data.y_train)}, got {batch_size}")
+    return _fit(model, data, opt, steps, batch_size, seed, drop_last, eval_every, first.device)
+
+
+def _fit(model, data, opt, steps, batch_size, seed, drop_last, eval_every, dev):
+    """:func:`fit` on checked arguments: ``steps`` minibatch updates, evaluated every ``eval_every``."""
+    import torch
+
     x_tr, y_tr = data.x_train.to(dev), data.y_train.to(dev)
     x_te, y_te = data.x_test.to(dev), data.y_test.to(dev)
     history = {"step": [], "test_acc": [], "train_loss": []}
     sizes = []
-
-    def evaluate(step):
-        # BC: evaluate the deployed Q_d(w_r) (differs from the forward weights with stochastic rounding)
-        saved = None
-        if isinstance(opt, QuantizedSGD) and opt.bc_rounding == "stochastic":
-            saved = [p.detach().clone() for p in model.parameters()]
-            opt.use_deployed()
-        with torch.no_grad():
-            acc = (model(x_te).argmax(-1) == y_te).double().mean().item()
-            loss = torch.nn.functional.cross_entropy(model(x_tr), y_tr).item()
-        if saved is not None:
-            with torch.no_grad():
-                for p, s in zip(model.parameters(), saved):
-                    p.copy_(s)
-        history["step"].append(step)
-        history["test_acc"].append(acc)
-        history["train_loss"].append(loss)
-
-    step, batches = 0, []
-    while step < steps:
-        if not batches:
-            perm = torch.randperm(n, generator=gen).to(dev)
-            batches = list(torch.split(perm, batch_size))
-            if drop_last and len(batches[-1]) < batch_size:
-                batches.pop()
-        idx = batches.pop(0)
+    batches = _epoch_batches(len(y_tr), batch_size, drop_last, torch_generator(seed, "cpu"), dev)
+    for step in range(1, steps + 1):
+        idx = next(batches)
         sizes.append(len(idx))
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx]).backward()
         opt.step()
-        step += 1
         if step % eval_every == 0 or step == steps:
-            evaluate(step)
+            acc, loss = _evaluate(model, opt, (x_tr, y_tr), (x_te, y_te))
+            for key, value in zip(history, (step, acc, loss)):
+                history[key].append(value)
     out = {k: np.asarray(v) for k, v in history.items()}
     out["batch_sizes"] = np.asarray(sizes)
     return out
 
 
-# --- torch: signal propagation with quantized weights -----------------------------------------
-def simulate_weight_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0, weights="binary",
-                                 n_nets=16, seed=0, device=None, dtype=None):
-    r"""Two inputs of correlation ``c0`` through random networks whose weights are Gaussian or binary.
-
-    Like :func:`qmf_lite.simulate_correlations`, with the weight distribution as a choice:
-    ``"gaussian"``, :math:`W_{ij}\sim\mathcal N(0,\sigma_w^2/n)`, or ``"binary"``,
-    :math:`W_{ij} = \pm\sigma_w/\sqrt n` with probability 1/2 each: the deployed weights
-    :math:`Q_d(w_r)` of a BC network whose Gaussian buffer is binarised at the same variance.
-    Both laws have zero mean, which the mean-field limit needs. As :math:`n\to\infty` the maps
-    see only the variance :math:`\sigma_w^2`, so both follow the same curves; at finite width the
-    law shows: with a quantized activation, binary weights put the pre-activations on a lattice and
-    shift :math:`q^l` by a correction of order :math:`n^{-1/2}` (a few percent at width 1024 for a
-    4-level activation), which Gaussian weights do not. Compare ``q`` as well as ``c``.
-
-    Parameters
-    ----------
-    activation : str, qmf_lite.Activation or callable
-    sigma_w, sigma_b : float
-        :math:`10^{-100} \le \sigma_w \le 10^{100}`, :math:`0 \le \sigma_b \le 10^{100}`; pre-activations
-        that overflow ``dtype`` are a ``ValueError``.
-    depth : int
-        Number of random layers, in [0, 10**6].
-    width : int
-        Their width, in [1, 2**20].
-    c0 : float
-        Correlation of the two inputs, in [-1, 1].
-    q0 : float
-        Their variance, > 0, with :math:`q_0` far from under- and overflow in ``dtype``
-        (:math:`[10^3\,\mathrm{tiny}, 10^{-3}\max]`).
-    weights : {"gaussian", "binary"}
-    n_nets : int
-        Independent networks, in [2, 2**20].
-    seed : int
-        Seed of the torch generator, in [0, 2**63 - 1].
-    device : str or torch.device, optional
-        ``None`` uses CUDA when available.
-    dtype : torch.dtype, optional
-        A floating-point dtype; ``torch.float32`` by default.
-
-    Returns
-    -------
-    qmf_lite.simulate.SimulationResult
-    """
+def _epoch_batches(n, batch_size, drop_last, gen, dev):
+    """Minibatch indices, endlessly: each epoch a fresh permutation of ``range(n)`` from ``gen`` cut into
+    batches of ``batch_size``, the ragged last one dropped with ``drop_last``."""
     import torch
 
-    from ._validate import check_correlation, check_sigmas
-    from .activations import get_activation
-    from .simulate import (MAX_DEPTH, MAX_NETS, MAX_WIDTH, SimulationResult, _check_variance, _dtype, _overflowed,
-                           default_device)
+    while True:
+        perm = torch.randperm(n, generator=gen).to(dev)
+        batches = list(torch.split(perm, batch_size))
+        if drop_last and len(batches[-1]) < batch_size:
+            batches.pop()
+        yield from batches
 
-    weights = check_choice(weights, "weights", ("gaussian", "binary"))
-    act = get_activation(activation)
-    sigma_w, sigma_b = map(float, check_sigmas(sigma_w, sigma_b, allow_array=False))
-    depth = check_int(depth, "depth", 0, MAX_DEPTH)
-    width = check_int(width, "width", 1, MAX_WIDTH)
-    n_nets = check_int(n_nets, "n_nets", 2, MAX_NETS)
-    c0_arr = check_correlation(c0, "c0")
-    if c0_arr.ndim:
-        raise ValueError(f"c0 must be a scalar in [-1, 1], got an array of shape {c0_arr.shape}")
-    c0 = float(c0_arr)
-    q0 = _positive(q0, "q0")
-    dev = default_device(device)
-    dtype = _dtype(dtype)
-    _check_variance(q0, dtype, "q0")
-    gen = torch.Generator(device=dev).manual_seed(check_seed(seed))
-    z = torch.randn(n_nets, width, 2, generator=gen, device=dev, dtype=dtype)
-    h = torch.stack([z[..., 0], c0 * z[..., 0] + math.sqrt(max(0.0, 1 - c0 * c0)) * z[..., 1]], dim=-1)
-    h = h * math.sqrt(q0)
-    qs, cs = [], []
 
-    def record(h):
-        sq = (h * h).mean(dim=1)
-        qs.append(sq.mean(dim=1))
-        cs.append((h[..., 0] * h[..., 1]).mean(dim=1) / (sq[:, 0].sqrt() * sq[:, 1].sqrt()))  # no q^2: no overflow
+def _evaluate(model, opt, train, test):
+    """Test accuracy and training loss of ``model``; for BC with stochastic forward rounding, of its
+    deployed weights :math:`Q_d(w_r)` (which differ from the forward weights), restored afterwards."""
+    import torch
 
+    saved = None
+    if isinstance(opt, QuantizedSGD) and opt.bc_rounding == "stochastic":
+        saved = [p.detach().clone() for p in model.parameters()]
+        opt.use_deployed()
     with torch.no_grad():
-        record(h)
-        for _ in range(depth):
-            w = torch.randn(n_nets, width, width, generator=gen, device=dev, dtype=dtype)
-            if weights == "binary":
-                w = torch.where(w >= 0, 1.0, -1.0).to(dtype)
-            h = torch.bmm(w, act(h)) * (sigma_w / math.sqrt(width))
-            if sigma_b > 0:
-                h = h + sigma_b * torch.randn(n_nets, width, 1, generator=gen, device=dev, dtype=dtype)
-            record(h)
-    q_nets = torch.stack(qs, dim=1).double().cpu().numpy()
-    c_nets = torch.stack(cs, dim=1).double().cpu().numpy()
-    _overflowed(q_nets, dtype, sigma_w, sigma_b, c_nets)
-    sem = lambda x: x.std(axis=0, ddof=1) / math.sqrt(n_nets)  # noqa: E731
-    return SimulationResult(q_nets.mean(0), c_nets.mean(0), sem(q_nets), sem(c_nets), q_nets, c_nets)
+        acc = (model(test[0]).argmax(-1) == test[1]).double().mean().item()
+        loss = torch.nn.functional.cross_entropy(model(train[0]), train[1]).item()
+        if saved is not None:
+            for p, s in zip(model.parameters(), saved):
+                p.copy_(s)
+    return acc, loss

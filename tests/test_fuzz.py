@@ -467,9 +467,6 @@ REGISTRY["weights.weight_groups"] = Entry(lambda: dict(model=_w().binary_mlp((8,
                                                        bias_lr=None), numbers=("bias_lr",))
 REGISTRY["weights.binary_mlp"] = Entry(dict(sizes=(8, 4, 2), seed=0, activation="relu"))
 REGISTRY["weights.fit"] = Entry(_fit_kwargs)
-REGISTRY["weights.simulate_weight_correlations"] = Entry(dict(activation="tanh", sigma_w=1.2, sigma_b=0.1, depth=2,
-                                                              width=8, c0=0.3, q0=1.0, weights="binary", n_nets=2,
-                                                              seed=0, device="cpu", dtype=None))
 
 
 # --- torch layer: simulate, ste, training, ntk, data ------------------------------------------

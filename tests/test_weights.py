@@ -375,6 +375,46 @@ def test_logistic_problem_gradients_and_optimum():
     assert prob.loss(np.stack([w, ws])).shape == (2,)
 
 
+@pytest.mark.parametrize("d,n,ridge,seed", [(6, 200, 0.1, 3), (1, 512, 0.1, 1), (32, 512, 0.1, 32),
+                                           (20, 50, 1e-3, 1), (4, 40, 10.0, 5)])
+def test_logistic_solve_matches_newton(d, n, ridge, seed):
+    """solve (scipy.optimize.root on grad F) against a plain Newton iteration, written here as the reference,
+    and the expit forms of the gradient and Hessian against the tanh forms 0.5 (1 - tanh(m / 2)).
+
+    Tolerance: F is ridge-strongly convex, so any w has |w - w*|_2 <= |grad F(w)|_2 / ridge. Both
+    solutions' gradients are computed in float64 with an error of at most about n eps max|x_ij| per
+    coordinate (a sum of n terms each below max|x|, divided by n, plus ridge |w|), so
+    |w_scipy - w_newton|_2 <= (|g_scipy|_2 + |g_newton|_2 + 2 sqrt(d) e) / ridge with that e."""
+    prob = qw.LogisticProblem.make(d, n=n, ridge=ridge, seed=seed)
+    x, y = prob.x, prob.y
+
+    def grad_tanh(w):
+        return (-y * 0.5 * (1 - np.tanh(0.5 * y * (x @ w)))) @ x / n + ridge * w
+
+    def hess_tanh(w):
+        s = 0.5 * (1 - np.tanh(0.5 * (x @ w)))
+        return (x.T * (s * (1 - s))) @ x / n + ridge * np.eye(d)
+
+    w_newton = np.zeros(d)
+    for _ in range(100):
+        step = np.linalg.solve(hess_tanh(w_newton), grad_tanh(w_newton))
+        w_newton -= step
+        if np.max(np.abs(step)) < 1e-13:
+            break
+    w = prob.solve()
+    eps = np.finfo(float).eps
+    e = n * eps * (np.abs(x).max() + ridge * max(np.abs(w).max(), np.abs(w_newton).max()))
+    bound = (np.linalg.norm(prob.grad(w)) + np.linalg.norm(grad_tanh(w_newton)) + 2 * math.sqrt(d) * e) / ridge
+    assert bound < 1e-9                            # the bound is not vacuous
+    assert np.linalg.norm(w - w_newton) <= bound
+    # expit against tanh: the same function, to a few ulps of the terms (|r_i x_ij| <= max|x|)
+    w1 = np.random.default_rng(seed).standard_normal(d)
+    assert np.max(np.abs(prob.grad(w1) - grad_tanh(w1))) <= 8 * e + 1e-300
+    assert np.max(np.abs(prob.hessian(w1) - hess_tanh(w1))) <= 8 * n * eps * np.abs(x).max() ** 2 + 1e-300
+    assert np.allclose(prob.loss(w1), np.mean(np.logaddexp(0.0, -y * (x @ w1))) + 0.5 * ridge * w1 @ w1,
+                       rtol=8 * n * eps, atol=0)
+
+
 # --- torch: the optimizer on a model ----------------------------------------------------------
 def test_quantized_sgd_rules_on_parameters():
     grid = qw.Grid.symmetric(0.125, 8)
@@ -441,12 +481,12 @@ def test_binary_weights_propagate_signal_like_gaussian_ones():
     depth = 8
     _, c_th = qmf.iterate_maps(init.activation, init.sigma_w, 0.0, depth=depth, q0=init.q_star, c0=0.3)
     for kind in ("gaussian", "binary"):
-        sim = qw.simulate_weight_correlations(init.activation, init.sigma_w, 0.0, depth=depth, width=512, c0=0.3,
-                                              q0=init.q_star, weights=kind, n_nets=8, seed=0)
+        sim = qmf.simulate_correlations(init.activation, init.sigma_w, 0.0, depth=depth, width=512, c0=0.3,
+                                        q0=init.q_star, weights=kind, n_nets=8, seed=0)
         # finite width biases c by O(1/n); allow 4 s.e. plus 0.01
         assert np.all(np.abs(sim.c - c_th) < 4 * sim.c_sem + 0.01)
     with pytest.raises(ValueError, match="weights"):
-        qw.simulate_weight_correlations("tanh", 1.0, 0.0, depth=1, width=4, c0=0.0, q0=1.0, weights="ternary")
+        qmf.simulate_correlations("tanh", 1.0, 0.0, depth=1, width=4, c0=0.0, q0=1.0, weights="ternary")
 
 
 def test_module_imports_without_torch():
@@ -478,11 +518,6 @@ def _fit(**kw):
     args = dict(model=model, data=qmf.load_digits(), opt=qw.QuantizedSGD(model.parameters(), lr=0.1), steps=1,
                 batch_size=8)
     return qw.fit(**{**args, **kw})
-
-
-def _swc(**kw):
-    args = dict(activation="tanh", sigma_w=1.2, sigma_b=0.1, depth=1, width=4, c0=0.3, q0=1.0, n_nets=2)
-    return qw.simulate_weight_correlations(**{**args, **kw})
 
 
 def _nan_grad(w, rng):
@@ -619,17 +654,6 @@ BAD_INPUT = {
     "fit-steps-too-many": (lambda: _fit(steps=10**8 + 1), "steps"),
     "fit-seed-True": (lambda: _fit(seed=True), "seed"),
     "fit-drop_last-array": (lambda: _fit(drop_last=np.array([1, 0])), "drop_last"),
-    "simulate_weight_correlations-sigma_w-1e308": (lambda: _swc(sigma_w=1e308), "sigma_w"),
-    "simulate_weight_correlations-sigma_w-overflows-float32": (lambda: _swc(sigma_w=1e30), "sigma_w"),
-    "simulate_weight_correlations-sigma_b-negative": (lambda: _swc(sigma_b=-0.1), "sigma_b"),
-    "simulate_weight_correlations-q0-underflows-float32": (lambda: _swc(q0=1e-300), "q0"),
-    "simulate_weight_correlations-c0-array": (lambda: _swc(c0=np.array([0.1, 0.2])), "c0"),
-    "simulate_weight_correlations-depth-too-deep": (lambda: _swc(depth=10**6 + 1), "depth"),
-    "simulate_weight_correlations-width-too-wide": (lambda: _swc(width=2**20 + 1), "width"),
-    "simulate_weight_correlations-n_nets-1": (lambda: _swc(n_nets=1), "n_nets"),
-    "simulate_weight_correlations-seed--1": (lambda: _swc(seed=-1), "seed"),
-    "simulate_weight_correlations-dtype-int": (lambda: _swc(dtype=torch.int32), "dtype"),
-    "simulate_weight_correlations-weights-array": (lambda: _swc(weights=np.array(["binary"])), "weights"),
 }
 
 

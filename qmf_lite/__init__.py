@@ -67,8 +67,9 @@ from .activations import (
     StepActivation,
     Tanh,
     get_activation,
+    monte_carlo_kernel,
 )
-from .gaussian import MonteCarloEstimate, expect, expect_pair, monte_carlo_kernel, normal_rule, simultaneous_threshold
+from .gaussian import MonteCarloEstimate, expect, expect_pair, normal_rule, simultaneous_threshold
 from .maps import (
     chi,
     correlation_map,
@@ -129,9 +130,9 @@ _NAMESPACES = ("book", "fig3", "weights", "ptq", "approx", "alignment")
 __all__ = [
     # activations
     "Activation", "StepActivation", "QuantizedActivation", "Linear", "ReLU", "Erf", "Tanh", "HardTanh",
-    "CallableActivation", "QuadratureWarning", "get_activation",
+    "CallableActivation", "QuadratureWarning", "get_activation", "monte_carlo_kernel",
     # gaussian
-    "normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "monte_carlo_kernel", "simultaneous_threshold",
+    "normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "simultaneous_threshold",
     # maps
     "variance_map", "variance_map_slope", "fixed_point_q", "variance_fixed_points", "basin_boundary_q",
     "covariance_map", "correlation_map", "chi",

@@ -551,12 +551,16 @@ class QuantizedActivation(StepActivation):
     """
 
     def __init__(self, levels, spacing=None, scale=1.0):
-        levels = check_levels(levels, maximum=MAX_STORED_LEVELS)
-        scale = _check_scale(scale, "scale")
-        spacing = 2.0 * scale / (levels - 1) if spacing is None else _check_scale(spacing, "spacing")
-        if spacing * (levels - 2) / 2.0 > VALUE_MAX:
-            raise ValueError(f"spacing must be at most {2.0 * VALUE_MAX / max(levels - 2, 1):.3g} for {levels} "
-                             f"levels (the outer thresholds +-D (N-2)/2 stay within {VALUE_MAX:g}), got {spacing!r}")
+        self._build(*_check_quantized(levels, spacing, scale))
+
+    @classmethod
+    def _checked(cls, levels, spacing, scale):
+        """The activation of arguments already checked by :func:`_check_quantized` (no checks again)."""
+        act = cls.__new__(cls)
+        act._build(levels, spacing, scale)
+        return act
+
+    def _build(self, levels, spacing, scale):
         self.levels, self.spacing, self.scale = levels, spacing, scale
         k = np.arange(levels - 1, dtype=np.float64)
         thresholds = spacing * (k - (levels - 2) / 2.0)
@@ -584,6 +588,17 @@ class QuantizedActivation(StepActivation):
 
     def __repr__(self):
         return f"QuantizedActivation(levels={self.levels}, spacing={self.spacing!r}, scale={self.scale!r})"
+
+
+def _check_quantized(levels, spacing, scale):
+    """``(levels, spacing, scale)`` of a :class:`QuantizedActivation` checked, the default spacing filled in."""
+    levels = check_levels(levels, maximum=MAX_STORED_LEVELS)
+    scale = _check_scale(scale, "scale")
+    spacing = 2.0 * scale / (levels - 1) if spacing is None else _check_scale(spacing, "spacing")
+    if spacing * (levels - 2) / 2.0 > VALUE_MAX:
+        raise ValueError(f"spacing must be at most {2.0 * VALUE_MAX / max(levels - 2, 1):.3g} for {levels} "
+                         f"levels (the outer thresholds +-D (N-2)/2 stay within {VALUE_MAX:g}), got {spacing!r}")
+    return levels, spacing, scale
 
 
 def _check_scale(value, name):

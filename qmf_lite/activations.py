@@ -20,7 +20,8 @@ from scipy import special
 
 from . import gaussian
 from ._common import is_torch
-from ._validate import _as_float_array, check_bool, check_correlation, check_int, check_levels, check_positive, check_seed
+from ._validate import (_as_float_array, check_bool, check_correlation, check_int, check_levels, check_nonnegative,
+                        check_positive, check_seed)
 
 __all__ = [
     "Activation",
@@ -95,24 +96,25 @@ class Activation:
     # --- Gaussian expectations (quadrature defaults) ---------------------------------------
     def mean(self, q):
         r""":math:`\mathbb E[\phi(\sqrt q z)]`, ``q > 0`` (array; result of its shape)."""
-        return gaussian.expect(self._numpy, q, self.quadrature_nodes[0])
+        return gaussian._expect(self._numpy, check_nonnegative(q, "q"), self.quadrature_nodes[0])
 
     def second_moment(self, q):
         r""":math:`\mathbb E[\phi(\sqrt q z)^2]`, ``q > 0`` (array; result of its shape)."""
-        return gaussian.expect(lambda x: self._numpy(x) ** 2, q, self.quadrature_nodes[0])
+        return gaussian._expect(lambda x: self._numpy(x) ** 2, check_nonnegative(q, "q"), self.quadrature_nodes[0])
 
     def kernel(self, q, c):
         r""":math:`\mathbb E[\phi(u_1)\phi(u_2)]` for :math:`(u_1, u_2)` of variance ``q`` and correlation ``c`` (broadcast)."""
-        return gaussian.expect_pair(self._numpy, self._numpy, q, c, self.quadrature_nodes[1])
+        q, c = check_nonnegative(q, "q"), check_correlation(c, "c")
+        return gaussian._expect_pair(self._numpy, self._numpy, q, c, self.quadrature_nodes[1], 32)
 
     def derivative_kernel(self, q, c):
         r""":math:`\mathbb E[\phi'(u_1)\phi'(u_2)]`, the slope of the kernel in ``c`` divided by ``q`` (Price's theorem)."""
         d = self._numpy_derivative
-        q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
+        q, c = np.broadcast_arrays(check_nonnegative(q, "q"), check_correlation(c, "c"))
         if np.all(np.abs(c) == 1):  # u2 = +-u1: a one-dimensional integral (chi(1) in phase diagrams)
-            return np.where(c > 0, gaussian.expect(lambda x: d(x) ** 2, q, self.quadrature_nodes[0]),
-                            gaussian.expect(lambda x: d(x) * d(-x), q, self.quadrature_nodes[0]))
-        return gaussian.expect_pair(d, d, q, c, self.quadrature_nodes[1])
+            return np.where(c > 0, gaussian._expect(lambda x: d(x) ** 2, q, self.quadrature_nodes[0]),
+                            gaussian._expect(lambda x: d(x) * d(-x), q, self.quadrature_nodes[0]))
+        return gaussian._expect_pair(d, d, q, c, self.quadrature_nodes[1], 32)
 
     #: whether phi is odd, so that with sigma_b = 0 the correlation map is odd and c* = 0
     odd = False

@@ -90,7 +90,12 @@ def expect(f, q, n: int = 400):
     """
     check_callable(f, "f")
     q = check_nonnegative(q, "q")
-    x, w = normal_rule(n)
+    return _expect(f, q, check_int(n, "n", 1, MAX_NODES))
+
+
+def _expect(f, q, n):
+    """:func:`expect` of checked arguments (``q`` a float64 array >= 0, ``1 <= n <= MAX_NODES``)."""
+    x, w = _normal_rule(n)
     vals = f(np.sqrt(q)[..., None] * x)
     return np.sum(vals * w, axis=-1)
 
@@ -105,9 +110,15 @@ def expect_pair(f, g, q, c, n: int = 240, chunk: int = 32):
     check_callable(f, "f")
     check_callable(g, "g")
     chunk = check_int(chunk, "chunk", 1)
-    q, c = np.broadcast_arrays(check_nonnegative(q, "q"), check_correlation(c, "c"))
+    q, c = check_nonnegative(q, "q"), check_correlation(c, "c")
+    return _expect_pair(f, g, q, c, check_int(n, "n", 1, MAX_NODES), chunk)
+
+
+def _expect_pair(f, g, q, c, n, chunk):
+    """:func:`expect_pair` of checked arguments (``q`` >= 0 and ``c`` in [-1, 1] float64 arrays)."""
+    q, c = np.broadcast_arrays(q, c)
     out = np.empty(q.shape)
-    x, w = normal_rule(n)
+    x, w = _normal_rule(n)
     z1, z2 = x[:, None], x[None, :]
     ww = w[:, None] * w[None, :]
     qf, cf, of = q.ravel(), c.ravel(), out.reshape(-1)

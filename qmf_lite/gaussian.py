@@ -33,7 +33,7 @@ import numpy as np
 from numpy.polynomial import chebyshev as _cheb
 from scipy import special
 
-from ._validate import check_callable, check_correlation, check_int, check_nonnegative, check_real_in, check_seed
+from ._validate import check_callable, check_correlation, check_int, check_nonnegative, check_real_in
 
 __all__ = ["normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "simultaneous_threshold"]
 

@@ -13,7 +13,7 @@ code, one concept each, and imports flow one way, from the mathematics towards t
 ========================  ==========================================================  =========
 module                    concept                                                     needs
 ========================  ==========================================================  =========
-``activations``           activations, each with its closed-form Gaussian kernel      numpy
+``activations``           activations, their closed-form Gaussian kernels, MC check   numpy
 ``gaussian``              Gaussian expectations: quadrature, step-function sums, MC   numpy
 ``maps``                  variance and correlation maps, fixed points, depth scales   numpy
 ``tradeoff``              chi_max(N), the optimal initialization, L_max, Lloyd-Max    numpy
@@ -23,11 +23,11 @@ module                    concept                                               
 ``training``              batched quantized MLPs, SGD, the cached grid runner         torch
 ``ntk``                   the empirical NTK (torch); its infinite-width STE theory    torch
 ``data``                  digits (offline) and MNIST (checksummed download)           torch
-``fig3``                  the paper's Fig. 3: profiles, the data file, its analysis    numpy
+``fig3``                  the paper's Fig. 3: profiles, the data file, its analysis   numpy
 ``book``                  chapter helpers: the scale switch, glue, tables, style      numpy
-``weights``               weight training: rounding, R/SR/BC, the SR chain (ch. 9)    numpy
-``ptq``                   post-training weight quantization, MSQ to SPFQ (ch. 10)     numpy
-``approx``                exact dyadic ReLU nets, weight quantizers, bits (ch. 11)    numpy
+``weights``               weight training: rounding, R/SR/BC, the SR chain (ch. 10)   numpy
+``ptq``                   post-training weight quantization, MSQ to SPFQ (ch. 11)     numpy
+``approx``                exact dyadic ReLU nets, weight quantizers, bits (ch. 12)    numpy
 ``alignment``             kernel alignment with the inputs, its noise floor (ch. 8)   numpy
 ========================  ==========================================================  =========
 

@@ -106,7 +106,7 @@ def chi_zero(levels, normalized_spacing=None, *, spacing=None):
     spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing", "chi_zero"),
                              "normalized_spacing")
     if levels > 4096:
-        return 1.0 - quantization_error(levels, spacing)
+        return 1.0 - _quantization_error(levels, spacing)
     s, v = _naive_parts(levels, spacing)
     # V underflows to 0 only for odd N with spacing / 2 > 38 (psi constant but with probability
     # < 1e-300), where chi(0) < 1e-300: 0
@@ -278,6 +278,11 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
     levels = check_levels(levels, maximum=MAX_LEVELS)
     spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing",
                                       "quantization_error"), "normalized_spacing")
+    return _quantization_error(levels, spacing)
+
+
+def _quantization_error(levels, spacing):
+    """:func:`quantization_error` of a checked ``levels`` and float64 array ``spacing`` (every entry > 0)."""
     out = np.vectorize(lambda d: _quantization_error_auto(levels, float(d)), otypes=[float])(spacing)
     return out[()] if out.ndim == 0 else out
 
@@ -762,6 +767,11 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
     levels = check_levels(levels, maximum=LLOYD_MAX_LEVELS)
     check_int(max_iter, "max_iter", 1)
     tol = float(check_positive(tol, "tol", allow_array=False))
+    return _lloyd_max(levels, tol, max_iter)
+
+
+def _lloyd_max(levels, tol, max_iter):
+    """:func:`lloyd_max` of checked arguments (its warning points at the caller of the public function)."""
     p = (np.arange(1, levels) / levels)
     t = np.sqrt(3.0) * special.ndtri(p)   # compander: equiprobable cells of N(0, 3)
     for _ in range(max_iter):
@@ -775,7 +785,7 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
             break
     else:
         warnings.warn(f"lloyd_max({levels}) stopped after max_iter={max_iter} iterations with the thresholds "
-                      f"still moving by {change:.1e} (tol={tol:g}): raise max_iter", RuntimeWarning, stacklevel=2)
+                      f"still moving by {change:.1e} (tol={tol:g}): raise max_iter", RuntimeWarning, stacklevel=3)
     edges = np.concatenate(([-np.inf], t, [np.inf]))
     mass = special.ndtr(edges[1:]) - special.ndtr(edges[:-1])
     y = (_pdf(edges[:-1]) - _pdf(edges[1:])) / mass
@@ -793,5 +803,5 @@ def lloyd_max_activation(levels, q_star=1.0):
     q_star = float(check_positive(q_star, "q_star", allow_array=False))
     if not 1e-100 <= q_star <= 1e100:
         raise ValueError(f"q_star must lie in [1e-100, 1e100], got {q_star!r}")
-    t, y, _ = lloyd_max(levels)
+    t, y, _ = _lloyd_max(check_levels(levels, maximum=LLOYD_MAX_LEVELS), 1e-13, 200_000)
     return StepActivation(t * math.sqrt(q_star), y * math.sqrt(q_star))

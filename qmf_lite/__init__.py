@@ -13,7 +13,7 @@ code, one concept each, and imports flow one way, from the mathematics towards t
 ========================  ==========================================================  =========
 module                    concept                                                     needs
 ========================  ==========================================================  =========
-``activations``           activations, each with its closed-form Gaussian kernel      numpy
+``activations``           activations, their closed-form Gaussian kernels, MC check   numpy
 ``gaussian``              Gaussian expectations: quadrature, step-function sums, MC   numpy
 ``maps``                  variance and correlation maps, fixed points, depth scales   numpy
 ``tradeoff``              chi_max(N), the optimal initialization, L_max, Lloyd-Max    numpy
@@ -23,11 +23,11 @@ module                    concept                                               
 ``training``              batched quantized MLPs, SGD, the cached grid runner         torch
 ``ntk``                   the empirical NTK (torch); its infinite-width STE theory    torch
 ``data``                  digits (offline) and MNIST (checksummed download)           torch
-``fig3``                  the paper's Fig. 3: profiles, the data file, its analysis    numpy
+``fig3``                  the paper's Fig. 3: profiles, the data file, its analysis   numpy
 ``book``                  chapter helpers: the scale switch, glue, tables, style      numpy
-``weights``               weight training: rounding, R/SR/BC, the SR chain (ch. 9)    numpy
-``ptq``                   post-training weight quantization, MSQ to SPFQ (ch. 10)     numpy
-``approx``                exact dyadic ReLU nets, weight quantizers, bits (ch. 11)    numpy
+``weights``               weight training: rounding, R/SR/BC, the SR chain (ch. 10)   numpy
+``ptq``                   post-training weight quantization, MSQ to SPFQ (ch. 11)     numpy
+``approx``                exact dyadic ReLU nets, weight quantizers, bits (ch. 12)    numpy
 ``alignment``             kernel alignment with the inputs, its noise floor (ch. 8)   numpy
 ========================  ==========================================================  =========
 
@@ -48,7 +48,10 @@ module                    concept                                               
 To add a function: write it in the module of its concept (with a numpy-style docstring stating
 its formula and the range of its arguments, and argument checks from ``_validate``), list it in
 that module's ``__all__``, and add it to the import block (core) or to ``_LAZY`` (torch layer)
-below; ``tests/test_package.py`` fails until the two agree.
+below; ``tests/test_package.py`` fails until the two agree. A public function checks its arguments
+once, at the door, and hands them to a private ``_name`` that checks nothing; code inside the
+package calls the private one. ``tests/test_shape.py`` keeps the shape: no import cycle, no
+function over 60 lines of code, no private helper defined twice.
 """
 from __future__ import annotations
 
@@ -67,8 +70,9 @@ from .activations import (
     StepActivation,
     Tanh,
     get_activation,
+    monte_carlo_kernel,
 )
-from .gaussian import MonteCarloEstimate, expect, expect_pair, monte_carlo_kernel, normal_rule, simultaneous_threshold
+from .gaussian import MonteCarloEstimate, expect, expect_pair, normal_rule, simultaneous_threshold
 from .maps import (
     chi,
     correlation_map,
@@ -129,9 +133,9 @@ _NAMESPACES = ("book", "fig3", "weights", "ptq", "approx", "alignment")
 __all__ = [
     # activations
     "Activation", "StepActivation", "QuantizedActivation", "Linear", "ReLU", "Erf", "Tanh", "HardTanh",
-    "CallableActivation", "QuadratureWarning", "get_activation",
+    "CallableActivation", "QuadratureWarning", "get_activation", "monte_carlo_kernel",
     # gaussian
-    "normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "monte_carlo_kernel", "simultaneous_threshold",
+    "normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "simultaneous_threshold",
     # maps
     "variance_map", "variance_map_slope", "fixed_point_q", "variance_fixed_points", "basin_boundary_q",
     "covariance_map", "correlation_map", "chi",

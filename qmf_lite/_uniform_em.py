@@ -185,32 +185,57 @@ def parts(levels, spacing):
     wu2 = w * u * u                                   # sum(wu2 * f(u)) = (2/D) int u^2 f(u) du
     scale = d2 / 12.0
     p_t = float(dens[0])
-    # how many terms: an envelope of the k-th terms (k = 0 is the D^2 term) of both series from
-    # |He_n(x)| <= min((|x| + sqrt(n))^n, 1.0865 sqrt(n!) e^{x^2/4}) (the second is Cramer's
-    # inequality), in logs; stop when the next term is negligible or where the asymptotic
-    # series turns, and take that next term as the truncation error
-    weight = 2.0 * p_t + d2 / 6.0 * math.exp(-0.5 * max(t - 0.5 * d, 0.0) ** 2) / SQRT2PI
-    if weight > 0.0:
-        x_max = t + 0.5 * d
-        log_he = np.minimum(_N_ODD * np.log(x_max + _SQRT_N_ODD), _LOG_CRAMER + 0.25 * x_max * x_max)
-        log_env = _LOG_TRAP + (_K + 1.0) * math.log(d2) + log_he + math.log(weight)
-        env = np.exp(log_env)
-        stop = (env[1:] <= _NEGLIGIBLE * scale) | (env[1:] >= env[:-1])
-        n_terms = int(np.argmax(stop)) + 1 if stop.any() else MAX_TERMS
-        err_em = float(env[n_terms])
-    else:                                             # phi(T) underflows: no endpoint terms
-        n_terms, err_em = 1, 0.0
-    # He_0 .. He_{2K-1} at the nodes; the odd orders enter
-    herm = np.empty((2 * n_terms, nodes.size))
-    herm[0] = 1.0
-    herm[1] = nodes
-    for i in range(2, 2 * n_terms):                  # He_i = x He_{i-1} - (i - 1) He_{i-2}
-        herm[i] = nodes * herm[i - 1] - (i - 1) * herm[i - 2]
-    herm = herm[1::2].T                               # odd orders, one row per node
+    n_terms, err_em = _endpoint_terms(d, t, p_t, scale)
+    herm = _odd_hermite(nodes, n_terms)
     d_pow = d2 ** np.arange(1, n_terms + 1)
     em_alpha = 2.0 * p_t * float(np.dot(_TRAP[:n_terms] * d_pow, herm[0]))
     em_gran = -float(np.dot(_MID[:n_terms] * d_pow, (wu2 * dens[1:]) @ herm[1:]))
-    # aliasing (Poisson) terms of the whole lattice, e^{-2 pi^2 k^2 / D^2}
+    alias_alpha, alias_gran, err_alias = _aliasing(d, t, sigma, scale)
+    tail = float(special.ndtr(-t))                    # Phi(-T)
+    alpha = 2.0 * tail - d * p_t + em_alpha + alias_alpha
+    # the same sum without the leading 1 removed, for small T where alpha is near 1
+    ezq = float(special.erf(t / math.sqrt(2.0))) + d * p_t - em_alpha - alias_alpha
+    gran = scale - float(np.dot(wu2, special.ndtr(u - t))) + em_gran + alias_gran
+    r1, r2 = _mills_ratios(t)
+    over = 2.0 * tail * (r1 * (r2 - d) + 0.25 * d2)
+    return alpha, ezq, gran + over, err_em + err_alias
+
+
+def _endpoint_terms(d, t, p_t, scale):
+    """(n_terms, truncation error) of the endpoint (Euler-Maclaurin) series of :func:`parts`.
+
+    An envelope of the k-th terms (k = 0 is the D^2 term) of both series from
+    |He_n(x)| <= min((|x| + sqrt(n))^n, 1.0865 sqrt(n!) e^{x^2/4}) (the second is Cramer's
+    inequality), in logs; stop when the next term is negligible or where the asymptotic
+    series turns, and take that next term as the truncation error.
+    """
+    d2 = d * d
+    weight = 2.0 * p_t + d2 / 6.0 * math.exp(-0.5 * max(t - 0.5 * d, 0.0) ** 2) / SQRT2PI
+    if not weight > 0.0:                              # phi(T) underflows: no endpoint terms
+        return 1, 0.0
+    x_max = t + 0.5 * d
+    log_he = np.minimum(_N_ODD * np.log(x_max + _SQRT_N_ODD), _LOG_CRAMER + 0.25 * x_max * x_max)
+    log_env = _LOG_TRAP + (_K + 1.0) * math.log(d2) + log_he + math.log(weight)
+    env = np.exp(log_env)
+    stop = (env[1:] <= _NEGLIGIBLE * scale) | (env[1:] >= env[:-1])
+    n_terms = int(np.argmax(stop)) + 1 if stop.any() else MAX_TERMS
+    return n_terms, float(env[n_terms])
+
+
+def _odd_hermite(nodes, n_terms):
+    """He_1, He_3, .. He_{2K-1} at the nodes (one row per node), by He_i = x He_{i-1} - (i - 1) He_{i-2}."""
+    herm = np.empty((2 * n_terms, nodes.size))
+    herm[0] = 1.0
+    herm[1] = nodes
+    for i in range(2, 2 * n_terms):
+        herm[i] = nodes * herm[i - 1] - (i - 1) * herm[i - 2]
+    return herm[1::2].T
+
+
+def _aliasing(d, t, sigma, scale):
+    """(alpha term, granular term, error bound) of the aliasing (Poisson) terms of the whole lattice,
+    e^{-2 pi^2 k^2 / D^2}, with ``sigma`` = +1 (even N) or -1 (odd N)."""
+    d2 = d * d
     alias_alpha = 0.0
     alias_gran = 0.0
     err_alias = 0.0
@@ -225,14 +250,7 @@ def parts(levels, spacing):
             err_alias = math.inf
         # cross term between aliasing and the tails
         err_alias += 4.0 * math.exp(-2.0 * math.pi ** 2 / d2) * float(special.ndtr(-t))
-    tail = float(special.ndtr(-t))                    # Phi(-T)
-    alpha = 2.0 * tail - d * p_t + em_alpha + alias_alpha
-    # the same sum without the leading 1 removed, for small T where alpha is near 1
-    ezq = float(special.erf(t / math.sqrt(2.0))) + d * p_t - em_alpha - alias_alpha
-    gran = scale - float(np.dot(wu2, special.ndtr(u - t))) + em_gran + alias_gran
-    r1, r2 = _mills_ratios(t)
-    over = 2.0 * tail * (r1 * (r2 - d) + 0.25 * d2)
-    return alpha, ezq, gran + over, err_em + err_alias
+    return alias_alpha, alias_gran, err_alias
 
 
 def second_moment(levels, spacing):

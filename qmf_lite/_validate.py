@@ -121,15 +121,6 @@ def check_int_range(value, name, minimum, maximum, why=""):
     return int(value)
 
 
-def check_one_of(value, name, choices):
-    """Return ``value``, requiring one of the strings ``choices`` (arrays, numbers and other types refused)."""
-    allowed = (f"{choices[0]!r} or {choices[1]!r}" if len(choices) == 2
-               else f"one of {tuple(choices)!r}")
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return value
-
-
 def check_real_array(value, name, *, max_abs=None):
     """Return ``value`` as a float64 array of finite real numbers (|entries| <= ``max_abs`` when given).
 
@@ -208,6 +199,11 @@ def check_choice(value, name, choices):
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
+
+
+#: the former name of :func:`check_choice`, kept while ``approx`` and ``ptq`` still import it; its message
+#: for two choices read "must be 'a' or 'b'", now "must be one of ('a', 'b')"
+check_one_of = check_choice
 
 
 def check_sequence(value, name, *, allow_empty=False):

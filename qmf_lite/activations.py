@@ -11,6 +11,7 @@ Every activation knows four Gaussian expectations, with :math:`u = \sqrt q z` an
 The base class computes them by Gaussian quadrature; subclasses override them with
 closed forms where one exists (linear, ReLU, erf, and every step function, the quantized
 activations among them). Activations are called on numpy arrays or torch tensors.
+:func:`~qmf_lite.monte_carlo_kernel` checks any of these kernels by sampling.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from scipy import special
 
 from . import gaussian
 from ._common import is_torch
-from ._validate import _as_float_array, check_bool, check_levels, check_positive
+from ._validate import (_as_float_array, check_bool, check_correlation, check_int, check_levels, check_nonnegative,
+                        check_positive, check_seed)
 
 __all__ = [
     "Activation",
@@ -33,6 +35,7 @@ __all__ = [
     "CallableActivation",
     "QuadratureWarning",
     "get_activation",
+    "monte_carlo_kernel",
 ]
 
 
@@ -93,24 +96,25 @@ class Activation:
     # --- Gaussian expectations (quadrature defaults) ---------------------------------------
     def mean(self, q):
         r""":math:`\mathbb E[\phi(\sqrt q z)]`, ``q > 0`` (array; result of its shape)."""
-        return gaussian.expect(self._numpy, q, self.quadrature_nodes[0])
+        return gaussian._expect(self._numpy, check_nonnegative(q, "q"), self.quadrature_nodes[0])
 
     def second_moment(self, q):
         r""":math:`\mathbb E[\phi(\sqrt q z)^2]`, ``q > 0`` (array; result of its shape)."""
-        return gaussian.expect(lambda x: self._numpy(x) ** 2, q, self.quadrature_nodes[0])
+        return gaussian._expect(lambda x: self._numpy(x) ** 2, check_nonnegative(q, "q"), self.quadrature_nodes[0])
 
     def kernel(self, q, c):
         r""":math:`\mathbb E[\phi(u_1)\phi(u_2)]` for :math:`(u_1, u_2)` of variance ``q`` and correlation ``c`` (broadcast)."""
-        return gaussian.expect_pair(self._numpy, self._numpy, q, c, self.quadrature_nodes[1])
+        q, c = check_nonnegative(q, "q"), check_correlation(c, "c")
+        return gaussian._expect_pair(self._numpy, self._numpy, q, c, self.quadrature_nodes[1], 32)
 
     def derivative_kernel(self, q, c):
         r""":math:`\mathbb E[\phi'(u_1)\phi'(u_2)]`, the slope of the kernel in ``c`` divided by ``q`` (Price's theorem)."""
         d = self._numpy_derivative
-        q, c = np.broadcast_arrays(np.asarray(q, np.float64), np.asarray(c, np.float64))
+        q, c = np.broadcast_arrays(check_nonnegative(q, "q"), check_correlation(c, "c"))
         if np.all(np.abs(c) == 1):  # u2 = +-u1: a one-dimensional integral (chi(1) in phase diagrams)
-            return np.where(c > 0, gaussian.expect(lambda x: d(x) ** 2, q, self.quadrature_nodes[0]),
-                            gaussian.expect(lambda x: d(x) * d(-x), q, self.quadrature_nodes[0]))
-        return gaussian.expect_pair(d, d, q, c, self.quadrature_nodes[1])
+            return np.where(c > 0, gaussian._expect(lambda x: d(x) ** 2, q, self.quadrature_nodes[0]),
+                            gaussian._expect(lambda x: d(x) * d(-x), q, self.quadrature_nodes[0]))
+        return gaussian._expect_pair(d, d, q, c, self.quadrature_nodes[1], 32)
 
     #: whether phi is odd, so that with sigma_b = 0 the correlation map is odd and c* = 0
     odd = False
@@ -549,12 +553,16 @@ class QuantizedActivation(StepActivation):
     """
 
     def __init__(self, levels, spacing=None, scale=1.0):
-        levels = check_levels(levels, maximum=MAX_STORED_LEVELS)
-        scale = _check_scale(scale, "scale")
-        spacing = 2.0 * scale / (levels - 1) if spacing is None else _check_scale(spacing, "spacing")
-        if spacing * (levels - 2) / 2.0 > VALUE_MAX:
-            raise ValueError(f"spacing must be at most {2.0 * VALUE_MAX / max(levels - 2, 1):.3g} for {levels} "
-                             f"levels (the outer thresholds +-D (N-2)/2 stay within {VALUE_MAX:g}), got {spacing!r}")
+        self._build(*_check_quantized(levels, spacing, scale))
+
+    @classmethod
+    def _checked(cls, levels, spacing, scale):
+        """The activation of arguments already checked by :func:`_check_quantized` (no checks again)."""
+        act = cls.__new__(cls)
+        act._build(levels, spacing, scale)
+        return act
+
+    def _build(self, levels, spacing, scale):
         self.levels, self.spacing, self.scale = levels, spacing, scale
         k = np.arange(levels - 1, dtype=np.float64)
         thresholds = spacing * (k - (levels - 2) / 2.0)
@@ -582,6 +590,17 @@ class QuantizedActivation(StepActivation):
 
     def __repr__(self):
         return f"QuantizedActivation(levels={self.levels}, spacing={self.spacing!r}, scale={self.scale!r})"
+
+
+def _check_quantized(levels, spacing, scale):
+    """``(levels, spacing, scale)`` of a :class:`QuantizedActivation` checked, the default spacing filled in."""
+    levels = check_levels(levels, maximum=MAX_STORED_LEVELS)
+    scale = _check_scale(scale, "scale")
+    spacing = 2.0 * scale / (levels - 1) if spacing is None else _check_scale(spacing, "spacing")
+    if spacing * (levels - 2) / 2.0 > VALUE_MAX:
+        raise ValueError(f"spacing must be at most {2.0 * VALUE_MAX / max(levels - 2, 1):.3g} for {levels} "
+                         f"levels (the outer thresholds +-D (N-2)/2 stay within {VALUE_MAX:g}), got {spacing!r}")
+    return levels, spacing, scale
 
 
 def _check_scale(value, name):
@@ -618,3 +637,45 @@ def get_activation(activation) -> Activation:
     if not callable(activation):
         raise ValueError(f"activation must be a name, an Activation or a callable, got {activation!r}")
     return CallableActivation(activation)
+
+
+def monte_carlo_kernel(activation, q, c, n_samples=400_000, seed=0):
+    r"""Monte Carlo estimate of :math:`\mathbb E[\phi(u_1)\phi(u_2)]`, an independent check of kernels.
+
+    .. math:: (u_1, u_2) = \sqrt q\,\bigl(z_1,\; c z_1 + \sqrt{1-c^2}\, z_2\bigr),\qquad
+              \hat K = \frac1n\sum_{k=1}^n \phi(u_{1k})\phi(u_{2k}),\qquad
+              \operatorname{se} = \frac{s}{\sqrt n},
+
+    with ``s`` the sample standard deviation of the products. The same ``n_samples`` pairs
+    ``(z1, z2)`` serve every ``c`` (common random numbers), so differences between correlations
+    are estimated with less noise than the values themselves.
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+    q : float
+        Variance of ``u1`` and ``u2``, ``q > 0``.
+    c : array_like
+        Correlations in [-1, 1].
+    n_samples : int
+        Number of Gaussian pairs, ``2 <= n_samples <= 10**8``.
+    seed : int
+        Seed of the numpy generator, in [0, 2**63 - 1].
+
+    Returns
+    -------
+    MonteCarloEstimate
+        ``mean`` and ``sem`` with the shape of ``c``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> est = monte_carlo_kernel("sign", 1.0, 0.5, n_samples=100_000, seed=1)
+    >>> bool(abs(est.z_score(2 / np.pi * np.arcsin(0.5))) < 4)
+    True
+    """
+    act = get_activation(activation)
+    q = float(check_positive(q, "q", allow_array=False))
+    c = check_correlation(c)
+    n_samples = check_int(n_samples, "n_samples", 2, 10**8)
+    return gaussian._monte_carlo_kernel(act, q, c, n_samples, check_seed(seed))

@@ -158,7 +158,11 @@ def read_idx(path):
     ``path`` must name an existing file (a string or ``os.PathLike``); a missing one raises a
     ``ValueError`` that is also a ``FileNotFoundError``, and a file that is not IDX a ``ValueError``.
     """
-    path = check_path(path, "path", kind="file")
+    return _read_idx(check_path(path, "path", kind="file"))
+
+
+def _read_idx(path):
+    """:func:`read_idx` of a ``pathlib.Path`` that names an existing file."""
     try:
         with _open_maybe_gzip(path) as f:
             data = f.read()
@@ -341,12 +345,12 @@ def load_mnist(root=None, download=True, mirrors=MNIST_MIRRORS, checksums=MNIST_
             root.mkdir(parents=True, exist_ok=True)
             found = _download(gz_name, md5, sha256[name], root, mirrors, progress)
         paths[name] = found
-    x_train = read_idx(paths["train-images-idx3-ubyte"])
-    y_train = read_idx(paths["train-labels-idx1-ubyte"])
-    x_test = read_idx(paths["t10k-images-idx3-ubyte"])
+    x_train = _read_idx(paths["train-images-idx3-ubyte"])
+    y_train = _read_idx(paths["train-labels-idx1-ubyte"])
+    x_test = _read_idx(paths["t10k-images-idx3-ubyte"])
     x_test = x_test.reshape(len(x_test), -1).astype(np.float64)
     x_train = x_train.reshape(len(x_train), -1).astype(np.float64)
-    y_test = read_idx(paths["t10k-labels-idx1-ubyte"])
+    y_test = _read_idx(paths["t10k-labels-idx1-ubyte"])
     if normalize == "feature":
         return _standardised("mnist", x_train, y_train, x_test, y_test, 10)
     import torch

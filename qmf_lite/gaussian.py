@@ -33,9 +33,9 @@ import numpy as np
 from numpy.polynomial import chebyshev as _cheb
 from scipy import special
 
-from ._validate import check_callable, check_correlation, check_int, check_nonnegative, check_real_in, check_seed
+from ._validate import check_callable, check_correlation, check_int, check_nonnegative, check_real_in
 
-__all__ = ["normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "monte_carlo_kernel", "simultaneous_threshold"]
+__all__ = ["normal_rule", "expect", "expect_pair", "MonteCarloEstimate", "simultaneous_threshold"]
 
 SQRT2PI = np.sqrt(2.0 * np.pi)
 
@@ -90,7 +90,12 @@ def expect(f, q, n: int = 400):
     """
     check_callable(f, "f")
     q = check_nonnegative(q, "q")
-    x, w = normal_rule(n)
+    return _expect(f, q, check_int(n, "n", 1, MAX_NODES))
+
+
+def _expect(f, q, n):
+    """:func:`expect` of checked arguments (``q`` a float64 array >= 0, ``1 <= n <= MAX_NODES``)."""
+    x, w = _normal_rule(n)
     vals = f(np.sqrt(q)[..., None] * x)
     return np.sum(vals * w, axis=-1)
 
@@ -105,9 +110,15 @@ def expect_pair(f, g, q, c, n: int = 240, chunk: int = 32):
     check_callable(f, "f")
     check_callable(g, "g")
     chunk = check_int(chunk, "chunk", 1)
-    q, c = np.broadcast_arrays(check_nonnegative(q, "q"), check_correlation(c, "c"))
+    q, c = check_nonnegative(q, "q"), check_correlation(c, "c")
+    return _expect_pair(f, g, q, c, check_int(n, "n", 1, MAX_NODES), chunk)
+
+
+def _expect_pair(f, g, q, c, n, chunk):
+    """:func:`expect_pair` of checked arguments (``q`` >= 0 and ``c`` in [-1, 1] float64 arrays)."""
+    q, c = np.broadcast_arrays(q, c)
     out = np.empty(q.shape)
-    x, w = normal_rule(n)
+    x, w = _normal_rule(n)
     z1, z2 = x[:, None], x[None, :]
     ww = w[:, None] * w[None, :]
     qf, cf, of = q.ravel(), c.ravel(), out.reshape(-1)
@@ -291,48 +302,11 @@ class MonteCarloEstimate:
         return (self.mean - np.asarray(exact, np.float64)) / self.sem
 
 
-def monte_carlo_kernel(activation, q, c, n_samples=400_000, seed=0):
-    r"""Monte Carlo estimate of :math:`\mathbb E[\phi(u_1)\phi(u_2)]`, an independent check of kernels.
-
-    .. math:: (u_1, u_2) = \sqrt q\,\bigl(z_1,\; c z_1 + \sqrt{1-c^2}\, z_2\bigr),\qquad
-              \hat K = \frac1n\sum_{k=1}^n \phi(u_{1k})\phi(u_{2k}),\qquad
-              \operatorname{se} = \frac{s}{\sqrt n},
-
-    with ``s`` the sample standard deviation of the products. The same ``n_samples`` pairs
-    ``(z1, z2)`` serve every ``c`` (common random numbers), so differences between correlations
-    are estimated with less noise than the values themselves.
-
-    Parameters
-    ----------
-    activation : str, Activation or callable
-    q : float
-        Variance of ``u1`` and ``u2``, ``q > 0``.
-    c : array_like
-        Correlations in [-1, 1].
-    n_samples : int
-        Number of Gaussian pairs, ``2 <= n_samples <= 10**8``.
-    seed : int
-        Seed of the numpy generator, in [0, 2**63 - 1].
-
-    Returns
-    -------
-    MonteCarloEstimate
-        ``mean`` and ``sem`` with the shape of ``c``.
-
-    Examples
-    --------
-    >>> est = monte_carlo_kernel("sign", 1.0, 0.5, n_samples=100_000, seed=1)
-    >>> bool(abs(est.z_score(2 / np.pi * np.arcsin(0.5))) < 4)
-    True
-    """
-    from ._validate import check_positive
-    from .activations import get_activation
-
-    act = get_activation(activation)
-    q = float(check_positive(q, "q", allow_array=False))
-    c = check_correlation(c)
-    n_samples = check_int(n_samples, "n_samples", 2, 10**8)
-    rng = np.random.default_rng(check_seed(seed))
+def _monte_carlo_kernel(act, q, c, n_samples, seed):
+    """The sampling behind :func:`qmf_lite.monte_carlo_kernel` (in ``activations``, which resolves
+    the activation): ``act`` a callable on float64 arrays, the other arguments already checked
+    (``q`` a float, ``c`` a float64 array, ``n_samples`` and ``seed`` ints)."""
+    rng = np.random.default_rng(seed)
     z1, z2 = rng.standard_normal((2, n_samples))
     u1 = np.sqrt(q) * z1
     f1 = act(u1)

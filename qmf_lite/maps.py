@@ -103,7 +103,11 @@ def variance_map(q, activation, sigma_w, sigma_b):
     """
     q = check_positive(q, "q")
     sigma_w, sigma_b = _params(sigma_w, sigma_b)
-    act = get_activation(activation)
+    return _variance_map(q, get_activation(activation), sigma_w, sigma_b)
+
+
+def _variance_map(q, act, sigma_w, sigma_b):
+    """:func:`variance_map` of checked float64 arrays and an :class:`Activation`."""
     q, sw, sb = np.broadcast_arrays(q, sigma_w, sigma_b)
     with np.errstate(over="ignore"):
         out = _finite(sw * sw * act.second_moment(q) + sb * sb, q=q, sigma_w=sigma_w, sigma_b=sigma_b)
@@ -123,8 +127,10 @@ def variance_map_slope(q, activation, sigma_w, sigma_b):
     0.72
     """
     q = check_positive(q, "q")
+    sigma_w, sigma_b = _params(sigma_w, sigma_b)
+    act = get_activation(activation)
     h = 1e-5 * q
-    return (variance_map(q + h, activation, sigma_w, sigma_b) - variance_map(q - h, activation, sigma_w, sigma_b)) / (2 * h)
+    return (_variance_map(q + h, act, sigma_w, sigma_b) - _variance_map(q - h, act, sigma_w, sigma_b)) / (2 * h)
 
 
 #: each factor-4 step of the bracket search is examined at 16 points (a factor 4^(1/16) ~ 1.09 apart)

@@ -144,6 +144,11 @@ def ste_derivative_kernel(q, c, clip, slope=1.0):
     slope = float(check_nonnegative(slope, "slope", allow_array=False))
     if slope > 1e150:
         raise ValueError(f"slope must be at most 1e150 (its square stays within float64), got {slope!r}")
+    return _ste_derivative_kernel(q, c, clip, slope)
+
+
+def _ste_derivative_kernel(q, c, clip, slope):
+    """:func:`ste_derivative_kernel` of checked arguments (``q`` in [1e-300, 1e300], ``c`` a float64 array)."""
     q, c = np.broadcast_arrays(q, c)
     out = slope * slope * _rectangle(clip / np.sqrt(q), c)
     return out[()] if out.ndim == 0 else out
@@ -153,7 +158,8 @@ def _as_quantized_activation(activation):
     act = activation
     if not isinstance(act, QuantizedActivation):
         if isinstance(activation, (int, np.integer)) and not isinstance(activation, (bool, np.bool_)):
-            act = QuantizedActivation(_check_levels(activation))
+            levels = _check_levels(activation)
+            act = QuantizedActivation._checked(levels, 2.0 * 1.0 / (levels - 1), 1.0)   # QuantizedActivation(levels)
         else:
             raise ValueError(f"activation must be a QuantizedActivation or a number of levels (an integer >= 2), "
                              f"got {activation!r}")
@@ -239,6 +245,25 @@ def backward_depth_scale(activation, sigma_w, sigma_b=0.0):
     with np.errstate(divide="ignore"):
         out = np.where(rate >= 1.0, np.inf, np.where(rate <= 0.0, 0.0, -1.0 / np.log(np.clip(rate, 1e-300, 1.0))))
     return out[()] if out.ndim == 0 else out
+
+
+def _forward_layers(act, sw, sb, q1, c0, depth, clip, slope):
+    """Per layer: q^l, c^l, the kernels K(x, x') and K(x, x), and the STE derivative kernels (off, diag)."""
+    qs, cs, k_off, k_diag, kd_off, kd_diag = [], [], [], [], [], []
+    q, c = q1, np.array(c0, dtype=float)
+    for layer in range(depth):
+        if not 1e-300 <= q <= 1e300:   # the variance decayed to 0 (an odd N without bias, q1 small)
+            raise ValueError(f"q must lie in [1e-300, 1e300] at every layer, got {q!r} at layer {layer + 1}")
+        qs.append(q)
+        cs.append(c)
+        k_diag.append(float(act.second_moment(q)))
+        k_off.append(np.asarray(act.kernel(q, c), dtype=float) if c.ndim else float(act.kernel(q, c)))
+        kd_diag.append(float(_ste_derivative_kernel(q, np.array(1.0), clip, slope)))
+        kd_off.append(_ste_derivative_kernel(q, c, clip, slope))
+        q_next = sw * sw * k_diag[-1] + sb * sb
+        c = np.clip((sw * sw * k_off[-1] + sb * sb) / q_next, -1.0, 1.0)
+        q = q_next
+    return qs, cs, k_off, k_diag, kd_off, kd_diag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,29 +356,17 @@ def ste_ntk(activation, sigma_w, depth, c0, *, sigma_b=0.0, q1=None, slope=None,
         n_in = check_int_range(n_in, "n_in", 1, 10**9, " (input features)")
     q_star = _q_star_checked(act, sw, sb)
     clip = _clip_of(act)
-    if q1 is None:
-        q1 = q_star
-    q1 = float(check_positive(q1, "q1", allow_array=False))
+    q1 = q_star if q1 is None else float(check_positive(q1, "q1", allow_array=False))
     if not 1e-300 <= q1 <= 1e300:
         raise ValueError(f"q1 must lie in [1e-300, 1e300], got {q1!r}")
-    if slope is None:
+    if slope is None:   # finite and > 0: clip / sqrt(2 q*) >= 1e-250, far from erf's underflow
         slope = 1.0 / (sw * math.sqrt(float(special.erf(clip / math.sqrt(2.0 * q_star)))))
-    slope = float(check_nonnegative(slope, "slope", allow_array=False))
+    else:
+        slope = float(check_nonnegative(slope, "slope", allow_array=False))
     if slope > 1e150 or sw * slope > 1e150:
         raise ValueError(f"slope must be at most 1e150 / max(1, sigma_w) (chi_1 stays within float64), got {slope!r}")
 
-    qs, cs, k_off, k_diag, kd_off, kd_diag = [], [], [], [], [], []
-    q, c = q1, np.array(c0, dtype=float)
-    for _ in range(depth):
-        qs.append(q)
-        cs.append(c)
-        k_diag.append(float(act.second_moment(q)))
-        k_off.append(np.asarray(act.kernel(q, c), dtype=float) if c.ndim else float(act.kernel(q, c)))
-        kd_diag.append(float(ste_derivative_kernel(q, 1.0, clip, slope)))
-        kd_off.append(ste_derivative_kernel(q, c, clip, slope))
-        q_next = sw * sw * k_diag[-1] + sb * sb
-        c = np.clip((sw * sw * k_off[-1] + sb * sb) / q_next, -1.0, 1.0)
-        q = q_next
+    qs, cs, k_off, k_diag, kd_off, kd_diag = _forward_layers(act, sw, sb, q1, c0, depth, clip, slope)
     grad_diag = np.empty(depth)
     grad_off = np.empty((depth,) + c0.shape)
     grad_diag[-1], grad_off[-1] = kd_diag[-1], kd_off[-1]

@@ -25,10 +25,9 @@ from scipy import special
 
 import numbers
 
-from ._validate import (check_int_range, check_levels, check_nonnegative, check_positive, check_sigmas,
-                        check_tensor)
-from .activations import QuantizedActivation, get_activation
-from .maps import fixed_point_q
+from ._validate import check_int_range, check_levels, check_nonnegative, check_sigmas, check_tensor
+from .activations import QuantizedActivation, _check_quantized, get_activation
+from .maps import _fixed_point_q_bounded
 
 __all__ = ["QuantAct", "quantize", "ste_quantize", "staircase_tables", "ste_clip", "ste_slope", "ste_chi1"]
 
@@ -68,9 +67,13 @@ def staircase_tables(levels, spacing=None, scale=1.0, rows=None):
     >>> v[0]
     array([-1.,  1.,  1.,  1.])
     """
+    return _tables(*_rows(levels, spacing, scale, rows))
+
+
+def _tables(levels, spacing, scale):
+    """:func:`staircase_tables` of checked rows (lists, as :func:`_rows` returns them)."""
     import numpy as np
 
-    levels, spacing, scale = _rows(levels, spacing, scale, rows)
     n = len(levels)
     top = max(levels)
     g = np.full((n, top - 1), np.inf)
@@ -78,7 +81,7 @@ def staircase_tables(levels, spacing=None, scale=1.0, rows=None):
     acts = {}
     for b, (m, d, a) in enumerate(zip(levels, spacing, scale)):
         if (m, d, a) not in acts:                   # the same floating-point thresholds and levels
-            acts[m, d, a] = QuantizedActivation(m, d, a)
+            acts[m, d, a] = QuantizedActivation._checked(m, d, a)
         act = acts[m, d, a]
         g[b, :m - 1] = act.thresholds
         v[b, :m] = act.values
@@ -89,8 +92,6 @@ def staircase_tables(levels, spacing=None, scale=1.0, rows=None):
 def _rows(levels, spacing, scale, rows):
     """The checked ``(levels, spacing, scale)`` of each row, as lists (spacing ``None`` resolved)."""
     import numpy as np
-
-    from .activations import MAX_STORED_LEVELS
 
     def column(value):
         if hasattr(value, "detach"):
@@ -112,10 +113,8 @@ def _rows(levels, spacing, scale, rows):
             raise ValueError(f"{name} must be a scalar or have {n} entries (one per row; levels, spacing and scale "
                              f"must agree), got {len(c)} (lengths: {lengths})")
         cols[name] = c * n if len(c) == 1 else c
-    levels = [check_levels(v, maximum=MAX_STORED_LEVELS) for v in cols["levels"]]
-    scale = [float(check_positive(v, "scale", allow_array=False)) for v in cols["scale"]]
-    spacing = [2.0 * a / (m - 1) if d is None else float(check_positive(d, "spacing", allow_array=False))
-               for d, a, m in zip(cols["spacing"], scale, levels)]
+    checked = [_check_quantized(m, d, a) for m, d, a in zip(cols["levels"], cols["spacing"], cols["scale"])]
+    levels, spacing, scale = (list(column) for column in zip(*checked))
     return levels, spacing, scale
 
 
@@ -157,7 +156,7 @@ def _tables_for(x, levels, spacing, scale):
     per_row = any(_per_row(v) for v in (levels, spacing, scale))
     if per_row and x.dim() == 0:
         raise ValueError("x must have a leading network dimension when the parameters differ per network")
-    g, v = staircase_tables(levels, spacing, scale, rows=x.shape[0] if per_row else 1)
+    g, v = _tables(*_rows(levels, spacing, scale, x.shape[0] if per_row else 1))
     dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     return torch.as_tensor(g, dtype=dtype, device=x.device), torch.as_tensor(v, dtype=dtype, device=x.device)
 
@@ -275,7 +274,11 @@ def ste_clip(activation):
     >>> ste_clip(4)
     1.0
     """
-    act = _as_quantized(activation)
+    return _ste_clip(_as_quantized(activation))
+
+
+def _ste_clip(act):
+    """:func:`ste_clip` of a :class:`QuantizedActivation`."""
     return (act.levels - 1) * act.spacing / 2.0
 
 
@@ -286,7 +289,8 @@ def _as_quantized(activation):
     if isinstance(activation, numbers.Integral) and not isinstance(activation, bool):
         from .activations import MAX_STORED_LEVELS
 
-        return QuantizedActivation(check_levels(activation, "activation", maximum=MAX_STORED_LEVELS))
+        levels = check_levels(activation, "activation", maximum=MAX_STORED_LEVELS)
+        return QuantizedActivation._checked(levels, 2.0 * 1.0 / (levels - 1), 1.0)   # QuantizedActivation(levels)
     try:
         act = get_activation(activation)
     except ValueError:
@@ -304,7 +308,12 @@ def _scalar_sigmas(sigma_w, sigma_b):
 
 def _p_inside(act, q_star):
     """P(|u| <= T) for u ~ N(0, q*): erf(T / sqrt(2 q*)), and 1 at q* = 0 (every u is 0)."""
-    return 1.0 if q_star == 0 else float(special.erf(ste_clip(act) / math.sqrt(2 * q_star)))
+    return 1.0 if q_star == 0 else float(special.erf(_ste_clip(act) / math.sqrt(2 * q_star)))
+
+
+def _fixed_point_q(act, sigma_w, sigma_b):
+    """q* of :func:`~qmf_lite.fixed_point_q` from q0 = 1, for checked scalar sigmas."""
+    return float(_fixed_point_q_bounded(act, sigma_w, sigma_b, 1.0))
 
 
 def ste_slope(activation, sigma_w, sigma_b=0.0):
@@ -328,8 +337,12 @@ def ste_slope(activation, sigma_w, sigma_b=0.0):
     1.043285
     """
     act = _as_quantized(activation)
-    sigma_w, sigma_b = _scalar_sigmas(sigma_w, sigma_b)
-    q_star = float(fixed_point_q(act, sigma_w, sigma_b))
+    return _ste_slope(act, *_scalar_sigmas(sigma_w, sigma_b))
+
+
+def _ste_slope(act, sigma_w, sigma_b):
+    """:func:`ste_slope` of a :class:`QuantizedActivation` and checked scalar sigmas."""
+    q_star = _fixed_point_q(act, sigma_w, sigma_b)
     return 1.0 / (sigma_w * math.sqrt(_p_inside(act, q_star)))
 
 
@@ -372,7 +385,7 @@ def ste_chi1(activation, sigma_w, sigma_b=0.0, slope=1.0):
         raise ValueError(f"slope must be at most {limit:.3g} (min(1e150, 1e150 / sigma_w): chi_1 = "
                          f"sigma_w^2 slope^2 P(|u| <= T) must stay within float64), got {slope!r}")
     slope = float(s)
-    q_star = float(fixed_point_q(act, sigma_w, sigma_b))
+    q_star = _fixed_point_q(act, sigma_w, sigma_b)
     return sigma_w**2 * slope**2 * _p_inside(act, q_star)
 
 
@@ -401,8 +414,8 @@ class QuantAct(torch.nn.Module):
         super().__init__()
         self.activation = _as_quantized(activation)
         self.sigma_w, self.sigma_b = _scalar_sigmas(sigma_w, sigma_b)
-        self.clip = ste_clip(self.activation)
-        self.slope = ste_slope(self.activation, self.sigma_w, self.sigma_b) if slope is None else float(
+        self.clip = _ste_clip(self.activation)
+        self.slope = _ste_slope(self.activation, self.sigma_w, self.sigma_b) if slope is None else float(
             check_nonnegative(slope, "slope", allow_array=False))   # 0: the true derivative a.e.
         self._tables = {}
 
@@ -413,7 +426,8 @@ class QuantAct(torch.nn.Module):
     def forward(self, x):
         key = (x.device, x.dtype)
         if key not in self._tables:
-            g, v = staircase_tables(self.activation.levels, self.activation.spacing, self.activation.scale)
+            a = self.activation
+            g, v = _tables([a.levels], [a.spacing], [a.scale])
             self._tables[key] = (torch.as_tensor(g, dtype=x.dtype, device=x.device),
                                  torch.as_tensor(v, dtype=x.dtype, device=x.device))
         g, v = self._tables[key]

@@ -34,7 +34,7 @@ from scipy import optimize, special
 
 from . import _uniform_em
 from ._validate import check_bool, check_int, check_levels, check_positive
-from .activations import QuantizedActivation, StepActivation
+from .activations import QuantizedActivation, StepActivation, _check_quantized
 from .gaussian import SQRT2PI, step_variance
 
 __all__ = [
@@ -106,7 +106,7 @@ def chi_zero(levels, normalized_spacing=None, *, spacing=None):
     spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing", "chi_zero"),
                              "normalized_spacing")
     if levels > 4096:
-        return 1.0 - quantization_error(levels, spacing)
+        return 1.0 - _quantization_error(levels, spacing)
     s, v = _naive_parts(levels, spacing)
     # V underflows to 0 only for odd N with spacing / 2 > 38 (psi constant but with probability
     # < 1e-300), where chi(0) < 1e-300: 0
@@ -278,6 +278,11 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
     levels = check_levels(levels, maximum=MAX_LEVELS)
     spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing",
                                       "quantization_error"), "normalized_spacing")
+    return _quantization_error(levels, spacing)
+
+
+def _quantization_error(levels, spacing):
+    """:func:`quantization_error` of a checked ``levels`` and float64 array ``spacing`` (every entry > 0)."""
     out = np.vectorize(lambda d: _quantization_error_auto(levels, float(d)), otypes=[float])(spacing)
     return out[()] if out.ndim == 0 else out
 
@@ -424,8 +429,12 @@ def optimal_depth_scale(levels):
     >>> round(optimal_depth_scale(16), 2)
     86.13
     """
-    gap, _ = chi_max(levels, complement=True)
-    return -1.0 / math.log1p(-gap)
+    return _optimal_depth_scale(check_levels(levels, maximum=MAX_LEVELS))
+
+
+def _optimal_depth_scale(levels):
+    """:func:`optimal_depth_scale` of a checked ``levels``."""
+    return -1.0 / math.log1p(-_chi_max_cached(levels)[1])
 
 
 def max_depth(levels, multiple=6.0):
@@ -440,7 +449,7 @@ def max_depth(levels, multiple=6.0):
     516.8
     """
     multiple = float(check_positive(multiple, "multiple", allow_array=False))
-    xi = optimal_depth_scale(levels)
+    xi = _optimal_depth_scale(check_levels(levels, maximum=MAX_LEVELS))
     if multiple * xi > np.finfo(float).max:
         raise ValueError(f"multiple must be at most {np.finfo(float).max / xi:.3g} for N = {levels} "
                          f"(L_max = multiple * {xi:.4g} overflows), got {multiple!r}")
@@ -455,7 +464,11 @@ def bits(levels):
     >>> bits(2), bits(3), bits(16), bits(17)
     (1, 2, 4, 5)
     """
-    levels = check_levels(levels)
+    return _bits(check_levels(levels))
+
+
+def _bits(levels):
+    """:func:`bits` of a checked ``levels``."""
     return (levels - 1).bit_length()
 
 
@@ -497,7 +510,7 @@ class InitScheme:
     @property
     def bits(self):
         """Bits per activation, :math:`\\lceil\\log_2 N\\rceil` (see :func:`bits`)."""
-        return bits(self.levels)
+        return _bits(self.levels)
 
 
 def _step_chi_zero(act, q):
@@ -561,19 +574,26 @@ def optimal_init(levels, scale=1.0, spacing=None):
     (1.0058, 0.0, 4)
     """
     if isinstance(levels, StepActivation):
-        at_default = (isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, (bool, np.bool_))
-                      and scale == 1.0 and spacing is None)
-        if not at_default:
-            raise ValueError(f"scale and spacing must be left at their defaults (1.0, None) for a given activation "
-                             f"(they apply to a number of levels), got scale={scale!r}, spacing={spacing!r}")
+        _check_defaults(scale, spacing)
         if not isinstance(levels, QuantizedActivation):
             return _optimal_init_step(levels)
-        act = levels
-    else:
-        act = QuantizedActivation(check_levels(levels, maximum=MAX_LEVELS), spacing, scale)
+        return _optimal_init_uniform(levels)
+    return _optimal_init_uniform(QuantizedActivation._checked(*_check_quantized(levels, spacing, scale)))
+
+
+def _check_defaults(scale, spacing):
+    """Refuse a scale or spacing other than the defaults: they apply to a number of levels only."""
+    at_default = (isinstance(scale, (int, float, np.integer, np.floating)) and not isinstance(scale, (bool, np.bool_))
+                  and scale == 1.0 and spacing is None)
+    if not at_default:
+        raise ValueError(f"scale and spacing must be left at their defaults (1.0, None) for a given activation "
+                         f"(they apply to a number of levels), got scale={scale!r}, spacing={spacing!r}")
+
+
+def _optimal_init_uniform(act):
+    """:func:`optimal_init` of a :class:`QuantizedActivation` (its levels within ``MAX_STORED_LEVELS``)."""
     levels = act.levels
-    c, d_opt = chi_max(levels)
-    gap, _ = chi_max(levels, complement=True)
+    c, gap, d_opt = _chi_max_cached(levels)
     if levels == 2:
         q_star = 1.0
         d_opt = act.spacing
@@ -628,57 +648,86 @@ def levels_for_depth(depth, multiple=6.0):
     log_target = math.log(depth) - math.log(multiple)   # compare ln xi(N) with it: no overflow
 
     def excess(n):  # ln L_max(N) - ln depth, increasing in N
-        return math.log(optimal_depth_scale(n)) - log_target
+        return math.log(_optimal_depth_scale(n)) - log_target
 
     f_lo = excess(2)
     if f_lo >= 0.0:
         return 2, 1
     f_hi = excess(LEVELS_LIMIT)
     if f_hi < 0.0:
-        reach = multiple * optimal_depth_scale(LEVELS_LIMIT)
+        reach = multiple * _optimal_depth_scale(LEVELS_LIMIT)
         raise ValueError(f"depth must be at most max_depth(10**9, multiple={multiple:g}) = {reach:.6g} layers "
                          f"(levels_for_depth searches N <= 10**9), got {depth!r}")
-    def u_of(n):  # L_max ~ N^2 / ln N: ln L_max is nearly linear in u (increasing for N >= 2)
-        return 2.0 * math.log(n) - math.log(math.log(n))
+    levels = _integer_root(excess, 2, LEVELS_LIMIT, f_lo, f_hi)
+    return levels, _bits(levels)
 
-    def n_of(u):  # inverse of u_of by fixed-point iteration on ln N (a contraction for N >= 3)
-        log_n = 0.5 * u
-        for _ in range(40):
-            log_n = 0.5 * (u + math.log(max(log_n, 0.5)))
-        return math.exp(log_n)
 
-    lo, hi = 2, LEVELS_LIMIT           # excess(lo) < 0 <= excess(hi)
+def _u_of(n):
+    """u = 2 ln N - ln ln N: L_max ~ N^2 / ln N, so ln L_max is nearly linear in u (increasing for N >= 2)."""
+    return 2.0 * math.log(n) - math.log(math.log(n))
+
+
+def _n_of(u):
+    """The inverse of :func:`_u_of`, by fixed-point iteration on ln N (a contraction for N >= 3)."""
+    log_n = 0.5 * u
+    for _ in range(40):
+        log_n = 0.5 * (u + math.log(max(log_n, 0.5)))
+    return math.exp(log_n)
+
+
+def _integer_root(excess, lo, hi, f_lo, f_hi):
+    """The least integer ``n`` in (lo, hi] with ``excess(n) >= 0``, for an increasing ``excess`` with
+    ``excess(lo) = f_lo < 0 <= excess(hi) = f_hi``.
+
+    Each step probes by regula falsi in ``u = _u_of(n)`` and then the probe's neighbour (which
+    closes the bracket when the probe lands next to the root), or bisects in ln N whenever the
+    last interpolation failed to halve the bracket.
+    """
     interpolate = True
     while hi - lo > 1:
         width = math.log(hi / lo)
-        if interpolate:
-            # regula falsi in u, then probe the neighbour to close the bracket
-            u_lo, u_hi = u_of(lo), u_of(hi)
-            x = u_lo + (u_hi - u_lo) * (-f_lo) / (f_hi - f_lo)
-            mid = min(max(int(round(n_of(x))), lo + 1), hi - 1)
-        else:
-            mid = (lo + hi) // 2 if hi - lo < lo else int(round(math.sqrt(lo * hi)))
-            mid = min(max(mid, lo + 1), hi - 1)
+        mid = _interpolated_probe(lo, hi, f_lo, f_hi) if interpolate else _bisection_probe(lo, hi)
         f_mid = excess(mid)
         if f_mid >= 0.0:
             hi, f_hi = mid, f_mid
-            if interpolate and hi - 1 > lo:
-                f_nb = excess(hi - 1)
-                if f_nb < 0.0:
-                    lo, f_lo = hi - 1, f_nb
-                else:
-                    hi, f_hi = hi - 1, f_nb
         else:
             lo, f_lo = mid, f_mid
-            if interpolate and lo + 1 < hi:
-                f_nb = excess(lo + 1)
-                if f_nb >= 0.0:
-                    hi, f_hi = lo + 1, f_nb
-                else:
-                    lo, f_lo = lo + 1, f_nb
+        if interpolate:
+            lo, hi, f_lo, f_hi = _probe_neighbour(excess, lo, hi, f_lo, f_hi, above=f_mid >= 0.0)
         # bisect next whenever interpolation failed to halve the bracket (in ln N)
         interpolate = hi - lo <= 1 or math.log(hi / lo) <= 0.5 * width
-    return hi, bits(hi)
+    return hi
+
+
+def _interpolated_probe(lo, hi, f_lo, f_hi):
+    """Regula falsi in u between ``lo`` and ``hi``, as an integer strictly inside the bracket."""
+    u_lo, u_hi = _u_of(lo), _u_of(hi)
+    x = u_lo + (u_hi - u_lo) * (-f_lo) / (f_hi - f_lo)
+    return min(max(int(round(_n_of(x))), lo + 1), hi - 1)
+
+
+def _bisection_probe(lo, hi):
+    """The midpoint (in N for a narrow bracket, in ln N for a wide one) strictly inside the bracket."""
+    mid = (lo + hi) // 2 if hi - lo < lo else int(round(math.sqrt(lo * hi)))
+    return min(max(mid, lo + 1), hi - 1)
+
+
+def _probe_neighbour(excess, lo, hi, f_lo, f_hi, above):
+    """After a probe that became ``hi`` (``above``) or ``lo``, evaluate its inner neighbour: the
+    bracket closes to width 1 when the root lies between them, else shrinks by one."""
+    if above and hi - 1 > lo:
+        f_nb = excess(hi - 1)
+        if f_nb < 0.0:
+            lo, f_lo = hi - 1, f_nb
+        else:
+            hi, f_hi = hi - 1, f_nb
+    elif not above and lo + 1 < hi:
+        f_nb = excess(lo + 1)
+        if f_nb >= 0.0:
+            hi, f_hi = lo + 1, f_nb
+        else:
+            lo, f_lo = lo + 1, f_nb
+    return lo, hi, f_lo, f_hi
 
 
 #: the most levels lloyd_max takes
@@ -718,6 +767,11 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
     levels = check_levels(levels, maximum=LLOYD_MAX_LEVELS)
     check_int(max_iter, "max_iter", 1)
     tol = float(check_positive(tol, "tol", allow_array=False))
+    return _lloyd_max(levels, tol, max_iter)
+
+
+def _lloyd_max(levels, tol, max_iter):
+    """:func:`lloyd_max` of checked arguments (its warning points at the caller of the public function)."""
     p = (np.arange(1, levels) / levels)
     t = np.sqrt(3.0) * special.ndtri(p)   # compander: equiprobable cells of N(0, 3)
     for _ in range(max_iter):
@@ -731,7 +785,7 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
             break
     else:
         warnings.warn(f"lloyd_max({levels}) stopped after max_iter={max_iter} iterations with the thresholds "
-                      f"still moving by {change:.1e} (tol={tol:g}): raise max_iter", RuntimeWarning, stacklevel=2)
+                      f"still moving by {change:.1e} (tol={tol:g}): raise max_iter", RuntimeWarning, stacklevel=3)
     edges = np.concatenate(([-np.inf], t, [np.inf]))
     mass = special.ndtr(edges[1:]) - special.ndtr(edges[:-1])
     y = (_pdf(edges[:-1]) - _pdf(edges[1:])) / mass
@@ -749,5 +803,5 @@ def lloyd_max_activation(levels, q_star=1.0):
     q_star = float(check_positive(q_star, "q_star", allow_array=False))
     if not 1e-100 <= q_star <= 1e100:
         raise ValueError(f"q_star must lie in [1e-100, 1e100], got {q_star!r}")
-    t, y, _ = lloyd_max(levels)
+    t, y, _ = _lloyd_max(check_levels(levels, maximum=LLOYD_MAX_LEVELS), 1e-13, 200_000)
     return StepActivation(t * math.sqrt(q_star), y * math.sqrt(q_star))

@@ -117,7 +117,7 @@ def test_bad_input_to_the_network():
         net([[1.0, 2.0]])
     with pytest.raises(ValueError, match="layer 1 takes 2 inputs"):
         A.DyadicNet.from_arrays([[[1.0]], [[1.0, 1.0]]], [[0.0], [0.0]])
-    with pytest.raises(ValueError, match="model must be 'param' or 'layer'"):
+    with pytest.raises(ValueError, match=r"model must be one of \('param', 'layer'\)"):
         net.memory_bits("bits")
 
 

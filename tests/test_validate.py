@@ -76,3 +76,13 @@ def test_sigma_ranges():
         v.check_sigmas(1.0, 1e308)
     with pytest.raises(ValueError, match=r"sigma_b must be a scalar"):
         v.check_sigmas(1.0, [0.0, 0.1], allow_array=False)
+
+
+@pytest.mark.parametrize("value", ["cifar", np.array(["digits"]), 1, None, ""])
+def test_one_choice_check(value):
+    """check_one_of and check_choice did the same job with two messages; one check is left (the old
+    name an alias while modules still import it), and its message lists the choices."""
+    assert v.check_choice("mnist", "dataset", ("digits", "mnist")) == "mnist"
+    with pytest.raises(ValueError, match=r"^dataset must be one of \('digits', 'mnist'\), got "):
+        v.check_choice(value, "dataset", ("digits", "mnist"))
+    assert v.check_one_of is v.check_choice

@@ -1,4 +1,4 @@
-r"""How many bits a weight needs: exact ReLU networks with dyadic weights (chapter 11).
+r"""How many bits a weight needs: exact ReLU networks with dyadic weights (chapter 12).
 
 The chapter is a numerical companion to Ou, Schenkel & Bölcskei, *Three quantization regimes for
 ReLU networks* (2024). Everything in this module is **our own construction**, written for the book;

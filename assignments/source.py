@@ -434,12 +434,11 @@ def read_chapter(path, number=_FROM_TOC):
     )
 
 
-def chapters_in_toc(root):
-    """The notebooks named in ``_toc.yml``, in the book's order (only those that exist)."""
+def toc_files(root):
+    """Every file named in ``root/_toc.yml``, in the book's order: paths relative to ``root``, without suffix."""
     import yaml
 
-    root = pathlib.Path(root)
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    toc = yaml.safe_load((pathlib.Path(root) / "_toc.yml").read_text())
     files = [toc["root"]]
 
     def walk(entries):
@@ -451,7 +450,13 @@ def chapters_in_toc(root):
     for part in toc.get("parts", []):
         walk(part.get("chapters"))
     walk(toc.get("chapters"))
-    return [root / f"{f}.ipynb" for f in files if (root / f"{f}.ipynb").exists()]
+    return files
+
+
+def chapters_in_toc(root):
+    """The notebooks named in ``_toc.yml``, in the book's order (only those that exist)."""
+    root = pathlib.Path(root)
+    return [root / f"{f}.ipynb" for f in toc_files(root) if (root / f"{f}.ipynb").exists()]
 
 
 def chapter_numbers(root):

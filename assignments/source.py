@@ -362,6 +362,39 @@ def read_chapter(path, number=_FROM_TOC):
     title_m = re.search(r"^#\s+(?P<title>.+?)\s*$", first, re.M)
     code = [_source(c) for c in cells if c["cell_type"] == "code"]
     setup = code[0] if code and "import qmf_lite" in code[0] and "ImportError" in code[0] else None
+    exercises, solutions, order = _exercise_directives(cells, path)
+    for label, body in solutions.items():
+        if label not in exercises:
+            raise SourceError(f"{path.name}: a solution for {label!r}, which is no exercise label")
+        _attach_solution(exercises[label], body, path)
+    owner = {}
+    for label in order:
+        for check in exercises[label].checks:
+            if check.var in owner:
+                raise SourceError(
+                    f"{path.name}: '# check: {check.var}' is declared by {owner[check.var]} and {label}; "
+                    "a chapter's answer variables must have distinct names (the grader reads them "
+                    "from one namespace)")
+            owner[check.var] = label
+    if number is _FROM_TOC:
+        number = _number_from_toc(path)
+    for k, label in enumerate(order, 1):
+        exercises[label].number = f"{number}.{k}" if number is not None else f"{k}"
+    return Chapter(
+        number=number,
+        name=path.stem, path=path,
+        label=label_m.group("label") if label_m else path.stem,
+        title=title_m.group("title") if title_m else path.stem,
+        setup_cell=setup,
+        code_cells=code[1:] if setup is not None else code,
+        exercises=[exercises[label] for label in order],
+        targets=_targets(cells),
+    )
+
+
+def _exercise_directives(cells, path):
+    """The chapter's exercises (``{label: Exercise}``), solutions (``{label: body}``) and the exercises'
+    labels in the book's order, from the ``exercise`` and ``solution`` directives of its markdown cells."""
     exercises, solutions = {}, {}
     order = []
     for index, cell in enumerate(cells):
@@ -386,52 +419,32 @@ def read_chapter(path, number=_FROM_TOC):
                 if target in solutions:
                     raise SourceError(f"{path.name}: two solutions for {target}")
                 solutions[target] = body
-    for label, body in solutions.items():
-        if label not in exercises:
-            raise SourceError(f"{path.name}: a solution for {label!r}, which is no exercise label")
-        ex = exercises[label]
-        blocks, _ = code_blocks(body)
-        ex.solution_code, ex.solution_text = blocks, body
-        seen = set()
-        for line in body.split("\n"):  # manual lines: in the code blocks (#) or the prose (%)
-            manual = parse_manual(line, label, where=f"{path.name}, {label}")
-            if manual is None:
+    return exercises, solutions, order
+
+
+def _attach_solution(ex, body, path):
+    """Give exercise ``ex`` its solution ``body``: its code blocks, its text, its ``# manual:`` questions and its
+    ``# check:`` lines (one per variable)."""
+    label = ex.label
+    blocks, _ = code_blocks(body)
+    ex.solution_code, ex.solution_text = blocks, body
+    seen = set()
+    for line in body.split("\n"):  # manual lines: in the code blocks (#) or the prose (%)
+        manual = parse_manual(line, label, where=f"{path.name}, {label}")
+        if manual is None:
+            continue
+        if any(m.name == manual.name for m in ex.manual):
+            raise SourceError(f"{path.name}, {label}: two '# manual:' lines called {manual.name}")
+        ex.manual.append(manual)
+    for block in blocks:
+        for line in block.split("\n"):
+            check = parse_check(line, where=f"{path.name}, {label}")
+            if check is None:
                 continue
-            if any(m.name == manual.name for m in ex.manual):
-                raise SourceError(f"{path.name}, {label}: two '# manual:' lines called {manual.name}")
-            ex.manual.append(manual)
-        for block in blocks:
-            for line in block.split("\n"):
-                check = parse_check(line, where=f"{path.name}, {label}")
-                if check is None:
-                    continue
-                if check.var in seen:
-                    raise SourceError(f"{path.name}, {label}: two '# check:' lines for {check.var}")
-                seen.add(check.var)
-                ex.checks.append(check)
-    owner = {}
-    for label in order:
-        for check in exercises[label].checks:
-            if check.var in owner:
-                raise SourceError(
-                    f"{path.name}: '# check: {check.var}' is declared by {owner[check.var]} and {label}; "
-                    "a chapter's answer variables must have distinct names (the grader reads them "
-                    "from one namespace)")
-            owner[check.var] = label
-    if number is _FROM_TOC:
-        number = _number_from_toc(path)
-    for k, label in enumerate(order, 1):
-        exercises[label].number = f"{number}.{k}" if number is not None else f"{k}"
-    return Chapter(
-        number=number,
-        name=path.stem, path=path,
-        label=label_m.group("label") if label_m else path.stem,
-        title=title_m.group("title") if title_m else path.stem,
-        setup_cell=setup,
-        code_cells=code[1:] if setup is not None else code,
-        exercises=[exercises[label] for label in order],
-        targets=_targets(cells),
-    )
+            if check.var in seen:
+                raise SourceError(f"{path.name}, {label}: two '# check:' lines for {check.var}")
+            seen.add(check.var)
+            ex.checks.append(check)
 
 
 def toc_files(root):

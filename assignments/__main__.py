@@ -6,7 +6,7 @@ import sys
 from .build import DEFAULT_OUT, ROOT
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m assignments",
         description="Course assignments from the book's exercises: build the student notebooks and the "
@@ -45,28 +45,48 @@ def main(argv=None):
                    help="output folder (default _build/classroom)")
     c.add_argument("--root", type=pathlib.Path, default=ROOT, help="the book's root (with _toc.yml)")
 
+    return parser
+
+
+def main(argv=None):
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "classroom":
-        from .classroom import build_classroom
-
-        html, rc = build_classroom(args.root, args.out, extra_args=("-W", "-n", "--keep-going"), check=False)
-        index = html / "index.html"
-        if rc != 0 or not index.exists():
-            print("the classroom edition failed to build (see the messages above)", file=sys.stderr)
-            return 1
-        print(f"\nclassroom edition (no solutions): {index}")
-        return 0
+        return _classroom(args)
     if args.command == "build":
-        from .build import build
+        return _build(args)
+    return _grade(args, parser)
 
-        reports = build(root=args.root, out=args.out, names=args.chapters or None, jobs=args.jobs)
-        failed = [r["chapter"] for r in reports if not r["ok"]]
-        print(f"\nstudent notebooks: {args.out / 'student'}\nautograders (private): {args.out / 'autograder'}\n"
-              f"summary: {args.out / 'summary.md'}")
-        if failed:
-            print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
-            return 1
-        return 0
+
+def _classroom(args):
+    """``python -m assignments classroom``: the book without the solutions."""
+    from .classroom import build_classroom
+
+    html, rc = build_classroom(args.root, args.out, extra_args=("-W", "-n", "--keep-going"), check=False)
+    index = html / "index.html"
+    if rc != 0 or not index.exists():
+        print("the classroom edition failed to build (see the messages above)", file=sys.stderr)
+        return 1
+    print(f"\nclassroom edition (no solutions): {index}")
+    return 0
+
+
+def _build(args):
+    """``python -m assignments build``: student notebooks and autograders."""
+    from .build import build
+
+    reports = build(root=args.root, out=args.out, names=args.chapters or None, jobs=args.jobs)
+    failed = [r["chapter"] for r in reports if not r["ok"]]
+    print(f"\nstudent notebooks: {args.out / 'student'}\nautograders (private): {args.out / 'autograder'}\n"
+          f"summary: {args.out / 'summary.md'}")
+    if failed:
+        print(f"FAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _grade(args, parser):
+    """``python -m assignments grade``: a folder of submissions."""
     from .grade import grade
 
     autograder = args.autograder or DEFAULT_OUT / "autograder" / f"{args.chapter}.zip"

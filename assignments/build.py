@@ -238,19 +238,7 @@ def build_chapter(chapter, out, index, root=ROOT, *, setup_timeout=900, solution
               "exercises": [e.label for e in chapter.exercises],
               "graded": [e.label for e in chapter.graded], "problems": []}
     problems = report["problems"]
-    ag_dir = out / "autograder" / chapter.name
-    if ag_dir.exists():
-        shutil.rmtree(ag_dir)
-    (ag_dir / "tests").mkdir(parents=True)
-    (out / "student").mkdir(parents=True, exist_ok=True)
-    for stale in (out / "student" / f"{chapter.name}.ipynb", out / "autograder" / f"{chapter.name}.zip"):
-        stale.unlink(missing_ok=True)
-
-    provisional = student_notebook(chapter, {}, index, root)
-    setup_cells = [c for c in provisional.cells if c.cell_type == "code"
-                   and c.metadata.get(META, {}).get("role") in ("colab-setup", "setup")]
-    wanted = [(e.label, c.var, c.spec()) for e in chapter.graded for c in e.checks]
-
+    ag_dir = _fresh_output_folders(chapter, out)
     with tempfile.TemporaryDirectory(prefix=f"assign-{chapter.name}-") as work:
         work = pathlib.Path(work)
         with _Kernel(work, setup_timeout) as k:
@@ -258,92 +246,28 @@ def build_chapter(chapter, out, index, root=ROOT, *, setup_timeout=900, solution
             if strict_warnings:
                 k.run(_STRICT_WARNINGS)
             # 1. the chapter's code, as the student notebook runs it
-            for i, cell in enumerate(setup_cells):
-                try:
-                    k.run(cell.source, timeout=setup_timeout)
-                except Exception as exc:
-                    problems.append(f"the chapter's code failed (set-up cell {i}): {_error_text(exc)}")
-                    break
+            _run_chapter_code(k, chapter, index, root, setup_timeout, problems)
             report["setup_s"] = round(time.perf_counter() - t0, 1)
             log(f"  {chapter.name}: chapter code ran in {report['setup_s']} s")
             if problems:
                 return _finish(report, ag_dir)
             k.run(_SNAPSHOT.format(state=_STATE, key="setup"))
             glued = glued_values(k.nb.cells)  # the values the exercise texts quote ({glue:text})
-            # 2. the solutions of the graded exercises, in the book's order
-            broken = set()
-            for ex in chapter.graded:
-                code = "\n\n".join(b.strip("\n") for b in ex.solution_code)
-                try:
-                    k.run(code, timeout=solution_timeout)
-                except Exception as exc:
-                    broken.add(ex.label)
-                    problems.append(f"the solution of {ex.label} failed: {_error_text(exc)}")
-            values_path = work / "values.json"
-            k.run(_ENCODE.format(state=_STATE, wanted=wanted, path=str(values_path)))
-            k.run(_SNAPSHOT.format(state=_STATE, key="solved"))
-            values = json.loads(values_path.read_text())
-            for label, answers in values.items():
-                for var, item in answers.items():
-                    if "error" in item and label not in broken:
-                        problems.append(f"{label}: `{var}` cannot be graded: {item['error']}")
+            # 2. the solutions of the graded exercises, in the book's order, then the others
+            records = _run_graded_solutions(k, chapter, work, solution_timeout, problems)
             if problems:
                 return _finish(report, ag_dir)
-            records = {label: {var: item["record"] for var, item in answers.items()}
-                       for label, answers in values.items()}
-            # 2b. the other solutions (read by the lecturer), in the book's order, so that every
-            # solution of the book is known to run
-            report["solutions_run"] = [ex.label for ex in chapter.graded]
-            for ex in chapter.exercises:
-                if ex.graded or not ex.solution_code:
-                    continue
-                code = "\n\n".join(b.strip("\n") for b in ex.solution_code)
-                try:
-                    k.run(code, timeout=solution_timeout)
-                except Exception as exc:
-                    problems.append(f"the solution of {ex.label} failed: {_error_text(exc)}")
-                report["solutions_run"].append(ex.label)
+            report["solutions_run"] = _run_other_solutions(k, chapter, solution_timeout, problems)
             if problems:
                 return _finish(report, ag_dir)
-
             # 3. the files
-            public = {label: {var: _checks.public(rec) for var, rec in answers.items()}
-                      for label, answers in records.items()}
-            student = student_notebook(chapter, public, index, root, glued=glued)
-            solution = student_notebook(chapter, public, index, root, glued=glued, solutions=True)
-            leaks = find_leaks(student, chapter)
-            if leaks:
-                problems.append(f"solution text would leak into the student notebook: {leaks[:5]}")
+            student, tests = _write_exercise_files(chapter, records, index, root, glued, ag_dir, problems)
+            if problems:
                 return _finish(report, ag_dir)
-            tests = {}
-            for ex in chapter.graded:
-                path = ag_dir / "tests" / f"{ex.label}.py"
-                path.write_text(render_test_file(chapter, ex, records[ex.label]))
-                tests[ex.label] = str(path)
-            nbformat.write(solution, ag_dir / "solutions.ipynb")
-
             # 4. the student notebook with empty answers, then the hidden tests
-            k.run(_RESTORE.format(state=_STATE, key="setup"))
-            for cell in student.cells:
-                role = cell.metadata.get(META, {}).get("role")
-                if cell.cell_type != "code" or role in ("colab-setup", "setup"):
-                    continue
-                try:
-                    k.run(cell.source, timeout=solution_timeout)
-                except Exception as exc:
-                    where = cell.metadata.get(META, {}).get("label", role)
-                    problems.append(f"the student notebook raises with empty answers ({role} cell of {where}); "
-                                    "starter code must run as given, with `...` placeholders: "
-                                    f"{_error_text(exc, 1500)}")
-            k.run(_SNAPSHOT.format(state=_STATE, key="blank"))
+            _run_blank_student_notebook(k, student, solution_timeout, problems)
             if tests:
-                check_path = work / "self_check.json"
-                specs = {(e.label, c.var): c.spec() for e in chapter.graded for c in e.checks}
-                with_specs = {label: {var: {"record": rec, "spec": specs[label, var]} for var, rec in answers.items()}
-                              for label, answers in records.items()}
-                k.run(_SELF_CHECK.format(state=_STATE, tests=tests, records=with_specs, path=str(check_path)),
-                      timeout=max(solution_timeout, 60 * len(tests)))
-                report["self_check"] = json.loads(check_path.read_text())
+                report["self_check"] = _self_check(k, chapter, records, tests, work, solution_timeout)
                 problems += _judge(report["self_check"])
     report["build_s"] = round(time.perf_counter() - t0, 1)
     if not problems:
@@ -354,6 +278,123 @@ def build_chapter(chapter, out, index, root=ROOT, *, setup_timeout=900, solution
         nbformat.write(student, out / "student" / f"{chapter.name}.ipynb")
         _write_autograder(chapter, ag_dir, out / "autograder" / f"{chapter.name}.zip", root, requirements)
     return _finish(report, ag_dir)
+
+
+def _fresh_output_folders(chapter, out):
+    """An empty ``autograder/<chapter>/tests`` folder and a ``student`` folder in ``out``, without the
+    chapter's files of an earlier build; returns ``autograder/<chapter>``."""
+    ag_dir = out / "autograder" / chapter.name
+    if ag_dir.exists():
+        shutil.rmtree(ag_dir)
+    (ag_dir / "tests").mkdir(parents=True)
+    (out / "student").mkdir(parents=True, exist_ok=True)
+    for stale in (out / "student" / f"{chapter.name}.ipynb", out / "autograder" / f"{chapter.name}.zip"):
+        stale.unlink(missing_ok=True)
+    return ag_dir
+
+
+def _run_chapter_code(k, chapter, index, root, timeout, problems):
+    """Run the set-up cells of the chapter's student notebook in kernel ``k``, up to the first that fails."""
+    provisional = student_notebook(chapter, {}, index, root)
+    setup_cells = [c for c in provisional.cells if c.cell_type == "code"
+                   and c.metadata.get(META, {}).get("role") in ("colab-setup", "setup")]
+    for i, cell in enumerate(setup_cells):
+        try:
+            k.run(cell.source, timeout=timeout)
+        except Exception as exc:
+            problems.append(f"the chapter's code failed (set-up cell {i}): {_error_text(exc)}")
+            break
+
+
+def _run_graded_solutions(k, chapter, work, timeout, problems):
+    """Run the graded solutions in the book's order and encode the checked variables; returns the records,
+    ``{label: {var: record}}`` (a problem for each solution that fails or value that cannot be graded)."""
+    wanted = [(e.label, c.var, c.spec()) for e in chapter.graded for c in e.checks]
+    broken = set()
+    for ex in chapter.graded:
+        code = "\n\n".join(b.strip("\n") for b in ex.solution_code)
+        try:
+            k.run(code, timeout=timeout)
+        except Exception as exc:
+            broken.add(ex.label)
+            problems.append(f"the solution of {ex.label} failed: {_error_text(exc)}")
+    values_path = work / "values.json"
+    k.run(_ENCODE.format(state=_STATE, wanted=wanted, path=str(values_path)))
+    k.run(_SNAPSHOT.format(state=_STATE, key="solved"))
+    values = json.loads(values_path.read_text())
+    for label, answers in values.items():
+        for var, item in answers.items():
+            if "error" in item and label not in broken:
+                problems.append(f"{label}: `{var}` cannot be graded: {item['error']}")
+    if problems:
+        return None
+    return {label: {var: item["record"] for var, item in answers.items()} for label, answers in values.items()}
+
+
+def _run_other_solutions(k, chapter, timeout, problems):
+    """Run the ungraded solutions (read by the lecturer) in the book's order, from the graded ones' state, so
+    that every solution of the book is known to run; returns the labels of every solution run."""
+    ran = [ex.label for ex in chapter.graded]
+    for ex in chapter.exercises:
+        if ex.graded or not ex.solution_code:
+            continue
+        code = "\n\n".join(b.strip("\n") for b in ex.solution_code)
+        try:
+            k.run(code, timeout=timeout)
+        except Exception as exc:
+            problems.append(f"the solution of {ex.label} failed: {_error_text(exc)}")
+        ran.append(ex.label)
+    return ran
+
+
+def _write_exercise_files(chapter, records, index, root, glued, ag_dir, problems):
+    """The student notebook (returned), the solution notebook and one hidden test file per graded exercise
+    (``{label: path}``, returned); nothing is written when solution text would leak to the student."""
+    public = {label: {var: _checks.public(rec) for var, rec in answers.items()}
+              for label, answers in records.items()}
+    student = student_notebook(chapter, public, index, root, glued=glued)
+    solution = student_notebook(chapter, public, index, root, glued=glued, solutions=True)
+    leaks = find_leaks(student, chapter)
+    if leaks:
+        problems.append(f"solution text would leak into the student notebook: {leaks[:5]}")
+        return student, {}
+    tests = {}
+    for ex in chapter.graded:
+        path = ag_dir / "tests" / f"{ex.label}.py"
+        path.write_text(render_test_file(chapter, ex, records[ex.label]))
+        tests[ex.label] = str(path)
+    nbformat.write(solution, ag_dir / "solutions.ipynb")
+    return student, tests
+
+
+def _run_blank_student_notebook(k, student, timeout, problems):
+    """Back to the state after the set-up; run the student notebook's other code cells with empty answers
+    (starter code must run as given), then snapshot that state as ``blank``."""
+    k.run(_RESTORE.format(state=_STATE, key="setup"))
+    for cell in student.cells:
+        role = cell.metadata.get(META, {}).get("role")
+        if cell.cell_type != "code" or role in ("colab-setup", "setup"):
+            continue
+        try:
+            k.run(cell.source, timeout=timeout)
+        except Exception as exc:
+            where = cell.metadata.get(META, {}).get("label", role)
+            problems.append(f"the student notebook raises with empty answers ({role} cell of {where}); "
+                            "starter code must run as given, with `...` placeholders: "
+                            f"{_error_text(exc, 1500)}")
+    k.run(_SNAPSHOT.format(state=_STATE, key="blank"))
+
+
+def _self_check(k, chapter, records, tests, work, timeout):
+    """Run the hidden ``tests`` in kernel ``k`` against the snapshots of the solved and the blank notebook; returns
+    the self-check report that :func:`_judge` reads."""
+    check_path = work / "self_check.json"
+    specs = {(e.label, c.var): c.spec() for e in chapter.graded for c in e.checks}
+    with_specs = {label: {var: {"record": rec, "spec": specs[label, var]} for var, rec in answers.items()}
+                  for label, answers in records.items()}
+    k.run(_SELF_CHECK.format(state=_STATE, tests=tests, records=with_specs, path=str(check_path)),
+          timeout=max(timeout, 60 * len(tests)))
+    return json.loads(check_path.read_text())
 
 
 def _judge(sc):

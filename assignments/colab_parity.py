@@ -262,7 +262,7 @@ def otter_probe(args, log):
     return 0
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--python", default="python3.11", help="interpreter of the environment (default python3.11)")
@@ -276,8 +276,11 @@ def main(argv=None):
     parser.add_argument("--keep-env", action="store_true", help="reuse _build/colab-parity/venv if it exists")
     parser.add_argument("--otter-probe", action="store_true", help="only report what installing otter-grader does")
     parser.add_argument("--probe-python", help="interpreter for --otter-probe (default python3.13 if present)")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     log = open(WORK / "log.txt", "w")
     if args.otter_probe:
@@ -297,13 +300,26 @@ def main(argv=None):
         make_env(venv, args.python, args.torch, args.pip_arg, RUNTIME, log)
     before = _freeze(py)
     colab = colab_versions()
-    rows, failed = [], False
-
     chapters = [read_chapter(p) for p in chapters_in_toc(ROOT)]
+    rows, env_info = _run_chapters(py, chapters, url, args, log)
+    rows += _run_students(py, chapters, url, args, log)
+    after = _freeze(py)
+    drift = sorted((n, before.get(n), after.get(n)) for n in colab if n in before and before.get(n) != after.get(n))
+    failed = bool(drift) or not all(ok for _, _, ok, _ in rows)
+    lines = _report(sha, dirty, t0, args, url, env_info, rows, drift, failed)
+    (WORK / "report.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(f"report: {WORK / 'report.md'}; executed notebooks in {WORK}; log: {WORK / 'log.txt'}")
+    return 1 if failed else 0
+
+
+def _run_chapters(py, chapters, url, args, log):
+    """Run the chapters (``--chapters``, default all) in the environment ``py``: the report's rows
+    ``("chapter", name, ok, result)`` and what the kernel said about itself."""
     names = args.chapters if args.chapters is not None else [c.name for c in chapters]
     out_dir = WORK / "chapters"
     out_dir.mkdir(exist_ok=True)
-    env_info = None
+    rows, env_info = [], None
     for ch in chapters:
         if ch.name not in names or ch.setup_cell is None:
             continue
@@ -311,44 +327,49 @@ def main(argv=None):
         r = run_notebook(py, ch.path.read_text(), ch.name, url, out_dir, args.timeout, args.reuse_cache, log)
         env_info = r.get("env") or env_info
         ok = not r["errors"] and not r.get("error") and r["installed_by_setup_cell"]
-        failed |= not ok
         rows.append(("chapter", ch.name, ok, r))
         print(f"{'ok' if ok else 'FAILED'} ({r.get('seconds', '?')} s)", flush=True)
+    return rows, env_info
 
+
+def _run_students(py, chapters, url, args, log):
+    """Build the assignments (unless ``--assignments`` names a build) and run each student notebook with the
+    solutions' answers filled in; the report's rows ``("student", name, ok, result)``."""
     students = args.students
     if students is None:
         students = [c.name for c in chapters if c.graded]
-    if students:
-        build_dir = args.assignments or WORK / "assignments"
-        if args.assignments is None:
-            print("building the assignments ...", flush=True)
-            from assignments.build import build
+    rows = []
+    if not students:
+        return rows
+    build_dir = args.assignments or WORK / "assignments"
+    if args.assignments is None:
+        print("building the assignments ...", flush=True)
+        from assignments.build import build
 
-            reports = build(root=ROOT, out=build_dir, names=students, log=lambda *a: None)
-            for r in reports:
-                if not r["ok"]:
-                    failed = True
-                    rows.append(("student", r["chapter"], False, {"error": "build failed: " + "; ".join(r["problems"])[:1000], "errors": []}))
-        s_dir = WORK / "students"
-        s_dir.mkdir(exist_ok=True)
-        for name in students:
-            sol = build_dir / "autograder" / name / "solutions.ipynb"
-            if not (build_dir / "student" / f"{name}.ipynb").exists() or not sol.exists():
-                continue
-            print(f"student notebook {name} (answers filled in) ...", end=" ", flush=True)
-            filled = answered(build_dir / "student" / f"{name}.ipynb", sol)
-            r = run_notebook(py, filled, name, url, s_dir, args.timeout, args.reuse_cache, log)
-            bad_checks = [c["label"] for c in r.get("checks", []) if "\u2717" in c["output"] or "\u2026" in c["output"]
-                          or "\u2713" not in c["output"]]
-            r["failed_checks"] = bad_checks
-            ok = not r["errors"] and not r.get("error") and not bad_checks and r["installed_by_setup_cell"]
-            failed |= not ok
-            rows.append(("student", name, ok, r))
-            print(f"{'ok' if ok else 'FAILED'} ({r.get('seconds', '?')} s)", flush=True)
+        reports = build(root=ROOT, out=build_dir, names=students, log=lambda *a: None)
+        for r in reports:
+            if not r["ok"]:
+                rows.append(("student", r["chapter"], False, {"error": "build failed: " + "; ".join(r["problems"])[:1000], "errors": []}))
+    s_dir = WORK / "students"
+    s_dir.mkdir(exist_ok=True)
+    for name in students:
+        sol = build_dir / "autograder" / name / "solutions.ipynb"
+        if not (build_dir / "student" / f"{name}.ipynb").exists() or not sol.exists():
+            continue
+        print(f"student notebook {name} (answers filled in) ...", end=" ", flush=True)
+        filled = answered(build_dir / "student" / f"{name}.ipynb", sol)
+        r = run_notebook(py, filled, name, url, s_dir, args.timeout, args.reuse_cache, log)
+        bad_checks = [c["label"] for c in r.get("checks", []) if "\u2717" in c["output"] or "\u2026" in c["output"]
+                      or "\u2713" not in c["output"]]
+        r["failed_checks"] = bad_checks
+        ok = not r["errors"] and not r.get("error") and not bad_checks and r["installed_by_setup_cell"]
+        rows.append(("student", name, ok, r))
+        print(f"{'ok' if ok else 'FAILED'} ({r.get('seconds', '?')} s)", flush=True)
+    return rows
 
-    after = _freeze(py)
-    drift = sorted((n, before.get(n), after.get(n)) for n in colab if n in before and before.get(n) != after.get(n))
-    failed |= bool(drift)
+
+def _report(sha, dirty, t0, args, url, env_info, rows, drift, failed):
+    """The lines of ``report.md``: the commit and environment, one table row per notebook, the drift."""
     lines = ["# Colab parity", "",
              f"Commit {sha[:12]}{' (uncommitted changes are NOT tested: ' + dirty.replace(chr(10), ', ') + ')' if dirty else ''}; "
              f"{time.strftime('%Y-%m-%d %H:%M')}; {round(time.time() - t0)} s in all.", "",
@@ -373,10 +394,7 @@ def main(argv=None):
     lines += ["", "Colab-pinned packages changed by installing qmf_lite: "
               + (", ".join(f"{n} {b} -> {a}" for n, b, a in drift) or "none") + ".", "",
               f"Result: {'FAILED' if failed else 'passed'}.", ""]
-    (WORK / "report.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-    print(f"report: {WORK / 'report.md'}; executed notebooks in {WORK}; log: {WORK / 'log.txt'}")
-    return 1 if failed else 0
+    return lines
 
 
 if __name__ == "__main__":

@@ -190,6 +190,13 @@ def _grade_one(path, autograder, manifest, out, cell_timeout, timeout, kernels):
         why = f"the notebook could not be graded: {raw['catastrophic'][:400]}"
         result.update(status="error", message=why, questions=_zero(manifest, why, nb))
         return result
+    result["questions"] = _questions(manifest, raw, nb)
+    return result
+
+
+def _questions(manifest, raw, nb):
+    """Each question's score, possible points and failed cases, from the worker's ``raw`` results (manual
+    questions from the notebook ``nb``, ungraded ones worth nothing)."""
     questions = {}
     for q in manifest["questions"]:
         got = raw["questions"].get(q["name"])
@@ -203,8 +210,7 @@ def _grade_one(path, autograder, manifest, out, cell_timeout, timeout, kernels):
         else:
             questions[q["name"]] = {"score": got["score"], "possible": got["possible"], "graded": True,
                                     "failures": [c["message"] for c in got["cases"] if not c["passed"]]}
-    result["questions"] = questions
-    return result
+    return questions
 
 
 def _kill_group(proc):

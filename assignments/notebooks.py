@@ -319,8 +319,28 @@ def student_notebook(chapter, public_answers, index, root, *, solutions=False, g
     api = api_pages(root)
     page = index.get(chapter.label, (site, "chapter", chapter.title))[0]
     refs = index.get("references", (site + "book/references.html",))[0] if "references" in index else site + "book/references.html"
+    cells = [_header_cell(chapter, page)] + _setup_cells(chapter, page)
+    cells.append(_md("## Exercises", role="exercises-header"))
+    cells.append(_code(_helper_source(public_answers), tags=(HELPER_TAG, "hide-input"), hidden=True,
+                       role="helper"))
+    for ex in chapter.exercises:
+        cells += _exercise_cells(chapter, ex, page, index, refs, api, glued, solutions)
+    cells.append(_md(
+        "## Hand in\n\nRestart and run all, check that every cell ran, then *File → Download → Download .ipynb* "
+        "and hand in the downloaded file.", role="footer"))
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": [], "toc_visible": True},
+        META: {"chapter": chapter.name, "title": chapter.title, "solutions": bool(solutions)},
+    }
+    return nb
+
+
+def _header_cell(chapter, page):
+    """The notebook's first cell: the title, the points and how to work and hand in."""
     total, by_hand = chapter.points, chapter.manual_points
-    n_setup = len(chapter.code_cells)
     graded = [e for e in chapter.exercises if e.graded]
     numbered = f"{chapter.number}. " if chapter.number is not None else ""
     if graded:
@@ -332,7 +352,7 @@ def student_notebook(chapter, public_answers, index, root, *, solutions=False, g
         points = f"**{by_hand:g} points**, graded by your instructor, who reads your answers.\n\n"
     else:
         points = "None of them is graded automatically: your instructor reads your answers.\n\n"
-    cells = [_md(
+    return _md(
         f"# Assignment: {numbered}{chapter.title}\n\n"
         f"The exercises of the chapter [{numbered}{chapter.title}]({page}). " + points
         + "**How to work.** Run all cells once (*Runtime → Run all* in Colab): the first cell installs "
@@ -346,7 +366,13 @@ def student_notebook(chapter, public_answers, index, root, *, solutions=False, g
         "run all (*Runtime → Restart session and run all*): your notebook is graded by running it from top to "
         "bottom in a fresh kernel, so an answer that needs a cell you ran by hand, or that raises, scores zero. "
         "Then *File → Download → Download .ipynb* and hand in that file.",
-        role="header")]
+        role="header")
+
+
+def _setup_cells(chapter, page):
+    """The Colab set-up cell and the chapter's code cells, collapsed, under their heading."""
+    cells = []
+    n_setup = len(chapter.code_cells)
     if chapter.setup_cell:
         cells.append(_code(chapter.setup_cell, tags=("hide-cell",), role="colab-setup"))
     if n_setup:
@@ -359,55 +385,52 @@ def student_notebook(chapter, public_answers, index, root, *, solutions=False, g
             title = f"# @title Chapter code, cell {k} of {n_setup}\n"
             source = src if src.lstrip().startswith("%%") else title + src
             cells.append(_code(source, tags=(SETUP_TAG, "hide-input"), hidden=True, role="setup", index=k))
-    cells.append(_md("## Exercises", role="exercises-header"))
-    cells.append(_code(_helper_source(public_answers), tags=(HELPER_TAG, "hide-input"), hidden=True,
-                       role="helper"))
-    for ex in chapter.exercises:
-        number = ex.number or str(chapter.exercises.index(ex) + 1)
-        title = f"### Exercise {number}" + (f": {ex.title}" if ex.title else "") + f" <small>({ex.label})</small>"
-        text = myst_to_markdown(ex.text, index, refs, api=api, glued=glued)
-        if ex.starter:
-            text += "\n\nComplete the code in the answer cell below."
-        notes = []
-        if ex.graded:
-            answers = ", ".join(f"`{c.var}` ({c.points:g} pt, compared {c.describe()})" for c in ex.checks)
-            notes.append(f"*Graded automatically, {ex.points:g} point{'s' if ex.points != 1 else ''}: {answers}.*")
-        if ex.manual:
-            asked = ", ".join(f"{m.points:g} pt" for m in ex.manual)
-            notes.append(f"*Graded by your instructor: {len(ex.manual)} question{'s' if len(ex.manual) > 1 else ''} "
-                         f"answered in words ({asked}), in the text cells below.*")
-        if not ex.graded and not ex.manual:
-            notes.append("*Not graded: answer in the text cell below the code cell; your instructor reads it.*")
-        where = f"[Exercise {number} in the book]({page}#{ex.label}), with the text before it"
-        cells.append(_md(f"{title}\n\n{text}\n\n" + "\n".join(notes) + f"\n\n<small>{where}.</small>",
-                         role="exercise", label=ex.label))
-        if solutions and ex.solution_code:
-            source = f"# SOLUTION ({ex.label})\n" + "\n\n".join(b.strip("\n") for b in ex.solution_code) + "\n"
-        else:
-            source = answer_template(ex)
-        cells.append(_code(source, tags=(ANSWER_TAG,), role="answer", label=ex.label))
-        if ex.graded:
-            cells.append(_code(f'check("{ex.label}")', tags=(CHECK_TAG,), role="check", label=ex.label))
-        model = None
-        if solutions:
-            _, prose = code_blocks(ex.solution_text)
-            prose = "\n".join(ln for ln in prose.split("\n") if not re.match(r"^\s*%", ln)).strip()
-            model = "**Solution:** " + myst_to_markdown(prose, index, refs, api=api, glued=glued)
-        for manual in ex.manual:
-            cells += manual_cells(manual, model_answer=model)
-        if not ex.graded and not ex.manual:
-            cells.append(_md(model or "**Your answer:** (write here)", role="answer-text", label=ex.label))
-    cells.append(_md(
-        "## Hand in\n\nRestart and run all, check that every cell ran, then *File → Download → Download .ipynb* "
-        "and hand in the downloaded file.", role="footer"))
-    nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-        "colab": {"provenance": [], "toc_visible": True},
-        META: {"chapter": chapter.name, "title": chapter.title, "solutions": bool(solutions)},
-    }
-    return nb
+    return cells
+
+
+def _exercise_notes(ex):
+    """How an exercise is graded, one italic line each."""
+    notes = []
+    if ex.graded:
+        answers = ", ".join(f"`{c.var}` ({c.points:g} pt, compared {c.describe()})" for c in ex.checks)
+        notes.append(f"*Graded automatically, {ex.points:g} point{'s' if ex.points != 1 else ''}: {answers}.*")
+    if ex.manual:
+        asked = ", ".join(f"{m.points:g} pt" for m in ex.manual)
+        notes.append(f"*Graded by your instructor: {len(ex.manual)} question{'s' if len(ex.manual) > 1 else ''} "
+                     f"answered in words ({asked}), in the text cells below.*")
+    if not ex.graded and not ex.manual:
+        notes.append("*Not graded: answer in the text cell below the code cell; your instructor reads it.*")
+    return notes
+
+
+def _exercise_cells(chapter, ex, page, index, refs, api, glued, solutions):
+    """One exercise's cells: its text, the answer cell (the solution in a solution notebook), the check, and
+    the cells for answers in words."""
+    number = ex.number or str(chapter.exercises.index(ex) + 1)
+    title = f"### Exercise {number}" + (f": {ex.title}" if ex.title else "") + f" <small>({ex.label})</small>"
+    text = myst_to_markdown(ex.text, index, refs, api=api, glued=glued)
+    if ex.starter:
+        text += "\n\nComplete the code in the answer cell below."
+    where = f"[Exercise {number} in the book]({page}#{ex.label}), with the text before it"
+    cells = [_md(f"{title}\n\n{text}\n\n" + "\n".join(_exercise_notes(ex)) + f"\n\n<small>{where}.</small>",
+                 role="exercise", label=ex.label)]
+    if solutions and ex.solution_code:
+        source = f"# SOLUTION ({ex.label})\n" + "\n\n".join(b.strip("\n") for b in ex.solution_code) + "\n"
+    else:
+        source = answer_template(ex)
+    cells.append(_code(source, tags=(ANSWER_TAG,), role="answer", label=ex.label))
+    if ex.graded:
+        cells.append(_code(f'check("{ex.label}")', tags=(CHECK_TAG,), role="check", label=ex.label))
+    model = None
+    if solutions:
+        _, prose = code_blocks(ex.solution_text)
+        prose = "\n".join(ln for ln in prose.split("\n") if not re.match(r"^\s*%", ln)).strip()
+        model = "**Solution:** " + myst_to_markdown(prose, index, refs, api=api, glued=glued)
+    for manual in ex.manual:
+        cells += manual_cells(manual, model_answer=model)
+    if not ex.graded and not ex.manual:
+        cells.append(_md(model or "**Your answer:** (write here)", role="answer-text", label=ex.label))
+    return cells
 
 
 def solution_notebook(chapter, public_answers, index, root):

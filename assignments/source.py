@@ -362,53 +362,11 @@ def read_chapter(path, number=_FROM_TOC):
     title_m = re.search(r"^#\s+(?P<title>.+?)\s*$", first, re.M)
     code = [_source(c) for c in cells if c["cell_type"] == "code"]
     setup = code[0] if code and "import qmf_lite" in code[0] and "ImportError" in code[0] else None
-    exercises, solutions = {}, {}
-    order = []
-    for index, cell in enumerate(cells):
-        if cell["cell_type"] != "markdown":
-            continue
-        try:
-            found = directives(_source(cell))
-        except SourceError as exc:
-            raise SourceError(f"{path.name}, cell {index}: {exc}") from None
-        for name, arg, options, body in found:
-            if name == "exercise":
-                label = options.get("label")
-                if not label:
-                    raise SourceError(f"{path.name}, cell {index}: an exercise without :label:")
-                if label in exercises:
-                    raise SourceError(f"{path.name}: two exercises labelled {label}")
-                starter, text = code_blocks(body)
-                exercises[label] = Exercise(label, arg, text.strip("\n"), starter, cell=index)
-                order.append(label)
-            elif name == "solution":
-                target = arg.strip() or options.get("label", "")
-                if target in solutions:
-                    raise SourceError(f"{path.name}: two solutions for {target}")
-                solutions[target] = body
+    exercises, solutions, order = _exercise_directives(cells, path)
     for label, body in solutions.items():
         if label not in exercises:
             raise SourceError(f"{path.name}: a solution for {label!r}, which is no exercise label")
-        ex = exercises[label]
-        blocks, _ = code_blocks(body)
-        ex.solution_code, ex.solution_text = blocks, body
-        seen = set()
-        for line in body.split("\n"):  # manual lines: in the code blocks (#) or the prose (%)
-            manual = parse_manual(line, label, where=f"{path.name}, {label}")
-            if manual is None:
-                continue
-            if any(m.name == manual.name for m in ex.manual):
-                raise SourceError(f"{path.name}, {label}: two '# manual:' lines called {manual.name}")
-            ex.manual.append(manual)
-        for block in blocks:
-            for line in block.split("\n"):
-                check = parse_check(line, where=f"{path.name}, {label}")
-                if check is None:
-                    continue
-                if check.var in seen:
-                    raise SourceError(f"{path.name}, {label}: two '# check:' lines for {check.var}")
-                seen.add(check.var)
-                ex.checks.append(check)
+        _attach_solution(exercises[label], body, path)
     owner = {}
     for label in order:
         for check in exercises[label].checks:
@@ -434,12 +392,66 @@ def read_chapter(path, number=_FROM_TOC):
     )
 
 
-def chapters_in_toc(root):
-    """The notebooks named in ``_toc.yml``, in the book's order (only those that exist)."""
+def _exercise_directives(cells, path):
+    """The chapter's exercises (``{label: Exercise}``), solutions (``{label: body}``) and the exercises'
+    labels in the book's order, from the ``exercise`` and ``solution`` directives of its markdown cells."""
+    exercises, solutions = {}, {}
+    order = []
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] != "markdown":
+            continue
+        try:
+            found = directives(_source(cell))
+        except SourceError as exc:
+            raise SourceError(f"{path.name}, cell {index}: {exc}") from None
+        for name, arg, options, body in found:
+            if name == "exercise":
+                label = options.get("label")
+                if not label:
+                    raise SourceError(f"{path.name}, cell {index}: an exercise without :label:")
+                if label in exercises:
+                    raise SourceError(f"{path.name}: two exercises labelled {label}")
+                starter, text = code_blocks(body)
+                exercises[label] = Exercise(label, arg, text.strip("\n"), starter, cell=index)
+                order.append(label)
+            elif name == "solution":
+                target = arg.strip() or options.get("label", "")
+                if target in solutions:
+                    raise SourceError(f"{path.name}: two solutions for {target}")
+                solutions[target] = body
+    return exercises, solutions, order
+
+
+def _attach_solution(ex, body, path):
+    """Give exercise ``ex`` its solution ``body``: its code blocks, its text, its ``# manual:`` questions and its
+    ``# check:`` lines (one per variable)."""
+    label = ex.label
+    blocks, _ = code_blocks(body)
+    ex.solution_code, ex.solution_text = blocks, body
+    seen = set()
+    for line in body.split("\n"):  # manual lines: in the code blocks (#) or the prose (%)
+        manual = parse_manual(line, label, where=f"{path.name}, {label}")
+        if manual is None:
+            continue
+        if any(m.name == manual.name for m in ex.manual):
+            raise SourceError(f"{path.name}, {label}: two '# manual:' lines called {manual.name}")
+        ex.manual.append(manual)
+    for block in blocks:
+        for line in block.split("\n"):
+            check = parse_check(line, where=f"{path.name}, {label}")
+            if check is None:
+                continue
+            if check.var in seen:
+                raise SourceError(f"{path.name}, {label}: two '# check:' lines for {check.var}")
+            seen.add(check.var)
+            ex.checks.append(check)
+
+
+def toc_files(root):
+    """Every file named in ``root/_toc.yml``, in the book's order: paths relative to ``root``, without suffix."""
     import yaml
 
-    root = pathlib.Path(root)
-    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    toc = yaml.safe_load((pathlib.Path(root) / "_toc.yml").read_text())
     files = [toc["root"]]
 
     def walk(entries):
@@ -451,7 +463,13 @@ def chapters_in_toc(root):
     for part in toc.get("parts", []):
         walk(part.get("chapters"))
     walk(toc.get("chapters"))
-    return [root / f"{f}.ipynb" for f in files if (root / f"{f}.ipynb").exists()]
+    return files
+
+
+def chapters_in_toc(root):
+    """The notebooks named in ``_toc.yml``, in the book's order (only those that exist)."""
+    root = pathlib.Path(root)
+    return [root / f"{f}.ipynb" for f in toc_files(root) if (root / f"{f}.ipynb").exists()]
 
 
 def chapter_numbers(root):

@@ -29,9 +29,16 @@ RESULT_MODULES = ("activations", "gaussian", "maps", "tradeoff", "ste", "trainin
 #: top-level definitions left out of :func:`code_fingerprint`, by module: they decide which networks train
 #: when and where the results go, not the numbers of a network (those come from ``_train_networks``,
 #: ``train``, ``QuantizedMLPBatch`` and the seeds, which are covered)
-FINGERPRINT_EXCLUDE = {"training": ("run_grid", "GridResult", "halfway_depth", "memory_budget", "training_memory",
-                                    "training_flops", "_chunk_fit", "_key", "_validator", "_work_order", "_shares",
-                                    "_read_bundle", "_write_bundle", "_bundle_mismatch", "_entry_config")}
+FINGERPRINT_EXCLUDE = {"training": (
+    # the grid runner: its door, plan, cache and bundle bookkeeping, chunking, deadline and result
+    "run_grid", "_GridArgs", "_grid_arguments", "_check_shard", "_check_bundle", "_GridPlan", "_grid_plan",
+    "_restore_bundle", "_cached_networks", "_GridState", "_device_name", "_memory_budget_for_grid", "_chunk_sizes",
+    "_deadline_size", "_store_chunk", "_train_depth", "_train_pending", "_grid_result", "_run_grid", "GridResult",
+    "_chunk_fit", "_key", "_validator", "_work_order", "_shares", "_read_bundle", "_write_bundle", "_bundle_mismatch",
+    "_entry_config",
+    # estimates and analysis that no network's numbers depend on
+    "halfway_depth", "_halfway_depth", "memory_budget", "_check_max_memory", "_memory_budget", "training_memory", "_memory",
+    "training_flops", "_flops")}
 
 
 class CacheWarning(UserWarning):

@@ -54,7 +54,7 @@ import numbers
 
 import numpy as np
 
-from ._validate import check_bool, check_path, check_positive, check_real_in
+from ._validate import check_path, check_positive, check_real_in
 
 __all__ = ["PROFILES", "DATA_FILE", "SCHEMA", "profile_config", "config_hash", "run", "produce", "write", "load",
            "merge", "is_stale", "boundary", "fit_exponent", "FIG3_CHANCE", "AUTHORS_NOTEBOOK_DEPTHS",
@@ -155,16 +155,28 @@ def run(config, *, device=None, max_memory="auto", cache=True, progress=True, da
     :class:`~qmf_lite.Dataset`; ``deadline``, ``bundle`` and ``shard`` as there: they decide what
     is trained in this call, not the numbers).
     """
-    from .training import run_grid
-
     _check_config(config)
-    progress = check_bool(progress, "progress")
-    data = _load_data(config, progress) if data is None else data
-    return run_grid(config["levels"], config["depths"], seeds=config["seeds"], steps=config["steps"],
-                    width=config["width"], lr=config["lr"], batch_size=config["batch_size"],
-                    momentum=config["momentum"], layout=config["layout"], eval_size=config["eval_size"],
-                    precision=config["precision"], seeding=config["seeding"], data=data, device=device,
-                    max_memory=max_memory, cache=cache, progress=progress, deadline=deadline, bundle=bundle, shard=shard)
+    return _run(config, _grid_arguments(config, device=device, max_memory=max_memory, cache=cache, progress=progress,
+                                        data=data, deadline=deadline, bundle=bundle, shard=shard), data)
+
+
+def _grid_arguments(config, **kw):
+    """The checked arguments of the grid of ``config`` (:func:`qmf_lite.run_grid`'s door), with ``kw``."""
+    from .training import _grid_arguments
+
+    return _grid_arguments(levels=config["levels"], depths=config["depths"], sigma_w=None, seeds=config["seeds"],
+                           steps=config["steps"], width=config["width"], lr=config["lr"],
+                           batch_size=config["batch_size"], dataset="digits", momentum=config["momentum"],
+                           layout=config["layout"], eval_size=config["eval_size"], precision=config["precision"],
+                           seed=0, callback=None, workers=None, seeding=config["seeding"], **kw)
+
+
+def _run(config, args, data):
+    """:func:`run` on a checked ``config`` and grid arguments ``args``: load the data, train the grid."""
+    from .training import _clock, _run_grid
+
+    data = _load_data(config, args.progress) if data is None else data
+    return _run_grid(args, data, _clock())
 
 
 def write(path, grid, config, meta=None):
@@ -176,7 +188,6 @@ def write(path, grid, config, meta=None):
     the networks done (``done``: ``[levels, depth, seed]`` each) and those of the grid still
     missing (``missing``, from ``grid.missing``; empty when the grid is complete).
     """
-    from . import _cache
     from .training import GridResult
 
     path = check_path(path, "path", kind="not_dir")
@@ -194,6 +205,13 @@ def write(path, grid, config, meta=None):
             raise ValueError(f"meta must be JSON data (finite numbers), got {meta!r:.200} ({exc})") from None
     if meta is not None and set(meta) & {"done", "missing"}:
         raise ValueError("meta must be None or a dict without the keys done and missing (write() lists them)")
+    return _write(path, grid, config, meta)
+
+
+def _write(path, grid, config, meta):
+    """:func:`write` on checked arguments."""
+    from . import _cache
+
     rows = [{k: (round(v, 5) if k.endswith("_acc") else v) for k, v in r.items()} for r in grid.rows]
     done = sorted({(r["levels"], r["depth"], r["seed"]) for r in grid.rows})
     missing = sorted({(m[0], m[3], m[2]) for m in grid.missing})
@@ -223,11 +241,11 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
     from .simulate import default_device
 
     _check_profile(profile, "profile")
-    config = profile_config(profile) if config is None else copy.deepcopy(_check_config(config))
+    config = copy.deepcopy(PROFILES[profile] if config is None else _check_config(config))
     out = check_path(DATA_FILE if out is None else out, "out", kind="not_dir")
     dev = default_device(device)
-    grid = run(config, device=dev, max_memory=max_memory, cache=cache, progress=progress, data=data, deadline=deadline,
-               bundle=bundle, shard=shard)
+    grid = _run(config, _grid_arguments(config, device=dev, max_memory=max_memory, cache=cache, progress=progress,
+                                        data=data, deadline=deadline, bundle=bundle, shard=shard), data)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     meta = {
         "profile": profile if config == PROFILES.get(profile) else "custom",
@@ -239,7 +257,7 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
         "peak_memory_bytes": grid.peak_memory, "train_flops": grid.flops,
         "tflops_per_second": round(grid.flops / grid.train_seconds / 1e12, 3) if grid.train_seconds else None,
     }
-    write(out, grid, config, meta)
+    _write(out, grid, config, meta)
     return out, grid, meta
 
 
@@ -252,9 +270,13 @@ def load(path):
     lists the networks the file marks as missing (``(levels, None, seed, depth)``; empty for a
     complete file and for files written before the list existed).
     """
+    return _load(check_path(path, "path", kind="file"))
+
+
+def _load(path):
+    """:func:`load` of a checked ``path`` (a ``pathlib.Path``)."""
     from .training import GridResult
 
-    path = check_path(path, "path", kind="file")
     try:
         doc = json.loads(path.read_bytes())
     except ValueError as exc:
@@ -297,28 +319,62 @@ def merge(bundles, profile="paper", out=None, *, config=None, bundle=None):
     bundle : path, optional
         Where to write the merged bundle (atomically), to carry on from it.
     """
-    from .training import GridResult, NetSpec, _entry_config, _key, _read_bundle, _write_bundle, learning_rate
+    config, out, paths, bundle = _merge_arguments(bundles, profile, out, config, bundle)
+    entries = _read_bundles(paths)
+    base = _bundle_settings(entries, config)
+    grid, devices = _merged_grid(entries, base, config)
+    if bundle is not None:
+        from .training import _write_bundle
 
+        _write_bundle(bundle, entries.values())
+    seconds, flops = grid.compute_seconds, grid.flops
+    meta = {
+        "profile": profile if config == PROFILES.get(profile) else "custom",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "qmf_lite_version": base.get("qmf_lite"), "torch_version": base["torch"], "code_fingerprint": base["code"],
+        "device": " + ".join(sorted(devices)) or base["device"], "wall_seconds": round(seconds, 2),
+        "compute_seconds": round(seconds, 2), "networks": grid.n_nets, "networks_from_cache": grid.n_nets,
+        "networks_missing": len(grid.missing), "merged_bundles": len(paths), "peak_memory_bytes": None,
+        "train_flops": flops, "tflops_per_second": round(flops / seconds / 1e12, 3) if seconds else None,
+    }
+    unused = len(entries) - grid.n_nets
+    if unused:
+        meta["bundle_networks_outside_the_grid"] = unused
+    _write(out, grid, config, meta)
+    return out, grid, meta
+
+
+def _merge_arguments(bundles, profile, out, config, bundle):
+    """The door of :func:`merge`: ``(config, out, paths of the bundles, bundle)``, checked."""
     _check_profile(profile, "profile")
-    config = profile_config(profile) if config is None else copy.deepcopy(_check_config(config))
+    config = copy.deepcopy(PROFILES[profile] if config is None else _check_config(config))
     out = check_path(DATA_FILE if out is None else out, "out", kind="not_dir")
     if isinstance(bundles, (str, bytes)) or not isinstance(bundles, (list, tuple)) or not bundles:
         raise ValueError(f"bundles must be a non-empty list of bundle files, got {bundles!r:.200}")
     paths = [check_path(b, "bundles", kind="file") for b in bundles]
     if bundle is not None:
         bundle = check_path(bundle, "bundle", kind="not_dir")
-    entries, n_dup = {}, 0
+    return config, out, paths, bundle
+
+
+def _read_bundles(paths):
+    """``{key: entry}`` of the bundle files ``paths`` (the first entry of each network); at least one."""
+    from .training import _read_bundle
+
+    entries = {}
     for path in paths:
         for e in _read_bundle(path):
-            if e["key"] in entries:
-                n_dup += 1
-            else:
-                entries[e["key"]] = e
+            entries.setdefault(e["key"], e)
     if not entries:
         raise ValueError(f"bundles must hold at least one finished network, got {len(paths)} empty bundle(s)")
+    return entries
+
+
+def _bundle_settings(entries, config):
+    """The run settings that every entry shares (its cache key's content but depth, rate and spec); a
+    ValueError naming the difference when they differ, or differ from ``config``'s grid."""
     settings = lambda c: {k: v for k, v in c.items() if k not in ("depth", "lr", "spec")}  # noqa: E731
-    first = next(iter(entries.values()))
-    base = settings(first["config"])
+    base = settings(next(iter(entries.values()))["config"])
     for e in entries.values():
         other = settings(e["config"])
         if other != base:
@@ -334,12 +390,20 @@ def merge(bundles, profile="paper", out=None, *, config=None, bundle=None):
             if base.get(k) != v]
     if diff:
         raise ValueError("bundles must hold networks of config's grid: " + "; ".join(diff))
+    return base
+
+
+def _merged_grid(entries, base, config):
+    """The :class:`~qmf_lite.GridResult` of ``config``'s grid from the bundles' ``entries`` (the networks they
+    lack listed as missing) and the names of the devices that computed them."""
+    from .training import GridResult, NetSpec, _entry_config, _key, learning_rate
+
     specs = [NetSpec.optimal(n, sd) for n in config["levels"] for sd in config["seeds"]]
     rows, missing, seconds, flops, devices = [], [], 0.0, 0.0, set()
     for depth in sorted(config["depths"]):
+        lr = learning_rate(config["lr"], depth)
         for spec in specs:
-            key = _key(_entry_config(base, depth, learning_rate(config["lr"], depth), spec))
-            e = entries.get(key)
+            e = entries.get(_key(_entry_config(base, depth, lr, spec)))
             if e is None:
                 missing.append((spec.levels, spec.sigma_w, spec.seed, depth))
                 continue
@@ -351,22 +415,7 @@ def merge(bundles, profile="paper", out=None, *, config=None, bundle=None):
     rows.sort(key=lambda r: (r["depth"], r["step"], order[(r["levels"], r["seed"])]))
     grid = GridResult(rows, {**config, "sigma_w": None}, seconds, n_cached=len(rows) // len(base["steps"]),
                       compute_seconds=seconds, flops=flops, train_seconds=seconds, missing=missing)
-    if bundle is not None:
-        _write_bundle(bundle, entries.values())
-    meta = {
-        "profile": profile if config == PROFILES.get(profile) else "custom",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "qmf_lite_version": base.get("qmf_lite"), "torch_version": base["torch"], "code_fingerprint": base["code"],
-        "device": " + ".join(sorted(devices)) or base["device"], "wall_seconds": round(seconds, 2),
-        "compute_seconds": round(seconds, 2), "networks": grid.n_nets, "networks_from_cache": grid.n_nets,
-        "networks_missing": len(missing), "merged_bundles": len(paths), "peak_memory_bytes": None,
-        "train_flops": flops, "tflops_per_second": round(flops / seconds / 1e12, 3) if seconds else None,
-    }
-    unused = len(entries) - grid.n_nets
-    if unused:
-        meta["bundle_networks_outside_the_grid"] = unused
-    write(out, grid, config, meta)
-    return out, grid, meta
+    return grid, devices
 
 
 def is_stale(meta, profile="paper"):
@@ -377,7 +426,7 @@ def is_stale(meta, profile="paper"):
     if not isinstance(meta, dict):
         raise ValueError(f"meta must be a dict (the metadata load() returns), got {meta!r:.200}")
     _check_profile(profile, "profile")
-    return meta.get("config_hash") != config_hash(profile_config(profile))
+    return meta.get("config_hash") != config_hash(PROFILES[profile])
 
 
 def boundary(grid, step=None, chance=FIG3_CHANCE):
@@ -398,7 +447,7 @@ def boundary(grid, step=None, chance=FIG3_CHANCE):
     ``l_half / xi``.
     """
     from .tradeoff import optimal_depth_scale
-    from .training import GridResult, halfway_depth
+    from .training import GridResult, _halfway_depth
 
     if not isinstance(grid, GridResult) or not grid.rows:
         raise ValueError(f"grid must be a GridResult with at least one row, got {grid!r:.200}")
@@ -408,8 +457,13 @@ def boundary(grid, step=None, chance=FIG3_CHANCE):
         raise ValueError(f"step must be None or one of the grid's recorded steps {recorded}, got {step!r}")
     chance = check_real_in(chance, "chance", 0.0, 1.0)
     levels, depths, acc = grid.table("test_acc", step=step)
+    depths = np.asarray(depths, float)
+    finite = np.isfinite(acc)
+    if (depths <= 0).any() or (finite & ((acc < 0) | (acc > 1))).any():
+        raise ValueError(f"grid must hold depths > 0 and test_acc in [0, 1] (halfway_depth's ranges), got depths "
+                         f"{depths} and accuracies {acc[finite]}")
     xi = np.array([optimal_depth_scale(n) for n in levels])
-    l_half = np.array([halfway_depth(depths, a, chance) if np.isfinite(a).all() else np.nan for a in acc])
+    l_half = np.array([_halfway_depth(depths, a, chance) if np.isfinite(a).all() else np.nan for a in acc])
     return {"levels": np.array(levels), "xi": xi, "l_half": l_half, "ratio": l_half / xi}
 
 
@@ -535,55 +589,71 @@ def fetch_data(names=DATA_FILES, *, url=None, folder=None, timeout=30.0):
     >>> got is None, msg.startswith("no Fig. 3 data file")
     (True, True)
     """
-    import pathlib
+    names, url, folder, timeout = _fetch_arguments(names, url, folder, timeout)
+    folder.mkdir(parents=True, exist_ok=True)
+    cached = _usable_copies(names, folder)       # copies fetched before count even when offline now
+    fetched, absent, bad = [], [], []
+    failure = None
+    for name in names:
+        if name in cached:
+            continue
+        outcome = _fetch_one(name, url, folder, timeout)
+        if outcome == "fetched":
+            fetched.append(name)
+        elif outcome == "absent":
+            absent.append(name)
+        elif outcome == "bad":
+            bad.append(name)
+        else:
+            failure = outcome
+            break
+    held = fetched + cached
+    return (folder if held else None), _fetch_message(url, folder, fetched, cached, absent, bad, failure)
+
+
+def _usable_copies(names, folder):
+    """The names of ``names`` that ``folder`` holds as readable data files; a damaged copy is deleted."""
+    cached = []
+    for name in names:
+        if (folder / name).is_file():
+            try:
+                _load(folder / name)
+                cached.append(name)
+            except ValueError:                  # a damaged copy: fetch it again
+                (folder / name).unlink()
+    return cached
+
+
+def _fetch_one(name, url, folder, timeout):
+    """Fetch ``url/name`` into ``folder``: ``"fetched"``, ``"absent"`` (not there), ``"bad"`` (not a data
+    file, discarded) or, when fetching failed, the reason."""
     import urllib.error
     import urllib.request
 
     from ._cache import atomic_write_bytes
 
-    names, url, folder, timeout = _fetch_arguments(names, url, folder, timeout)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/{name}", timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        return "absent" if exc.code == 404 else f"HTTP {exc.code} for {name}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, FileNotFoundError):
+            return "absent"                     # (a file:// folder without that file)
+        return str(getattr(exc, "reason", exc))
+    part = folder / (name + ".download")
+    atomic_write_bytes(part, body)
+    try:
+        _load(part)
+    except ValueError:
+        part.unlink()
+        return "bad"
+    part.replace(folder / name)                 # (atomic: the same folder)
+    return "fetched"
 
-    fetched, cached, absent, bad = [], [], [], []
-    failure = None
-    for name in names:                          # copies fetched before count even when offline now
-        if (folder / name).is_file():
-            try:
-                load(folder / name)
-                cached.append(name)
-            except ValueError:                  # a damaged copy: fetch it again
-                (folder / name).unlink()
-    for name in names:
-        if name in cached:
-            continue
-        target = folder / name
-        try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/{name}", timeout=timeout) as response:
-                body = response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                absent.append(name)
-                continue
-            failure = f"HTTP {exc.code} for {name}"
-            break
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, FileNotFoundError):
-                absent.append(name)             # (a file:// folder without that file)
-                continue
-            failure = str(getattr(exc, "reason", exc))
-            break
-        part = folder / (name + ".download")
-        atomic_write_bytes(part, body)
-        try:
-            load(part)
-        except ValueError:
-            part.unlink()
-            bad.append(name)
-            continue
-        part.replace(target)                    # (atomic: the same folder)
-        fetched.append(name)
 
-    held = fetched + cached
+def _fetch_message(url, folder, fetched, cached, absent, bad, failure):
+    """The one line :func:`fetch_data` returns: what was fetched or found, and what not and why."""
     notes = []
     if absent:
         notes.append(f"not in the repository at that version: {', '.join(absent)}")
@@ -600,4 +670,4 @@ def fetch_data(names=DATA_FILES, *, url=None, folder=None, timeout=30.0):
         msg = f"using the Fig. 3 data file(s) {', '.join(cached)} fetched before into {folder}"
     else:
         msg = f"no Fig. 3 data file could be fetched from {url}"
-    return (folder if held else None), msg + tail
+    return msg + tail

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from . import _cache
+from ._common import limit_threads
 from ._progress import progress as _progress
 from ._validate import (check_bool, check_callable, check_choice, check_int, check_int_range, check_int_sequence,
                         check_levels, check_nonnegative, check_positive, check_real_array, check_real_in, check_seed,
@@ -127,6 +128,20 @@ class NetSpec:
         return cls(levels, init.sigma_w, 0.0, seed, **kw)
 
 
+def _spec(levels, sigma_w, sigma_b=0.0, seed=0, slope=None, spacing=None, scale=1.0):
+    """A :class:`NetSpec` of values checked at the door, built without checking them again."""
+    spec = object.__new__(NetSpec)
+    for name, value in (("levels", levels), ("sigma_w", sigma_w), ("sigma_b", sigma_b), ("seed", seed),
+                        ("slope", slope), ("spacing", spacing), ("scale", scale)):
+        object.__setattr__(spec, name, value)
+    return spec
+
+
+def _optimal_spec(levels, seed):
+    """``NetSpec.optimal(levels, seed)`` for checked ``levels`` and ``seed``."""
+    return _spec(levels, optimal_init(levels, scale=1.0, spacing=None).sigma_w, 0.0, seed)
+
+
 def bgs19_lr(depth):
     """The paper's learning rate: ``1e-3`` below 100 layers, ``5e-4`` from 100 (``pick_lr`` in its code).
 
@@ -150,7 +165,11 @@ def learning_rate(lr, depth):
     >>> learning_rate("bgs19", 120), learning_rate(0.1, 3)
     (0.0005, 0.1)
     """
-    depth = check_int(depth, "depth", 1)
+    return _learning_rate(lr, check_int(depth, "depth", 1))
+
+
+def _learning_rate(lr, depth):
+    """:func:`learning_rate` at a checked ``depth`` (the rate itself is checked here: a rule may give any value)."""
     if isinstance(lr, str):
         if lr not in _LR_RULES:
             raise ValueError(f"lr must be a number, a callable of the depth or one of {sorted(_LR_RULES)}, got {lr!r}")
@@ -190,9 +209,8 @@ class QuantizedMLPBatch(torch.nn.Module):
     def __init__(self, specs, n_in, n_out, depth, width, device=None, dtype=torch.float32, layout="book"):
         super().__init__()
         depth, width, n_in, n_out, layout = _check_layer_sizes(depth, width, n_in, n_out, layout)
-        self.layout = layout
-        self.specs = check_sequence(specs, "specs")
-        for i, spec in enumerate(self.specs):
+        specs = check_sequence(specs, "specs")
+        for i, spec in enumerate(specs):
             if not isinstance(spec, NetSpec):
                 raise ValueError(f"specs must be a sequence of NetSpec, got {spec!r} at index {i}")
         if dtype is None:
@@ -200,8 +218,25 @@ class QuantizedMLPBatch(torch.nn.Module):
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise ValueError(f"dtype must be a floating-point torch dtype (torch.float32, torch.float64, ...) or "
                              f"None, got {dtype!r}")
-        self.depth, self.width = depth, width
-        dev = default_device(device)
+        self._build(specs, n_in, n_out, depth, width, default_device(device), dtype, layout)
+
+    @classmethod
+    def _unchecked(cls, specs, n_in, n_out, depth, width, device, dtype, layout):
+        """The batch of checked arguments (a list of NetSpec, a ``torch.device``): what the package builds."""
+        model = cls.__new__(cls)
+        torch.nn.Module.__init__(model)
+        model._build(specs, n_in, n_out, depth, width, device, dtype, layout)
+        return model
+
+    def _build(self, specs, n_in, n_out, depth, width, dev, dtype, layout):
+        """Store the networks' activation tables and draw their parameters (arguments checked)."""
+        self.layout, self.specs, self.depth, self.width = layout, specs, depth, width
+        q_star = self._register_activations(dev, dtype)
+        self._draw_parameters(q_star, n_in, n_out, dev, dtype)
+
+    def _register_activations(self, dev, dtype):
+        """Each network's activation, STE slope and clip, weight scales and q* as ``(B, 1, 1)`` buffers, and the
+        staircases' thresholds and values; a ValueError when one of them does not fit ``dtype``. Returns q*."""
         B = len(self.specs)
         acts = [QuantizedActivation(s.levels, s.spacing, s.scale) for s in self.specs]
         q_star = [float(fixed_point_q(a, s.sigma_w, s.sigma_b)) for a, s in zip(acts, self.specs)]
@@ -222,9 +257,13 @@ class QuantizedMLPBatch(torch.nn.Module):
         g, v = staircase_tables([a.levels for a in acts], [a.spacing for a in acts], [a.scale for a in acts])
         self.register_buffer("thresholds", torch.as_tensor(g, dtype=dtype, device=dev))
         self.register_buffer("values", torch.as_tensor(v, dtype=dtype, device=dev))
+        return q_star
 
-        bgs = layout == "bgs19"
-        n_hidden = depth - 2 if bgs else depth - 1
+    def _draw_parameters(self, q_star, n_in, n_out, dev, dtype):
+        """Each network's weights and biases from its own generator (seeded with ``spec.seed``), in a fixed
+        order: input layer, hidden weights, hidden biases, output layer (see the class docstring)."""
+        bgs, B, width = self.layout == "bgs19", len(self.specs), self.width
+        n_hidden = self.depth - 2 if bgs else self.depth - 1
         sw = [s.sigma_w for s in self.specs]
         std_in = [w / math.sqrt(n_in) for w in sw] if bgs else [math.sqrt(q / n_in) for q in q_star]
         std_out = [w / math.sqrt(width) for w in sw] if bgs else [1 / math.sqrt(width)] * B
@@ -353,7 +392,11 @@ def training_flops(depth, width, n_in, n_out, batch_size, layout="book"):
     """
     depth, width, n_in, n_out, layout = _check_layer_sizes(depth, width, n_in, n_out, layout)
     batch_size = check_int_range(batch_size, "batch_size", 1, MAX_STEPS)
-    shapes = _layer_shapes(layout, depth, width, n_in, n_out)
+    return _flops(_layer_shapes(layout, depth, width, n_in, n_out), n_in, width, batch_size)
+
+
+def _flops(shapes, n_in, width, batch_size):
+    """:func:`training_flops` of the layers ``shapes`` (:func:`_layer_shapes`), arguments checked."""
     fwd = sum(2.0 * i * o for i, o, _ in shapes)
     return 3 * fwd * batch_size - 2.0 * n_in * width * batch_size, fwd
 
@@ -381,7 +424,12 @@ def training_memory(depth, width, n_in, n_out, batch_size, *, layout="book", mom
     eval_batch = check_int_range(eval_batch, "eval_batch", 0, MAX_STEPS)
     momentum = _check_momentum(momentum)
     bytes_per_value = check_int_range(bytes_per_value, "bytes_per_value", 1, 16)
-    shapes = _layer_shapes(layout, depth, width, n_in, n_out)
+    return _memory(_layer_shapes(layout, depth, width, n_in, n_out), width, n_out, batch_size, momentum, eval_batch,
+                   bytes_per_value)
+
+
+def _memory(shapes, width, n_out, batch_size, momentum, eval_batch, bytes_per_value):
+    """:func:`training_memory` of the layers ``shapes`` (:func:`_layer_shapes`), arguments checked."""
     n_params = sum(i * o + (o if bias else 0) for i, o, bias in shapes)
     states = 3 if momentum else 2
     acts = 4 * batch_size * width * len(shapes)
@@ -398,23 +446,34 @@ def memory_budget(max_memory, device):
     2500000000
     """
     device = default_device(device)
+    return _memory_budget(_check_max_memory(max_memory), device)
+
+
+def _check_max_memory(max_memory):
+    """``max_memory`` as ``None``, ``"auto"`` or an int >= 1 (a number of bytes, truncated)."""
     if max_memory is None:
         return None
     if isinstance(max_memory, str):
         if max_memory != "auto":
             raise ValueError(f"max_memory must be a number of bytes > 0, 'auto' or None, got {max_memory!r}")
-        device = default_device(device)
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            return int(free)
-        try:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-            return None
+        return max_memory
     value = float(check_positive(max_memory, "max_memory", allow_array=False))
     if value < 1:
         raise ValueError(f"max_memory must be a number of bytes >= 1, 'auto' or None, got {max_memory!r}")
     return int(value)
+
+
+def _memory_budget(max_memory, device):
+    """:func:`memory_budget` of a checked ``max_memory`` on a ``torch.device``."""
+    if max_memory != "auto":
+        return max_memory
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
 
 
 def _fp32_flags():
@@ -485,20 +544,6 @@ def _precision(precision, device_type):
 
 #: on a CPU, networks up to this width train on one thread (see :func:`train`)
 SMALL_WIDTH = 256
-
-
-@contextlib.contextmanager
-def _cpu_threads(device, width):
-    """One thread for small networks on a CPU: their matrix products are too small to gain from more."""
-    if device.type != "cpu" or width > SMALL_WIDTH or torch.get_num_threads() == 1:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _stable_seed(*parts):
@@ -624,7 +669,29 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     On a CPU, networks of width up to ``SMALL_WIDTH`` (256) train on one thread: their matrix
     products are too small to gain from more, and idle threads waiting on each other cost much
     more than they save on a machine shared with other work.
-    """
+        """
+    run = _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentum, eval_size, eval_batch,
+                           precision)
+    return _train(model, data, run)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainRun:
+    """The checked settings of one :func:`train` call (``lr``: the rate itself)."""
+
+    steps: list
+    lr: float
+    batch_size: int
+    seed: int
+    progress: bool
+    momentum: float
+    eval_size: int | None
+    eval_batch: int
+    precision: str
+
+
+def _check_model_and_data(model, data):
+    """``model`` a QuantizedMLPBatch, ``data`` a Dataset with its features and labels."""
     from .data import Dataset
 
     if not isinstance(model, QuantizedMLPBatch):
@@ -640,6 +707,11 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
                              f"got [{int(y.min())}, {int(y.max())}]")
     if len(data.y_train) < 1:
         raise ValueError("data must hold at least one training input")
+
+
+def _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentum, eval_size, eval_batch, precision):
+    """The door of :func:`train`: every argument checked once, as a :class:`_TrainRun`."""
+    _check_model_and_data(model, data)
     steps = sorted(set(check_int_sequence(steps, "steps", 0, MAX_STEPS)))
     if steps[-1] < 1:
         raise ValueError(f"steps must contain a step count >= 1, got {steps}")
@@ -652,42 +724,61 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     eval_batch = check_int_range(eval_batch, "eval_batch", 1, MAX_STEPS)
     precision = check_choice(precision, "precision", PRECISIONS)
     lr_value = learning_rate(lr, model.depth)
+    return _TrainRun(steps, lr_value, batch_size, seed, progress, momentum, eval_size, eval_batch, precision)
+
+
+def _one_thread_if_small(device, width):
+    """One CPU thread (:func:`qmf_lite._common.limit_threads`) for networks up to ``SMALL_WIDTH`` on a CPU,
+    whose matrix products are too small to gain from more; no change otherwise."""
+    return limit_threads(1) if device.type == "cpu" and width <= SMALL_WIDTH else contextlib.nullcontext()
+
+
+def _cross_entropy_step(model, opt, x, y, losses, step, amp):
+    """One SGD step of every network on its minibatch ``x, y`` (``(B, batch, ...)``); the losses into column
+    ``step - 1`` of ``losses``. The loss is summed over networks, so each gets exactly its own gradient."""
+    with amp():
+        logits = model(x)
+    logits = logits.to(model.w_out.dtype)                     # bf16 autocast: the loss in fp32
+    B, batch_size = y.shape
+    per_net = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"
+    ).view(B, batch_size).mean(1)
+    losses[:, step - 1] = per_net.detach()
+    opt.zero_grad(set_to_none=True)
+    per_net.sum().backward()
+    opt.step()
+
+
+def _train(model, data, run):
+    """:func:`train` on checked arguments (``run``, a :class:`_TrainRun`)."""
     dev = model.w_out.device
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
     x_tr, y_tr = data.x_train.to(dev), data.y_train.to(dev)
-    (x_tre, y_tre), (x_tee, y_tee) = _eval_sets(data, eval_size, seed, dev)
-    last, B = steps[-1], len(model.specs)
-    order = _data_order(model.specs, len(y_tr), last, batch_size, seed, model.depth).to(dev)
-    opt = _sgd(model.parameters(), lr_value, momentum, dev)
+    (x_tre, y_tre), (x_tee, y_tee) = _eval_sets(data, run.eval_size, run.seed, dev)
+    last, B = run.steps[-1], len(model.specs)
+    order = _data_order(model.specs, len(y_tr), last, run.batch_size, run.seed, model.depth).to(dev)
+    opt = _sgd(model.parameters(), run.lr, run.momentum, dev)
     losses = torch.empty(B, last, device=dev, dtype=model.w_out.dtype)
     acc = {}
-    record_at = set(steps)
-    with _precision(precision, dev.type) as amp, _cpu_threads(dev, model.width):
-        evaluate = lambda: (_accuracy(model, x_tre, y_tre, eval_batch, amp),  # noqa: E731
-                            _accuracy(model, x_tee, y_tee, eval_batch, amp))
+    record_at = set(run.steps)
+    with _precision(run.precision, dev.type) as amp, _one_thread_if_small(dev, model.width):
+        evaluate = lambda: (_accuracy(model, x_tre, y_tre, run.eval_batch, amp),  # noqa: E731
+                            _accuracy(model, x_tee, y_tee, run.eval_batch, amp))
         if 0 in record_at:
             acc[0] = evaluate()
-        for step in _progress(range(1, last + 1), progress, desc=f"depth {model.depth}", leave=False):
+        for step in _progress(range(1, last + 1), run.progress, desc=f"depth {model.depth}", leave=False):
             idx = order[:, step - 1]                                   # (B, batch), on the device
-            with amp():
-                logits = model(x_tr[idx])
-            logits = logits.to(model.w_out.dtype)                     # bf16 autocast: the loss in fp32
-            per_net = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), y_tr[idx].reshape(-1), reduction="none"
-            ).view(B, batch_size).mean(1)
-            losses[:, step - 1] = per_net.detach()
-            opt.zero_grad(set_to_none=True)
-            per_net.sum().backward()
-            opt.step()
+            _cross_entropy_step(model, opt, x_tr[idx], y_tr[idx], losses, step, amp)
             if step in record_at:
                 acc[step] = evaluate()
-    sync()
-    record = TrainRecord({s: (tr.cpu().numpy(), te.cpu().numpy()) for s, (tr, te) in sorted(acc.items())})
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    record = TrainRecord()
+    record.update({s: (tr.cpu().numpy(), te.cpu().numpy()) for s, (tr, te) in sorted(acc.items())})
     record.losses = losses.cpu().numpy()
     record.seconds = time.perf_counter() - t0
-    step_flops, eval_flops = training_flops(model.depth, model.width, x_tr.shape[-1], model.w_out.shape[-1],
-                                            batch_size, model.layout)
+    step_flops, eval_flops = _flops(_layer_shapes(model.layout, model.depth, model.width, x_tr.shape[-1],
+                                                  model.w_out.shape[-1]), x_tr.shape[-1], model.width, run.batch_size)
     record.flops = B * (last * step_flops + len(acc) * (len(y_tre) + len(y_tee)) * eval_flops)
     return record
 
@@ -805,6 +896,11 @@ def halfway_depth(depths, accuracy, chance):
                          f"{depths.shape} and {accuracy.shape}")
     if ((accuracy < 0) | (accuracy > 1)).any():
         raise ValueError(f"accuracy must lie in [0, 1], got {accuracy}")
+    return _halfway_depth(depths, accuracy, chance)
+
+
+def _halfway_depth(depths, accuracy, chance):
+    """:func:`halfway_depth` of checked float arrays ``depths`` and ``accuracy`` and a float ``chance``."""
     half = chance + 0.5 * (accuracy.max() - chance)
     best = int(np.argmax(accuracy))
     below = [j for j in range(best + 1, len(depths)) if accuracy[j] < half]
@@ -843,11 +939,12 @@ def _train_networks(specs, depth, *, data, width, layout, device, steps, lr, bat
     ``_cell_seed(spec.seed, spec.levels, depth)``; under ``"shared"`` with ``spec.seed`` itself. The
     rows name the replicate seed.
     """
-    init = [dataclasses.replace(s, seed=_cell_seed(s.seed, s.levels, depth)) for s in specs] \
+    init = [_spec(**{**dataclasses.asdict(s), "seed": _cell_seed(s.seed, s.levels, depth)}) for s in specs] \
         if seeding == "cell" else list(specs)
-    model = QuantizedMLPBatch(init, data.n_features, data.n_classes, depth, width, device=device, layout=layout)
-    rec = train(model, data, steps, lr=lr, batch_size=batch_size, seed=seed, momentum=momentum, eval_size=eval_size,
-                precision=precision)
+    model = QuantizedMLPBatch._unchecked(init, data.n_features, data.n_classes, depth, width, device, torch.float32,
+                                         layout)
+    rec = _train(model, data, _TrainRun(steps, lr, batch_size, seed, False, momentum, eval_size, EVAL_BATCH,
+                                        precision))
     del model
     if device.type == "cuda":   # hand the chunk's blocks back: chunks of another depth fragment the cache
         torch.cuda.empty_cache()
@@ -1053,8 +1150,83 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     -----
     The work order: depths ``depths[::2]`` first (for the paper's 10, 35, ..., 260: 10, 60, 110, 160,
     210, 260), then the others, each depth's networks in the order of ``levels x sigma_w x seeds``.
-    """
-    from .data import Dataset, cache_dir, load_dataset
+        """
+    from .data import load_dataset
+
+    args = _grid_arguments(levels=levels, depths=depths, sigma_w=sigma_w, seeds=seeds, steps=steps, width=width,
+                           lr=lr, batch_size=batch_size, dataset=dataset, device=device, cache=cache,
+                           progress=progress, data=data, momentum=momentum, layout=layout, max_memory=max_memory,
+                           eval_size=eval_size, precision=precision, seed=seed, callback=callback, workers=workers,
+                           seeding=seeding, deadline=deadline, bundle=bundle, shard=shard)
+    t0 = _clock()
+    if data is None:
+        data = load_dataset(dataset, **({"normalize": "bgs19"} if dataset == "mnist" and args.layout == "bgs19" else {}))
+    return _run_grid(args, data, t0)
+
+
+@dataclasses.dataclass
+class _GridArgs:
+    """The checked arguments of :func:`run_grid` (``lrs``: the learning rate of each depth; ``device`` a
+    ``torch.device``; ``lr`` as given, for the result's configuration)."""
+
+    levels: list
+    depths: list
+    sigma_w: list | None
+    seeds: list
+    steps: list
+    width: int
+    lr: object
+    lrs: dict
+    batch_size: int
+    device: object
+    cache: bool
+    progress: bool
+    momentum: float
+    layout: str
+    max_memory: object
+    eval_size: int | None
+    precision: str
+    seed: int
+    callback: object
+    workers: int | None
+    seeding: str
+    deadline: float | None
+    bundle: object
+    shard: tuple | None
+
+
+def _check_shard(shard):
+    """``shard`` as ``None`` or a pair ``(i, k)``, 1 <= i <= k <= 10^4."""
+    if shard is None:
+        return None
+    ok = isinstance(shard, (tuple, list)) and len(shard) == 2
+    if ok:
+        i = check_int_range(shard[0], "shard", 1, 10**4)
+        k = check_int_range(shard[1], "shard", 1, 10**4)
+        ok = i <= k
+    if not ok:
+        raise ValueError(f"shard must be None or a pair (i, k) of integers with 1 <= i <= k <= 10000 (the i-th "
+                         f"of k shares), got {shard!r}")
+    return (i, k)
+
+
+def _check_bundle(bundle, cache):
+    """``bundle`` as ``None`` or a path to a file (not a folder); it needs the cache."""
+    if bundle is None:
+        return None
+    from ._validate import check_path
+
+    bundle = check_path(bundle, "bundle", kind="not_dir")
+    if not cache:
+        raise ValueError("bundle must be None when cache=False (a bundle is carried through the cache)")
+    return bundle
+
+
+def _grid_arguments(*, levels, depths, sigma_w, seeds, steps, width, lr, batch_size, dataset, device, cache, progress,
+                    data, momentum, layout, max_memory, eval_size, precision, seed, callback, workers, seeding,
+                    deadline, bundle, shard):
+    """The door of :func:`run_grid`: every argument checked once, in the order of the old checks."""
+    from .data import Dataset
 
     layout = check_choice(layout, "layout", LAYOUTS)
     levels = [check_levels(n, "levels", maximum=MAX_STORED_LEVELS) for n in check_sequence(levels, "levels")]
@@ -1062,14 +1234,14 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     steps = sorted(set(check_int_sequence(steps, "steps", 1, MAX_STEPS)))
     width = check_int_range(width, "width", 1, MAX_WIDTH)
     precision = check_choice(precision, "precision", PRECISIONS)
-    lrs = {d: learning_rate(lr, d) for d in depths}
+    lrs = {d: _learning_rate(lr, d) for d in depths}
     if sigma_w is not None:
         sigma_w = [float(check_sigmas(s, 0.0, allow_array=False)[0]) for s in check_sequence(sigma_w, "sigma_w")]
     seeds = check_int_sequence(seeds, "seeds", 0, 2**63 - 1)
     batch_size = check_int_range(batch_size, "batch_size", 1, MAX_STEPS)
     momentum = _check_momentum(momentum)
     seed = check_seed(seed)
-    dataset = check_choice(dataset, "dataset", ("digits", "mnist"))
+    check_choice(dataset, "dataset", ("digits", "mnist"))
     cache = check_bool(cache, "cache")
     progress = check_bool(progress, "progress")
     seeding = check_choice(seeding, "seeding", SEEDINGS)
@@ -1081,190 +1253,277 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         workers = check_int_range(workers, "workers", 1, MAX_WORKERS)
     if deadline is not None:
         deadline = check_real_in(deadline, "deadline", 0.0, 1e9)
-    if bundle is not None:
-        from ._validate import check_path
-
-        bundle = check_path(bundle, "bundle", kind="not_dir")
-        if not cache:
-            raise ValueError("bundle must be None when cache=False (a bundle is carried through the cache)")
-    if shard is not None:
-        ok = isinstance(shard, (tuple, list)) and len(shard) == 2
-        if ok:
-            i = check_int_range(shard[0], "shard", 1, 10**4)
-            k = check_int_range(shard[1], "shard", 1, 10**4)
-            ok = i <= k
-        if not ok:
-            raise ValueError(f"shard must be None or a pair (i, k) of integers with 1 <= i <= k <= 10000 (the i-th "
-                             f"of k shares), got {shard!r}")
-        shard = (i, k)
+    bundle = _check_bundle(bundle, cache)
+    shard = _check_shard(shard)
     if data is not None and not isinstance(data, Dataset):
         raise ValueError(f"data must be None or a qmf_lite.Dataset, got {type(data).__name__}")
-    dev = default_device(device)
-    t0 = _clock()
-    if data is None:
-        data = load_dataset(dataset, **({"normalize": "bgs19"} if dataset == "mnist" and layout == "bgs19" else {}))
-    if batch_size > len(data.y_train):
-        raise ValueError(f"batch_size must be at most the {len(data.y_train)} training inputs of the data, "
-                         f"got {batch_size}")
-    from . import __version__
+    max_memory = _check_max_memory(max_memory)
+    return _GridArgs(levels, depths, sigma_w, seeds, steps, width, lr, lrs, batch_size, default_device(device), cache,
+                     progress, momentum, layout, max_memory, eval_size, precision, seed, callback, workers, seeding,
+                     deadline, bundle, shard)
 
-    specs = [NetSpec.optimal(n, s) if sigma_w is None else NetSpec(n, sw, 0.0, s)
-             for n in levels for sw in ([None] if sigma_w is None else sigma_w) for s in seeds]
-    n_in, n_out = data.n_features, data.n_classes
+
+@dataclasses.dataclass
+class _GridPlan:
+    """What a grid trains: its specs, the networks ``(depth, index of the spec)`` in work order, the cache
+    entry's configuration and key of each, this share's networks (``mine``) and the cache folder."""
+
+    specs: list
+    order: list
+    nets: list
+    configs: dict
+    keys: dict
+    mine: list
+    folder: object
+    device_name: str
+
+
+def _grid_plan(a, data):
+    """The :class:`_GridPlan` of the checked arguments ``a`` on ``data``."""
+    from . import __version__
+    from .data import cache_dir
+
+    specs = [_optimal_spec(n, s) if a.sigma_w is None else _spec(n, sw, 0.0, s)
+             for n in a.levels for sw in ([None] if a.sigma_w is None else a.sigma_w) for s in a.seeds]
     base = {"code": _cache.code_fingerprint(), "torch": torch.__version__, "qmf_lite": __version__,
-            "device": dev.type, "dtype": "float32", "precision": precision, "data": data.fingerprint(),
-            "dataset": data.name, "width": width, "layout": layout, "steps": steps, "batch_size": batch_size,
-            "momentum": float(momentum), "seed": seed, "seeding": seeding, "eval_size": eval_size,
+            "device": a.device.type, "dtype": "float32", "precision": a.precision, "data": data.fingerprint(),
+            "dataset": data.name, "width": a.width, "layout": a.layout, "steps": a.steps, "batch_size": a.batch_size,
+            "momentum": float(a.momentum), "seed": a.seed, "seeding": a.seeding, "eval_size": a.eval_size,
             "eval_batch": EVAL_BATCH}
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    budget = memory_budget(max_memory, dev)
-    if budget is not None and dev.type == "cuda":
-        budget -= 2 * sum(t.numel() * t.element_size() for t in (data.x_train, data.x_test))  # data and eval copies
-    last = steps[-1]
-    order = _work_order(depths)
+    order = _work_order(a.depths)
     nets = [(d, j) for d in order for j in range(len(specs))]          # the whole grid, in work order
-    configs = {net: _entry_config(base, net[0], lrs[net[0]], specs[net[1]]) for net in nets}
+    configs = {net: _entry_config(base, net[0], a.lrs[net[0]], specs[net[1]]) for net in nets}
     keys = {net: _key(c) for net, c in configs.items()}
-    share = _shares([d for d, _ in nets], shard[1]) if shard is not None else None
-    mine = [net for i, net in enumerate(nets) if share is None or share[i] == shard[0] - 1]
-    folder = cache_dir("grid") if cache else None
-    bundled = []
-    if bundle is not None:
-        bundled = _read_bundle(bundle)
-        for e in bundled:
-            path = folder / f"{e['key']}.json"
-            if _cache.read_json(path, _SCHEMA, e["key"], _validator(len(e["rows"]))) is None:
-                _cache.atomic_write_json(path, e)
+    share = _shares([d for d, _ in nets], a.shard[1]) if a.shard is not None else None
+    mine = [net for i, net in enumerate(nets) if share is None or share[i] == a.shard[0] - 1]
+    return _GridPlan(specs, order, nets, configs, keys, mine, cache_dir("grid") if a.cache else None,
+                     _device_name(a.device))
+
+
+def _restore_bundle(a, plan):
+    """Copy the entries of the bundle ``a.bundle`` that the cache lacks into it; returns the entries."""
+    if a.bundle is None:
+        return []
+    bundled = _read_bundle(a.bundle)
+    for e in bundled:
+        path = plan.folder / f"{e['key']}.json"
+        if _cache.read_json(path, _SCHEMA, e["key"], _validator(len(e["rows"]))) is None:
+            _cache.atomic_write_json(path, e)
+    return bundled
+
+
+def _cached_networks(a, plan):
+    """``{net: entry}`` of the grid's networks found in the cache (after restoring the bundle); a ValueError
+    when the cache lacks a network of the bundle (it was computed with other settings)."""
+    bundled = _restore_bundle(a, plan)
     found = {}
-    if cache:
-        for net in nets:
-            entry = _cache.read_json(folder / f"{keys[net]}.json", _SCHEMA, keys[net], _validator(len(steps)))
+    if a.cache:
+        for net in plan.nets:
+            entry = _cache.read_json(plan.folder / f"{plan.keys[net]}.json", _SCHEMA, plan.keys[net],
+                                     _validator(len(a.steps)))
             if entry is not None:
                 found[net] = entry
     if bundled:
-        found_keys = {keys[net] for net in found}
+        found_keys = {plan.keys[net] for net in found}
         lost = [e for e in bundled if e["key"] not in found_keys]
         if lost:
-            expected = {(d, json.dumps(dataclasses.asdict(specs[j]), sort_keys=True)): configs[(d, j)]
-                        for d, j in nets}
-            raise ValueError(f"bundle {str(bundle)!r} holds {len(bundled)} finished networks, but this run finds only "
-                             f"{len(bundled) - len(lost)} of them in the cache: {_bundle_mismatch(lost[0], expected)}. "
-                             "Nothing was trained; run with the settings, code and torch version that produced the "
-                             "bundle, or without it to start afresh")
-    done_entries = dict(found)
-    if bundle is not None:
-        _write_bundle(bundle, done_entries.values())
+            expected = {(d, json.dumps(dataclasses.asdict(plan.specs[j]), sort_keys=True)): plan.configs[(d, j)]
+                        for d, j in plan.nets}
+            raise ValueError(f"bundle {str(a.bundle)!r} holds {len(bundled)} finished networks, but this run finds "
+                             f"only {len(bundled) - len(lost)} of them in the cache: "
+                             f"{_bundle_mismatch(lost[0], expected)}. Nothing was trained; run with the settings, "
+                             "code and torch version that produced the bundle, or without it to start afresh")
+    if a.bundle is not None:
+        _write_bundle(a.bundle, found.values())
     if found:
-        n_mine = sum(net in found for net in mine)
-        print(f"run_grid: resuming from the cache: {len(found)} of the grid's {len(nets)} networks were computed "
-              f"earlier" + (f" ({len(bundled)} restored from {bundle})" if bundled else "")
-              + (f"; {n_mine} of the {len(mine)} of share {shard[0]}/{shard[1]}" if shard else "")
-              + f"; training the {sum(net not in found for net in mine)} others", file=sys.stderr)
-    results, n_cached, compute_s, flops, train_s = {}, 0, 0.0, 0.0, 0.0
-    for net, entry in found.items():
-        for r in entry["rows"]:
-            results[(r["depth"], r["step"], r["levels"], r["sigma_w"], r["seed"])] = r
-        n_cached += 1
-        compute_s += float(entry["seconds"])
-    prior = [float(e["seconds"]) / (e["config"]["depth"] * last) for e in found.values() if float(e["seconds"]) > 0]
-    prior_rate = max(prior) if prior else None
-    pending = {d: [j for dd, j in mine if dd == d and (dd, j) not in found] for d in order}
-    per_net = {d: training_memory(d, width, n_in, n_out, batch_size, layout=layout, momentum=momentum) for d in order}
-    fits = {d: _chunk_fit(per_net[d], budget, d, width) for d in order if pending[d]}
+        n_mine = sum(net in found for net in plan.mine)
+        print(f"run_grid: resuming from the cache: {len(found)} of the grid's {len(plan.nets)} networks were "
+              f"computed earlier" + (f" ({len(bundled)} restored from {a.bundle})" if bundled else "")
+              + (f"; {n_mine} of the {len(plan.mine)} of share {a.shard[0]}/{a.shard[1]}" if a.shard else "")
+              + f"; training the {sum(net not in found for net in plan.mine)} others", file=sys.stderr)
+    return found
+
+
+@dataclasses.dataclass
+class _GridState:
+    """What a grid run has so far: ``results`` by ``(depth, step, levels, sigma_w, seed)``, the cache entries
+    of the networks done, the totals, the measured seconds per network-layer-step and the callbacks made."""
+
+    results: dict = dataclasses.field(default_factory=dict)
+    done: dict = dataclasses.field(default_factory=dict)
+    n_cached: int = 0
+    compute_s: float = 0.0
+    flops: float = 0.0
+    train_s: float = 0.0
+    rate: float | None = None
+    calls: int = 0
+
+    def add_rows(self, rows):
+        for r in rows:
+            self.results[(r["depth"], r["step"], r["levels"], r["sigma_w"], r["seed"])] = r
+
+
+def _device_name(dev):
+    """The device's name as the cache entries record it: ``"cuda: <card>"`` or ``"cpu: <processor>"``."""
+    if dev.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(dev)}"
+    import platform
+
+    return f"{dev.type}: {platform.processor() or platform.machine()}"
+
+
+def _memory_budget_for_grid(a, data):
+    """The bytes for the networks of one depth: :func:`memory_budget`, less the data's copies on a GPU."""
+    budget = _memory_budget(a.max_memory, a.device)
+    if budget is not None and a.device.type == "cuda":
+        budget -= 2 * sum(t.numel() * t.element_size() for t in (data.x_train, data.x_test))  # data and eval copies
+    return budget
+
+
+def _chunk_sizes(a, data, budget, pending, order):
+    """How many networks of each depth with work left fit ``budget`` at once, and the worker threads."""
+    n_in, n_out = data.n_features, data.n_classes
+    fits = {d: _chunk_fit(_memory(_layer_shapes(a.layout, d, a.width, n_in, n_out), a.width, n_out, a.batch_size,
+                                  a.momentum, EVAL_BATCH, 4), budget, d, a.width)
+            for d in order if pending[d]}
+    workers = a.workers
     if workers is None:
-        small_cpu = dev.type == "cpu" and width <= SMALL_WIDTH
+        small_cpu = a.device.type == "cpu" and a.width <= SMALL_WIDTH
         n_chunks = sum(-(-len(pending[d]) // fits[d]) for d in fits)
         workers = max(1, min(torch.get_num_threads(), n_chunks)) if small_cpu else 1
-    if deadline is not None:
+    if a.deadline is not None:
         workers = 1
-    if dev.type == "cuda":
-        device_name = f"cuda: {torch.cuda.get_device_name(dev)}"
-    else:
-        import platform
+    return fits, workers
 
-        device_name = f"{dev.type}: {platform.processor() or platform.machine()}"
-    settings = dict(data=data, width=width, layout=layout, device=dev, steps=steps, batch_size=batch_size, seed=seed,
-                    momentum=momentum, eval_size=eval_size, precision=precision, seeding=seeding)
+
+def _deadline_size(a, size, depth, t0, rate, prior_rate):
+    """``size`` cut to the networks of ``depth`` that the time left before ``a.deadline`` allows (0: none)."""
+    left = a.deadline - (_clock() - t0)
+    cost = depth * a.steps[-1]
+    if rate is not None:
+        return min(size, int(left // (_RATE_MARGIN * rate * cost)))
+    # nothing measured yet in this call: one network, if the prior allows it
+    return min(size, 1 if left > 0 and (prior_rate is None or left >= _PRIOR_MARGIN * prior_rate * cost) else 0)
+
+
+def _store_chunk(a, plan, state, depth, chunk, rows_per, rec):
+    """Record a trained chunk: its rows, totals and one cache entry per network (written at once, so that an
+    interruption keeps it), and the bundle rewritten."""
+    state.compute_s += rec.seconds
+    state.train_s += rec.seconds
+    state.flops += rec.flops
+    for j, rows in zip(chunk, rows_per):
+        net = (depth, j)
+        entry = {"schema": _SCHEMA, "key": plan.keys[net], "config": plan.configs[net], "rows": rows,
+                 "seconds": rec.seconds / len(chunk), "flops": rec.flops / len(chunk),
+                 "chunk": len(chunk), "device_name": plan.device_name}
+        if a.cache:
+            _cache.atomic_write_json(plan.folder / f"{plan.keys[net]}.json", entry)
+        state.done[net] = entry
+        state.add_rows(rows)
+    if a.bundle is not None:
+        _write_bundle(a.bundle, state.done.values())
+
+
+def _train_depth(a, plan, state, depth, todo, fit, run_chunk, t0, prior_rate, bar):
+    """Train the networks ``todo`` of ``depth`` chunk by chunk (``run_chunk(depth, chunk)``), each chunk at
+    most ``fit`` networks and, with a deadline, what the time left allows."""
+    todo = list(todo)
+    while todo:
+        size = fit
+        if a.deadline is not None:
+            size = _deadline_size(a, size, depth, t0, state.rate, prior_rate)
+            if size < 1:
+                break      # this depth would overrun; a cheaper one may still fit
+        chunk, todo = todo[:size], todo[size:]
+        if a.progress and hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(f"depth {depth}, {len(chunk)} nets")
+        c0 = _clock()
+        rows_per, rec = run_chunk(depth, chunk)
+        state.rate = (_clock() - c0) / (len(chunk) * depth * a.steps[-1])
+        _store_chunk(a, plan, state, depth, chunk, rows_per, rec)
+        if hasattr(bar, "update"):
+            bar.update(len(chunk))
+        if a.callback is not None:
+            a.callback(depth=depth, chunk=state.calls, rows=[r for rows in rows_per for r in rows], cached=False)
+            state.calls += 1
+
+
+def _train_pending(a, plan, data, budget, state, found, pending, t0):
+    """Train every network of ``pending`` (``{depth: [spec index]}``) in work order, in chunks, in worker
+    threads when there are several; the cached networks of each depth are handed to the callback first."""
+    last = a.steps[-1]
+    prior = [float(e["seconds"]) / (e["config"]["depth"] * last) for e in found.values() if float(e["seconds"]) > 0]
+    prior_rate = max(prior) if prior else None
+    fits, workers = _chunk_sizes(a, data, budget, pending, plan.order)
+    settings = dict(data=data, width=a.width, layout=a.layout, device=a.device, steps=a.steps,
+                    batch_size=a.batch_size, seed=a.seed, momentum=a.momentum, eval_size=a.eval_size,
+                    precision=a.precision, seeding=a.seeding)
 
     def compute(depth, chunk):
-        return _train_networks([specs[j] for j in chunk], depth, lr=lrs[depth], **settings)
+        return _train_networks([plan.specs[j] for j in chunk], depth, lr=a.lrs[depth], **settings)
 
-    static = [(d, pending[d][i:i + fits[d]]) for d in order if pending[d] for i in range(0, len(pending[d]), fits[d])]
+    static = [(d, pending[d][i:i + fits[d]]) for d in plan.order if pending[d]
+              for i in range(0, len(pending[d]), fits[d])]
     pool = concurrent.futures.ThreadPoolExecutor(workers) if workers > 1 and len(static) > 1 else None
-    rate = None
-    calls = 0
+    futures = []
+    run_chunk = compute if pool is None else (lambda depth, chunk: futures.pop(0).result())
+    threads = _one_thread_if_small(a.device, a.width) if pool is not None else contextlib.nullcontext()
     try:
-        with _precision(precision, dev.type), _cpu_threads(dev, width if pool is not None else SMALL_WIDTH + 1):
-            futures = {}
+        with _precision(a.precision, a.device.type), threads:
             if pool is not None:   # longest first (depth x networks), so that no thread is left with a long chunk
-                for i in sorted(range(len(static)), key=lambda i: -static[i][0] * len(static[i][1])):
-                    futures[i] = pool.submit(compute, *static[i])
-            bar = _progress(None, progress, total=sum(len(v) for v in pending.values()), desc="grid")
-            k_static = 0
-            for depth in order:
-                here = [j for j in range(len(specs)) if (depth, j) in found]
-                if here and callback is not None:
-                    callback(depth=depth, chunk=calls, rows=[r for j in here for r in found[(depth, j)]["rows"]],
-                             cached=True)
-                    calls += 1
-                todo = list(pending[depth])
-                while todo:
-                    size = fits[depth]
-                    if deadline is not None:
-                        left = deadline - (_clock() - t0)
-                        cost = depth * last
-                        if rate is not None:
-                            size = min(size, int(left // (_RATE_MARGIN * rate * cost)))
-                        else:          # nothing measured yet in this call: one network, if the prior allows it
-                            size = min(size, 1 if left > 0 and (prior_rate is None
-                                                                or left >= _PRIOR_MARGIN * prior_rate * cost) else 0)
-                        if size < 1:
-                            break      # this depth would overrun; a cheaper one may still fit
-                    chunk, todo = todo[:size], todo[size:]
-                    if progress and hasattr(bar, "set_postfix_str"):
-                        bar.set_postfix_str(f"depth {depth}, {len(chunk)} nets")
-                    c0 = _clock()
-                    if pool is not None:
-                        rows_per, rec = futures[k_static].result()
-                    else:
-                        rows_per, rec = compute(depth, chunk)
-                    k_static += 1
-                    rate = (_clock() - c0) / (len(chunk) * depth * last)
-                    compute_s += rec.seconds
-                    train_s += rec.seconds
-                    flops += rec.flops
-                    for j, rows in zip(chunk, rows_per):
-                        net = (depth, j)
-                        entry = {"schema": _SCHEMA, "key": keys[net], "config": configs[net], "rows": rows,
-                                 "seconds": rec.seconds / len(chunk), "flops": rec.flops / len(chunk),
-                                 "chunk": len(chunk), "device_name": device_name}
-                        if cache:   # written as soon as it is done: an interruption keeps it
-                            _cache.atomic_write_json(folder / f"{keys[net]}.json", entry)
-                        done_entries[net] = entry
-                        for r in rows:
-                            results[(r["depth"], r["step"], r["levels"], r["sigma_w"], r["seed"])] = r
-                    if bundle is not None:
-                        _write_bundle(bundle, done_entries.values())
-                    if hasattr(bar, "update"):
-                        bar.update(len(chunk))
-                    if callback is not None:
-                        callback(depth=depth, chunk=calls, rows=[r for rows in rows_per for r in rows], cached=False)
-                        calls += 1
+                by_cost = sorted(range(len(static)), key=lambda i: -static[i][0] * len(static[i][1]))
+                submitted = {i: pool.submit(compute, *static[i]) for i in by_cost}
+                futures.extend(submitted[i] for i in range(len(static)))
+            bar = _progress(None, a.progress, total=sum(len(v) for v in pending.values()), desc="grid")
+            for depth in plan.order:
+                here = [j for j in range(len(plan.specs)) if (depth, j) in found]
+                if here and a.callback is not None:
+                    a.callback(depth=depth, chunk=state.calls, cached=True,
+                               rows=[r for j in here for r in found[(depth, j)]["rows"]])
+                    state.calls += 1
+                _train_depth(a, plan, state, depth, pending[depth], fits.get(depth), run_chunk, t0, prior_rate, bar)
             if hasattr(bar, "close"):
                 bar.close()
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _grid_result(a, plan, state, data, t0):
+    """The :class:`GridResult` of a run: the rows sorted by depth, step and spec, and the networks missing."""
+    specs = plan.specs
     order_of = {(s.levels, s.sigma_w, s.seed): i for i, s in enumerate(specs)}
-    rows = [results[k] for k in sorted(results, key=lambda k: (k[0], k[1], order_of[k[2:]]))]
-    missing = [(specs[j].levels, specs[j].sigma_w, specs[j].seed, d) for d, j in sorted(nets)
-               if (d, j) not in done_entries]
+    rows = [state.results[k] for k in sorted(state.results, key=lambda k: (k[0], k[1], order_of[k[2:]]))]
+    missing = [(specs[j].levels, specs[j].sigma_w, specs[j].seed, d) for d, j in sorted(plan.nets)
+               if (d, j) not in state.done]
+    dev = a.device
     peak = int(torch.cuda.max_memory_allocated(dev)) if dev.type == "cuda" else None
-    return GridResult(rows, {"levels": levels, "depths": depths, "sigma_w": sigma_w, "seeds": seeds, "steps": steps,
-                             "width": width, "lr": lr if isinstance(lr, (str, int, float)) else lrs,
-                             "momentum": float(momentum), "batch_size": batch_size, "layout": layout,
-                             "eval_size": eval_size, "precision": precision, "dataset": data.name,
-                             "normalization": getattr(data, "normalization", "feature"), "device": str(dev),
-                             "seeding": seeding, "shard": list(shard) if shard else None},
-                      _clock() - t0, n_cached, compute_s, flops, train_s, peak, missing)
+    lr = a.lr if isinstance(a.lr, (str, int, float)) else a.lrs
+    config = {"levels": a.levels, "depths": a.depths, "sigma_w": a.sigma_w, "seeds": a.seeds, "steps": a.steps,
+              "width": a.width, "lr": lr, "momentum": float(a.momentum), "batch_size": a.batch_size,
+              "layout": a.layout, "eval_size": a.eval_size, "precision": a.precision, "dataset": data.name,
+              "normalization": getattr(data, "normalization", "feature"), "device": str(dev),
+              "seeding": a.seeding, "shard": list(a.shard) if a.shard else None}
+    return GridResult(rows, config, _clock() - t0, state.n_cached, state.compute_s, state.flops, state.train_s, peak,
+                      missing)
+
+
+def _run_grid(a, data, t0):
+    """:func:`run_grid` on checked arguments ``a`` (a :class:`_GridArgs`) and loaded ``data``."""
+    if a.batch_size > len(data.y_train):
+        raise ValueError(f"batch_size must be at most the {len(data.y_train)} training inputs of the data, "
+                         f"got {a.batch_size}")
+    plan = _grid_plan(a, data)
+    if a.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(a.device)
+    budget = _memory_budget_for_grid(a, data)
+    found = _cached_networks(a, plan)
+    state = _GridState(done=dict(found))
+    for entry in found.values():
+        state.add_rows(entry["rows"])
+        state.n_cached += 1
+        state.compute_s += float(entry["seconds"])
+    pending = {d: [j for dd, j in plan.mine if dd == d and (dd, j) not in found] for d in plan.order}
+    _train_pending(a, plan, data, budget, state, found, pending, t0)
+    return _grid_result(a, plan, state, data, t0)

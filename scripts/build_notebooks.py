@@ -139,6 +139,36 @@ def _clean_markdown(text, doc, site, numbers):
 
 def convert(built, source, doc, site, numbers):
     """The Colab notebook of chapter ``doc`` from its tojupyter notebook and its source notebook."""
+    cells = _cells(_interleave(built, source, doc, site, numbers))
+    first_h1 = next((k for k, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("# ")), -1)
+    for k, c in enumerate(cells):
+        if c.cell_type == "markdown" and k != first_h1:
+            c.source = _demote_titles(c.source)
+
+    title = source.metadata.get("title") or next(
+        (c.source.lstrip("# ").splitlines()[0] for c in cells if c.cell_type == "markdown" and c.source.startswith("# ")),
+        doc)
+    page = f"{site}{doc}.html"
+    header = nbformat.v4.new_markdown_cell(
+        f"*This notebook is the chapter [{title}]({page}) of the book "
+        f"[{_book_title()}]({site}), with the same text and code. Run its cells in order from the top; "
+        "the first one installs `qmf_lite` where it is missing (in Colab). Links lead to the book's pages, "
+        "where the figures, references and API documentation are.*")
+    first_heading = next((k for k, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("# ")), -1)
+    cells.insert(first_heading + 1, header)
+
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": [], "toc_visible": True},
+    }
+    return nb
+
+
+def _interleave(built, source, doc, site, numbers):
+    """The built notebook's cells in order, ``("md", text)`` or ``("code", source cell)``: each code cell is the
+    source notebook's own (with any that the HTML left out); code shown in the prose becomes text."""
     src_code = [c for c in source.cells if c.cell_type == "code"]
     norm = lambda s: s.strip()  # noqa: E731
     items, ptr = [], 0  # items: ("md", text) | ("code", source cell)
@@ -154,7 +184,12 @@ def convert(built, source, doc, site, numbers):
         items += [("code", c) for c in src_code[ptr:match + 1]]  # with any cell the HTML left out
         ptr = match + 1
     items += [("code", c) for c in src_code[ptr:]]
+    return items
 
+
+def _cells(items):
+    """Notebook cells from :func:`_interleave`'s items: code without outputs, each solution folded in a
+    ``<details>`` block, starter code kept with its exercise."""
     cells, i = [], 0
     while i < len(items):
         kind, value = items[i]
@@ -180,31 +215,7 @@ def convert(built, source, doc, site, numbers):
         elif value.strip():
             cells.append(nbformat.v4.new_markdown_cell(value))
         i += 1
-
-    first_h1 = next((k for k, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("# ")), -1)
-    for k, c in enumerate(cells):
-        if c.cell_type == "markdown" and k != first_h1:
-            c.source = _demote_titles(c.source)
-
-    title = source.metadata.get("title") or next(
-        (c.source.lstrip("# ").splitlines()[0] for c in cells if c.cell_type == "markdown" and c.source.startswith("# ")),
-        doc)
-    page = f"{site}{doc}.html"
-    header = nbformat.v4.new_markdown_cell(
-        f"*This notebook is the chapter [{title}]({page}) of the book "
-        f"[{_book_title()}]({site}), with the same text and code. Run its cells in order from the top; "
-        "the first one installs `qmf_lite` where it is missing (in Colab). Links lead to the book's pages, "
-        "where the figures, references and API documentation are.*")
-    first_heading = next((k for k, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("# ")), -1)
-    cells.insert(first_heading + 1, header)
-
-    nb = nbformat.v4.new_notebook(cells=cells)
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-        "colab": {"provenance": [], "toc_visible": True},
-    }
-    return nb
+    return cells
 
 
 def _demote_titles(text):

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 from hypothesis import settings
 
 # CI runs the property tests on a fixed sequence of examples, so that a run is reproducible;
@@ -21,25 +20,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
 
 
+if str(ROOT) not in sys.path:        # the assignments package, as the tests of the tooling import it
+    sys.path.insert(0, str(ROOT))
+from assignments.source import chapters_in_toc, toc_files as _toc_files  # noqa: E402  (the one walk of _toc.yml)
+
+
 def toc_files():
     """Every file named in _toc.yml, as paths relative to the root without suffix."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
+    return _toc_files(ROOT)
 
 
 def chapter_notebooks():
-    return [ROOT / f"{f}.ipynb" for f in toc_files() if (ROOT / f"{f}.ipynb").exists()]
+    return chapters_in_toc(ROOT)
 
 
 def _jupyter_book():

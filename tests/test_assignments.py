@@ -510,11 +510,9 @@ def _solutions(out):
     return {c.metadata[META]["label"]: c.source for c in _role(sol, "answer")}
 
 
-def test_grading_a_folder_cannot_be_fooled(toy_build, tmp_path):
-    from assignments.grade import grade
-
-    out, _ = toy_build
-    subs = tmp_path / "submissions"
+def _fooling_submissions(out, subs):
+    """Six submissions of the toy assignment in ``subs``: right, empty, one answer wrong, raising and looping,
+    a PDF, a truncated notebook (and a stray hidden file)."""
     subs.mkdir()
     right = _solutions(out)
     right_with_words = {**right, "ex-toy-essay-why": "It tests the tools."}
@@ -528,6 +526,14 @@ def test_grading_a_folder_cannot_be_fooled(toy_build, tmp_path):
     (subs / "erin.pdf").write_bytes(b"%PDF-1.4 a scan of a notebook")                     # not a notebook
     (subs / "frank.ipynb").write_text('{"cells": [{"cell_type": "code", "sou')             # truncated
     (subs / ".DS_Store").write_bytes(b"\0")                                                # ignored
+
+
+def test_grading_a_folder_cannot_be_fooled(toy_build, tmp_path):
+    from assignments.grade import grade
+
+    out, _ = toy_build
+    subs = tmp_path / "submissions"
+    _fooling_submissions(out, subs)
     # (a cell limit that the toy's set-up cell, numpy and SymPy imports, keeps on a loaded machine)
     results = grade(subs, out / "autograder" / "toy.zip", tmp_path / "grades", cell_timeout=20, timeout=300,
                     jobs=2, log=lambda *a: None)

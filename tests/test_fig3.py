@@ -225,23 +225,28 @@ def _demo_args(out, *extra):
             "--out", str(out), *extra]
 
 
-def test_run_in_pieces_resumes_and_shards_merge_to_the_same_file(tmp_path, monkeypatch):
-    """The paper run's workflow on a tiny grid (digits, width 8, 4 steps), on the CPU: a run stopped by its
-    deadline writes a partial data file and a bundle; on an empty cache ("another machine"), with another
-    chunking, the bundle gives 100% hits and the rest is trained; two shares on two caches merge into the
-    data file of one run."""
+def _fake_training_clock(monkeypatch):
+    """A fake clock for the grid and the command: it advances 0.01 s per network-layer-step trained."""
     from qmf_lite import cli, training
 
     clock = {"t": 0.0}
     real = training._train_networks
 
-    def timed(specs, depth, **kw):                     # a fake clock: 0.01 s per network-layer-step
+    def timed(specs, depth, **kw):
         clock["t"] += 0.01 * len(specs) * depth * max(kw["steps"])
         return real(specs, depth, **kw)
 
     monkeypatch.setattr(training, "_clock", lambda: clock["t"])
     monkeypatch.setattr(cli, "_clock", lambda: clock["t"])
     monkeypatch.setattr(training, "_train_networks", timed)
+
+
+def test_run_in_pieces_resumes_and_shards_merge_to_the_same_file(tmp_path, monkeypatch):
+    """The paper run's workflow on a tiny grid (digits, width 8, 4 steps), on the CPU: a run stopped by its
+    deadline writes a partial data file and a bundle; on an empty cache ("another machine"), with another
+    chunking, the bundle gives 100% hits and the rest is trained; two shares on two caches merge into the
+    data file of one run."""
+    _fake_training_clock(monkeypatch)
     monkeypatch.setattr(fig3, "datetime", _FixedDatetime)
     bundle, part = tmp_path / "carried.json", tmp_path / "part.json"
     # 1. cut by the deadline: the work order is depth 2, 5, then 3; 0.08 s for one depth-2 network, then the

@@ -724,3 +724,17 @@ def test_ties_of_quantized_logits_go_to_the_first_class():
     assert (np.sort(logits, -1)[:, -1] == np.sort(logits, -1)[:, -2]).mean() > 0.5       # mostly ties
     expected = float((np.argmax(logits, -1) == y.numpy()).mean())
     assert float(_accuracy(model, x, y, 64)[0]) == pytest.approx(expected, abs=1e-7)
+
+
+def test_fingerprint_exclusions_name_top_level_definitions_of_their_module():
+    """A renamed or split bookkeeping function must be renamed in FINGERPRINT_EXCLUDE too: every excluded name is a
+    top-level definition of its module, and the definitions that decide a network's numbers are not excluded."""
+    import ast
+
+    for module, names in _cache.FINGERPRINT_EXCLUDE.items():
+        tree = ast.parse(_cache._read_source(module))
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        assert set(names) <= defined, sorted(set(names) - defined)
+    covered = {"train", "_train", "_train_networks", "QuantizedMLPBatch", "NetSpec", "_spec", "_data_order",
+               "_cell_seed", "_stable_seed", "_sgd", "learning_rate", "_learning_rate", "_one_thread_if_small"}
+    assert not covered & set(_cache.FINGERPRINT_EXCLUDE["training"])

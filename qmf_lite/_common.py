@@ -74,14 +74,16 @@ def round_half_up(x):
     """The nearest integer to ``x``, ties rounded up (towards +inf): ``floor(x + 1/2)``.
 
     The one rounding convention of the package (``Grid.round``, the post-training quantizers, the
-    sigma-delta and low-precision codes). A numpy array (float64) or a torch tensor (its dtype) in,
-    the same kind out; ``round_half_up(-0.5) == 0`` and ``round_half_up(0.5) == 1``.
+    sigma-delta and low-precision codes). A numpy array (a float array keeps its dtype, anything else
+    becomes float64) or a torch tensor (its dtype) in, the same kind out, rounded in that dtype;
+    ``round_half_up(-0.5) == 0`` and ``round_half_up(0.5) == 1``.
     """
     if is_torch(x):
         import torch
 
         return torch.floor(x + 0.5)
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+    x = np.asarray(x)
+    return np.floor((x if x.dtype.kind == "f" else x.astype(np.float64)) + 0.5)
 
 
 @contextlib.contextmanager

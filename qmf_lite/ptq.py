@@ -346,8 +346,10 @@ def _torch_bool():
 
 def _check_within_grid(x, alphabet, name):
     """On the infinite grid, ``|x| <= 2**52 step``: beyond, an index cannot be rounded exactly in float64."""
+    if alphabet.finite:
+        return
     largest = _max_abs(x)
-    if not alphabet.finite and largest > _MAX_SAFE_INDEX * alphabet.step:
+    if largest > _MAX_SAFE_INDEX * alphabet.step:
         raise ValueError(f"{name} must lie within 2**52 steps of 0 on the infinite grid (|{name}| <= 2**52 * "
                          f"alphabet.step = {_MAX_SAFE_INDEX * alphabet.step:g}), got largest |{name}| = {largest:g}: "
                          "beyond, its index cannot be rounded exactly in float64")

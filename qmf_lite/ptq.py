@@ -563,15 +563,15 @@ class QuantizedLayer:
         r"""Relative square error on the calibration data, :math:`\|XW^\top - \tilde XQ^\top\|_F^2/\|XW^\top\|_F^2`."""
         if self.residual is None:
             raise ValueError("this layer was quantized without calibration data (residual is None)")
-        r = self.residual
-        sq = float((r.double() ** 2).sum()) if is_torch(r) else float(np.sum(np.square(r, dtype=np.float64)))
-        return sq / self.reference_sq_norm
+        xp = array_namespace(self.residual)
+        r = xp.astype(self.residual, xp.float64)
+        return float(xp.sum(r**2)) / self.reference_sq_norm
 
     @property
     def max_abs_index(self):
         """The largest :math:`|k|` used: the alphabet a finite grid would need to hold these weights."""
-        k = self.index
-        return int(k.abs().max()) if is_torch(k) else int(np.abs(k).max())
+        xp = array_namespace(self.index)
+        return int(xp.max(xp.abs(self.index)))
 
 
 def cpu_threads(threads):

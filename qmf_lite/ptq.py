@@ -919,35 +919,43 @@ def relative_error(reference, approx):
     >>> relative_error(np.array([3.0, 4.0]), np.array([3.0, 3.0]))
     0.04
     """
-    if is_torch(reference) or is_torch(approx):
+    a, b = _check_pair(reference, approx)
+    ref_max = _max_abs(a)
+    if not ref_max > 0:
+        raise ValueError("reference must not be all zero")
+    e = -math.frexp(max(ref_max, _max_abs(b)))[1]
+    a, b = _ldexp(a, e), _ldexp(b, e)
+    xp = array_namespace(a)
+    den = float(xp.sum(a * a))
+    num = float(xp.sum((a - b) ** 2))
+    ratio = num / den if den > 0 else math.inf
+    if not math.isfinite(ratio):
+        raise ValueError("reference must not be so small against approx that the relative error exceeds the float64 "
+                         f"range (largest |reference| {ref_max:g})")
+    return ratio
+
+
+def _check_pair(reference, approx):
+    """relative_error's arguments as two float64 arrays of one shape: tensors on the device of the tensor given
+    (a numpy array beside a tensor joins it there), or numpy arrays."""
+    if not (is_torch(reference) or is_torch(approx)):
+        a, b = check_real_array(reference, "reference"), check_real_array(approx, "approx")
+    else:
         import torch
 
         device = (reference if is_torch(reference) else approx).device
         a, b = (_check_tensor(v, name).detach().double() if is_torch(v)
                 else torch.as_tensor(check_real_array(v, name), device=device)
                 for v, name in ((reference, "reference"), (approx, "approx")))
-        if a.shape != b.shape:
-            raise ValueError(f"reference and approx must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-        ref_max = float(a.abs().max()) if a.numel() else 0.0
-        if not ref_max > 0:
-            raise ValueError("reference must not be all zero")
-        e = -math.frexp(max(ref_max, float(b.abs().max())))[1]
-        a, b = torch.ldexp(a, torch.tensor(e, device=device)), torch.ldexp(b, torch.tensor(e, device=device))
-        den = float((a * a).sum())
-        num = float(((a - b) ** 2).sum())
-    else:
-        a, b = check_real_array(reference, "reference"), check_real_array(approx, "approx")
-        if a.shape != b.shape:
-            raise ValueError(f"reference and approx must have the same shape, got {a.shape} and {b.shape}")
-        ref_max = float(np.abs(a).max()) if a.size else 0.0
-        if not ref_max > 0:
-            raise ValueError("reference must not be all zero")
-        e = -math.frexp(max(ref_max, float(np.abs(b).max())))[1]
-        a, b = np.ldexp(a, e), np.ldexp(b, e)
-        den = float(np.sum(a * a))
-        num = float(np.sum((a - b) ** 2))
-    ratio = num / den if den > 0 else math.inf
-    if not math.isfinite(ratio):
-        raise ValueError("reference must not be so small against approx that the relative error exceeds the float64 "
-                         f"range (largest |reference| {ref_max:g})")
-    return ratio
+    if a.shape != b.shape:
+        raise ValueError(f"reference and approx must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return a, b
+
+
+def _ldexp(a, e):
+    """``a * 2**e``, exactly (the array API has no ldexp)."""
+    if is_torch(a):
+        import torch
+
+        return torch.ldexp(a, torch.tensor(e, device=a.device))
+    return np.ldexp(a, e)

@@ -74,8 +74,9 @@ def round_half_up(x):
     """The nearest integer to ``x``, ties rounded up (towards +inf): ``floor(x + 1/2)``.
 
     The one rounding convention of the package (``Grid.round``, the post-training quantizers, the
-    sigma-delta and low-precision codes). A numpy array (float64) or a torch tensor (its dtype) in,
-    the same kind out; ``round_half_up(-0.5) == 0`` and ``round_half_up(0.5) == 1``.
+    sigma-delta and low-precision codes). A numpy array (a float array keeps its dtype, anything else
+    becomes float64) or a torch tensor (its dtype) in, the same kind out, rounded in that dtype;
+    ``round_half_up(-0.5) == 0`` and ``round_half_up(0.5) == 1``.
 
     Computed as ``floor(x)`` plus one where the fraction ``x - floor(x)`` (exact in floating point) is
     at least 1/2: the literal ``x + 0.5`` would round first, taking 0.49999999999999994 to 1 and an
@@ -86,7 +87,8 @@ def round_half_up(x):
 
         k = torch.floor(x)
         return k + (x - k >= 0.5).to(k.dtype)
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    x = x if x.dtype.kind == "f" else x.astype(np.float64)
     k = np.floor(x)
     with np.errstate(invalid="ignore"):   # inf - inf: NaN, compared False, and floor(inf) stays
         return k + (x - k >= 0.5)

@@ -27,6 +27,11 @@ step and drops the clipping. In the book's table of bits (chapter "initializatio
 fixed-width code (:attr:`Alphabet.storage_bits`) and carry ``log2(2**bits + 1)`` bits of information
 (:attr:`Alphabet.log2_levels`).
 
+Arrays: numpy arrays in, numpy (float64) out; torch tensors in, tensors out, on their device. The arithmetic is
+written once, in the array namespace of the inputs (``array-api-compat``). Rounding to the nearest level rounds
+ties up (:func:`nearest_index`), everywhere in this module. The functions leave the CPU thread settings alone
+unless asked: :func:`cpu_threads` is the context to wrap around the calls.
+
 The loop over ``t`` is sequential; every step is vectorised over the ``N_out`` neurons, and steps are
 grouped in blocks: inside a block the error's projections :math:`\langle\tilde X_t, u_{t-1}\rangle` are
 updated from the block's Gram matrices, and :math:`u` itself is updated once per block by two matrix
@@ -44,15 +49,16 @@ quantization", arXiv:2309.10975 (2023). Code checked: github.com/jayzhang0727/St
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import numbers
 import warnings
 
 import numpy as np
+from array_api_compat import array_namespace, device, size
 
-from ._common import check_seed_or_generator, is_torch, numpy_generator, torch_generator
+from ._common import (check_seed_or_generator, is_torch, limit_threads, numpy_generator, round_half_up,
+                      torch_generator)
 from ._validate import (check_bool, check_int, check_int_range, check_nonnegative, check_one_of, check_positive,
                         check_real_array, check_real_in)
 
@@ -69,6 +75,7 @@ __all__ = [
     "spfq",
     "quantize_mlp",
     "relative_error",
+    "cpu_threads",
     "METHODS",
 ]
 
@@ -239,7 +246,11 @@ def alphabet_for(weight, bits, C=1.16, finite=True):
     K = max_index_for_bits(bits)
     C = check_real_in(C, "C", _C_MIN, _C_MAX)
     finite = check_bool(finite, "finite")
-    weight = _check_weight(weight)
+    return _alphabet_for(_check_weight(weight), K, C, finite)
+
+
+def _alphabet_for(weight, K, C, finite):
+    """:func:`alphabet_for` on checked arguments (``K`` the largest index); refuses a zero or non-finite step."""
     radius = _max_abs_rowwise_mean(weight)
     if not radius > 0:
         raise ValueError("weight must not be all zero: the alphabet's step would be 0")
@@ -253,7 +264,8 @@ def alphabet_for(weight, bits, C=1.16, finite=True):
 def nearest_index(x, alphabet):
     r"""Index of the nearest level: :math:`k = \operatorname{clip}(\lfloor x/\delta + 1/2\rfloor, -K, K)`.
 
-    Ties round up, as ``msq`` in the authors' code. Works on numpy arrays and torch tensors.
+    Ties round up (towards :math:`+\infty`), as ``msq`` in the authors' code: the package's one rounding
+    convention, also used inside :func:`quantize_layer`. Works on numpy arrays and torch tensors.
 
     Parameters
     ----------
@@ -271,65 +283,10 @@ def nearest_index(x, alphabet):
     --------
     >>> nearest_index(np.array([-0.74, -0.2, 0.26, 3.0]), Alphabet(0.5, 2)).tolist()
     [-1, 0, 1, 2]
+    >>> nearest_index(np.array([-0.75, -0.25, 0.25, 0.75]), Alphabet(0.5)).tolist()   # ties round up
+    [-1, 0, 1, 2]
     """
-    return _nearest_index(x, alphabet, "x")
-
-
-def _check_alphabet(alphabet):
-    if not isinstance(alphabet, Alphabet):
-        raise ValueError(f"alphabet must be an Alphabet (see alphabet_for), got {type(alphabet).__name__}")
-    return alphabet
-
-
-def _check_tensor(x, name):
-    """A real torch tensor with finite entries (integer tensors are taken as they are)."""
-    if x.is_complex() or x.dtype == _torch_bool():
-        raise ValueError(f"{name} must be a tensor of real numbers, got dtype {x.dtype}")
-    if x.is_floating_point() and not bool(x.isfinite().all()):
-        raise ValueError(f"{name} must be finite (no NaN or inf)")
-    return x
-
-
-def _torch_bool():
-    import torch
-
-    return torch.bool
-
-
-def _index_input(x, alphabet, name):
-    """``x`` validated, as a float64 array (numpy) or as given (torch), with its values divided by the step.
-
-    A finite alphabet clips x to ``[-(K + 1) step, (K + 1) step]`` first (the index saturates at K there
-    anyway), so that the division cannot overflow; the infinite grid requires ``|x| <= 2**52 step``.
-    """
-    _check_alphabet(alphabet)
-    torch_mode = is_torch(x)
-    x = _check_tensor(x, name) if torch_mode else check_real_array(x, name)
-    largest = (float(x.abs().max()) if x.numel() else 0.0) if torch_mode else (float(np.abs(x).max()) if x.size else 0.0)
-    if alphabet.finite:
-        edge = (alphabet.max_index + 1) * alphabet.step
-        if largest > edge and not torch_mode:
-            x = np.clip(x, -edge, edge)
-    elif largest > _MAX_SAFE_INDEX * alphabet.step:
-        raise ValueError(f"{name} must lie within 2**52 steps of 0 on the infinite grid (|{name}| <= 2**52 * "
-                         f"alphabet.step = {_MAX_SAFE_INDEX * alphabet.step:g}), got largest |{name}| = {largest:g}: "
-                         "beyond, its index cannot be rounded exactly in float64")
-    return x, torch_mode
-
-
-def _nearest_index(x, alphabet, name):
-    x, torch_mode = _index_input(x, alphabet, name)
-    if torch_mode:
-        import torch
-
-        k = torch.floor(x / alphabet.step + 0.5)
-        if alphabet.finite:
-            k = k.clamp(-alphabet.max_index, alphabet.max_index)
-        return k.long()
-    k = np.floor(x / alphabet.step + 0.5)
-    if alphabet.finite:
-        k = np.clip(k, -alphabet.max_index, alphabet.max_index)
-    return k.astype(np.int64)
+    return _nearest_index(_check_index_input(x, alphabet, "x"), alphabet)
 
 
 def stochastic_index(x, alphabet, seed=None):
@@ -360,24 +317,216 @@ def stochastic_index(x, alphabet, seed=None):
     ([0, 1], True)
     """
     check_seed_or_generator(seed)
-    x, torch_mode = _index_input(x, alphabet, "x")
+    x = _check_index_input(x, alphabet, "x")
+    return _stochastic_index(x, alphabet, _generator(seed, x))
+
+
+# --- checks at the door -------------------------------------------------------------------------------------------
+
+def _check_alphabet(alphabet):
+    if not isinstance(alphabet, Alphabet):
+        raise ValueError(f"alphabet must be an Alphabet (see alphabet_for), got {type(alphabet).__name__}")
+    return alphabet
+
+
+def _check_tensor(x, name):
+    """A real torch tensor with finite entries (integer tensors are taken as they are)."""
+    if x.is_complex() or x.dtype == _torch_bool():
+        raise ValueError(f"{name} must be a tensor of real numbers, got dtype {x.dtype}")
+    if x.is_floating_point() and not bool(x.isfinite().all()):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    return x
+
+
+def _torch_bool():
+    import torch
+
+    return torch.bool
+
+
+def _check_within_grid(x, alphabet, name):
+    """On the infinite grid, ``|x| <= 2**52 step``: beyond, an index cannot be rounded exactly in float64."""
+    if alphabet.finite:
+        return
+    largest = _max_abs(x)
+    if largest > _MAX_SAFE_INDEX * alphabet.step:
+        raise ValueError(f"{name} must lie within 2**52 steps of 0 on the infinite grid (|{name}| <= 2**52 * "
+                         f"alphabet.step = {_MAX_SAFE_INDEX * alphabet.step:g}), got largest |{name}| = {largest:g}: "
+                         "beyond, its index cannot be rounded exactly in float64")
+
+
+def _check_index_input(x, alphabet, name):
+    """``x`` checked for the rounding functions: a float64 array (numpy) or the tensor as given."""
+    _check_alphabet(alphabet)
+    x = _check_tensor(x, name) if is_torch(x) else check_real_array(x, name)
+    _check_within_grid(x, alphabet, name)
+    return x
+
+
+def _check_weight(weight):
+    if is_torch(weight):
+        if weight.ndim != 2 or weight.shape[0] < 1 or weight.shape[1] < 1:
+            raise ValueError(f"weight must be a 2-D array of shape (N_out, N_in), got shape {tuple(weight.shape)}")
+        return _check_tensor(weight, "weight")
+    arr = check_real_array(weight, "weight")
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"weight must be a 2-D array of shape (N_out, N_in), got shape {arr.shape}")
+    return arr
+
+
+def _check_data(x, name, n_in, torch_mode):
+    if x is None:
+        raise ValueError(f"{name} is required for GPFQ and SPFQ: calibration inputs of shape (m, N_in)")
+    if torch_mode != is_torch(x):
+        raise ValueError(f"{name} must be a torch tensor when weight is one, and a numpy array otherwise")
+    x = _check_tensor(x, name) if torch_mode else check_real_array(x, name)
+    shape = tuple(x.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D, of shape (m, N_in) with m >= 1, got shape {shape}")
+    if shape[0] < 1:
+        raise ValueError(f"{name} must hold m >= 1 calibration samples, got m = {shape[0]}")
+    if shape[1] != n_in:
+        raise ValueError(f"{name} must have N_in = {n_in} columns (one per input of the layer), got shape {shape}")
+    return x
+
+
+def _check_threads(threads):
+    return None if threads is None else check_int_range(threads, "threads", 1, _MAX_THREADS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """The settings shared by quantize_layer and quantize_mlp, checked (``seed`` may be a generator)."""
+
+    method: str
+    seed: object
+    dead_tol: float
+    dead_fill: str
+    block: int
+    threads: int | None
+
+
+def _check_options(method, seed, dead_tol, dead_fill, block, threads):
+    """The settings shared by quantize_layer and quantize_mlp, validated."""
+    method = check_one_of(method, "method", METHODS)
+    seed = check_seed_or_generator(seed)
+    tol = check_nonnegative(dead_tol, "dead_tol")
+    if tol.ndim:
+        raise ValueError(f"dead_tol must be a single finite number >= 0, got an array of shape {tol.shape}")
+    dead_fill = check_one_of(dead_fill, "dead_fill", ("round", "zero"))
+    block = check_int(block, "block", 1)
+    return _Options(method, seed, float(tol), dead_fill, block, _check_threads(threads))
+
+
+def _check_dtype(dtype, torch_mode):
+    """The working precision: float32 or float64 of the array library in use (default float64)."""
     if torch_mode:
         import torch
 
-        gen = torch_generator(seed, x.device)
-        v = x / alphabet.step
-        k = torch.floor(v)
-        k = k + (torch.rand(v.shape, generator=gen, device=v.device, dtype=v.dtype) < v - k).to(v.dtype)
-        if alphabet.finite:
-            k = k.clamp(-alphabet.max_index, alphabet.max_index)
-        return k.long()
-    rng = numpy_generator(seed)
-    v = x / alphabet.step
-    k = np.floor(v)
-    k = k + (rng.random(v.shape) < v - k)
+        if dtype is None:
+            return torch.float64
+        if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be None, torch.float32 or torch.float64, got {dtype!r}")
+        return dtype
+    if dtype is None:
+        return np.dtype(np.float64)
+    try:
+        ok = np.dtype(dtype) in (np.float32, np.float64)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"dtype must be None, numpy float32 or numpy float64, got {dtype!r}")
+    return np.dtype(dtype)
+
+
+def _check_layer(weight, x, xq, alphabet, method, dtype):
+    """quantize_layer's arrays checked: ``weight``, ``x`` and ``xq`` (``x`` may be None for MSQ only, and
+    ``xq`` defaults to ``x``) and the working ``dtype``."""
+    _check_alphabet(alphabet)
+    weight = _check_weight(weight)
+    torch_mode = is_torch(weight)
+    dtype = _check_dtype(dtype, torch_mode)
+    _check_within_grid(weight, alphabet, "weight")
+    if x is None and method == "msq":
+        return weight, None, None, dtype
+    n_in = weight.shape[1]
+    x = _check_data(x, "x", n_in, torch_mode)
+    xq = x if xq is None else _check_data(xq, "xq", n_in, torch_mode)
+    if xq.shape[0] != x.shape[0]:
+        raise ValueError(f"xq must have the same m = {x.shape[0]} rows as x, got {xq.shape[0]}")
+    return weight, x, xq, dtype
+
+
+# --- arrays: one rule for numpy and torch ---------------------------------------------------------------------------
+# The arithmetic runs in the namespace of the inputs, ``array_namespace(x)`` (array-api-compat: numpy for arrays,
+# torch for tensors, on their device). Library-specific code is kept to what the array API leaves open: random
+# numbers (_generator, _uniform), C-contiguous working copies and the dtypes of the results (_working_arrays,
+# _layer_result: numpy in float64 out, a tensor keeps its own dtype).
+
+def _max_abs(a):
+    """The largest ``|a_i|`` as a float (0 for an empty array; NaN if ``a`` holds a NaN)."""
+    xp = array_namespace(a)
+    return float(xp.max(xp.abs(a))) if size(a) else 0.0
+
+
+def _all_finite(a):
+    xp = array_namespace(a)
+    return bool(xp.all(xp.isfinite(a)))
+
+
+def _generator(seed, like):
+    """The generator that ``seed`` stands for, of the library of ``like`` (numpy or torch, on its device)."""
+    return torch_generator(seed, like.device) if is_torch(like) else numpy_generator(seed)
+
+
+def _uniform(gen, shape, like):
+    """Uniform numbers in [0, 1) of ``like``'s dtype (and device), drawn from ``gen``."""
+    if is_torch(like):
+        import torch
+
+        return torch.rand(shape, generator=gen, dtype=like.dtype, device=like.device)
+    return gen.random(shape, dtype=like.dtype)
+
+
+# --- rounding: one implementation ---------------------------------------------------------------------------------
+
+def _scaled(x, alphabet):
+    """``x / step``; on a finite alphabet ``x`` is first clipped to ``±(K + 1) step`` (its index saturates at
+    ``±K`` there anyway), so that the division cannot overflow."""
     if alphabet.finite:
-        k = np.clip(k, -alphabet.max_index, alphabet.max_index)
-    return k.astype(np.int64)
+        edge = (alphabet.max_index + 1) * alphabet.step
+        if _max_abs(x) > edge:
+            x = array_namespace(x).clip(x, -edge, edge)
+    return x / alphabet.step
+
+
+def _round_nearest(v, K):
+    """``round_half_up(v)`` (ties up), clipped to ``[-K, K]`` (``K = None``: not clipped), as floats."""
+    k = round_half_up(v)
+    return k if K is None else array_namespace(k).clip(k, -K, K)
+
+
+def _round_stochastic(v, r, K):
+    """Unbiased stochastic rounding with the uniforms ``r``: ``floor(v) + 1`` with probability ``v - floor(v)``,
+    clipped to ``[-K, K]`` (``K = None``: not clipped), as floats."""
+    xp = array_namespace(v)
+    k = xp.floor(v)
+    k = k + xp.astype(r < v - k, v.dtype)
+    return k if K is None else xp.clip(k, -K, K)
+
+
+def _as_index(k):
+    xp = array_namespace(k)
+    return xp.astype(k, xp.int64)
+
+
+def _nearest_index(x, alphabet):
+    return _as_index(_round_nearest(_scaled(x, alphabet), alphabet.max_index))
+
+
+def _stochastic_index(x, alphabet, gen):
+    v = _scaled(x, alphabet)
+    return _as_index(_round_stochastic(v, _uniform(gen, v.shape, v), alphabet.max_index))
 
 
 @dataclasses.dataclass
@@ -414,163 +563,173 @@ class QuantizedLayer:
         r"""Relative square error on the calibration data, :math:`\|XW^\top - \tilde XQ^\top\|_F^2/\|XW^\top\|_F^2`."""
         if self.residual is None:
             raise ValueError("this layer was quantized without calibration data (residual is None)")
-        r = self.residual
-        sq = float((r.double() ** 2).sum()) if is_torch(r) else float(np.sum(np.square(r, dtype=np.float64)))
-        return sq / self.reference_sq_norm
+        xp = array_namespace(self.residual)
+        r = xp.astype(self.residual, xp.float64)
+        return float(xp.sum(r**2)) / self.reference_sq_norm
 
     @property
     def max_abs_index(self):
         """The largest :math:`|k|` used: the alphabet a finite grid would need to hold these weights."""
-        k = self.index
-        return int(k.abs().max()) if is_torch(k) else int(np.abs(k).max())
+        xp = array_namespace(self.index)
+        return int(xp.max(xp.abs(self.index)))
 
 
-def _check_weight(weight):
-    if is_torch(weight):
-        if weight.ndim != 2 or weight.shape[0] < 1 or weight.shape[1] < 1:
-            raise ValueError(f"weight must be a 2-D array of shape (N_out, N_in), got shape {tuple(weight.shape)}")
-        return _check_tensor(weight, "weight")
-    arr = check_real_array(weight, "weight")
-    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"weight must be a 2-D array of shape (N_out, N_in), got shape {arr.shape}")
-    return arr
+def cpu_threads(threads):
+    """A context in which torch and numpy's BLAS use at most ``threads`` CPU threads, restored on leaving.
+
+    The quantizers' loop over the inputs is sequential and each of its steps is a small product, so
+    extra threads lose more to synchronisation than they gain, badly so on shared cores (see the
+    benchmark): wrap the calls in ``with qmf.ptq.cpu_threads(1):``. The functions of this module leave
+    the thread settings alone unless asked (``threads=`` of :func:`quantize_layer` and
+    :func:`quantize_mlp` is the same context around one call).
+
+    Parameters
+    ----------
+    threads : int
+        An integer in ``[1, 1024]``.
+
+    Examples
+    --------
+    >>> W = np.array([[0.5, -1.0], [0.25, 0.5]])
+    >>> with cpu_threads(1):
+    ...     msq(W, alphabet=Alphabet(0.25)).index.tolist()
+    [[2, -4], [1, 2]]
+    """
+    return limit_threads(check_int_range(threads, "threads", 1, _MAX_THREADS))
 
 
-def _check_data(x, name, n_in, torch_mode):
-    if x is None:
-        raise ValueError(f"{name} is required for GPFQ and SPFQ: calibration inputs of shape (m, N_in)")
-    if torch_mode != is_torch(x):
-        raise ValueError(f"{name} must be a torch tensor when weight is one, and a numpy array otherwise")
-    x = _check_tensor(x, name) if torch_mode else check_real_array(x, name)
-    shape = tuple(x.shape)
-    if len(shape) != 2:
-        raise ValueError(f"{name} must be 2-D, of shape (m, N_in) with m >= 1, got shape {shape}")
-    if shape[0] < 1:
-        raise ValueError(f"{name} must hold m >= 1 calibration samples, got m = {shape[0]}")
-    if shape[1] != n_in:
-        raise ValueError(f"{name} must have N_in = {n_in} columns (one per input of the layer), got shape {shape}")
-    return x
+# --- one layer ----------------------------------------------------------------------------------------------------
 
-
-class _Numpy:
-    """The array operations the path-following loop needs, for numpy."""
-
-    def __init__(self, dtype):
-        self.dtype = np.dtype(dtype)
-
-    def asarray(self, x):
-        return np.ascontiguousarray(x, dtype=self.dtype)
-
-    def zeros(self, shape):
-        return np.zeros(shape, dtype=self.dtype)
-
-    floor = staticmethod(np.floor)
-
-    def clip(self, x, lo, hi):
-        return np.clip(x, lo, hi, out=x)
-
-    def uniform(self, gen, shape):
-        return gen.random(shape, dtype=self.dtype)
-
-    def max_abs(self, x):
-        return float(np.abs(x).max()) if x.size else 0.0
-
-    def all_finite(self, x):
-        return bool(np.isfinite(x).all())
-
-    def to_float(self, x):
-        return float(x)
-
-
-class _Torch:
-    """The same operations for torch tensors (on their device)."""
-
-    def __init__(self, dtype, device):
-        import torch
-
-        self.torch = torch
-        self.dtype = dtype
-        self.device = device
-
-    def asarray(self, x):
-        return x.detach().to(device=self.device, dtype=self.dtype).contiguous()
-
-    def zeros(self, shape):
-        return self.torch.zeros(shape, dtype=self.dtype, device=self.device)
-
-    def floor(self, x):
-        return self.torch.floor(x)
-
-    def clip(self, x, lo, hi):
-        return x.clamp_(lo, hi)
-
-    def uniform(self, gen, shape):
-        return self.torch.rand(shape, generator=gen, dtype=self.dtype, device=self.device)
-
-    def max_abs(self, x):
-        return float(x.abs().max()) if x.numel() else 0.0
-
-    def all_finite(self, x):
-        return bool(self.torch.isfinite(x).all())
-
-    def to_float(self, x):
-        return float(x)
-
-
-def _path_following(ops, wt, x, xq, K, stochastic, gen, dead, fill, block):
+def _path_following(wt, x, xq, K, gen, dead, fill, block):
     """The GPFQ/SPFQ recursion in units of the step, blocked over the input index.
 
-    ``wt``: (N_in, N_out) weights / step; ``x``, ``xq``: (m, N_in). Returns the indices as a float
-    array (N_in, N_out) and the final error ``U = X W^T - Xq Q^T`` / step, shape (m, N_out).
-    ``dead``: boolean per input column (python list), ``fill``: the indices of dead columns.
+    ``wt``: (N_in, N_out) weights / step; ``x``, ``xq``: (m, N_in); ``K``: the largest index (None: the
+    infinite grid); ``gen``: SPFQ's generator (None: GPFQ); ``dead``: booleans per input column (python
+    list); ``fill``: the indices of dead columns. Returns the indices as a float array (N_in, N_out) and the
+    final error ``U = X W^T - Xq Q^T`` / step, shape (m, N_out).
     """
+    xp = array_namespace(wt)
     n_in, n_out = wt.shape
-    m = x.shape[0]
-    qt = ops.zeros((n_in, n_out))
-    u = ops.zeros((m, n_out))
+    qt = xp.zeros((n_in, n_out), dtype=wt.dtype, device=device(wt))
+    u = xp.zeros((x.shape[0], n_out), dtype=wt.dtype, device=device(wt))
     for s in range(0, n_in, block):
         e = min(s + block, n_in)
-        xb, xqb = x[:, s:e], xq[:, s:e]
-        wb, qb = wt[s:e], qt[s:e]
-        proj = xqb.T @ u                     # <Xq_t, u_{s-1}> for every t of the block, (b, N_out)
-        cross = xqb.T @ xb                   # cross[j, i] = <Xq_j, X_i>: row j is contiguous
+        xb, xqb, wb, qb = x[:, s:e], xq[:, s:e], wt[s:e], qt[s:e]   # qb: a view, written in place
         gram = xqb.T @ xqb                   # gram[j, i] = <Xq_j, Xq_i>
-        r = ops.uniform(gen, (e - s, n_out)) if stochastic else None
-        for j in range(e - s):
-            if dead[s + j]:
-                qb[j] = fill[s + j]
-                continue
-            a = proj[j] + cross[j, j] * wb[j]
-            if j:
-                a = a + cross[j, :j] @ wb[:j] - gram[j, :j] @ qb[:j]
-            v = a / gram[j, j]
-            if stochastic:
-                k = ops.floor(v)
-                k = k + (r[j] < v - k)
-            else:
-                k = ops.floor(v + 0.5)
-            if K is not None:
-                k = ops.clip(k, -K, K)
-            qb[j] = k
-        if K is None and not ops.max_abs(qb) < _MAX_SAFE_INDEX:   # also catches inf and NaN
-            bad = next(j for j in range(e - s) if not ops.max_abs(qb[j]) < _MAX_SAFE_INDEX)
-            raise ValueError(
-                f"input column {s + bad} has |Xq_t|^2 = {ops.to_float(gram[bad, bad]):.3e}, so small that the "
-                "argument of the quantizer blew up past 2**52 steps; raise dead_tol or use a finite alphabet")
+        r = None if gen is None else _uniform(gen, (e - s, n_out), wt)
+        _steer_block(wb, qb, xqb.T @ u, xqb.T @ xb, gram, r, K, dead[s:e], fill[s:e])
+        if K is None:
+            _check_block(qb, gram, s)
         u += xb @ wb - xqb @ qb
     return qt, u
 
 
+def _steer_block(wb, qb, proj, cross, gram, r, K, dead, fill):
+    """Quantize one block's input indices in order, writing their indices into ``qb``.
+
+    ``proj[j] = <Xq_j, u>`` with ``u`` the error at the block's start, ``cross[j, i] = <Xq_j, X_i>`` (row ``j``
+    contiguous), ``gram[j, i] = <Xq_j, Xq_i>``; ``r``: SPFQ's uniforms for the block (None: GPFQ).
+    """
+    for j in range(wb.shape[0]):
+        if dead[j]:
+            qb[j] = fill[j]
+            continue
+        a = proj[j] + cross[j, j] * wb[j]
+        if j:
+            a = a + cross[j, :j] @ wb[:j] - gram[j, :j] @ qb[:j]
+        v = a / gram[j, j]
+        qb[j] = _round_nearest(v, K) if r is None else _round_stochastic(v, r[j], K)
+
+
+def _check_block(qb, gram, s):
+    """On the infinite grid, every index of the block must stay below 2**52 (this also catches inf and NaN)."""
+    if _max_abs(qb) < _MAX_SAFE_INDEX:
+        return
+    bad = next(j for j in range(qb.shape[0]) if not _max_abs(qb[j]) < _MAX_SAFE_INDEX)
+    raise ValueError(
+        f"input column {s + bad} has |Xq_t|^2 = {float(gram[bad, bad]):.3e}, so small that the "
+        "argument of the quantizer blew up past 2**52 steps; raise dead_tol or use a finite alphabet")
+
+
+def _dead_columns(xq, wt, K, dead_tol, dead_fill):
+    """The dead-input guard: which columns of ``xq`` do not steer (a python list of bools), and the indices
+    (N_in, N_out) that their weights get instead."""
+    xp = array_namespace(xq)
+    norms = xp.sum(xq * xq, axis=0)
+    mean = float(xp.mean(norms))
+    dead = [bool(d) for d in ((norms <= dead_tol * mean) | (norms == 0)).tolist()]
+    if dead_fill == "zero":
+        return dead, xp.zeros(wt.shape, dtype=wt.dtype, device=device(wt))
+    return dead, _round_nearest(wt, K)
+
+
+def _working_arrays(weight, x, xq, step, dtype):
+    """``W^T / step`` (N_in, N_out), ``X`` and ``Xq`` as C-contiguous arrays of the working dtype.
+
+    Numpy divides in float64 and rounds once to the working dtype; a tensor is cast to the working dtype
+    (on the weight's device) first, and divided in it.
+    """
+    if is_torch(weight):
+        def work(a):
+            return a.detach().to(device=weight.device, dtype=dtype).contiguous()
+
+        return work(weight.T) / step, work(x), work(xq)
+    return tuple(np.ascontiguousarray(a, dtype=dtype) for a in (weight.T / step, x, xq))
+
+
+def _quantize_indices(wt, x, xq, K, gen, opts):
+    """The indices (N_in, N_out), the error / step (m, N_out) and the number of dead columns."""
+    if opts.method == "msq":
+        qt = _round_nearest(wt, K)
+        return qt, x @ wt - xq @ qt, 0
+    dead, fill = _dead_columns(xq, wt, K, opts.dead_tol, opts.dead_fill)
+    qt, u = _path_following(wt, x, xq, K, gen, dead, fill, opts.block)
+    return qt, u, sum(dead)
+
+
+def _layer_result(weight, qt, residual, ref_sq, n_dead, alphabet, method, dtype):
+    """The QuantizedLayer: for numpy, float64 weights and residual; for a tensor, the weights in its own
+    dtype (the working dtype for an integer tensor) and the residual in the working dtype."""
+    index = _as_index(qt.T)
+    if is_torch(weight):
+        q = (alphabet.step * qt.T).to(weight.dtype if weight.dtype.is_floating_point else dtype)
+    else:
+        q = alphabet.step * index.astype(np.float64)
+        residual = residual.astype(np.float64)
+    return QuantizedLayer(q, index, alphabet, method, residual, ref_sq, int(n_dead))
+
+
+def _quantize_layer(weight, x, xq, alphabet, opts, dtype):
+    """:func:`quantize_layer` on checked arguments (``x`` None: MSQ without data)."""
+    if x is None:
+        k = _nearest_index(weight, alphabet)
+        return QuantizedLayer(alphabet.step * array_namespace(k).astype(k, weight.dtype), k, alphabet, "msq")
+    gen = _generator(opts.seed, weight) if opts.method == "spfq" else None
+    step = alphabet.step
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # an overflow is checked, not warned
+        wt, x, xq = _working_arrays(weight, x, xq, step, dtype)
+        qt, u, n_dead = _quantize_indices(wt, x, xq, alphabet.max_index, gen, opts)
+        ref = x @ wt
+        ref_sq = float(array_namespace(ref).sum(ref * ref)) * step * step
+        residual = u * step
+        ok = _all_finite(qt) and _all_finite(residual) and math.isfinite(ref_sq)
+    if not ok:   # an overflow in float64 (or float32): checked here rather than warned about
+        raise ValueError("weight and x must be small enough, relative to alphabet.step, that the products X W^T / step, "
+                         f"the output error and |X W^T|^2 stay finite in {dtype}; rescale them or use a larger step")
+    return _layer_result(weight, qt, residual, ref_sq, n_dead, alphabet, opts.method, dtype)
+
+
 def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=None, dead_tol=1e-2,
-                   dead_fill="round", block=64, dtype=None, threads=1):
+                   dead_fill="round", block=64, dtype=None, threads=None):
     r"""Quantize one layer with MSQ, GPFQ or SPFQ, all neurons at once.
 
     .. math::
        q_t = \mathcal Q\!\left(\frac{\langle \tilde X_t,\ u_{t-1} + w_t X_t\rangle}{\|\tilde X_t\|^2}\right),
        \qquad u_t = u_{t-1} + w_t X_t - q_t \tilde X_t,\qquad u_0 = 0,
 
-    for every neuron ``w`` (row of ``weight``), with :math:`\mathcal Q` nearest rounding (GPFQ) or
-    unbiased stochastic rounding (SPFQ) onto ``alphabet``; MSQ rounds each weight to its nearest level.
+    for every neuron ``w`` (row of ``weight``), with :math:`\mathcal Q` nearest rounding (GPFQ, ties up as in
+    :func:`nearest_index`) or unbiased stochastic rounding (SPFQ, as in :func:`stochastic_index`) onto
+    ``alphabet``; MSQ rounds each weight to its nearest level.
 
     Parameters
     ----------
@@ -606,9 +765,8 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
         Working precision: None (float64, the default), float32 or float64 of numpy for arrays and of torch
         for tensors (float32 is faster; see the benchmark).
     threads : int in [1, 1024] or None
-        CPU threads while the layer is quantized (BLAS for numpy, torch's pool for tensors on the CPU),
-        restored afterwards; ``None`` leaves them as they are. Each step's products are small, and extra
-        threads lose more to synchronisation than they gain, badly so on shared cores (see the benchmark).
+        ``None`` (the default) leaves the CPU threads as they are; an integer is shorthand for running the
+        call inside :func:`cpu_threads` ``(threads)``, the context that a caller wraps around several calls.
 
     Returns
     -------
@@ -623,149 +781,13 @@ def quantize_layer(weight, x=None, xq=None, *, alphabet, method="gpfq", seed=Non
     ...  for m in ("msq", "gpfq", "spfq")]
     [0.252, 0.033, 0.061]
     """
-    method, seed, dead_tol, dead_fill, block, threads = _check_options(method, seed, dead_tol, dead_fill, block,
-                                                                       threads)
-    _check_alphabet(alphabet)
-    weight = _check_weight(weight)
-    torch_mode = is_torch(weight)
-    dtype = _check_dtype(dtype, torch_mode)
-    n_out, n_in = weight.shape
-    if not alphabet.finite:
-        largest = float(weight.abs().max()) if torch_mode else float(np.abs(weight).max())
-        if largest > _MAX_SAFE_INDEX * alphabet.step:
-            raise ValueError(f"weight must lie within 2**52 steps of 0 on the infinite grid (|weight| <= 2**52 * "
-                             f"alphabet.step = {_MAX_SAFE_INDEX * alphabet.step:g}), got largest |weight| = "
-                             f"{largest:g}: beyond, its index cannot be rounded exactly in float64")
-    if x is None and method == "msq":
-        k = _nearest_index(weight, alphabet, "weight")
-        q = alphabet.step * (k.to(weight.dtype) if torch_mode else k.astype(np.float64))
-        return QuantizedLayer(q, k, alphabet, method)
-    x = _check_data(x, "x", n_in, torch_mode)
-    xq = x if xq is None else _check_data(xq, "xq", n_in, torch_mode)
-    if xq.shape[0] != x.shape[0]:
-        raise ValueError(f"xq must have the same m = {x.shape[0]} rows as x, got {xq.shape[0]}")
-
-    if torch_mode:
-        ops = _Torch(dtype, weight.device)
-        gen = torch_generator(seed, weight.device) if method == "spfq" else None
-    else:
-        ops = _Numpy(dtype)
-        gen = numpy_generator(seed) if method == "spfq" else None
-
-    with _cpu_threads(threads, torch_mode, ops), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        qt, u, ref_sq, n_dead = _quantize(ops, weight, x, xq, alphabet, method, gen, dead_tol, dead_fill, block, torch_mode)
-        step = alphabet.step
-        residual = u * step
-        ok = ops.all_finite(qt) and ops.all_finite(residual) and math.isfinite(ref_sq)
-    if not ok:   # an overflow in float64 (or float32): checked here rather than warned about
-        raise ValueError("weight and x must be small enough, relative to alphabet.step, that the products X W^T / step, "
-                         f"the output error and |X W^T|^2 stay finite in {ops.dtype}; rescale them or use a larger step")
-    if torch_mode:
-        index = qt.T.long()
-        q = (step * qt.T).to(weight.dtype if weight.dtype.is_floating_point else dtype)
-    else:
-        index = qt.T.astype(np.int64)
-        q = step * index.astype(np.float64)
-        residual = residual.astype(np.float64)
-    return QuantizedLayer(q, index, alphabet, method, residual, ref_sq, int(n_dead))
+    opts = _check_options(method, seed, dead_tol, dead_fill, block, threads)
+    weight, x, xq, dtype = _check_layer(weight, x, xq, alphabet, opts.method, dtype)
+    with limit_threads(opts.threads):
+        return _quantize_layer(weight, x, xq, alphabet, opts, dtype)
 
 
-def _check_options(method, seed, dead_tol, dead_fill, block, threads):
-    """The settings shared by quantize_layer and quantize_mlp, validated."""
-    method = check_one_of(method, "method", METHODS)
-    seed = check_seed_or_generator(seed)
-    tol = check_nonnegative(dead_tol, "dead_tol")
-    if tol.ndim:
-        raise ValueError(f"dead_tol must be a single finite number >= 0, got an array of shape {tol.shape}")
-    dead_tol = float(tol)
-    dead_fill = check_one_of(dead_fill, "dead_fill", ("round", "zero"))
-    block = check_int(block, "block", 1)
-    if threads is not None:
-        threads = check_int_range(threads, "threads", 1, _MAX_THREADS)
-    return method, seed, dead_tol, dead_fill, block, threads
-
-
-def _check_dtype(dtype, torch_mode):
-    """The working precision: float32 or float64 of the array library in use (default float64)."""
-    if torch_mode:
-        import torch
-
-        if dtype is None:
-            return torch.float64
-        if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be None, torch.float32 or torch.float64, got {dtype!r}")
-        return dtype
-    if dtype is None:
-        return np.float64
-    try:
-        ok = np.dtype(dtype) in (np.float32, np.float64)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"dtype must be None, numpy float32 or numpy float64, got {dtype!r}")
-    return dtype
-
-
-def _quantize(ops, weight, x, xq, alphabet, method, gen, dead_tol, dead_fill, block, torch_mode):
-    """Indices (N_in, N_out), error / step (m, N_out), |X W^T|^2 and the number of dead columns."""
-    n_out, n_in = weight.shape
-    step = alphabet.step
-    w_s = ops.asarray(weight.T) / step if torch_mode else ops.asarray(weight.T / step)   # (N_in, N_out)
-    x_c, xq_c = ops.asarray(x), ops.asarray(xq)
-    K = alphabet.max_index
-    if method == "msq":
-        qt = ops.floor(w_s + 0.5)
-        if K is not None:
-            qt = ops.clip(qt, -K, K)
-        n_dead = 0
-        u = x_c @ w_s - xq_c @ qt
-    else:
-        norms = (xq_c * xq_c).sum(0)
-        mean = ops.to_float(norms.mean())
-        dead = [bool(d) for d in ((norms <= dead_tol * mean) | (norms == 0)).tolist()]
-        n_dead = sum(dead)
-        if dead_fill == "zero":
-            fill = ops.zeros((n_in, n_out))
-        else:
-            fill = ops.floor(w_s + 0.5)
-            if K is not None:
-                fill = ops.clip(fill, -K, K)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a blow-up is checked, not warned
-            qt, u = _path_following(ops, w_s, x_c, xq_c, K, method == "spfq", gen, dead, fill, block)
-    ref = x_c @ w_s
-    ref_sq = ops.to_float((ref * ref).sum()) * step * step
-    return qt, u, ref_sq, n_dead
-
-
-@contextlib.contextmanager
-def _cpu_threads(threads, torch_mode, ops):
-    """Limit the CPU threads of the BLAS (numpy) or of torch while the sequential loop runs."""
-    if threads is None:
-        yield
-        return
-    if torch_mode:
-        if ops.device.type != "cpu":
-            yield
-            return
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        yield
-        return
-    with threadpool_limits(limits=threads, user_api="blas"):
-        yield
-
-
-def msq(weight, alphabet, x=None, xq=None):
+def msq(weight, x=None, xq=None, *, alphabet):
     """Nearest rounding of every weight (memoryless scalar quantization); see :func:`quantize_layer`."""
     return quantize_layer(weight, x, xq, alphabet=alphabet, method="msq")
 
@@ -780,8 +802,10 @@ def spfq(weight, x, xq=None, *, alphabet, seed=None, **kwargs):
     return quantize_layer(weight, x, xq, alphabet=alphabet, method="spfq", seed=seed, **kwargs)
 
 
+# --- a network ----------------------------------------------------------------------------------------------------
+
 def quantize_mlp(model, x, *, bits, method="gpfq", C=1.16, finite=True, seed=None, dead_tol=1e-2,
-                 dead_fill="round", dtype=None, block=64, threads=1):
+                 dead_fill="round", dtype=None, block=64, threads=None):
     r"""Quantize the ``nn.Linear`` layers of a torch ``nn.Sequential`` in order, feeding :math:`\tilde X` forward.
 
     For layer :math:`\ell` the calibration batch ``x`` is propagated through the full-precision model
@@ -818,8 +842,21 @@ def quantize_mlp(model, x, *, bits, method="gpfq", C=1.16, finite=True, seed=Non
     layers : list of QuantizedLayer
         One per linear layer, in order.
     """
-    import copy
+    import torch
 
+    _check_model_input(model, x)
+    opts = _check_options(method, seed, dead_tol, dead_fill, block, threads)
+    K = max_index_for_bits(bits)
+    C = check_real_in(C, "C", _C_MIN, _C_MAX)
+    finite = check_bool(finite, "finite")
+    dtype = _check_dtype(dtype, True)
+    if opts.method == "spfq":   # one generator for all the layers, in order
+        opts = dataclasses.replace(opts, seed=torch_generator(opts.seed, x.device))
+    with limit_threads(opts.threads), torch.no_grad():
+        return _quantize_mlp(model, x, K, C, finite, opts, dtype)
+
+
+def _check_model_input(model, x):
     import torch
 
     if not isinstance(model, torch.nn.Sequential):
@@ -828,33 +865,38 @@ def quantize_mlp(model, x, *, bits, method="gpfq", C=1.16, finite=True, seed=Non
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a torch tensor of shape (m, features) with m >= 1, got {shape}")
     _check_tensor(x, "x")
-    method, seed, dead_tol, dead_fill, block, threads = _check_options(method, seed, dead_tol, dead_fill, block,
-                                                                       threads)
-    max_index_for_bits(bits)
-    C = check_real_in(C, "C", _C_MIN, _C_MAX)
-    finite = check_bool(finite, "finite")
-    dtype = _check_dtype(dtype, True)
-    gen = torch_generator(seed, x.device) if method == "spfq" else None
+
+
+def _quantize_mlp(model, x, K, C, finite, opts, dtype):
+    """:func:`quantize_mlp` on checked arguments: each Linear in turn, the batch propagated through both models."""
+    import copy
+
+    import torch
+
     qmodel = copy.deepcopy(model)
     results = []
-    with torch.no_grad():
-        h, hq = x, x
-        for mod, qmod in zip(model, qmodel):
-            if isinstance(mod, torch.nn.Linear):
-                w = mod.weight.detach()
-                res = quantize_layer(w.to(dtype), h.to(dtype), hq.to(dtype), alphabet=alphabet_for(w, bits, C, finite),
-                                     method=method, seed=gen, dead_tol=dead_tol, dead_fill=dead_fill, dtype=dtype,
-                                     block=block, threads=threads)
-                qmod.weight.copy_(res.weight.to(qmod.weight.dtype))
-                results.append(res)
-            try:
-                h, hq = mod(h), qmod(hq)
-            except RuntimeError as exc:   # a shape or dtype the model does not take
-                raise ValueError(f"x must fit the model: {type(mod).__name__} could not take the calibration "
-                                 f"batch ({exc})") from exc
+    h, hq = x, x
+    for mod, qmod in zip(model, qmodel):
+        if isinstance(mod, torch.nn.Linear):
+            res = _quantize_linear(mod.weight.detach(), h, hq, K, C, finite, opts, dtype)
+            qmod.weight.copy_(res.weight.to(qmod.weight.dtype))
+            results.append(res)
+        try:
+            h, hq = mod(h), qmod(hq)
+        except RuntimeError as exc:   # a shape or dtype the model does not take
+            raise ValueError(f"x must fit the model: {type(mod).__name__} could not take the calibration "
+                             f"batch ({exc})") from exc
     if not results:
         raise ValueError("model has no torch.nn.Linear layer to quantize")
     return qmodel, results
+
+
+def _quantize_linear(w, h, hq, K, C, finite, opts, dtype):
+    """One Linear layer of quantize_mlp. Its weights and inputs come from the model, not from the caller, so
+    they are checked here: the alphabet from the weights, then the layer quantized in the working dtype."""
+    alphabet = _alphabet_for(_check_weight(w), K, C, finite)
+    weight, h, hq, dtype = _check_layer(w.to(dtype), h.to(dtype), hq.to(dtype), alphabet, opts.method, dtype)
+    return _quantize_layer(weight, h, hq, alphabet, opts, dtype)
 
 
 def relative_error(reference, approx):
@@ -877,35 +919,43 @@ def relative_error(reference, approx):
     >>> relative_error(np.array([3.0, 4.0]), np.array([3.0, 3.0]))
     0.04
     """
-    if is_torch(reference) or is_torch(approx):
+    a, b = _check_pair(reference, approx)
+    ref_max = _max_abs(a)
+    if not ref_max > 0:
+        raise ValueError("reference must not be all zero")
+    e = -math.frexp(max(ref_max, _max_abs(b)))[1]
+    a, b = _ldexp(a, e), _ldexp(b, e)
+    xp = array_namespace(a)
+    den = float(xp.sum(a * a))
+    num = float(xp.sum((a - b) ** 2))
+    ratio = num / den if den > 0 else math.inf
+    if not math.isfinite(ratio):
+        raise ValueError("reference must not be so small against approx that the relative error exceeds the float64 "
+                         f"range (largest |reference| {ref_max:g})")
+    return ratio
+
+
+def _check_pair(reference, approx):
+    """relative_error's arguments as two float64 arrays of one shape: tensors on the device of the tensor given
+    (a numpy array beside a tensor joins it there), or numpy arrays."""
+    if not (is_torch(reference) or is_torch(approx)):
+        a, b = check_real_array(reference, "reference"), check_real_array(approx, "approx")
+    else:
         import torch
 
         device = (reference if is_torch(reference) else approx).device
         a, b = (_check_tensor(v, name).detach().double() if is_torch(v)
                 else torch.as_tensor(check_real_array(v, name), device=device)
                 for v, name in ((reference, "reference"), (approx, "approx")))
-        if a.shape != b.shape:
-            raise ValueError(f"reference and approx must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-        ref_max = float(a.abs().max()) if a.numel() else 0.0
-        if not ref_max > 0:
-            raise ValueError("reference must not be all zero")
-        e = -math.frexp(max(ref_max, float(b.abs().max())))[1]
-        a, b = torch.ldexp(a, torch.tensor(e, device=device)), torch.ldexp(b, torch.tensor(e, device=device))
-        den = float((a * a).sum())
-        num = float(((a - b) ** 2).sum())
-    else:
-        a, b = check_real_array(reference, "reference"), check_real_array(approx, "approx")
-        if a.shape != b.shape:
-            raise ValueError(f"reference and approx must have the same shape, got {a.shape} and {b.shape}")
-        ref_max = float(np.abs(a).max()) if a.size else 0.0
-        if not ref_max > 0:
-            raise ValueError("reference must not be all zero")
-        e = -math.frexp(max(ref_max, float(np.abs(b).max())))[1]
-        a, b = np.ldexp(a, e), np.ldexp(b, e)
-        den = float(np.sum(a * a))
-        num = float(np.sum((a - b) ** 2))
-    ratio = num / den if den > 0 else math.inf
-    if not math.isfinite(ratio):
-        raise ValueError("reference must not be so small against approx that the relative error exceeds the float64 "
-                         f"range (largest |reference| {ref_max:g})")
-    return ratio
+    if a.shape != b.shape:
+        raise ValueError(f"reference and approx must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return a, b
+
+
+def _ldexp(a, e):
+    """``a * 2**e``, exactly (the array API has no ldexp)."""
+    if is_torch(a):
+        import torch
+
+        return torch.ldexp(a, torch.tensor(e, device=a.device))
+    return np.ldexp(a, e)

@@ -392,6 +392,7 @@ REGISTRY["ptq.quantize_mlp"] = Entry(lambda: dict(model=_mlp(), x=_torch().randn
                                                   dead_fill="round", dtype=None, block=64, threads=1),
                                      any_type=("threads",))   # threads: an int or None (documented: leave them as they are)
 REGISTRY["ptq.relative_error"] = Entry(dict(reference=np.array([3.0, 4.0]), approx=np.array([3.0, 3.0])))
+REGISTRY["ptq.cpu_threads"] = Entry(dict(threads=1))   # a context manager: checked when called
 
 # --- approx (namespace) -----------------------------------------------------------------------
 def _net():

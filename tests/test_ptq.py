@@ -97,7 +97,7 @@ def test_msq_is_nearest_rounding(layer, bits):
     K, d = a.max_index, a.step
     # the authors' formula: sign(x) * delta * min(|floor(x / delta + 1/2)|, K)
     authors = np.sign(W) * d * np.minimum(np.abs(np.floor(W / d + 0.5)), K)
-    q = ptq.msq(W, a).weight
+    q = ptq.msq(W, alphabet=a).weight
     np.testing.assert_array_equal(q, authors)
     # and it is the nearest level of the alphabet (ties have probability zero here)
     levels = a.values()
@@ -210,7 +210,7 @@ def test_driver_equals_step_by_step_reference(method):
             W = mod.weight.detach()
             a = ptq.alphabet_for(W, 2)
             if method == "msq":
-                q = ptq.msq(W.numpy(), a).weight
+                q = ptq.msq(W.numpy(), alphabet=a).weight
             elif method == "gpfq":
                 q, _ = direct_recursion(W.numpy(), h.numpy(), hq.numpy(), a, "gpfq")
             else:  # the torch path draws torch uniforms: compare with the layer call on the same generator
@@ -481,3 +481,85 @@ def test_alphabet_names_its_levels_and_bits_and_deprecates_the_ambiguous_name():
         assert a2.bits == a2.log2_levels
     assert ptq.Alphabet(0.5).storage_bits == math.inf and ptq.Alphabet(0.5).log2_levels == math.inf
     assert ptq.Alphabet(0.5, 1).storage_bits == 2          # ternary {0, +-delta}: 3 levels in 2 bits
+
+
+# --- issue 22: one rounding convention, one signature, threads as a context --------------------------------
+
+def test_ties_round_up_in_the_rounding_functions_and_inside_the_quantizers():
+    """Ties (x exactly halfway between two levels) go up, towards +inf, for numpy and torch alike, and the
+    quantizers' own rounding (MSQ, and GPFQ's steering step) is the same as nearest_index's."""
+    from qmf_lite._common import round_half_up
+
+    a = ptq.Alphabet(0.5)
+    ties = np.array([-2.25, -1.75, -0.75, -0.25, 0.25, 0.75, 1.75])   # (k + 1/2) steps: exact in binary
+    up = [-4, -3, -1, 0, 1, 2, 4]
+    assert ptq.nearest_index(ties, a).tolist() == up
+    assert ptq.nearest_index(torch.from_numpy(ties), a).tolist() == up
+    assert ptq.nearest_index(torch.from_numpy(ties).float(), a).tolist() == up
+    assert round_half_up(ties / 0.5).tolist() == up
+    W = ties[None, :]
+    assert ptq.msq(W, alphabet=a).index[0].tolist() == up
+    assert ptq.msq(torch.from_numpy(W), alphabet=a).index[0].tolist() == up
+    # GPFQ on a layer with one input: the steering argument is <X, w X>/|X|^2 = w exactly (m = 4)
+    for w in ties:
+        res = ptq.gpfq(np.array([[w]]), np.ones((4, 1)), alphabet=a, dead_tol=0.0)
+        assert res.index.item() == ptq.nearest_index(np.array([w]), a).item() == math.floor(w / 0.5 + 0.5)
+    # the same in float32: the rounding happens in the working precision
+    x32 = np.array([0.49999997], dtype=np.float32)
+    assert round_half_up(x32).dtype == np.float32 and round_half_up(x32).item() == 1.0   # 0.99999997 -> 1 in float32
+
+
+def test_msq_gpfq_spfq_share_one_signature():
+    """(weight, x, xq, *, alphabet): the alphabet by keyword in all three, x and xq at the same places."""
+    import inspect
+
+    rng = np.random.default_rng(3)
+    W, X = rng.standard_normal((6, 20)) / 4, rng.standard_normal((8, 20))
+    a = ptq.alphabet_for(W, 2)
+    for f in (ptq.msq, ptq.gpfq, ptq.spfq):
+        params = inspect.signature(f).parameters
+        assert list(params)[:4] == ["weight", "x", "xq", "alphabet"], f.__name__
+        assert params["alphabet"].kind is inspect.Parameter.KEYWORD_ONLY, f.__name__
+        with pytest.raises(TypeError):
+            f(W, X, None, a)
+    for name in ("msq", "gpfq", "spfq"):
+        got = getattr(ptq, name)(W, X, alphabet=a, **({"seed": 4} if name == "spfq" else {}))
+        want = ptq.quantize_layer(W, X, alphabet=a, method=name, seed=4)
+        np.testing.assert_array_equal(got.weight, want.weight)
+        np.testing.assert_array_equal(got.residual, want.residual)
+    np.testing.assert_array_equal(ptq.msq(W, alphabet=a).index, ptq.msq(W, X, alphabet=a).index)
+
+
+def test_threads_are_a_context_the_caller_chooses(monkeypatch):
+    """By default the quantizers leave the thread settings alone; cpu_threads(n) limits torch and the BLAS
+    inside the block and restores both after; threads=n is the same context around one call."""
+    from threadpoolctl import threadpool_info
+
+    rng = np.random.default_rng(5)
+    W, X = rng.standard_normal((5, 12)), rng.standard_normal((7, 12))
+    a = ptq.alphabet_for(W, 2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        calls = []
+        real = torch.set_num_threads
+        monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+        ref = ptq.quantize_layer(W, X, alphabet=a)
+        ptq.quantize_mlp(torch.nn.Sequential(torch.nn.Linear(4, 3)).double(), torch.ones(2, 4, dtype=torch.float64),
+                         bits=2)
+        assert calls == [] and torch.get_num_threads() == 2          # the default touches nothing
+        with ptq.cpu_threads(1):
+            assert torch.get_num_threads() == 1
+            assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+            inside = ptq.quantize_layer(W, X, alphabet=a)
+        assert torch.get_num_threads() == 2 and calls == [1, 2]
+        np.testing.assert_array_equal(inside.index, ref.index)
+        calls.clear()
+        np.testing.assert_array_equal(ptq.quantize_layer(W, X, alphabet=a, threads=1).index, ref.index)
+        assert calls == [1, 2] and torch.get_num_threads() == 2      # threads=1: the same context, one call
+    finally:
+        monkeypatch.undo()
+        torch.set_num_threads(before)
+    for bad in (0, 1025, None, 2.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            ptq.cpu_threads(bad)

@@ -579,7 +579,7 @@ class TrainRecord(dict):
 
 
 def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *, momentum=0.0, eval_size=None,
-          eval_batch=EVAL_BATCH, precision="fp32"):
+          eval_batch=EVAL_BATCH, precision="fp32", step="torch"):
     """Train every network of ``model`` with SGD on cross-entropy, in lockstep.
 
     The loss is the sum over networks of each network's mean minibatch loss, so each network
@@ -614,6 +614,9 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     precision : ``"fp32"``, ``"tf32"`` or ``"bf16"``
         Matrix-product precision: fp32; TF32 tensor cores (CUDA; a no-op on a CPU); or bf16
         autocast (parameters stay fp32).
+    step : ``"torch"`` or ``"fused"``
+        ``"torch"``: ``torch.optim.SGD``; ``"fused"``: :class:`~qmf_lite.FusedSGD`, the same update
+        with each weight gradient formed inside it (Triton; precision ``"fp32"`` or ``"tf32"``).
 
     Returns
     -------
@@ -659,7 +662,13 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     (x_tre, y_tre), (x_tee, y_tee) = _eval_sets(data, eval_size, seed, dev)
     last, B = steps[-1], len(model.specs)
     order = _data_order(model.specs, len(y_tr), last, batch_size, seed, model.depth).to(dev)
-    opt = _sgd(model.parameters(), lr_value, momentum, dev)
+    step = check_choice(step, "step", ("torch", "fused"))
+    if step == "fused":                         # opt-in; Triton is imported only here (qmf_lite.fused)
+        from .fused import _for_train
+        opt = _for_train(model, lr_value, momentum, precision)
+    else:
+        opt = _sgd(model.parameters(), lr_value, momentum, dev)
+    forward = model if step == "torch" else opt.forward
     losses = torch.empty(B, last, device=dev, dtype=model.w_out.dtype)
     acc = {}
     record_at = set(steps)
@@ -671,7 +680,7 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
         for step in _progress(range(1, last + 1), progress, desc=f"depth {model.depth}", leave=False):
             idx = order[:, step - 1]                                   # (B, batch), on the device
             with amp():
-                logits = model(x_tr[idx])
+                logits = forward(x_tr[idx])
             logits = logits.to(model.w_out.dtype)                     # bf16 autocast: the loss in fp32
             per_net = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), y_tr[idx].reshape(-1), reduction="none"

@@ -42,7 +42,7 @@ __all__ = ["FusedSGD", "FUSED_PRECISIONS"]
 FUSED_PRECISIONS = ("fp32", "tf32", "tf32x3")
 _DOT = {"fp32": "ieee", "tf32": "tf32", "tf32x3": "tf32x3"}
 #: tile sizes (rows of W, columns of W, batch rows per dot): compiled kernel, interpreter
-_TILES = {False: (64, 64, 32), True: (16, 16, 16)}
+_TILES = {False: (64, 64, 32), True: (32, 32, 16)}
 
 
 def _interpreting():
@@ -110,9 +110,10 @@ def _rank_update(p, v, a, g, lr, momentum, first, precision):
     has_v = v is not None
     dot = _DOT[precision] if p.device.type == "cuda" else "ieee"
     grid = (triton.cdiv(K, bk), triton.cdiv(N, bn), B)
-    kernel[grid](p, v if has_v else p, a, g, K, N, R, float(lr), float(momentum),
-                 *p.stride(), *a.stride(), *g.stride(),
-                 HAS_V=has_v, FIRST=bool(first), DOT=dot, BK=bk, BN=bn, BR=br)
+    with torch.profiler.record_function("fused_sgd_rank_update"):
+        kernel[grid](p, v if has_v else p, a, g, K, N, R, float(lr), float(momentum),
+                     *p.stride(), *a.stride(), *g.stride(),
+                     HAS_V=has_v, FIRST=bool(first), DOT=dot, BK=bk, BN=bn, BR=br)
 
 
 class _Linear(torch.autograd.Function):

@@ -78,7 +78,7 @@ def _within(x, y, bound, what):
 def test_rank_update_is_one_rounding_step_from_the_exact_update(momentum, first):
     """One kernel call against the exact update in float64, on shapes that are not tile multiples."""
     gen = torch.Generator().manual_seed(7)
-    B, R, K, N = 2, 19, 23, 37                   # R > 16: two passes of the interpreter's batch tile
+    B, R, K, N = 2, 19, 40, 37     # R > 16, K, N > 32: two passes over the batch, 2 x 2 tiles (interpreter)
     p, v, a, g = (torch.randn(*s, generator=gen) for s in ((B, K, N), (B, K, N), (B, R, K), (B, R, N)))
     p, v, a, g = (t.to(DEVICE) for t in (p, v, a, g))
     lr = 0.3
@@ -96,7 +96,7 @@ def test_rank_update_is_one_rounding_step_from_the_exact_update(momentum, first)
 
 def _model(layout, seed=0):
     specs = [NetSpec.optimal(3, seed=seed), NetSpec.optimal(5, seed=seed + 1)]
-    return QuantizedMLPBatch(specs, 6, 3, 3, 20, device=DEVICE, layout=layout)
+    return QuantizedMLPBatch(specs, 6, 3, 3, 36, device=DEVICE, layout=layout)   # 36 > 32: 2 x 2 tiles
 
 
 def _loss(logits, y):

@@ -22,6 +22,11 @@ written, SGD reading parameter, gradient and buffer and writing parameter and bu
 rounding); TF32 and 3xTF32 are options that take effect on a CUDA device only. Biases, whose
 gradients are small, are stepped by ``torch.optim.SGD`` as in the plain path.
 
+The quantized activation runs in one kernel as well (``staircase=True``): each element counts
+the thresholds at or below it in registers and writes its level and an int8 mask
+:math:`|h| \le T` (the same numbers as the plain lookup, bit for bit), and the STE's backward pass
+multiplies by ``slope * mask`` instead of a stored float32 gain.
+
 Triton is optional: the plain step stays the default of :func:`~qmf_lite.train`, and this module
 imports Triton only when a step runs. The kernels need a CUDA device, or, on a CPU, Triton's
 interpreter (``TRITON_INTERPRET=1`` set before the first step; it runs each kernel with numpy and
@@ -34,7 +39,7 @@ import os
 
 import torch
 
-from ._validate import check_choice, check_positive
+from ._validate import check_bool, check_choice, check_positive
 
 __all__ = ["FusedSGD", "FUSED_PRECISIONS"]
 
@@ -90,7 +95,32 @@ def _kernel(interpret):
             v = acc
         tl.store(p_ptr + offset, p - lr * v, mask=inside)
 
-    return triton, rank_update
+    @triton.jit
+    def staircase(h_ptr, out_ptr, mask_ptr, thr_ptr, val_ptr, clip_ptr, M, T,
+                  HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
+        # values[net, #{k: thresholds[net, k] <= x}] (NaN: all T, as torch.searchsorted), and 1{|x| <= clip}
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        net = tl.program_id(1).to(tl.int64)
+        inside = i < M
+        x = tl.load(h_ptr + net * M + i, mask=inside, other=0.0)
+        count = tl.zeros((BLOCK,), dtype=tl.int32)
+        for k in range(T):
+            count += (x >= tl.load(thr_ptr + net * T + k)).to(tl.int32)
+        count = tl.where(x != x, T, count)
+        tl.store(out_ptr + net * M + i, tl.load(val_ptr + net * (T + 1) + count, mask=inside), mask=inside)
+        if HAS_MASK:
+            tl.store(mask_ptr + net * M + i, (tl.abs(x) <= tl.load(clip_ptr + net)).to(tl.int8), mask=inside)
+
+    return triton, rank_update, staircase
+
+
+def _triton(device):
+    """(triton, rank_update, staircase) for tensors on ``device``, or a clear error where they cannot run."""
+    interpret = _interpreting()
+    if device.type != "cuda" and not interpret:
+        raise RuntimeError(f"the fused SGD step runs Triton kernels: it needs a CUDA device, or Triton's "
+                           f"interpreter (TRITON_INTERPRET=1) for tensors on {device.type}")
+    return _kernel(interpret)
 
 
 def _rank_update(p, v, a, g, lr, momentum, first, precision):
@@ -99,14 +129,10 @@ def _rank_update(p, v, a, g, lr, momentum, first, precision):
     ``p``, ``v``: ``(B, K, N)`` float32, contiguous, on one device (``v`` None at ``momentum = 0``);
     ``a``: ``(B, R, K)``, ``g``: ``(B, R, N)`` float32 (any strides).
     """
-    interpret = _interpreting()
-    if p.device.type != "cuda" and not interpret:
-        raise RuntimeError(f"the fused SGD step runs Triton kernels: it needs a CUDA device, or Triton's "
-                           f"interpreter (TRITON_INTERPRET=1) for tensors on {p.device.type}")
-    triton, kernel = _kernel(interpret)
+    triton, kernel, _ = _triton(p.device)
     B, K, N = p.shape
     R = a.shape[1]
-    bk, bn, br = _TILES[interpret]
+    bk, bn, br = _TILES[_interpreting()]
     has_v = v is not None
     dot = _DOT[precision] if p.device.type == "cuda" else "ieee"
     grid = (triton.cdiv(K, bk), triton.cdiv(N, bn), B)
@@ -114,6 +140,39 @@ def _rank_update(p, v, a, g, lr, momentum, first, precision):
         kernel[grid](p, v if has_v else p, a, g, K, N, R, float(lr), float(momentum),
                      *p.stride(), *a.stride(), *g.stride(),
                      HAS_V=has_v, FIRST=bool(first), DOT=dot, BK=bk, BN=bn, BR=br)
+
+
+def _staircase(h, thresholds, values, clip, with_mask):
+    """The staircase of each network (``h`` of shape ``(B, ...)``, tables as in :func:`~qmf_lite.staircase_tables`)
+    in one kernel, equal to ``qmf_lite.ste``'s lookup bit for bit; and the int8 mask ``|h| <= clip`` (or None)."""
+    triton, _, kernel = _triton(h.device)
+    h = h.contiguous()
+    B, T = thresholds.shape
+    M = h.numel() // B
+    out = torch.empty_like(h)
+    mask = torch.empty(h.shape, dtype=torch.int8, device=h.device) if with_mask else None
+    block = 1024
+    with torch.profiler.record_function("fused_staircase"):
+        kernel[(triton.cdiv(M, block), B)](h, out, mask if with_mask else out, thresholds.contiguous(),
+                                           values.contiguous(), clip.reshape(B).contiguous(), M, T,
+                                           HAS_MASK=with_mask, BLOCK=block)
+    return out, mask
+
+
+class _FusedSTE(torch.autograd.Function):
+    """The staircase forward (one Triton kernel), the STE backward ``slope * 1{|h| <= clip}`` from an int8 mask."""
+
+    @staticmethod
+    def forward(ctx, h, thresholds, values, slope, clip):
+        out, mask = _staircase(h, thresholds, values, clip, ctx.needs_input_grad[0])
+        if mask is not None:
+            ctx.save_for_backward(mask, slope)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        mask, slope = ctx.saved_tensors
+        return grad * (mask * slope), None, None, None, None   # as ste_lookup: the gain is slope or 0
 
 
 class _Linear(torch.autograd.Function):
@@ -156,6 +215,10 @@ class FusedSGD:
         Products of the weight update: exact float32 (default), TF32 tensor cores, or 3xTF32
         (three TF32 products, about float32 accuracy). TF32 and 3xTF32 take effect on a CUDA
         device only (on a CPU, under Triton's interpreter, the products are float32).
+    staircase : bool
+        Run each quantized activation in one Triton kernel (the thresholds counted in registers,
+        the output level and an int8 mask :math:`|h|\le T` written), equal bit for bit to the
+        plain lookup, and keep the mask instead of a float32 gain for the STE's backward pass.
 
     Notes
     -----
@@ -163,7 +226,7 @@ class FusedSGD:
     needs a CUDA device or ``TRITON_INTERPRET=1`` (then it runs on the CPU, slowly).
     """
 
-    def __init__(self, model, lr, momentum=0.0, precision="fp32"):
+    def __init__(self, model, lr, momentum=0.0, precision="fp32", staircase=True):
         from .training import MAX_LR, QuantizedMLPBatch, _check_momentum
 
         if not isinstance(model, QuantizedMLPBatch):
@@ -176,6 +239,7 @@ class FusedSGD:
         self.model, self.lr = model, lr
         self.momentum = _check_momentum(momentum)
         self.precision = check_choice(precision, "precision", FUSED_PRECISIONS)
+        self.staircase = check_bool(staircase, "staircase")
         self.weights = [model.w_in, *model.weights, model.w_out]
         ids = {id(w) for w in self.weights}
         others = [p for p in model.parameters() if id(p) not in ids]
@@ -187,14 +251,19 @@ class FusedSGD:
     def forward(self, x):
         """The model's logits for ``x`` (as ``model(x)``), recording the weights' gradient factors on backward."""
         m, sink = self.model, self._factors
+        phi = self._phi if self.staircase else m.phi
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(len(m.specs), -1, -1)
         h = _Linear.apply(x, m.w_in, m.b_in, sink)
         for w, b in zip(m.weights, m.biases):
-            h = _Linear.apply(m.phi(h), w, b, sink)
+            h = _Linear.apply(phi(h), w, b, sink)
         if m.layout == "bgs19":
-            return m.phi(_Linear.apply(m.phi(h), m.w_out, m.b_out, sink))
-        return _Linear.apply(m.phi(h), m.w_out, m.b_out, sink)
+            return phi(_Linear.apply(phi(h), m.w_out, m.b_out, sink))
+        return _Linear.apply(phi(h), m.w_out, m.b_out, sink)
+
+    def _phi(self, h):
+        m = self.model
+        return _FusedSTE.apply(h, m.thresholds, m.values, m.slope, m.clip)
 
     __call__ = forward
 

@@ -94,6 +94,30 @@ def test_rank_update_is_one_rounding_step_from_the_exact_update(momentum, first)
     assert torch.equal(p2, p1)
 
 
+def test_staircase_kernel_equals_the_lookup_bit_for_bit():
+    """At, and one ulp either side of, every threshold, at +-0, +-inf and NaN, for networks of
+    different levels (padded tables); the STE gradient as well."""
+    from qmf_lite.fused import _FusedSTE, _staircase
+    from qmf_lite.ste import _lookup, ste_lookup
+
+    model = QuantizedMLPBatch([NetSpec.optimal(2), NetSpec.optimal(5), NetSpec.optimal(16)], 4, 3, 3, 8,
+                              device=DEVICE, layout="bgs19")
+    g = model.thresholds[torch.isfinite(model.thresholds)].float().cpu()
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), 1e30, -1e30])
+    pts = torch.cat([g, torch.nextafter(g, g + 1), torch.nextafter(g, g - 1), special])
+    gen = torch.Generator().manual_seed(3)
+    h = torch.cat([pts, 3 * torch.randn(1100 - len(pts), generator=gen)])     # > 1024: two blocks
+    h = h.repeat(3, 1).view(3, 2, 550).to(DEVICE)
+    out, mask = _staircase(h, model.thresholds, model.values, model.clip, True)
+    assert torch.equal(out, _lookup(h, model.thresholds, model.values))
+    assert torch.equal(mask.bool(), h.abs() <= model.clip)
+    x1, x2 = h.nan_to_num(0.0).clone().requires_grad_(), h.nan_to_num(0.0).clone().requires_grad_()
+    w = torch.randn(h.shape, generator=gen).to(DEVICE)
+    (ste_lookup(x1, model.thresholds, model.values, model.slope, model.clip) * w).sum().backward()
+    (_FusedSTE.apply(x2, model.thresholds, model.values, model.slope, model.clip) * w).sum().backward()
+    assert torch.equal(x1.grad, x2.grad) and x1.grad.abs().sum() > 0
+
+
 def _model(layout, seed=0):
     specs = [NetSpec.optimal(3, seed=seed), NetSpec.optimal(5, seed=seed + 1)]
     return QuantizedMLPBatch(specs, 6, 3, 3, 36, device=DEVICE, layout=layout)   # 36 > 32: 2 x 2 tiles
@@ -106,15 +130,16 @@ def _loss(logits, y):
     return per_net.view(B, b).mean(1).sum()
 
 
-@pytest.mark.parametrize("layout,momentum", [("bgs19", 0.5), ("book", 0.9), ("bgs19", 0.0)])
-def test_fused_steps_equal_torch_sgd_step_by_step(layout, momentum):
+@pytest.mark.parametrize("layout,momentum,staircase", [("bgs19", 0.5, True), ("book", 0.9, True),
+                                                        ("bgs19", 0.0, False)])
+def test_fused_steps_equal_torch_sgd_step_by_step(layout, momentum, staircase):
     """Four steps; before each, a copy of the fused run's state (momentum buffers included) takes
     one torch.optim.SGD step on the same minibatch; every parameter and buffer agree to twice the
     rounding bound of that step (module docstring), and the recorded factors are the gradient."""
     gen = torch.Generator().manual_seed(1)
     model = _model(layout)
     lr = 0.05
-    opt = FusedSGD(model, lr, momentum)
+    opt = FusedSGD(model, lr, momentum, staircase=staircase)
     for step in range(4):
         x = torch.randn(2, 7, 6, generator=gen).to(DEVICE)
         y = torch.randint(3, (2, 7), generator=gen).to(DEVICE)

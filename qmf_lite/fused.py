@@ -46,6 +46,8 @@ __all__ = ["FusedSGD", "FUSED_PRECISIONS"]
 #: products of the fused update: exact fp32, TF32 tensor cores, or three TF32 products (about fp32)
 FUSED_PRECISIONS = ("fp32", "tf32", "tf32x3")
 _DOT = {"fp32": "ieee", "tf32": "tf32", "tf32x3": "tf32x3"}
+#: the most thresholds (levels - 1) the staircase kernel handles; more levels use the plain lookup
+MAX_KERNEL_THRESHOLDS = 255
 #: tile sizes (rows of W, columns of W, batch rows per dot): compiled kernel, interpreter
 _TILES = {False: (64, 64, 32), True: (32, 32, 16)}
 
@@ -218,7 +220,8 @@ class FusedSGD:
     staircase : bool
         Run each quantized activation in one Triton kernel (the thresholds counted in registers,
         the output level and an int8 mask :math:`|h|\le T` written), equal bit for bit to the
-        plain lookup, and keep the mask instead of a float32 gain for the STE's backward pass.
+        plain lookup, and keep the mask instead of a float32 gain for the STE's backward pass
+        (networks of more than 256 levels use the plain lookup, a binary search).
 
     Notes
     -----
@@ -263,6 +266,8 @@ class FusedSGD:
 
     def _phi(self, h):
         m = self.model
+        if m.thresholds.shape[1] > MAX_KERNEL_THRESHOLDS:      # the kernel counts thresholds one by one
+            return m.phi(h)
         return _FusedSTE.apply(h, m.thresholds, m.values, m.slope, m.clip)
 
     __call__ = forward

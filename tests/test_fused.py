@@ -257,3 +257,14 @@ def test_the_plain_path_never_imports_triton():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_many_levels_use_the_plain_lookup(monkeypatch):
+    from qmf_lite import fused
+
+    model = _model("book")
+    x = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    monkeypatch.setattr(fused, "MAX_KERNEL_THRESHOLDS", 1)      # 3 and 5 levels: 2 and 4 thresholds
+    monkeypatch.setattr(fused, "_FusedSTE", None)                 # the kernel's path would fail
+    with torch.no_grad():
+        assert torch.equal(FusedSGD(model, 0.1).forward(x), model(x))

@@ -187,9 +187,10 @@ def test_train_fused_equals_train_torch():
 
     Step 1 starts from the same weights, so its loss is bit-identical and the weights after it
     agree to twice the one-step bound. Over later steps the rounding differences pass through
-    the network and the loss; with lr = 0.01 over 3 steps they stay at the float32 level, checked
-    against 1e-5 relative (a hundred ulps; a wrong update order or data order moves the loss by
-    orders of magnitude more)."""
+    the network; over 3 steps at lr = 0.01 they stay at the float32 level (measured on a CPU: the
+    losses bit-identical, the weights within 3e-8 while training moved them by 4e-3 to 1e-2), checked
+    against 1e-5 relative (about 80 ulps) and 1e-6 absolute: some 30 times the measured gap,
+    and far below what a wrong update order or data order changes."""
     digits = qdata.load_digits()
     data = qdata.Dataset("d", digits.x_train[:64], digits.y_train[:64], digits.x_test[:16], digits.y_test[:16], 10)
     specs = [NetSpec.optimal(4, seed=2), NetSpec.optimal(6, seed=3)]

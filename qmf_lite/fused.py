@@ -76,7 +76,7 @@ def _kernel(interpret):
         rk = tl.program_id(0) * BK + tl.arange(0, BK)
         rn = tl.program_id(1) * BN + tl.arange(0, BN)
         net = tl.program_id(2).to(tl.int64)
-        acc = tl.zeros((BK, BN), dtype=tl.float32)
+        acc = tl.full((BK, BN), 0.0, tl.float32)           # tl.full: a builtin, also in the interpreter
         for r0 in range(0, R, BR):
             rr = r0 + tl.arange(0, BR)
             a_t = tl.load(a_ptr + net * s_ab + rr[None, :] * s_ar + rk[:, None] * s_ak,
@@ -105,7 +105,7 @@ def _kernel(interpret):
         net = tl.program_id(1).to(tl.int64)
         inside = i < M
         x = tl.load(h_ptr + net * M + i, mask=inside, other=0.0)
-        count = tl.zeros((BLOCK,), dtype=tl.int32)
+        count = tl.full((BLOCK,), 0, tl.int32)
         for k in range(T):
             count += (x >= tl.load(thr_ptr + net * T + k)).to(tl.int32)
         count = tl.where(x != x, T, count)

@@ -21,6 +21,7 @@ module                    concept                                               
 ``simulate``              wide random networks in torch (Fig. 1)                      torch
 ``ste``                   the straight-through estimator and its slope rule           torch
 ``training``              batched quantized MLPs, SGD, the cached grid runner         torch
+``fused``                 an SGD step that never stores the weight gradient (Triton)  torch
 ``ntk``                   the empirical NTK (torch); its infinite-width STE theory    torch
 ``data``                  digits (offline) and MNIST (checksummed download)           torch
 ``fig3``                  the paper's Fig. 3: profiles, the data file, its analysis   numpy
@@ -122,6 +123,7 @@ _LAZY = {
     "training": ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
                  "bgs19_lr", "learning_rate", "training_memory", "training_flops", "memory_budget", "LAYOUTS",
                  "PRECISIONS", "SEEDINGS"],
+    "fused": ["FusedSGD", "FUSED_PRECISIONS"],
     "ntk": ["empirical_ntk", "ste_derivative_kernel", "backward_rate", "backward_depth_scale", "ste_ntk", "SteNTK"],
     "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir", "MNIST_FILES",
              "MNIST_SHA256", "BGS19_NORMALIZATION", "CacheWarning"],

@@ -624,7 +624,7 @@ class TrainRecord(dict):
 
 
 def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *, momentum=0.0, eval_size=None,
-          eval_batch=EVAL_BATCH, precision="fp32"):
+          eval_batch=EVAL_BATCH, precision="fp32", step="torch"):
     """Train every network of ``model`` with SGD on cross-entropy, in lockstep.
 
     The loss is the sum over networks of each network's mean minibatch loss, so each network
@@ -659,6 +659,9 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     precision : ``"fp32"``, ``"tf32"`` or ``"bf16"``
         Matrix-product precision: fp32; TF32 tensor cores (CUDA; a no-op on a CPU); or bf16
         autocast (parameters stay fp32).
+    step : ``"torch"`` or ``"fused"``
+        ``"torch"``: ``torch.optim.SGD``; ``"fused"``: :class:`~qmf_lite.FusedSGD`, the same update
+        with each weight gradient formed inside it (Triton; precision ``"fp32"`` or ``"tf32"``).
 
     Returns
     -------
@@ -671,7 +674,7 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     more than they save on a machine shared with other work.
         """
     run = _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentum, eval_size, eval_batch,
-                           precision)
+                           precision, step)
     return _train(model, data, run)
 
 
@@ -688,6 +691,7 @@ class _TrainRun:
     eval_size: int | None
     eval_batch: int
     precision: str
+    update: str = "torch"          # train's ``step``: "torch" or "fused"
 
 
 def _check_model_and_data(model, data):
@@ -709,7 +713,8 @@ def _check_model_and_data(model, data):
         raise ValueError("data must hold at least one training input")
 
 
-def _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentum, eval_size, eval_batch, precision):
+def _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentum, eval_size, eval_batch, precision,
+                     step="torch"):
     """The door of :func:`train`: every argument checked once, as a :class:`_TrainRun`."""
     _check_model_and_data(model, data)
     steps = sorted(set(check_int_sequence(steps, "steps", 0, MAX_STEPS)))
@@ -723,8 +728,9 @@ def _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentu
         eval_size = check_int(eval_size, "eval_size", 1)
     eval_batch = check_int_range(eval_batch, "eval_batch", 1, MAX_STEPS)
     precision = check_choice(precision, "precision", PRECISIONS)
+    update = check_choice(step, "step", ("torch", "fused"))
     lr_value = learning_rate(lr, model.depth)
-    return _TrainRun(steps, lr_value, batch_size, seed, progress, momentum, eval_size, eval_batch, precision)
+    return _TrainRun(steps, lr_value, batch_size, seed, progress, momentum, eval_size, eval_batch, precision, update)
 
 
 def _one_thread_if_small(device, width):
@@ -733,11 +739,12 @@ def _one_thread_if_small(device, width):
     return limit_threads(1) if device.type == "cpu" and width <= SMALL_WIDTH else contextlib.nullcontext()
 
 
-def _cross_entropy_step(model, opt, x, y, losses, step, amp):
+def _cross_entropy_step(model, forward, opt, x, y, losses, step, amp):
     """One SGD step of every network on its minibatch ``x, y`` (``(B, batch, ...)``); the losses into column
-    ``step - 1`` of ``losses``. The loss is summed over networks, so each gets exactly its own gradient."""
+    ``step - 1`` of ``losses``. The loss is summed over networks, so each gets exactly its own gradient.
+    ``forward``: the model itself, or the fused optimizer's forward pass (which keeps what its update needs)."""
     with amp():
-        logits = model(x)
+        logits = forward(x)
     logits = logits.to(model.w_out.dtype)                     # bf16 autocast: the loss in fp32
     B, batch_size = y.shape
     per_net = torch.nn.functional.cross_entropy(
@@ -757,7 +764,12 @@ def _train(model, data, run):
     (x_tre, y_tre), (x_tee, y_tee) = _eval_sets(data, run.eval_size, run.seed, dev)
     last, B = run.steps[-1], len(model.specs)
     order = _data_order(model.specs, len(y_tr), last, run.batch_size, run.seed, model.depth).to(dev)
-    opt = _sgd(model.parameters(), run.lr, run.momentum, dev)
+    if run.update == "fused":                   # opt-in; Triton is imported only here (qmf_lite.fused)
+        from .fused import _for_train
+        opt = _for_train(model, run.lr, run.momentum, run.precision)
+        forward = opt.forward
+    else:
+        opt, forward = _sgd(model.parameters(), run.lr, run.momentum, dev), model
     losses = torch.empty(B, last, device=dev, dtype=model.w_out.dtype)
     acc = {}
     record_at = set(run.steps)
@@ -768,7 +780,7 @@ def _train(model, data, run):
             acc[0] = evaluate()
         for step in _progress(range(1, last + 1), run.progress, desc=f"depth {model.depth}", leave=False):
             idx = order[:, step - 1]                                   # (B, batch), on the device
-            _cross_entropy_step(model, opt, x_tr[idx], y_tr[idx], losses, step, amp)
+            _cross_entropy_step(model, forward, opt, x_tr[idx], y_tr[idx], losses, step, amp)
             if step in record_at:
                 acc[step] = evaluate()
     if dev.type == "cuda":

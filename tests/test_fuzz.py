@@ -538,6 +538,7 @@ REGISTRY["QuantizedMLPBatch"] = Entry(lambda: dict(specs=[qmf.NetSpec(4, 1.0)], 
                                                    device="cpu", dtype=_torch().float32))
 REGISTRY["train"] = Entry(lambda: dict(model=_model(), data=_digits(), steps=[1, 2], lr=0.01, batch_size=16, seed=0,
                                        progress=False))
+REGISTRY["FusedSGD"] = Entry(lambda: dict(model=_model(), lr=0.01, momentum=0.5, precision="fp32"))
 REGISTRY["run_grid"] = Entry(lambda: dict(levels=[4], depths=[2], sigma_w=None, seeds=(0,), steps=(1,), width=8,
                                           lr=0.01, batch_size=16, dataset="digits", device="cpu", cache=False,
                                           progress=False, data=_digits(), seeding="cell", deadline=None, bundle=None,

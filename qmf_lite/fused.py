@@ -1,0 +1,299 @@
+r"""An SGD step that forms each weight gradient inside the update (Triton), for :func:`qmf_lite.train`.
+
+At batch size :math:`b` the gradient of a layer :math:`h = x W + \beta` (``x`` of shape
+``(b, K)``, ``W`` of shape ``(K, N)``) is the rank-:math:`b` product
+
+.. math:: \nabla W = x^\top \delta,\qquad \delta = \partial L/\partial h \ \text{of shape}\ (b, N).
+
+The plain step writes :math:`\nabla W` to memory (``K N`` numbers), and SGD then reads it back
+beside the parameter and its momentum buffer. :class:`FusedSGD` keeps the two factors ``x`` and
+:math:`\delta` from the backward pass (``b (K + N)`` numbers) and runs one Triton kernel per weight
+that, tile by tile, forms :math:`\nabla W` in registers and applies PyTorch's momentum SGD,
+
+.. math:: v \leftarrow \nabla W\ \text{(first step)},\qquad v \leftarrow m\,v + \nabla W\ \text{(later)},
+          \qquad W \leftarrow W - \eta\,v
+
+(``torch.optim.SGD`` with no dampening, weight decay or Nesterov; at :math:`m = 0` there is no
+buffer and :math:`W \leftarrow W - \eta\nabla W`). Per weight and step it reads :math:`W` and
+:math:`v` and writes them back, and never stores :math:`\nabla W`: at width :math:`n` the weight
+traffic of a step falls from :math:`8\cdot 4n^2` bytes (forward read, backward read, gradient
+written, SGD reading parameter, gradient and buffer and writing parameter and buffer) to
+:math:`6\cdot 4n^2`. The products are exact float32 by default (Triton's ``"ieee"`` dot, no TF32
+rounding); TF32 and 3xTF32 are options that take effect on a CUDA device only. Biases, whose
+gradients are small, are stepped by ``torch.optim.SGD`` as in the plain path.
+
+The quantized activation runs in one kernel as well (``staircase=True``): each element counts
+the thresholds at or below it in registers and writes its level and an int8 mask
+:math:`|h| \le T` (the same numbers as the plain lookup, bit for bit), and the STE's backward pass
+multiplies by ``slope * mask`` instead of a stored float32 gain.
+
+Triton is optional: the plain step stays the default of :func:`~qmf_lite.train`, and this module
+imports Triton only when a step runs. The kernels need a CUDA device, or, on a CPU, Triton's
+interpreter (``TRITON_INTERPRET=1`` set before the first step; it runs each kernel with numpy and
+is slow: tests only).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from ._validate import check_bool, check_choice, check_positive
+
+__all__ = ["FusedSGD", "FUSED_PRECISIONS"]
+
+#: products of the fused update: exact fp32, TF32 tensor cores, or three TF32 products (about fp32)
+FUSED_PRECISIONS = ("fp32", "tf32", "tf32x3")
+_DOT = {"fp32": "ieee", "tf32": "tf32", "tf32x3": "tf32x3"}
+#: the most thresholds (levels - 1) the staircase kernel handles; more levels use the plain lookup
+MAX_KERNEL_THRESHOLDS = 255
+#: tile sizes (rows of W, columns of W, batch rows per dot): compiled kernel, interpreter
+_TILES = {False: (64, 64, 32), True: (32, 32, 16)}
+
+
+def _interpreting():
+    """Whether Triton's interpreter is on (``TRITON_INTERPRET``), read as Triton reads it."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+@functools.lru_cache(maxsize=2)
+def _kernel(interpret):
+    """The Triton kernel, defined on first use so that ``TRITON_INTERPRET`` is read then (one per mode)."""
+    try:
+        import triton
+        import triton.language as tl
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise RuntimeError("the fused SGD step needs Triton (`pip install triton`; torch's CUDA builds "
+                           f"ship it): {err}") from err
+
+    @triton.jit
+    def rank_update(p_ptr, v_ptr, a_ptr, g_ptr, K, N, R, lr, momentum,
+                    s_pb, s_pk, s_pn, s_ab, s_ar, s_ak, s_gb, s_gr, s_gn,
+                    HAS_V: tl.constexpr, FIRST: tl.constexpr, DOT: tl.constexpr,
+                    BK: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr):
+        # one (BK, BN) tile of network `net`: acc = a[:, rk]^T g[:, rn], then the SGD update
+        rk = tl.program_id(0) * BK + tl.arange(0, BK)
+        rn = tl.program_id(1) * BN + tl.arange(0, BN)
+        net = tl.program_id(2).to(tl.int64)
+        acc = tl.full((BK, BN), 0.0, tl.float32)           # tl.full: a builtin, also in the interpreter
+        for r0 in range(0, R, BR):
+            rr = r0 + tl.arange(0, BR)
+            a_t = tl.load(a_ptr + net * s_ab + rr[None, :] * s_ar + rk[:, None] * s_ak,
+                          mask=(rr[None, :] < R) & (rk[:, None] < K), other=0.0)
+            g = tl.load(g_ptr + net * s_gb + rr[:, None] * s_gr + rn[None, :] * s_gn,
+                        mask=(rr[:, None] < R) & (rn[None, :] < N), other=0.0)
+            acc = tl.dot(a_t, g, acc, input_precision=DOT)
+        inside = (rk[:, None] < K) & (rn[None, :] < N)
+        offset = net * s_pb + rk[:, None] * s_pk + rn[None, :] * s_pn
+        p = tl.load(p_ptr + offset, mask=inside)
+        if HAS_V:
+            if FIRST:
+                v = acc
+            else:
+                v = tl.load(v_ptr + offset, mask=inside) * momentum + acc
+            tl.store(v_ptr + offset, v, mask=inside)
+        else:
+            v = acc
+        tl.store(p_ptr + offset, p - lr * v, mask=inside)
+
+    @triton.jit
+    def staircase(h_ptr, out_ptr, mask_ptr, thr_ptr, val_ptr, clip_ptr, M, T,
+                  HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
+        # values[net, #{k: thresholds[net, k] <= x}] (NaN: all T, as torch.searchsorted), and 1{|x| <= clip}
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        net = tl.program_id(1).to(tl.int64)
+        inside = i < M
+        x = tl.load(h_ptr + net * M + i, mask=inside, other=0.0)
+        count = tl.full((BLOCK,), 0, tl.int32)
+        for k in range(T):
+            count += (x >= tl.load(thr_ptr + net * T + k)).to(tl.int32)
+        count = tl.where(x != x, T, count)
+        tl.store(out_ptr + net * M + i, tl.load(val_ptr + net * (T + 1) + count, mask=inside), mask=inside)
+        if HAS_MASK:
+            tl.store(mask_ptr + net * M + i, (tl.abs(x) <= tl.load(clip_ptr + net)).to(tl.int8), mask=inside)
+
+    return triton, rank_update, staircase
+
+
+def _triton(device):
+    """(triton, rank_update, staircase) for tensors on ``device``, or a clear error where they cannot run."""
+    interpret = _interpreting()
+    if device.type != "cuda" and not interpret:
+        raise RuntimeError(f"the fused SGD step runs Triton kernels: it needs a CUDA device, or Triton's "
+                           f"interpreter (TRITON_INTERPRET=1) for tensors on {device.type}")
+    return _kernel(interpret)
+
+
+def _rank_update(p, v, a, g, lr, momentum, first, precision):
+    r"""``p -= lr * v`` with ``v = a^T g`` (first step or no momentum) or ``v = momentum v + a^T g``, in place.
+
+    ``p``, ``v``: ``(B, K, N)`` float32, contiguous, on one device (``v`` None at ``momentum = 0``);
+    ``a``: ``(B, R, K)``, ``g``: ``(B, R, N)`` float32 (any strides).
+    """
+    triton, kernel, _ = _triton(p.device)
+    B, K, N = p.shape
+    R = a.shape[1]
+    bk, bn, br = _TILES[_interpreting()]
+    has_v = v is not None
+    dot = _DOT[precision] if p.device.type == "cuda" else "ieee"
+    grid = (triton.cdiv(K, bk), triton.cdiv(N, bn), B)
+    with torch.profiler.record_function("fused_sgd_rank_update"):
+        kernel[grid](p, v if has_v else p, a, g, K, N, R, float(lr), float(momentum),
+                     *p.stride(), *a.stride(), *g.stride(),
+                     HAS_V=has_v, FIRST=bool(first), DOT=dot, BK=bk, BN=bn, BR=br)
+
+
+def _staircase(h, thresholds, values, clip, with_mask):
+    """The staircase of each network (``h`` of shape ``(B, ...)``, tables as in :func:`~qmf_lite.staircase_tables`)
+    in one kernel, equal to ``qmf_lite.ste``'s lookup bit for bit; and the int8 mask ``|h| <= clip`` (or None)."""
+    triton, _, kernel = _triton(h.device)
+    h = h.contiguous()
+    B, T = thresholds.shape
+    M = h.numel() // B
+    out = torch.empty_like(h)
+    mask = torch.empty(h.shape, dtype=torch.int8, device=h.device) if with_mask else None
+    block = 1024
+    with torch.profiler.record_function("fused_staircase"):
+        kernel[(triton.cdiv(M, block), B)](h, out, mask if with_mask else out, thresholds.contiguous(),
+                                           values.contiguous(), clip.reshape(B).contiguous(), M, T,
+                                           HAS_MASK=with_mask, BLOCK=block)
+    return out, mask
+
+
+class _FusedSTE(torch.autograd.Function):
+    """The staircase forward (one Triton kernel), the STE backward ``slope * 1{|h| <= clip}`` from an int8 mask."""
+
+    @staticmethod
+    def forward(ctx, h, thresholds, values, slope, clip):
+        out, mask = _staircase(h, thresholds, values, clip, ctx.needs_input_grad[0])
+        if mask is not None:
+            ctx.save_for_backward(mask, slope)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        mask, slope = ctx.saved_tensors
+        return grad * (mask * slope), None, None, None, None   # as ste_lookup: the gain is slope or 0
+
+
+class _Linear(torch.autograd.Function):
+    """``bias + x @ w`` (batched); its backward gives ``x`` and ``bias`` their gradients and hands the
+    factors ``(w, x, delta)`` of ``w``'s gradient to ``sink`` instead of forming it."""
+
+    @staticmethod
+    def forward(ctx, x, w, bias, sink):
+        ctx.save_for_backward(x, w)
+        ctx.sink, ctx.has_bias = sink, bias is not None
+        return torch.bmm(x, w) if bias is None else torch.baddbmm(bias, x, w)
+
+    @staticmethod
+    def backward(ctx, delta):
+        x, w = ctx.saved_tensors
+        ctx.sink.append((w, x, delta))
+        grad_x = torch.bmm(delta, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_bias = delta.sum(1, keepdim=True) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return grad_x, None, grad_bias, None
+
+
+class FusedSGD:
+    r"""Momentum SGD for a :class:`~qmf_lite.QuantizedMLPBatch` whose weight gradients are formed inside the update.
+
+    Used by :func:`qmf_lite.train` with ``step="fused"``; the same interface as a torch optimizer
+    (``zero_grad``, ``step``) plus :meth:`forward`, which runs the model so that the backward pass
+    hands each weight's gradient factors to this optimizer instead of forming the gradient. The
+    update of every weight :math:`W` with gradient :math:`x^\top\delta` is PyTorch's:
+    :math:`v = x^\top\delta` on the first step, then :math:`v = m v + x^\top\delta`, and
+    :math:`W \leftarrow W - \eta v` (module docstring); biases go through ``torch.optim.SGD``.
+
+    Parameters
+    ----------
+    model : QuantizedMLPBatch
+        With float32 parameters.
+    lr : float
+        Learning rate, > 0 and at most float32's largest number.
+    momentum : float in [0, 1)
+    precision : ``"fp32"``, ``"tf32"`` or ``"tf32x3"``
+        Products of the weight update: exact float32 (default), TF32 tensor cores, or 3xTF32
+        (three TF32 products, about float32 accuracy). TF32 and 3xTF32 take effect on a CUDA
+        device only (on a CPU, under Triton's interpreter, the products are float32).
+    staircase : bool
+        Run each quantized activation in one Triton kernel (the thresholds counted in registers,
+        the output level and an int8 mask :math:`|h|\le T` written), equal bit for bit to the
+        plain lookup, and keep the mask instead of a float32 gain for the STE's backward pass
+        (networks of more than 256 levels use the plain lookup, a binary search).
+
+    Notes
+    -----
+    Constructing one needs neither Triton nor a GPU; the first :meth:`step` imports Triton and
+    needs a CUDA device or ``TRITON_INTERPRET=1`` (then it runs on the CPU, slowly).
+    """
+
+    def __init__(self, model, lr, momentum=0.0, precision="fp32", staircase=True):
+        from .training import MAX_LR, QuantizedMLPBatch, _check_momentum
+
+        if not isinstance(model, QuantizedMLPBatch):
+            raise ValueError(f"model must be a QuantizedMLPBatch, got {type(model).__name__}")
+        if model.w_out.dtype != torch.float32:
+            raise ValueError(f"model must have float32 parameters for the fused step, got {model.w_out.dtype}")
+        lr = float(check_positive(lr, "lr", allow_array=False))
+        if lr > MAX_LR:
+            raise ValueError(f"lr must be at most {MAX_LR:.4g} (float32's largest number), got {lr!r}")
+        self.model, self.lr = model, lr
+        self.momentum = _check_momentum(momentum)
+        self.precision = check_choice(precision, "precision", FUSED_PRECISIONS)
+        self.staircase = check_bool(staircase, "staircase")
+        self.weights = [model.w_in, *model.weights, model.w_out]
+        ids = {id(w) for w in self.weights}
+        others = [p for p in model.parameters() if id(p) not in ids]
+        self._others = torch.optim.SGD(others, lr=lr, momentum=self.momentum) if others else None
+        self._factors = []
+        #: the momentum buffer of each weight (after its first step), keyed by ``id`` of the weight
+        self.buffers = {}
+
+    def forward(self, x):
+        """The model's logits for ``x`` (as ``model(x)``), recording the weights' gradient factors on backward."""
+        m, sink = self.model, self._factors
+        phi = self._phi if self.staircase else m.phi
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(len(m.specs), -1, -1)
+        h = _Linear.apply(x, m.w_in, m.b_in, sink)
+        for w, b in zip(m.weights, m.biases):
+            h = _Linear.apply(phi(h), w, b, sink)
+        if m.layout == "bgs19":
+            return phi(_Linear.apply(phi(h), m.w_out, m.b_out, sink))
+        return _Linear.apply(phi(h), m.w_out, m.b_out, sink)
+
+    def _phi(self, h):
+        m = self.model
+        if m.thresholds.shape[1] > MAX_KERNEL_THRESHOLDS:      # the kernel counts thresholds one by one
+            return m.phi(h)
+        return _FusedSTE.apply(h, m.thresholds, m.values, m.slope, m.clip)
+
+    __call__ = forward
+
+    def zero_grad(self, set_to_none=True):
+        """Forget the recorded factors and clear the biases' gradients."""
+        self._factors.clear()
+        if self._others is not None:
+            self._others.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def step(self):
+        """Update every weight from its recorded factors (one kernel each) and the biases with torch's SGD."""
+        for w, x, delta in self._factors:
+            key = id(w)
+            first = key not in self.buffers
+            if self.momentum and first:
+                self.buffers[key] = torch.empty_like(w)
+            _rank_update(w, self.buffers.get(key), x, delta, self.lr, self.momentum, first, self.precision)
+        self._factors.clear()
+        if self._others is not None:
+            self._others.step()
+
+
+def _for_train(model, lr, momentum, precision):
+    """The optimizer of ``train(..., step="fused")``: TF32 products where ``precision="tf32"``, exact fp32 else."""
+    if precision not in ("fp32", "tf32"):
+        raise ValueError(f"precision must be 'fp32' or 'tf32' with step='fused', got {precision!r}")
+    return FusedSGD(model, lr, momentum, precision)

@@ -70,6 +70,15 @@ def torch_generator(seed, device, name="seed", *, allow_none=True):
     return gen
 
 
+def all_finite(x) -> bool:
+    """True when every entry of the numpy array or torch tensor ``x`` is finite (no NaN, no inf)."""
+    if is_torch(x):
+        import torch
+
+        return bool(torch.isfinite(x).all())
+    return bool(np.isfinite(x).all())
+
+
 def round_half_up(x):
     """The nearest integer to ``x``, ties rounded up (towards +inf): ``floor(x + 1/2)``.
 

@@ -272,3 +272,15 @@ def check_tensor(value, name, *, ndim=None, finite=True):
     if finite and value.is_floating_point() and value.numel() and not bool(torch.isfinite(value.detach()).all()):
         raise ValueError(f"{name} must be finite (no NaN or inf)")
     return value
+
+
+#: the largest learning rate of the torch training code (float32's largest number)
+MAX_LR = float(np.finfo(np.float32).max)
+
+
+def check_momentum(momentum, name="momentum"):
+    """Return ``momentum`` as float, requiring a real number in [0, 1) (SGD's momentum)."""
+    momentum = check_real_in(momentum, name, 0.0, 1.0)
+    if momentum >= 1:
+        raise ValueError(f"{name} must lie in [0, 1), got {momentum}")
+    return momentum

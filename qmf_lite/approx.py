@@ -224,7 +224,7 @@ def _maybe_int64(num):
     return num
 
 
-def _max_abs(num):
+def _max_abs_numerator(num):
     if num.size == 0:
         return 0
     if num.dtype == object:
@@ -542,7 +542,7 @@ class DyadicNet:
             bias = c * (1 << exp)
             fits = False
             if xt.dtype != object and csr is not None and xt.size:
-                bmax = _max_abs(bias)
+                bmax = _max_abs_numerator(bias)
                 xmax = np.abs(xt).max(axis=1)
                 if int(xmax.max()) * l1 + bmax < _INT64_SAFE:
                     fits = True

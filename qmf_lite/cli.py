@@ -57,7 +57,7 @@ def _init(args, out):
         out.write(f"L_max = {args.multiple:g} xi      {args.multiple * init.depth_scale:.1f} layers\n")
 
 
-def _memory(text):
+def _parse_memory(text):
     """``auto``, ``none``, a number of bytes, or a number with a unit (``16GB``, ``512MiB``)."""
     text = text.strip()
     if text.lower() in ("auto", "none"):
@@ -119,7 +119,7 @@ def _fig3(args, out, started, argv):
         if args.deadline is not None:
             deadline = max(0.0, args.deadline - (_clock() - started))
         path, grid, meta = fig3.produce(args.profile, target, config=config, device=args.device,
-                                        max_memory=_memory(args.max_memory), cache=not args.no_cache,
+                                        max_memory=_parse_memory(args.max_memory), cache=not args.no_cache,
                                         progress=not args.quiet, data=data, deadline=deadline, bundle=args.bundle,
                                         shard=args.shard)
         out.write(f"{grid.summary()}\n")

@@ -156,11 +156,11 @@ def run(config, *, device=None, max_memory="auto", cache=True, progress=True, da
     is trained in this call, not the numbers).
     """
     _check_config(config)
-    return _run(config, _grid_arguments(config, device=device, max_memory=max_memory, cache=cache, progress=progress,
+    return _run(config, _config_grid_arguments(config, device=device, max_memory=max_memory, cache=cache, progress=progress,
                                         data=data, deadline=deadline, bundle=bundle, shard=shard), data)
 
 
-def _grid_arguments(config, **kw):
+def _config_grid_arguments(config, **kw):
     """The checked arguments of the grid of ``config`` (:func:`qmf_lite.run_grid`'s door), with ``kw``."""
     from .training import _grid_arguments
 
@@ -244,7 +244,7 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
     config = copy.deepcopy(PROFILES[profile] if config is None else _check_config(config))
     out = check_path(DATA_FILE if out is None else out, "out", kind="not_dir")
     dev = default_device(device)
-    grid = _run(config, _grid_arguments(config, device=dev, max_memory=max_memory, cache=cache, progress=progress,
+    grid = _run(config, _config_grid_arguments(config, device=dev, max_memory=max_memory, cache=cache, progress=progress,
                                         data=data, deadline=deadline, bundle=bundle, shard=shard), data)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     meta = {

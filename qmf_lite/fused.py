@@ -39,7 +39,10 @@ import os
 
 import torch
 
-from ._validate import check_bool, check_choice, check_positive
+from ._validate import MAX_LR, check_bool, check_choice, check_momentum, check_positive
+
+#: what FusedSGD uses of a QuantizedMLPBatch
+_MODEL_PARTS = ("w_in", "b_in", "weights", "w_out", "b_out", "specs", "phi")
 
 __all__ = ["FusedSGD", "FUSED_PRECISIONS"]
 
@@ -230,9 +233,8 @@ class FusedSGD:
     """
 
     def __init__(self, model, lr, momentum=0.0, precision="fp32", staircase=True):
-        from .training import MAX_LR, QuantizedMLPBatch, _check_momentum
-
-        if not isinstance(model, QuantizedMLPBatch):
+        # (the model is checked by what it holds: qmf_lite.training imports this module, not the reverse)
+        if not isinstance(model, torch.nn.Module) or not all(hasattr(model, a) for a in _MODEL_PARTS):
             raise ValueError(f"model must be a QuantizedMLPBatch, got {type(model).__name__}")
         if model.w_out.dtype != torch.float32:
             raise ValueError(f"model must have float32 parameters for the fused step, got {model.w_out.dtype}")
@@ -240,7 +242,7 @@ class FusedSGD:
         if lr > MAX_LR:
             raise ValueError(f"lr must be at most {MAX_LR:.4g} (float32's largest number), got {lr!r}")
         self.model, self.lr = model, lr
-        self.momentum = _check_momentum(momentum)
+        self.momentum = check_momentum(momentum)
         self.precision = check_choice(precision, "precision", FUSED_PRECISIONS)
         self.staircase = check_bool(staircase, "staircase")
         self.weights = [model.w_in, *model.weights, model.w_out]

@@ -57,7 +57,7 @@ import warnings
 import numpy as np
 from array_api_compat import array_namespace, device, size
 
-from ._common import (check_seed_or_generator, is_torch, limit_threads, numpy_generator, round_half_up,
+from ._common import (all_finite, check_seed_or_generator, is_torch, limit_threads, numpy_generator, round_half_up,
                       torch_generator)
 from ._validate import (check_bool, check_int, check_int_range, check_nonnegative, check_one_of, check_positive,
                         check_real_array, check_real_in)
@@ -469,11 +469,6 @@ def _max_abs(a):
     return float(xp.max(xp.abs(a))) if size(a) else 0.0
 
 
-def _all_finite(a):
-    xp = array_namespace(a)
-    return bool(xp.all(xp.isfinite(a)))
-
-
 def _generator(seed, like):
     """The generator that ``seed`` stands for, of the library of ``like`` (numpy or torch, on its device)."""
     return torch_generator(seed, like.device) if is_torch(like) else numpy_generator(seed)
@@ -712,7 +707,7 @@ def _quantize_layer(weight, x, xq, alphabet, opts, dtype):
         ref = x @ wt
         ref_sq = float(array_namespace(ref).sum(ref * ref)) * step * step
         residual = u * step
-        ok = _all_finite(qt) and _all_finite(residual) and math.isfinite(ref_sq)
+        ok = all_finite(qt) and all_finite(residual) and math.isfinite(ref_sq)
     if not ok:   # an overflow in float64 (or float32): checked here rather than warned about
         raise ValueError("weight and x must be small enough, relative to alphabet.step, that the products X W^T / step, "
                          f"the output error and |X W^T|^2 stay finite in {dtype}; rescale them or use a larger step")
@@ -919,7 +914,7 @@ def relative_error(reference, approx):
     >>> relative_error(np.array([3.0, 4.0]), np.array([3.0, 3.0]))
     0.04
     """
-    a, b = _check_pair(reference, approx)
+    a, b = _check_reference_and_approx(reference, approx)
     ref_max = _max_abs(a)
     if not ref_max > 0:
         raise ValueError("reference must not be all zero")
@@ -935,7 +930,7 @@ def relative_error(reference, approx):
     return ratio
 
 
-def _check_pair(reference, approx):
+def _check_reference_and_approx(reference, approx):
     """relative_error's arguments as two float64 arrays of one shape: tensors on the device of the tensor given
     (a numpy array beside a tensor joins it there), or numpy arrays."""
     if not (is_torch(reference) or is_torch(approx)):

@@ -44,7 +44,8 @@ import torch
 from . import _cache
 from ._common import limit_threads
 from ._progress import progress as _progress
-from ._validate import (check_bool, check_callable, check_choice, check_int, check_int_range, check_int_sequence,
+from ._validate import (MAX_LR, check_bool, check_callable, check_choice, check_int, check_int_range,
+                        check_int_sequence, check_momentum,
                         check_levels, check_nonnegative, check_positive, check_real_array, check_real_in, check_seed,
                         check_sequence, check_sigmas)
 from .activations import MAX_STORED_LEVELS, QuantizedActivation
@@ -68,15 +69,6 @@ _SCHEMA = 4
 #: the most layers, units per layer, input features or outputs, recorded SGD steps and threads of a
 #: network or a grid (far beyond any use; they keep allocations and loops finite)
 MAX_DEPTH, MAX_WIDTH, MAX_FEATURES, MAX_STEPS, MAX_WORKERS = 10**5, 2**20, 2**24, 10**9, 1024
-#: the largest learning rate (float32's largest number)
-MAX_LR = float(np.finfo(np.float32).max)
-
-
-def _check_momentum(momentum):
-    momentum = check_real_in(momentum, "momentum", 0.0, 1.0)
-    if momentum >= 1:
-        raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
-    return momentum
 
 
 def _check_layer_sizes(depth, width, n_in, n_out, layout):
@@ -422,7 +414,7 @@ def training_memory(depth, width, n_in, n_out, batch_size, *, layout="book", mom
     depth, width, n_in, n_out, layout = _check_layer_sizes(depth, width, n_in, n_out, layout)
     batch_size = check_int_range(batch_size, "batch_size", 1, MAX_STEPS)
     eval_batch = check_int_range(eval_batch, "eval_batch", 0, MAX_STEPS)
-    momentum = _check_momentum(momentum)
+    momentum = check_momentum(momentum)
     bytes_per_value = check_int_range(bytes_per_value, "bytes_per_value", 1, 16)
     return _memory(_layer_shapes(layout, depth, width, n_in, n_out), width, n_out, batch_size, momentum, eval_batch,
                    bytes_per_value)
@@ -723,7 +715,7 @@ def _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentu
     batch_size = check_int_range(batch_size, "batch_size", 1, len(data.y_train), " (the training inputs)")
     seed = check_seed(seed)
     progress = check_bool(progress, "progress")
-    momentum = _check_momentum(momentum)
+    momentum = check_momentum(momentum)
     if eval_size is not None:
         eval_size = check_int(eval_size, "eval_size", 1)
     eval_batch = check_int_range(eval_batch, "eval_batch", 1, MAX_STEPS)
@@ -1251,7 +1243,7 @@ def _grid_arguments(*, levels, depths, sigma_w, seeds, steps, width, lr, batch_s
         sigma_w = [float(check_sigmas(s, 0.0, allow_array=False)[0]) for s in check_sequence(sigma_w, "sigma_w")]
     seeds = check_int_sequence(seeds, "seeds", 0, 2**63 - 1)
     batch_size = check_int_range(batch_size, "batch_size", 1, MAX_STEPS)
-    momentum = _check_momentum(momentum)
+    momentum = check_momentum(momentum)
     seed = check_seed(seed)
     check_choice(dataset, "dataset", ("digits", "mnist"))
     cache = check_bool(cache, "cache")

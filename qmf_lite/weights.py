@@ -45,7 +45,7 @@ import numpy as np
 from scipy import optimize, sparse, special
 from scipy.sparse import linalg as sparse_linalg
 
-from ._common import is_torch, numpy_generator, round_half_up, torch_generator
+from ._common import all_finite, is_torch, numpy_generator, round_half_up, torch_generator
 from ._validate import (_as_float_array, check_bool, check_callable, check_choice, check_finite, check_int,
                         check_positive, check_probability, check_real, check_seed)
 
@@ -377,17 +377,9 @@ def _checked_update(rule, w, g, lr, grid, rng=None, clip_buffer=True, wname="w")
     gen = _generator_like(w, rng) if rule == "sr" else None
     with np.errstate(over="ignore"):  # an overflowing step is clipped to the grid, or refused below
         new = _update(rule, w, g, lr, grid, gen, clip_buffer)
-    if (rule == "sgd" or not clip_buffer) and not _all_finite(new):
+    if (rule == "sgd" or not clip_buffer) and not all_finite(new):
         raise ValueError(f"lr * g must keep {wname} - lr * g finite; it overflowed with lr = {lr!r}")
     return new
-
-
-def _all_finite(x):
-    if is_torch(x):
-        import torch
-
-        return bool(torch.isfinite(x).all())
-    return bool(np.isfinite(x).all())
 
 
 def sgd_update(w, g, lr):

@@ -62,7 +62,7 @@ def _checks(call):
 FIG3_CHECKS = {("check_choice", "layout"), ("check_sequence", "levels"), ("check_levels", "levels"),
                ("check_int_sequence", "depths"), ("check_int_sequence", "steps"), ("check_int_range", "width"),
                ("check_choice", "precision"), ("check_positive", "lr"), ("check_int_sequence", "seeds"),
-               ("check_int_range", "batch_size"), ("check_real_in", "momentum"), ("check_seed", "seed"),
+               ("check_int_range", "batch_size"), ("check_momentum", "momentum"), ("check_seed", "seed"),
                ("check_choice", "dataset"), ("check_bool", "cache"), ("check_bool", "progress"),
                ("check_choice", "seeding"), ("check_path", "out")}
 #: calls into _validate made inside the modules the grid calls to build each network (the activation, its

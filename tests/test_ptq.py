@@ -506,7 +506,7 @@ def test_ties_round_up_in_the_rounding_functions_and_inside_the_quantizers():
         assert res.index.item() == ptq.nearest_index(np.array([w]), a).item() == math.floor(w / 0.5 + 0.5)
     # the same in float32: the rounding happens in the working precision
     x32 = np.array([0.49999997], dtype=np.float32)
-    assert round_half_up(x32).dtype == np.float32 and round_half_up(x32).item() == 1.0   # 0.99999997 -> 1 in float32
+    assert round_half_up(x32).dtype == np.float32 and round_half_up(x32).item() == 0.0   # exact: x + 1/2 is never rounded first
 
 
 def test_msq_gpfq_spfq_share_one_signature():

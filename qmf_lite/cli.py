@@ -121,7 +121,7 @@ def _fig3(args, out, started, argv):
         path, grid, meta = fig3.produce(args.profile, target, config=config, device=args.device,
                                         max_memory=_parse_memory(args.max_memory), cache=not args.no_cache,
                                         progress=not args.quiet, data=data, deadline=deadline, bundle=args.bundle,
-                                        shard=args.shard)
+                                        shard=args.shard, step=args.step)
         out.write(f"{grid.summary()}\n")
         tf = meta["tflops_per_second"]
         peak = meta["peak_memory_bytes"]
@@ -162,6 +162,9 @@ def main(argv=None, out=None):
     f.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=None,
                    help="matmul precision (changes the configuration and its hash)")
     f.add_argument("--dataset", choices=("mnist", "digits"), default=None, help="override the profile's data set")
+    f.add_argument("--step", choices=("torch", "fused"), default="torch",
+                   help="optimizer step: torch.optim.SGD (default) or the fused Triton update (qmf_lite.FusedSGD; "
+                        "part of each network's cache key)")
     for name, typ in (("width", int), ("levels", int), ("depths", int), ("steps", int), ("seeds", int)):
         f.add_argument(f"--{name}", type=typ, nargs=None if name == "width" else "+", default=None,
                        help=f"override the profile's {name} (changes the configuration and its hash)")

@@ -147,17 +147,18 @@ def _load_data(config, progress):
 
 
 def run(config, *, device=None, max_memory="auto", cache=True, progress=True, data=None, deadline=None, bundle=None,
-        shard=None):
+        shard=None, step="torch"):
     """Train the grid of ``config`` (a profile's settings, see :data:`PROFILES`): a ``GridResult``.
 
     ``config`` is a dict with every key of a profile; its values, and the other arguments, are
     checked by :func:`~qmf_lite.run_grid` (``data``: ``None``, to load ``config["dataset"]``, or a
     :class:`~qmf_lite.Dataset`; ``deadline``, ``bundle`` and ``shard`` as there: they decide what
-    is trained in this call, not the numbers).
+    is trained in this call, not the numbers; ``step``: the optimizer step, ``"torch"`` or
+    ``"fused"``, see :func:`~qmf_lite.train`).
     """
     _check_config(config)
     return _run(config, _config_grid_arguments(config, device=device, max_memory=max_memory, cache=cache, progress=progress,
-                                        data=data, deadline=deadline, bundle=bundle, shard=shard), data)
+                                        data=data, deadline=deadline, bundle=bundle, shard=shard, step=step), data)
 
 
 def _config_grid_arguments(config, **kw):
@@ -221,7 +222,7 @@ def _write(path, grid, config, meta):
 
 
 def produce(profile="paper", out=None, *, config=None, device=None, max_memory="auto", cache=True, progress=True,
-            data=None, deadline=None, bundle=None, shard=None):
+            data=None, deadline=None, bundle=None, shard=None, step="torch"):
     """Run a profile (or ``config``) and write its data file; returns ``(path, grid, meta)``.
 
     The file holds the configuration and its hash, the versions of qmf_lite and torch, a
@@ -245,7 +246,7 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
     out = check_path(DATA_FILE if out is None else out, "out", kind="not_dir")
     dev = default_device(device)
     grid = _run(config, _config_grid_arguments(config, device=dev, max_memory=max_memory, cache=cache, progress=progress,
-                                        data=data, deadline=deadline, bundle=bundle, shard=shard), data)
+                                        data=data, deadline=deadline, bundle=bundle, shard=shard, step=step), data)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     meta = {
         "profile": profile if config == PROFILES.get(profile) else "custom",

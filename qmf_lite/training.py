@@ -62,6 +62,8 @@ __all__ = ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "
 LAYOUTS = ("book", "bgs19")
 #: matmul precisions of :func:`qmf_lite.train`: full fp32, TF32 tensor cores (CUDA only), bf16 autocast
 PRECISIONS = ("fp32", "tf32", "bf16")
+#: the optimizer steps of :func:`train` and :func:`run_grid`: ``torch.optim.SGD``, or :class:`~qmf_lite.FusedSGD`
+STEPS = ("torch", "fused")
 #: rows per forward pass when accuracy is evaluated
 EVAL_BATCH = 2048
 #: version of the cached grid entries (4: one entry per network)
@@ -720,7 +722,7 @@ def _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentu
         eval_size = check_int(eval_size, "eval_size", 1)
     eval_batch = check_int_range(eval_batch, "eval_batch", 1, MAX_STEPS)
     precision = check_choice(precision, "precision", PRECISIONS)
-    update = check_choice(step, "step", ("torch", "fused"))
+    update = check_choice(step, "step", STEPS)
     lr_value = learning_rate(lr, model.depth)
     return _TrainRun(steps, lr_value, batch_size, seed, progress, momentum, eval_size, eval_batch, precision, update)
 
@@ -936,7 +938,7 @@ def _cell_seed(seed, levels, depth):
 
 
 def _train_networks(specs, depth, *, data, width, layout, device, steps, lr, batch_size, seed, momentum, eval_size,
-                    precision, seeding):
+                    precision, seeding, step="torch"):
     """Train the networks ``specs`` (replicate seeds) of one depth together; ``(rows of each network, record)``.
 
     Under ``seeding="cell"`` network ``b`` is initialised (and orders its minibatches) with
@@ -948,7 +950,7 @@ def _train_networks(specs, depth, *, data, width, layout, device, steps, lr, bat
     model = QuantizedMLPBatch._unchecked(init, data.n_features, data.n_classes, depth, width, device, torch.float32,
                                          layout)
     rec = _train(model, data, _TrainRun(steps, lr, batch_size, seed, False, momentum, eval_size, EVAL_BATCH,
-                                        precision))
+                                        precision, step))
     del model
     if device.type == "cuda":   # hand the chunk's blocks back: chunks of another depth fragment the cache
         torch.cuda.empty_cache()
@@ -1066,7 +1068,7 @@ def _bundle_mismatch(entry, expected):
 def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), width=64, lr=0.01, batch_size=128,
              dataset="digits", device=None, cache=True, progress=True, data=None, momentum=0.0, layout="book",
              max_memory="auto", eval_size=None, precision="fp32", seed=0, callback=None, workers=None,
-             seeding="cell", deadline=None, bundle=None, shard=None):
+             seeding="cell", deadline=None, bundle=None, shard=None, step="torch"):
     """Train quantized MLPs over a grid of levels x depths (x sigma_w x seeds) and record accuracy.
 
     Parameters
@@ -1085,6 +1087,9 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         Passed to :func:`qmf_lite.train`; ``lr`` may be ``"bgs19"`` or a function of the depth.
         ``precision="fp32"`` forces exact float32 products for the whole call (no TF32, whatever
         ``torch.set_float32_matmul_precision`` says); ``"tf32"`` allows TF32 tensor cores.
+    step : ``"torch"`` or ``"fused"``
+        The optimizer step, as in :func:`qmf_lite.train`; ``"fused"`` is part of each network's
+        cache key and of the result's configuration (``"torch"``, the default, is in neither).
     layout : ``"book"`` or ``"bgs19"``
         See :class:`QuantizedMLPBatch`.
     dataset : {"digits", "mnist"}
@@ -1161,7 +1166,7 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
                            lr=lr, batch_size=batch_size, dataset=dataset, device=device, cache=cache,
                            progress=progress, data=data, momentum=momentum, layout=layout, max_memory=max_memory,
                            eval_size=eval_size, precision=precision, seed=seed, callback=callback, workers=workers,
-                           seeding=seeding, deadline=deadline, bundle=bundle, shard=shard)
+                           seeding=seeding, deadline=deadline, bundle=bundle, shard=shard, step=step)
     t0 = _clock()
     if data is None:
         data = load_dataset(dataset, **({"normalize": "bgs19"} if dataset == "mnist" and args.layout == "bgs19" else {}))
@@ -1197,6 +1202,7 @@ class _GridArgs:
     deadline: float | None
     bundle: object
     shard: tuple | None
+    step: str = "torch"
 
 
 def _check_shard(shard):
@@ -1228,7 +1234,7 @@ def _check_bundle(bundle, cache):
 
 def _grid_arguments(*, levels, depths, sigma_w, seeds, steps, width, lr, batch_size, dataset, device, cache, progress,
                     data, momentum, layout, max_memory, eval_size, precision, seed, callback, workers, seeding,
-                    deadline, bundle, shard):
+                    deadline, bundle, shard, step="torch"):
     """The door of :func:`run_grid`: every argument checked once, in the order of the old checks."""
     from .data import Dataset
 
@@ -1262,9 +1268,10 @@ def _grid_arguments(*, levels, depths, sigma_w, seeds, steps, width, lr, batch_s
     if data is not None and not isinstance(data, Dataset):
         raise ValueError(f"data must be None or a qmf_lite.Dataset, got {type(data).__name__}")
     max_memory = _check_max_memory(max_memory)
+    step = check_choice(step, "step", STEPS)
     return _GridArgs(levels, depths, sigma_w, seeds, steps, width, lr, lrs, batch_size, default_device(device), cache,
                      progress, momentum, layout, max_memory, eval_size, precision, seed, callback, workers, seeding,
-                     deadline, bundle, shard)
+                     deadline, bundle, shard, step)
 
 
 @dataclasses.dataclass
@@ -1293,7 +1300,7 @@ def _grid_plan(a, data):
             "device": a.device.type, "dtype": "float32", "precision": a.precision, "data": data.fingerprint(),
             "dataset": data.name, "width": a.width, "layout": a.layout, "steps": a.steps, "batch_size": a.batch_size,
             "momentum": float(a.momentum), "seed": a.seed, "seeding": a.seeding, "eval_size": a.eval_size,
-            "eval_batch": EVAL_BATCH}
+            "eval_batch": EVAL_BATCH, **({"step": a.step} if a.step != "torch" else {})}
     order = _work_order(a.depths)
     nets = [(d, j) for d in order for j in range(len(specs))]          # the whole grid, in work order
     configs = {net: _entry_config(base, net[0], a.lrs[net[0]], specs[net[1]]) for net in nets}
@@ -1462,7 +1469,7 @@ def _train_pending(a, plan, data, budget, state, found, pending, t0):
     fits, workers = _chunk_sizes(a, data, budget, pending, plan.order)
     settings = dict(data=data, width=a.width, layout=a.layout, device=a.device, steps=a.steps,
                     batch_size=a.batch_size, seed=a.seed, momentum=a.momentum, eval_size=a.eval_size,
-                    precision=a.precision, seeding=a.seeding)
+                    precision=a.precision, seeding=a.seeding, step=a.step)
 
     def compute(depth, chunk):
         return _train_networks([plan.specs[j] for j in chunk], depth, lr=a.lrs[depth], **settings)
@@ -1508,7 +1515,8 @@ def _grid_result(a, plan, state, data, t0):
               "width": a.width, "lr": lr, "momentum": float(a.momentum), "batch_size": a.batch_size,
               "layout": a.layout, "eval_size": a.eval_size, "precision": a.precision, "dataset": data.name,
               "normalization": getattr(data, "normalization", "feature"), "device": str(dev),
-              "seeding": a.seeding, "shard": list(a.shard) if a.shard else None}
+              "seeding": a.seeding, "shard": list(a.shard) if a.shard else None,
+              **({"step": a.step} if a.step != "torch" else {})}
     return GridResult(rows, config, _clock() - t0, state.n_cached, state.compute_s, state.flops, state.train_s, peak,
                       missing)
 

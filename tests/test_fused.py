@@ -269,3 +269,24 @@ def test_many_levels_use_the_plain_lookup(monkeypatch):
     monkeypatch.setattr(fused, "_FusedSTE", None)                 # the kernel's path would fail
     with torch.no_grad():
         assert torch.equal(FusedSGD(model, 0.1).forward(x), model(x))
+
+
+def test_run_grid_passes_the_step_on_and_keys_its_cache_by_it(tmp_path, monkeypatch):
+    """run_grid(step="fused") trains with FusedSGD: the same accuracies as the torch step on a tiny grid
+    (3 steps, as in the test above), and its networks are cached under their own keys, so neither
+    step is ever served the other's results; "step" appears in the configuration only when fused."""
+    from qmf_lite import run_grid
+
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
+    digits = qdata.load_digits()
+    data = qdata.Dataset("d", digits.x_train[:64], digits.y_train[:64], digits.x_test[:16], digits.y_test[:16], 10)
+    kw = dict(seeds=[0], steps=[3], width=16, lr=0.01, batch_size=8, momentum=0.5, device=DEVICE, data=data,
+              progress=False, layout="bgs19", max_memory=None)
+    plain = run_grid([4], [3], **kw)
+    fused = run_grid([4], [3], step="fused", **kw)
+    assert fused.n_cached == 0 and fused.rows == plain.rows
+    assert fused.config["step"] == "fused" and "step" not in plain.config
+    again = run_grid([4], [3], step="fused", **kw)
+    assert again.n_cached == 1 and again.rows == fused.rows
+    with pytest.raises(ValueError, match=r"step must be one of \('torch', 'fused'\)"):
+        run_grid([4], [3], step="triton", **kw)

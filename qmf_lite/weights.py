@@ -1000,7 +1000,7 @@ class LogisticProblem:
 
     def solve(self, tol=1e-13, max_iter=100):
         r"""The minimiser :math:`w^*`: the root of :math:`\nabla F` (F is strongly convex), found from
-        :math:`w = 0` by :func:`scipy.optimize.root` (MINPACK's hybrid Powell method, relative
+        :math:`w = 0` by ``scipy.optimize.root`` (MINPACK's hybrid Powell method, relative
         tolerance ``tol``) with the exact Hessian as Jacobian.
 
         Returns ``w`` once its Newton step :math:`\nabla^2F(w)^{-1}\nabla F(w)` is below ``tol > 0`` in
@@ -1135,8 +1135,8 @@ class QuantizedSGD:
                         p.copy_(g["grid"]._round(self._buffers[p]))
 
     def step(self):
-        """One :func:`_update` of every parameter that has a gradient (BC: of its buffer, then
-        :math:`p = Q(w_r)`); a gradient with NaN or inf is a ``ValueError``."""
+        """One update of every parameter that has a gradient (BC: of its buffer, then :math:`p = Q(w_r)`),
+        by the same private step as :func:`run_rule`; a gradient with NaN or inf is a ``ValueError``."""
         import torch
 
         with torch.no_grad():

@@ -35,7 +35,7 @@ import torch
 
 import qmf_lite as qmf
 from qmf_lite import fig3
-from qmf_lite.cli import _memory
+from qmf_lite.cli import _parse_memory
 from qmf_lite.data import load_digits
 from qmf_lite.training import NetSpec, QuantizedMLPBatch, memory_budget, train, training_flops, training_memory
 
@@ -194,7 +194,7 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="timed steps (the difference of two runs)")
     args = parser.parse_args()
     device = qmf.default_device(args.device)
-    budget = memory_budget(_memory(args.max_memory), device)
+    budget = memory_budget(_parse_memory(args.max_memory), device)
     print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
           + f", torch {torch.__version__}, threads {torch.get_num_threads()}, precision {args.precision}, "
           f"memory budget {'none' if budget is None else f'{budget / 2**30:.1f} GiB'}")

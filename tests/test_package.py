@@ -90,3 +90,19 @@ def test_every_document_the_package_names_is_in_the_repository():
     for path in PACKAGE.glob("*.py"):
         for name in re.findall(r"[\w./-]+\.md\b", path.read_text()):
             assert pathlib.PurePath(name).name in present, f"{path.name} names {name}, which is not in the repository"
+
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.mark.parametrize("path", sorted(BENCHMARKS.glob("bench_*.py")), ids=lambda p: p.stem)
+def test_every_benchmark_imports(path, monkeypatch):
+    """A benchmark is run by hand, never by the tests: at least its imports (of private names too) must
+    still resolve after a change of the package, or the next person to measure finds it broken."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(f"_bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)          # module level only: each benchmark runs under __main__
+    assert callable(getattr(module, "main", None)), f"{path.name} has no main()"

@@ -201,11 +201,6 @@ def check_choice(value, name, choices):
     return value
 
 
-#: the former name of :func:`check_choice`, kept while ``approx`` and ``ptq`` still import it; its message
-#: for two choices read "must be 'a' or 'b'", now "must be one of ('a', 'b')"
-check_one_of = check_choice
-
-
 def check_sequence(value, name, *, allow_empty=False):
     """Return ``value`` as a list, requiring a list, tuple, range or 1-d array (not a string, a number or a
     mapping), non-empty unless ``allow_empty``."""

@@ -45,7 +45,7 @@ from fractions import Fraction
 import numpy as np
 
 from ._common import round_half_up
-from ._validate import (check_bool, check_int, check_int_range, check_nonnegative, check_one_of, check_positive,
+from ._validate import (check_bool, check_choice, check_int, check_int_range, check_nonnegative, check_positive,
                         check_real, check_real_array)
 
 __all__ = [
@@ -441,7 +441,7 @@ class DyadicNet:
         -------
         list of int
         """
-        return self._param_bits(check_one_of(model, "model", ("param", "layer")))
+        return self._param_bits(check_choice(model, "model", ("param", "layer")))
 
     def _param_bits(self, model):
         out = []
@@ -481,7 +481,7 @@ class DyadicNet:
         far more than :math:`2^M` networks have ``memory_bits() == M`` (every scale gives another
         one). Comparisons with counting bounds, which need a code of M bits, are heuristics.
         """
-        return int(sum(self._param_bits(check_one_of(model, "model", ("param", "layer")))))
+        return int(sum(self._param_bits(check_choice(model, "model", ("param", "layer")))))
 
     def summary(self):
         """Depth, largest hidden width, nonzero parameters and bits (both memory models)."""
@@ -1254,7 +1254,7 @@ class ShallowReLU:
         ``bits``: an integer in ``[1, 64]``; ``method``: ``"nearest"`` or ``"sigma_delta"``.
         """
         b = _check_bits(bits)
-        method = check_one_of(method, "method", ("nearest", "sigma_delta"))
+        method = check_choice(method, "method", ("nearest", "sigma_delta"))
         q1 = _round_to_grid(_check_values(np.concatenate([self.inner, self.offset])), b)
         n = self.inner.size
         l2 = _check_values(np.concatenate([self.outer, [self.bias]]))
@@ -1684,7 +1684,7 @@ def bit_extractor(m, form="deep"):
     ([Fraction(1, 1), Fraction(0, 1), Fraction(1, 1)], [Fraction(1, 1), Fraction(0, 1), Fraction(1, 1)])
     """
     m = check_int_range(m, "m", 1, _MAX_EXTRACT)
-    form = check_one_of(form, "form", ("deep", "classical"))
+    form = check_choice(form, "form", ("deep", "classical"))
     return _classical_extractor(m) if form == "classical" else _deep_extractor(m)
 
 

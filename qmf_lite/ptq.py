@@ -59,7 +59,7 @@ from array_api_compat import array_namespace, device, size
 
 from ._common import (all_finite, check_seed_or_generator, is_torch, limit_threads, numpy_generator, round_half_up,
                       torch_generator)
-from ._validate import (check_bool, check_int, check_int_range, check_nonnegative, check_one_of, check_positive,
+from ._validate import (check_bool, check_choice, check_int, check_int_range, check_nonnegative, check_positive,
                         check_real_array, check_real_in)
 
 __all__ = [
@@ -408,12 +408,12 @@ class _Options:
 
 def _check_options(method, seed, dead_tol, dead_fill, block, threads):
     """The settings shared by quantize_layer and quantize_mlp, validated."""
-    method = check_one_of(method, "method", METHODS)
+    method = check_choice(method, "method", METHODS)
     seed = check_seed_or_generator(seed)
     tol = check_nonnegative(dead_tol, "dead_tol")
     if tol.ndim:
         raise ValueError(f"dead_tol must be a single finite number >= 0, got an array of shape {tol.shape}")
-    dead_fill = check_one_of(dead_fill, "dead_fill", ("round", "zero"))
+    dead_fill = check_choice(dead_fill, "dead_fill", ("round", "zero"))
     block = check_int(block, "block", 1)
     return _Options(method, seed, float(tol), dead_fill, block, _check_threads(threads))
 

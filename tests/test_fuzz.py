@@ -33,8 +33,8 @@ Isolation and limits
 --------------------
 Each entry's calls run in a child process forked from a ``multiprocessing`` fork server that has
 imported numpy, scipy, torch (with ``torch._dynamo``, whose 4-s import would otherwise land in a
-timed call), scikit-learn's datasets, myst-nb (which ``book.glue`` imports on its first call: 3 s and
-more on a busy machine), qmf_lite and this file, but never runs torch code, so that
+timed call), scikit-learn's datasets, myst-nb's glue module (which ``book.glue`` imports on its first call,
+with nbformat's validator: 2-3 s, more on a busy machine), qmf_lite and this file, but never runs torch code, so that
 forking is safe. The child sets ``RLIMIT_DATA`` (its private writable memory: every numpy or torch
 allocation, but not the address space CUDA reserves, which ``RLIMIT_AS`` would also count) to
 what it holds plus ``MEMORY_BYTES`` (2 GiB: the calls of a sweep grow a child by at most about
@@ -963,7 +963,7 @@ def _context():
     if _CONTEXT is None:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["numpy", "scipy.special", "scipy.optimize", "scipy.integrate", "torch",
-                                    "torch._dynamo", "matplotlib", "sklearn.datasets", "myst_nb", "qmf_lite",
+                                    "torch._dynamo", "matplotlib", "sklearn.datasets", "myst_nb.ext.glue", "qmf_lite",
                                     __name__])
         _CONTEXT = ctx
     return _CONTEXT

@@ -857,7 +857,7 @@ def test_classroom_overlay_merges_over_the_book_config(tmp_path):
     from jupyter_book.config import get_final_config
 
     merged = tmp_path / "_config.yml"
-    merged.write_text(yaml.safe_dump(config))
+    merged.write_text(yaml.safe_dump(config, sort_keys=False))   # as assignments.classroom writes it
     final = {name: get_final_config(user_yaml=path, cli_config={"latex_individualpages": False}, sourcedir=ROOT)[0]
              for name, path in (("book", ROOT / "_config.yml"), ("classroom", merged))}
     changed = {k for k in set(final["book"]) | set(final["classroom"]) if final["book"].get(k) != final["classroom"].get(k)}

@@ -159,8 +159,8 @@ def main(argv=None, out=None):
     f.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     f.add_argument("--max-memory", default="auto", help="memory budget: auto (free device memory), none, or bytes "
                                                         "such as 16GB (default auto)")
-    f.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default=None,
-                   help="matmul precision (changes the configuration and its hash)")
+    f.add_argument("--precision", choices=("fp32", "tf32", "bf16", "tf32x3"), default=None,
+                   help="matmul precision (changes the configuration and its hash); tf32x3 needs --step fused")
     f.add_argument("--dataset", choices=("mnist", "digits"), default=None, help="override the profile's data set")
     f.add_argument("--step", choices=("torch", "fused"), default="torch",
                    help="optimizer step: torch.optim.SGD (default) or the fused Triton update (qmf_lite.FusedSGD; "

@@ -226,7 +226,8 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
     """Run a profile (or ``config``) and write its data file; returns ``(path, grid, meta)``.
 
     The file holds the configuration and its hash, the versions of qmf_lite and torch, a
-    fingerprint of the code, the device, the wall time, the peak device memory, the matrix-product
+    fingerprint of the code, the device, the optimizer step (``"torch"`` or ``"fused"``: the same
+    update, so not part of the configuration), the wall time, the peak device memory, the matrix-product
     operations and the achieved TFLOP/s of the training done in this call, and the networks done
     and missing (a run stopped by ``deadline``, or one ``shard``, writes what it has).
 
@@ -252,7 +253,7 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
         "profile": profile if config == PROFILES.get(profile) else "custom",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "qmf_lite_version": __version__, "torch_version": torch.__version__,
-        "code_fingerprint": _cache.code_fingerprint(), "device": f"{dev.type}: {name}",
+        "code_fingerprint": _cache.code_fingerprint(), "device": f"{dev.type}: {name}", "step": step,
         "wall_seconds": round(grid.seconds, 2), "compute_seconds": round(grid.compute_seconds, 2),
         "networks": grid.n_nets, "networks_from_cache": grid.n_cached, "networks_missing": len(grid.missing),
         "peak_memory_bytes": grid.peak_memory, "train_flops": grid.flops,

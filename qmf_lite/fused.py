@@ -22,6 +22,15 @@ written, SGD reading parameter, gradient and buffer and writing parameter and bu
 rounding); TF32 and 3xTF32 are options that take effect on a CUDA device only. Biases, whose
 gradients are small, are stepped by ``torch.optim.SGD`` as in the plain path.
 
+With ``precision="tf32x3"`` the forward and backward products run in a Triton kernel too, each
+float32 factor split as :math:`a = a_h + a_l` with :math:`a_h` its TF32 rounding and the product
+taken as :math:`a_h b_h + a_h b_l + a_l b_h` on the tensor cores (Triton's ``"tf32x3"`` dot): the
+dropped :math:`a_l b_l` and the TF32 rounding of :math:`a_l, b_l` are about :math:`2^{-22}` of
+:math:`|a b|` each, against :math:`2^{-24}` for a float32 product and :math:`2^{-11}` for TF32. At
+width 2048 and batch 32 the plain step ran at about 155 us per network-layer-step on an H200 in
+float32 and about 72 us with TF32 (the same memory traffic; README), so its float32 products, not
+its bytes, set its pace: 3xTF32 moves them onto the tensor cores at about float32's accuracy.
+
 The quantized activation runs in one kernel as well (``staircase=True``): each element counts
 the thresholds at or below it in registers and writes its level and an int8 mask
 :math:`|h| \le T` (the same numbers as the plain lookup, bit for bit), and the STE's backward pass
@@ -53,6 +62,12 @@ _DOT = {"fp32": "ieee", "tf32": "tf32", "tf32x3": "tf32x3"}
 MAX_KERNEL_THRESHOLDS = 255
 #: tile sizes (rows of W, columns of W, batch rows per dot): compiled kernel, interpreter
 _TILES = {False: (64, 64, 32), True: (32, 32, 16)}
+#: the matmul kernel's tiles (rows, columns, depth per dot, warps, pipeline stages) that the compiled
+#: kernel times on its first call of each shape; training multiplies 32-row minibatches by n x n weights
+_MATMUL_CONFIGS = ((32, 64, 32, 4, 4), (32, 128, 32, 4, 4), (32, 64, 64, 4, 3), (32, 128, 64, 4, 3),
+                   (64, 64, 32, 4, 4), (16, 128, 64, 4, 4), (32, 256, 32, 8, 3))
+#: the matmul kernel's tiles in the interpreter (rows, columns, depth)
+_MATMUL_TILES_INTERPRETED = (16, 32, 16)
 
 
 def _interpreting():
@@ -62,65 +77,26 @@ def _interpreting():
 
 @functools.lru_cache(maxsize=2)
 def _kernel(interpret):
-    """The Triton kernel, defined on first use so that ``TRITON_INTERPRET`` is read then (one per mode)."""
+    """The Triton kernels of :mod:`qmf_lite._fused_kernels`, wrapped on first use so that ``TRITON_INTERPRET``
+    is read then (one set per mode): ``(triton, rank_update, staircase, matmul)``. Compiled, the
+    matmul times the tile shapes of ``_MATMUL_CONFIGS`` on its first call of each shape."""
     try:
         import triton
-        import triton.language as tl
+
+        from . import _fused_kernels as kernels
     except ImportError as err:  # pragma: no cover - depends on the install
         raise RuntimeError("the fused SGD step needs Triton (`pip install triton`; torch's CUDA builds "
                            f"ship it): {err}") from err
-
-    @triton.jit
-    def rank_update(p_ptr, v_ptr, a_ptr, g_ptr, K, N, R, lr, momentum,
-                    s_pb, s_pk, s_pn, s_ab, s_ar, s_ak, s_gb, s_gr, s_gn,
-                    HAS_V: tl.constexpr, FIRST: tl.constexpr, DOT: tl.constexpr,
-                    BK: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr):
-        # one (BK, BN) tile of network `net`: acc = a[:, rk]^T g[:, rn], then the SGD update
-        rk = tl.program_id(0) * BK + tl.arange(0, BK)
-        rn = tl.program_id(1) * BN + tl.arange(0, BN)
-        net = tl.program_id(2).to(tl.int64)
-        acc = tl.full((BK, BN), 0.0, tl.float32)           # tl.full: a builtin, also in the interpreter
-        for r0 in range(0, R, BR):
-            rr = r0 + tl.arange(0, BR)
-            a_t = tl.load(a_ptr + net * s_ab + rr[None, :] * s_ar + rk[:, None] * s_ak,
-                          mask=(rr[None, :] < R) & (rk[:, None] < K), other=0.0)
-            g = tl.load(g_ptr + net * s_gb + rr[:, None] * s_gr + rn[None, :] * s_gn,
-                        mask=(rr[:, None] < R) & (rn[None, :] < N), other=0.0)
-            acc = tl.dot(a_t, g, acc, input_precision=DOT)
-        inside = (rk[:, None] < K) & (rn[None, :] < N)
-        offset = net * s_pb + rk[:, None] * s_pk + rn[None, :] * s_pn
-        p = tl.load(p_ptr + offset, mask=inside)
-        if HAS_V:
-            if FIRST:
-                v = acc
-            else:
-                v = tl.load(v_ptr + offset, mask=inside) * momentum + acc
-            tl.store(v_ptr + offset, v, mask=inside)
-        else:
-            v = acc
-        tl.store(p_ptr + offset, p - lr * v, mask=inside)
-
-    @triton.jit
-    def staircase(h_ptr, out_ptr, mask_ptr, thr_ptr, val_ptr, clip_ptr, M, T,
-                  HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
-        # values[net, #{k: thresholds[net, k] <= x}] (NaN: all T, as torch.searchsorted), and 1{|x| <= clip}
-        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        net = tl.program_id(1).to(tl.int64)
-        inside = i < M
-        x = tl.load(h_ptr + net * M + i, mask=inside, other=0.0)
-        count = tl.full((BLOCK,), 0, tl.int32)
-        for k in range(T):
-            count += (x >= tl.load(thr_ptr + net * T + k)).to(tl.int32)
-        count = tl.where(x != x, T, count)
-        tl.store(out_ptr + net * M + i, tl.load(val_ptr + net * (T + 1) + count, mask=inside), mask=inside)
-        if HAS_MASK:
-            tl.store(mask_ptr + net * M + i, (tl.abs(x) <= tl.load(clip_ptr + net)).to(tl.int8), mask=inside)
-
-    return triton, rank_update, staircase
+    matmul = triton.jit(kernels.matmul)
+    if not interpret:
+        matmul = triton.autotune(configs=[triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=s)
+                                          for bm, bn, bk, w, s in _MATMUL_CONFIGS],
+                                 key=["M", "N", "K", "DOT"])(matmul)
+    return triton, triton.jit(kernels.rank_update), triton.jit(kernels.staircase), matmul
 
 
 def _triton(device):
-    """(triton, rank_update, staircase) for tensors on ``device``, or a clear error where they cannot run."""
+    """(triton, rank_update, staircase, matmul) for tensors on ``device``, or a clear error where they cannot run."""
     interpret = _interpreting()
     if device.type != "cuda" and not interpret:
         raise RuntimeError(f"the fused SGD step runs Triton kernels: it needs a CUDA device, or Triton's "
@@ -134,7 +110,7 @@ def _rank_update(p, v, a, g, lr, momentum, first, precision):
     ``p``, ``v``: ``(B, K, N)`` float32, contiguous, on one device (``v`` None at ``momentum = 0``);
     ``a``: ``(B, R, K)``, ``g``: ``(B, R, N)`` float32 (any strides).
     """
-    triton, kernel, _ = _triton(p.device)
+    triton, kernel, _, _ = _triton(p.device)
     B, K, N = p.shape
     R = a.shape[1]
     bk, bn, br = _TILES[_interpreting()]
@@ -147,10 +123,33 @@ def _rank_update(p, v, a, g, lr, momentum, first, precision):
                      HAS_V=has_v, FIRST=bool(first), DOT=dot, BK=bk, BN=bn, BR=br)
 
 
+def _matmul(a, b, bias, precision):
+    """``a @ b`` (``+ bias``) of each network in one Triton kernel, with ``precision``'s products (CUDA; exact
+    float32 in the interpreter): ``a`` ``(B, M, K)``, ``b`` ``(B, K, N)`` float32 with any strides (a
+    transposed or expanded view is read in place), ``bias`` broadcastable to ``(B, 1, N)`` or None."""
+    triton, _, _, kernel = _triton(a.device)
+    B, M, K = a.shape
+    N = b.shape[2]
+    c = torch.empty(B, M, N, device=a.device, dtype=torch.float32)
+    dot = _DOT[precision] if a.device.type == "cuda" else "ieee"
+    s_bias = bias.expand(B, 1, N).stride() if bias is not None else (0, 0, 0)
+    args = (a, b, c if bias is None else bias, c, M, N, K, *a.stride(), *b.stride(), *c.stride(),
+            s_bias[0], s_bias[2])
+    with torch.profiler.record_function("fused_matmul"):
+        if _interpreting():
+            bm, bn, bk = _MATMUL_TILES_INTERPRETED
+            kernel[(triton.cdiv(M, bm), triton.cdiv(N, bn), B)](*args, HAS_BIAS=bias is not None, DOT=dot,
+                                                                BM=bm, BN=bn, BK=bk)
+        else:
+            grid = lambda meta: (triton.cdiv(M, meta["BM"]), triton.cdiv(N, meta["BN"]), B)  # noqa: E731
+            kernel[grid](*args, HAS_BIAS=bias is not None, DOT=dot)
+    return c
+
+
 def _staircase(h, thresholds, values, clip, with_mask):
     """The staircase of each network (``h`` of shape ``(B, ...)``, tables as in :func:`~qmf_lite.staircase_tables`)
     in one kernel, equal to ``qmf_lite.ste``'s lookup bit for bit; and the int8 mask ``|h| <= clip`` (or None)."""
-    triton, _, kernel = _triton(h.device)
+    triton, _, kernel, _ = _triton(h.device)
     h = h.contiguous()
     B, T = thresholds.shape
     M = h.numel() // B
@@ -182,21 +181,27 @@ class _FusedSTE(torch.autograd.Function):
 
 class _Linear(torch.autograd.Function):
     """``bias + x @ w`` (batched); its backward gives ``x`` and ``bias`` their gradients and hands the
-    factors ``(w, x, delta)`` of ``w``'s gradient to ``sink`` instead of forming it."""
+    factors ``(w, x, delta)`` of ``w``'s gradient to ``sink`` instead of forming it. ``gemm``: None
+    for torch's products (cuBLAS), or the precision of :func:`_matmul`'s Triton kernel."""
 
     @staticmethod
-    def forward(ctx, x, w, bias, sink):
+    def forward(ctx, x, w, bias, sink, gemm):
         ctx.save_for_backward(x, w)
-        ctx.sink, ctx.has_bias = sink, bias is not None
+        ctx.sink, ctx.has_bias, ctx.gemm = sink, bias is not None, gemm
+        if gemm is not None:
+            return _matmul(x, w, bias, gemm)
         return torch.bmm(x, w) if bias is None else torch.baddbmm(bias, x, w)
 
     @staticmethod
     def backward(ctx, delta):
         x, w = ctx.saved_tensors
         ctx.sink.append((w, x, delta))
-        grad_x = torch.bmm(delta, w.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (torch.bmm(delta, w.transpose(1, 2)) if ctx.gemm is None
+                      else _matmul(delta, w.transpose(1, 2), None, ctx.gemm))
         grad_bias = delta.sum(1, keepdim=True) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, None, grad_bias, None
+        return grad_x, None, grad_bias, None, None
 
 
 class FusedSGD:
@@ -218,8 +223,11 @@ class FusedSGD:
     momentum : float in [0, 1)
     precision : ``"fp32"``, ``"tf32"`` or ``"tf32x3"``
         Products of the weight update: exact float32 (default), TF32 tensor cores, or 3xTF32
-        (three TF32 products, about float32 accuracy). TF32 and 3xTF32 take effect on a CUDA
-        device only (on a CPU, under Triton's interpreter, the products are float32).
+        (three TF32 products, about float32 accuracy). With ``"tf32x3"`` the forward and backward
+        products (``x W`` and :math:`\delta W^\top`) run in a Triton kernel with 3xTF32 as well;
+        otherwise they are torch's, in whatever precision torch is set to (:func:`~qmf_lite.train`
+        sets exact float32 or TF32). TF32 and 3xTF32 take effect on a CUDA device only (on a CPU,
+        under Triton's interpreter, every product is float32).
     staircase : bool
         Run each quantized activation in one Triton kernel (the thresholds counted in registers,
         the output level and an int8 mask :math:`|h|\le T` written), equal bit for bit to the
@@ -245,6 +253,8 @@ class FusedSGD:
         self.momentum = check_momentum(momentum)
         self.precision = check_choice(precision, "precision", FUSED_PRECISIONS)
         self.staircase = check_bool(staircase, "staircase")
+        #: the forward and backward products: torch's (cuBLAS) or, for 3xTF32, :func:`_matmul`'s kernel
+        self._gemm = "tf32x3" if self.precision == "tf32x3" else None
         self.weights = [model.w_in, *model.weights, model.w_out]
         ids = {id(w) for w in self.weights}
         others = [p for p in model.parameters() if id(p) not in ids]
@@ -259,12 +269,13 @@ class FusedSGD:
         phi = self._phi if self.staircase else m.phi
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(len(m.specs), -1, -1)
-        h = _Linear.apply(x, m.w_in, m.b_in, sink)
+        gemm = self._gemm
+        h = _Linear.apply(x, m.w_in, m.b_in, sink, gemm)
         for w, b in zip(m.weights, m.biases):
-            h = _Linear.apply(phi(h), w, b, sink)
+            h = _Linear.apply(phi(h), w, b, sink, gemm)
         if m.layout == "bgs19":
-            return phi(_Linear.apply(phi(h), m.w_out, m.b_out, sink))
-        return _Linear.apply(phi(h), m.w_out, m.b_out, sink)
+            return phi(_Linear.apply(phi(h), m.w_out, m.b_out, sink, gemm))
+        return _Linear.apply(phi(h), m.w_out, m.b_out, sink, gemm)
 
     def _phi(self, h):
         m = self.model
@@ -295,7 +306,7 @@ class FusedSGD:
 
 
 def _for_train(model, lr, momentum, precision):
-    """The optimizer of ``train(..., step="fused")``: TF32 products where ``precision="tf32"``, exact fp32 else."""
-    if precision not in ("fp32", "tf32"):
-        raise ValueError(f"precision must be 'fp32' or 'tf32' with step='fused', got {precision!r}")
+    """The optimizer of ``train(..., step="fused")`` for ``precision`` ``"fp32"``, ``"tf32"`` or ``"tf32x3"``."""
+    if precision not in FUSED_PRECISIONS:
+        raise ValueError(f"precision must be one of {FUSED_PRECISIONS} with step='fused', got {precision!r}")
     return FusedSGD(model, lr, momentum, precision)

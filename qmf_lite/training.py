@@ -60,8 +60,9 @@ __all__ = ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "
 
 #: network layouts of :class:`QuantizedMLPBatch`
 LAYOUTS = ("book", "bgs19")
-#: matmul precisions of :func:`qmf_lite.train`: full fp32, TF32 tensor cores (CUDA only), bf16 autocast
-PRECISIONS = ("fp32", "tf32", "bf16")
+#: matmul precisions of :func:`qmf_lite.train`: full fp32, TF32 tensor cores (CUDA only), bf16 autocast,
+#: and 3xTF32 (about fp32's accuracy on tensor cores; ``step="fused"`` only, CUDA only)
+PRECISIONS = ("fp32", "tf32", "bf16", "tf32x3")
 #: the optimizer steps of :func:`train` and :func:`run_grid`: ``torch.optim.SGD``, or :class:`~qmf_lite.FusedSGD`
 STEPS = ("torch", "fused")
 #: rows per forward pass when accuracy is evaluated
@@ -650,12 +651,14 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
         every network); default the whole splits.
     eval_batch : int in [1, 10^9]
         Inputs per forward pass when accuracy is evaluated.
-    precision : ``"fp32"``, ``"tf32"`` or ``"bf16"``
-        Matrix-product precision: fp32; TF32 tensor cores (CUDA; a no-op on a CPU); or bf16
-        autocast (parameters stay fp32).
+    precision : ``"fp32"``, ``"tf32"``, ``"bf16"`` or ``"tf32x3"``
+        Matrix-product precision: fp32; TF32 tensor cores (CUDA; a no-op on a CPU); bf16
+        autocast (parameters stay fp32); or 3xTF32, three TF32 products per float32 product on
+        the tensor cores, about fp32's accuracy (``step="fused"`` only; float32 on a CPU).
     step : ``"torch"`` or ``"fused"``
         ``"torch"``: ``torch.optim.SGD``; ``"fused"``: :class:`~qmf_lite.FusedSGD`, the same update
-        with each weight gradient formed inside it (Triton; precision ``"fp32"`` or ``"tf32"``).
+        with each weight gradient formed inside it (Triton; precision ``"fp32"``, ``"tf32"`` or
+        ``"tf32x3"``).
 
     Returns
     -------
@@ -723,8 +726,18 @@ def _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentu
     eval_batch = check_int_range(eval_batch, "eval_batch", 1, MAX_STEPS)
     precision = check_choice(precision, "precision", PRECISIONS)
     update = check_choice(step, "step", STEPS)
+    _check_precision_and_step(precision, update)
     lr_value = learning_rate(lr, model.depth)
     return _TrainRun(steps, lr_value, batch_size, seed, progress, momentum, eval_size, eval_batch, precision, update)
+
+
+def _check_precision_and_step(precision, step):
+    """The products each step can take: 3xTF32 only in the fused step's kernels, bf16 only in torch's."""
+    if precision == "tf32x3" and step != "fused":
+        raise ValueError("precision 'tf32x3' needs step='fused' (3xTF32 products run in its Triton kernels), "
+                         f"got step={step!r}")
+    if precision == "bf16" and step == "fused":
+        raise ValueError("precision must be 'fp32', 'tf32' or 'tf32x3' with step='fused', got 'bf16'")
 
 
 def _one_thread_if_small(device, width):
@@ -1086,7 +1099,8 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
     lr, batch_size, momentum, eval_size, precision, seed
         Passed to :func:`qmf_lite.train`; ``lr`` may be ``"bgs19"`` or a function of the depth.
         ``precision="fp32"`` forces exact float32 products for the whole call (no TF32, whatever
-        ``torch.set_float32_matmul_precision`` says); ``"tf32"`` allows TF32 tensor cores.
+        ``torch.set_float32_matmul_precision`` says); ``"tf32"`` allows TF32 tensor cores;
+        ``"tf32x3"`` (with ``step="fused"``) takes every product as three TF32 products.
     step : ``"torch"`` or ``"fused"``
         The optimizer step, as in :func:`qmf_lite.train`; ``"fused"`` is part of each network's
         cache key and of the result's configuration (``"torch"``, the default, is in neither).
@@ -1269,6 +1283,7 @@ def _grid_arguments(*, levels, depths, sigma_w, seeds, steps, width, lr, batch_s
         raise ValueError(f"data must be None or a qmf_lite.Dataset, got {type(data).__name__}")
     max_memory = _check_max_memory(max_memory)
     step = check_choice(step, "step", STEPS)
+    _check_precision_and_step(precision, step)
     return _GridArgs(levels, depths, sigma_w, seeds, steps, width, lr, lrs, batch_size, default_device(device), cache,
                      progress, momentum, layout, max_memory, eval_size, precision, seed, callback, workers, seeding,
                      deadline, bundle, shard, step)

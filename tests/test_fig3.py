@@ -83,7 +83,7 @@ def test_data_file_round_trip_and_staleness(tmp_path, monkeypatch):
     assert path == out and meta["profile"] == "custom"
     loaded, meta2 = _check_data_file(out, "fast")
     assert [r["test_acc"] for r in loaded.rows] == pytest.approx([r["test_acc"] for r in grid.rows], abs=1e-5)
-    assert meta2["wall_seconds"] >= 0 and meta2["device"].startswith("cpu")
+    assert meta2["wall_seconds"] >= 0 and meta2["device"].startswith("cpu") and meta2["step"] == "torch"
     monkeypatch.setitem(fig3.PROFILES, "fast", TINY)
     assert not fig3.is_stale(meta2, "fast")
     monkeypatch.setitem(fig3.PROFILES, "fast", {**TINY, "steps": [2, 4, 8]})

@@ -17,10 +17,20 @@ float32 ``v`` and ``p`` then gives
 
 Each path (fused, torch) lies within these bounds of the exact update of the same inputs, so the
 two differ by at most twice the bound, element by element.
+
+The matmul kernel (``precision="tf32x3"``) computes ``c = a @ b + bias``. In float32 (the
+interpreter) ``c`` lies within ``gamma_{K+1} (|a| |b| + |bias|)`` of the exact value. With 3xTF32 on
+a GPU each float32 factor is split as ``a = a_h + a_l`` with ``a_h`` its TF32 rounding
+(``|a_l| <= 2^-11 |a|``) and ``a_l`` rounded to TF32 in turn (an error of at most ``2^-22 |a|``);
+the product ``a_h b_h + a_h b_l + a_l b_h`` misses ``a_l b_l`` and the two rounding errors, each at
+most ``2^-22 (1 + 2^-10) |a b|``: under ``2^-20 |a b|`` together. Its ``3K`` terms are summed in
+float32 on the tensor cores, which may truncate instead of rounding (unit ``2^-23``): within
+``(2^-20 + gamma'_{3K+1}) (|a| |b| + |bias|)``, ``gamma'`` taken with ``u = 2^-23``.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import subprocess
 import sys
 import textwrap
@@ -92,6 +102,138 @@ def test_rank_update_is_one_rounding_step_from_the_exact_update(momentum, first)
     p2, v2 = p.clone(), (v.clone() if momentum else None)
     _rank_update(p2, v2, a.transpose(1, 2).contiguous().transpose(1, 2), g, lr, momentum, first, "fp32")
     assert torch.equal(p2, p1)
+
+
+def matmul_bound(a, b, bias):
+    """(exact a @ b + bias in float64, the rounding bound of the matmul kernel) (module docstring)."""
+    a64, b64 = a.double(), b.double()
+    exact, size = a64 @ b64, a64.abs() @ b64.abs()
+    if bias is not None:
+        exact, size = exact + bias.double(), size + bias.double().abs()
+    K = a.shape[2]
+    if CUDA:      # 3xTF32 on the tensor cores
+        u = 2.0 ** -23
+        return exact, (2.0 ** -20 + (3 * K + 1) * u / (1 - (3 * K + 1) * u)) * size
+    return exact, gamma(K + 1) * size
+
+
+def test_matmul_kernel_is_within_its_rounding_bound():
+    """The forward product (an expanded input, a bias) and the backward one (a transposed weight) of
+    shapes that are not tile multiples, against float64; the interpreter's float32 and, on a GPU,
+    3xTF32. Reading the transposed weight as if it were contiguous is far outside the bound."""
+    from qmf_lite.fused import _matmul
+
+    gen = torch.Generator().manual_seed(11)
+    B, M, K, N = 2, 19, 40, 37            # 2 x 2 x 3 tiles of (16, 32, 16) in the interpreter
+    x = torch.randn(M, K, generator=gen).to(DEVICE).expand(B, M, K)    # stride 0 over the networks
+    w = torch.randn(B, K, N, generator=gen).to(DEVICE)
+    bias = torch.randn(B, 1, N, generator=gen).to(DEVICE)
+    out = _matmul(x, w, bias, "tf32x3")
+    exact, bound = matmul_bound(x, w, bias)
+    _within(out, exact, bound, "x @ w + bias")
+    delta = torch.randn(B, M, N, generator=gen).to(DEVICE)
+    back = _matmul(delta, w.transpose(1, 2), None, "tf32x3")
+    exact, bound = matmul_bound(delta, w.transpose(1, 2), None)
+    _within(back, exact, bound, "delta @ w^T")
+    wrong = delta.double() @ w.reshape(B, N, K).double()         # w's memory read as if contiguous (N, K)
+    assert (back - wrong).abs().max() > 100 * bound.max()
+
+
+@pytest.mark.parametrize("layout", ["bgs19", "book"])
+def test_tf32x3_step_runs_every_product_in_the_kernels(layout):
+    """FusedSGD(precision="tf32x3"): the forward and backward products go through the matmul kernel
+    (torch.bmm is never called), and one step gives the weights of a torch.optim.SGD step to twice
+    the rounding bound of the update plus the products' bound carried through the gradient."""
+    from qmf_lite import fused
+
+    gen = torch.Generator().manual_seed(5)
+    model, lr, momentum = _model(layout), 0.05, 0.5
+    ref = copy.deepcopy(model)
+    x = torch.randn(2, 7, 6, generator=gen).to(DEVICE)
+    y = torch.randint(3, (2, 7), generator=gen).to(DEVICE)
+    _loss(ref(x), y).backward()
+    calls, torch_calls = [], []
+
+    def counted(fn, into):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            into.append(fn.__name__)
+            return fn(*args, **kwargs)
+        return wrapper
+
+    opt = FusedSGD(model, lr, momentum, precision="tf32x3")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fused, "_matmul", counted(fused._matmul, calls))
+        for name in ("bmm", "baddbmm", "matmul"):
+            patch.setattr(torch, name, counted(getattr(torch, name), torch_calls))
+        logits = opt.forward(x)
+        _loss(logits, y).backward()
+    n_layers = len(opt.weights)
+    assert len(calls) == 2 * n_layers - 1 and not torch_calls   # every product but the input's gradient
+    with torch.no_grad():
+        np.testing.assert_allclose(logits.cpu(), model(x).cpu(), rtol=1e-5, atol=1e-6)
+    factors = {id(w): (a, d) for w, a, d in opt._factors}
+    p0 = {id(w): w.detach().clone() for w in opt.weights}
+    opt.step()
+    for w, q in zip(opt.weights, [ref.w_in, *ref.weights, ref.w_out]):
+        a, d = factors[id(w)]
+        _, _, _, bp = bounds(p0[id(w)], None, a, d, lr, momentum, True)
+        # the reference's gradient and the kernel's factors differ by the products' rounding: 1e-5 of
+        # the gradient's scale (about 80 float32 ulps; the interpreter's gap is about 1e-7)
+        scale = (a.double().abs().transpose(1, 2) @ d.double().abs())
+        _within(w.detach(), p0[id(w)] - lr * q.grad, 2 * bp + lr * 1e-5 * scale, "weight after a tf32x3 step")
+
+
+def _compile(fn, consts, target, num_warps=4, num_stages=3):
+    """PTX of the Triton kernel ``fn`` (a plain function of qmf_lite._fused_kernels) compiled ahead of time
+    for ``target``, with float32 pointers (int8 for a ``mask_ptr``), int32 sizes and float32 ``lr``, ``momentum``."""
+    import inspect
+
+    import triton
+    from triton.compiler import ASTSource
+
+    names = list(inspect.signature(fn).parameters)
+    sig = {n: "constexpr" if n in consts else "*i8" if n == "mask_ptr" else "*fp32" if n.endswith("_ptr")
+           else "fp32" if n in ("lr", "momentum") else "i32" for n in names}
+    src = ASTSource(fn=triton.jit(fn), signature=sig, constexprs={(names.index(n),): v for n, v in consts.items()})
+    return triton.compile(src, target=target, options={"num_warps": num_warps, "num_stages": num_stages}).asm["ptx"]
+
+
+@pytest.mark.filterwarnings("ignore:TRITON_DEFAULT_FP_FUSION")
+def test_kernels_compile_for_the_gpu_without_one(monkeypatch):
+    """The compiled path, checked on any machine: every kernel compiles to PTX for an H100 (sm_90)
+    and an A100 (sm_80) at the tiles it runs with, and the products are what the precision says.
+    3xTF32 issues exactly three times the tensor-core instructions of TF32 and splits its float32
+    factors with TF32 roundings (``cvt.rna.tf32``); "ieee" issues none."""
+    import re
+
+    try:
+        from triton.backends.compiler import GPUTarget
+    except ImportError:                                       # pragma: no cover - depends on Triton's release
+        pytest.skip("this Triton has no ahead-of-time GPUTarget")
+    from qmf_lite import _fused_kernels as k
+    from qmf_lite.fused import _MATMUL_CONFIGS, _TILES
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+
+    def mma(ptx):
+        return len(re.findall(r"\bmma\.sync|wgmma\.mma_async", ptx))
+
+    for target in (GPUTarget("cuda", 90, 32), GPUTarget("cuda", 80, 32)):
+        for i, (bm, bn, bk, warps, stages) in enumerate(_MATMUL_CONFIGS[:1] if target.arch == 80 else _MATMUL_CONFIGS):
+            tile = {"HAS_BIAS": True, "BM": bm, "BN": bn, "BK": bk}
+            ptx = {dot: _compile(k.matmul, {**tile, "DOT": dot}, target, warps, stages)   # the others: 3xTF32 only
+                   for dot in (("ieee", "tf32", "tf32x3") if i == 0 else ("tf32x3",))}
+            assert "cvt.rna.tf32" in ptx["tf32x3"] and mma(ptx["tf32x3"]) > 0
+            if i == 0:
+                assert mma(ptx["ieee"]) == 0 < mma(ptx["tf32"]) and mma(ptx["tf32x3"]) == 3 * mma(ptx["tf32"])
+                assert "cvt.rna.tf32" not in ptx["ieee"]
+        bk, bn, br = _TILES[False]
+        for dot in ("ieee", "tf32", "tf32x3"):
+            ptx = _compile(k.rank_update, {"HAS_V": True, "FIRST": False, "DOT": dot, "BK": bk, "BN": bn, "BR": br},
+                           target)
+            assert (mma(ptx) > 0) == (dot != "ieee")
+        assert ".entry staircase" in _compile(k.staircase, {"HAS_MASK": True, "BLOCK": 1024}, target)
 
 
 def test_staircase_kernel_equals_the_lookup_bit_for_bit():
@@ -235,6 +377,11 @@ def test_bad_settings_are_refused():
         FusedSGD(model, 0.1, momentum=1.0)
     with pytest.raises(ValueError, match="precision"):
         FusedSGD(model, 0.1, precision="bf16")
+    with pytest.raises(ValueError, match="'tf32x3' needs step='fused'"):
+        train(model, qdata.load_digits(), [1], precision="tf32x3")
+    from qmf_lite import run_grid
+    with pytest.raises(ValueError, match="'tf32x3' needs step='fused'"):
+        run_grid([4], [3], precision="tf32x3", dataset="digits", width=8, steps=[1], cache=False)
 
 
 @pytest.mark.skipif(CUDA, reason="on a CUDA machine the kernels run compiled")
@@ -288,5 +435,28 @@ def test_run_grid_passes_the_step_on_and_keys_its_cache_by_it(tmp_path, monkeypa
     assert fused.config["step"] == "fused" and "step" not in plain.config
     again = run_grid([4], [3], step="fused", **kw)
     assert again.n_cached == 1 and again.rows == fused.rows
+    x3 = run_grid([4], [3], step="fused", **{**kw, "precision": "tf32x3"})   # products in the matmul kernel
+    assert x3.n_cached == 0 and x3.config["precision"] == "tf32x3"
+    if not CUDA:                                    # float32 in the interpreter: the same accuracies
+        assert x3.rows == plain.rows
     with pytest.raises(ValueError, match=r"step must be one of \('torch', 'fused'\)"):
         run_grid([4], [3], step="triton", **kw)
+
+
+def test_a_fused_fig3_file_records_its_step_and_is_current(tmp_path, monkeypatch):
+    """fig3.produce(step="fused") writes the profile's configuration (the fused step is the same update,
+    so the stale-data check accepts the file) and says in its metadata which step produced it; its
+    rows equal the torch step's (3 steps of float32, as above)."""
+    from qmf_lite import fig3
+
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path / "cache"))
+    tiny = {"dataset": "digits", "normalize": "feature", "width": 8, "levels": [4], "depths": [3], "seeds": [0],
+            "steps": [3], "lr": 0.01, "momentum": 0.5, "batch_size": 8, "layout": "bgs19", "eval_size": 50,
+            "precision": "fp32", "seeding": "cell"}
+    monkeypatch.setitem(fig3.PROFILES, "fast", tiny)
+    _, plain, _ = fig3.produce("fast", tmp_path / "plain.json", device=DEVICE, progress=False)
+    _, grid, _ = fig3.produce("fast", tmp_path / "fused.json", device=DEVICE, progress=False, step="fused")
+    (_, meta), (_, meta_plain) = fig3.load(tmp_path / "fused.json"), fig3.load(tmp_path / "plain.json")
+    assert meta["step"] == "fused" and meta_plain["step"] == "torch" and meta["profile"] == "fast"
+    assert not fig3.is_stale(meta, "fast") and meta["config_hash"] == meta_plain["config_hash"]
+    assert grid.rows == plain.rows

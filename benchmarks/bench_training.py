@@ -1,7 +1,8 @@
 """Speed of the torch side: the Fig. 1 simulation and batched training of quantized MLPs.
 
 Run: python benchmarks/bench_training.py [--device cuda] [--max-memory auto|16GB] [--precision tf32] [--fused]
-     [--profile-step] [--width N] [--depths 10,110] [--nets 14] [--steps 20] [--skip-fig1] [--skip-batching]
+     [--profile-step] [--compare] [--accuracy] [--mnist DIR] [--width N] [--depths 10,110] [--nets 14]
+     [--steps 20] [--skip-fig1] [--skip-batching]
 
 Prints, for the paper's training setting (layout bgs19, SGD with momentum 0.5, batch 32; width
 2048 on a GPU, smaller on a CPU): network-steps per second, the achieved TFLOP/s of the matrix
@@ -13,18 +14,17 @@ Also: batched against one-at-a-time training, and the Fig. 1 simulation.
 
 ``--fused`` trains with ``step="fused"`` (:class:`qmf_lite.FusedSGD`, Triton: a CUDA device, or
 ``TRITON_INTERPRET=1`` on a CPU, slow) and prints the time per network-layer-step next to the
-card's memory-bandwidth floor (:func:`floor_bytes`). ``--profile-step`` prints a per-kernel
-profile (torch.profiler) of one training step of the first depth.
+card's memory-bandwidth floor (:func:`floor_bytes`); ``--precision tf32x3`` (with ``--fused``)
+also runs the forward and backward products in Triton, as three TF32 products each.
+``--profile-step`` prints a per-kernel profile (torch.profiler) of one training step of the
+first depth. ``--compare`` measures every step and precision (:data:`VARIANTS`) in this one
+process and prints each against the plain fp32 step and the floor. ``--accuracy`` trains a few
+cells of Fig. 3 (:data:`ACCURACY_CELLS`, width 2048, the paper's settings; MNIST with ``--mnist``,
+else the digits) once per variant, from the same draws and data order, and prints each cell's
+test accuracy next to the plain fp32 step's: what TF32 and 3xTF32 change in the numbers.
 
-The check of the fused step on a GPU (about 3 minutes on an H100; the tests run the kernels
-compiled when CUDA is at hand, in the interpreter otherwise)::
-
-    export PYTHONPATH=$PWD
-    python -m pytest -q -p no:cacheprovider tests/test_fused.py
-    B="python benchmarks/bench_training.py --device cuda --skip-fig1 --skip-batching"
-    $B --depths 10,110 --profile-step            # the plain step, for comparison on the same card
-    $B --depths 10,110 --fused --profile-step    # the fused step next to the card's floor
-    $B --depths 110 --fused --precision tf32
+The check of the fused step on a GPU is ``benchmarks/gpu_check.sh`` (the tests with the kernels
+compiled, then ``--compare``, ``--profile-step`` and ``--accuracy``; a few minutes on an H100).
 """
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ from qmf_lite.training import NetSpec, QuantizedMLPBatch, memory_budget, train, 
 PEAKS = {"H200": (67, 495, 990, 4.8), "H100 PCIe": (51, 378, 756, 2.0), "H100": (67, 495, 990, 3.35),
          "A100": (19.5, 156, 312, 2.0), "L40S": (91.6, 183, 362, 0.86), "L4": (30, 60, 121, 0.3),
          "V100": (15.7, 15.7, 125, 0.9), "T4": (8.1, 8.1, 65, 0.32)}
+
+
+#: (step, precision) pairs that ``--compare`` and ``--accuracy`` measure, the plain fp32 step first
+VARIANTS = (("torch", "fp32"), ("fused", "fp32"), ("fused", "tf32x3"), ("torch", "tf32"), ("fused", "tf32"))
+#: Fig. 3 cells (levels, depth) that ``--accuracy`` trains, at the paper's settings, for 400 steps
+ACCURACY_CELLS = ((3, 10), (3, 60), (6, 10), (6, 60), (16, 10), (16, 60), (16, 110))
 
 
 def device_peak(device):
@@ -179,11 +185,98 @@ def profile_step(device, data, depth, width, n_nets, precision="fp32", fused=Fal
     print(prof.key_averages().table(sort_by=key, row_limit=20))
 
 
+def device_name(device):
+    return f"{device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+
+
+def measure(device, data, width, depths, args, budget, peak, step, precision):
+    """Print the training rate of ``step`` at ``precision`` at each depth next to the floor; returns
+    ``[(depth, seconds per layer-equivalent, seconds per network-layer-step), ...]``."""
+    fused = step == "fused"
+    nbytes, formula = floor_bytes(width, 32, fused)
+    print(f"\ntraining as in the paper profile (bgs19 layout, momentum 0.5, batch 32, 784 inputs), width {width}, "
+          f"{step} SGD step, {precision}:\n  {formula}" + (
+              f" = {nbytes / 1e6:.1f} MB / {peak[1][3]} TB/s = {nbytes / peak[1][3] / 1e6:.1f} us on this card"
+              if peak else f" = {nbytes / 1e6:.1f} MB (bandwidth of this device unknown)"))
+    per_layer = []
+    for depth in depths:
+        r = training_rate(device, data, args.nets, depth, width, budget, steps=args.steps, precision=precision,
+                          step=step)
+        if r is None:
+            print(f"  depth {depth:3d}: one network does not fit the memory budget")
+            continue
+        per_layer.append((depth, r["seconds_per_layer_equivalent"], r["seconds_per_net_layer_step"]))
+        print(rate_line(r, depth, width, peak, nbytes, fused, precision))
+    return per_layer
+
+
+def rate_line(r, depth, width, peak, nbytes, fused, precision):
+    """One depth's line of :func:`measure`: rate, TFLOP/s against the peak of its precision, weight traffic
+    against the bandwidth, memory, and us per network-layer-step against the floor."""
+    # weight traffic of one step: forward and backward read W, backward writes dW, SGD with
+    # momentum reads W, dW, v and writes W, v: 8 passes over 4-byte weights (fused: 6, no dW)
+    traffic = (6 if fused else 8) * 4 * (depth - 2) * width * width * r["nets"]
+    line = (f"  depth {depth:3d}, {r['nets']:2d} nets per chunk: {r['net_steps_per_s']:8.1f} net-steps/s, "
+            f"{r['tflops']:.3g} TFLOP/s")
+    if peak:
+        # 3xTF32: three tensor-core products per float32 product, a third of the TF32 peak
+        top = {"fp32": peak[1][0], "tf32": peak[1][1], "bf16": peak[1][2], "tf32x3": peak[1][1] / 3}[precision]
+        line += f" ({100 * r['tflops'] / top:.0f}% of the {precision} peak)"
+        bw = traffic * r["net_steps_per_s"] / r["nets"] / 1e12
+        line += f", weight traffic {bw:.2f} TB/s ({100 * bw / peak[1][3]:.0f}% of bandwidth)"
+    if r["peak"]:
+        line += f", peak memory {r['peak'] / 2**30:.2f} GiB (estimate {r['estimate'] / 2**30:.2f})"
+    us = 1e6 * r["seconds_per_layer_equivalent"]
+    line += f"\n    {us:.1f} us per network-layer-step ({r['layer_equivalents']:.1f} layer-equivalents per step)"
+    if peak:
+        floor_us = nbytes / peak[1][3] / 1e6
+        plain_us = floor_bytes(width, 32, False)[0] / peak[1][3] / 1e6
+        line += (f"; floor {floor_us:.1f} us: {us / floor_us:.2f}x the floor, {us / plain_us:.2f}x the plain "
+                 f"step's floor of {plain_us:.1f} us (issue 19's goal in fp32: <= 1.5x that, "
+                 f"{1.5 * plain_us:.0f} us)")
+    return line
+
+
+def accuracy_cells(device, mnist=None, width=2048, steps=400):
+    """Train :data:`ACCURACY_CELLS` once per variant of :data:`VARIANTS` (the paper's settings at ``width``;
+    MNIST from the folder ``mnist`` with the paper's normalisation, else the digits) and print each
+    cell's test accuracy with its difference from the plain fp32 step's. Every variant starts from
+    the same draws and data order, so the differences are what the products' rounding changes."""
+    from qmf_lite.data import load_mnist
+
+    data = load_mnist(mnist, normalize="bgs19", download=False) if mnist else load_digits()
+    cfg = fig3.profile_config("paper")
+    acc = {}
+    for step, precision in VARIANTS:
+        t = time.perf_counter()
+        for depth in sorted({d for _, d in ACCURACY_CELLS}):
+            levels = [n for n, d in ACCURACY_CELLS if d == depth]
+            grid = qmf.run_grid(levels, [depth], steps=[steps], width=width, lr="bgs19", batch_size=32,
+                                momentum=cfg["momentum"], layout="bgs19", eval_size=cfg["eval_size"], data=data,
+                                precision=precision, step=step, device=device, cache=False, progress=False,
+                                seeding="cell")
+            for row in grid.rows:
+                acc[(step, precision, row["levels"], depth)] = row["test_acc"]
+        print(f"  {step} {precision}: {time.perf_counter() - t:.0f} s")
+    print(f"\ntest accuracy after {steps} steps ({data.name}, width {width}, {device_name(device)}); "
+          f"in brackets the difference from the plain fp32 step:")
+    print("  (N, depth)  " + "  ".join(f"{s} {p}".rjust(18) for s, p in VARIANTS))
+    for n, d in ACCURACY_CELLS:
+        base = acc[("torch", "fp32", n, d)]
+        print(f"  ({n:2d}, {d:3d})   " + "  ".join(
+            f"{acc[(s, p, n, d)]:.4f} ({acc[(s, p, n, d)] - base:+.4f})".rjust(18) for s, p in VARIANTS))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default=None)
     parser.add_argument("--max-memory", default="auto", help="auto, none, or bytes such as 16GB")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16", "tf32x3"),
+                        help="tf32x3 needs --fused")
+    parser.add_argument("--compare", action="store_true", help="every step and precision of VARIANTS, one process")
+    parser.add_argument("--accuracy", action="store_true", help="a few Fig. 3 cells per variant (width 2048)")
+    parser.add_argument("--mnist", default=None, metavar="DIR", help="MNIST files for --accuracy (default: digits)")
+    parser.add_argument("--accuracy-steps", type=int, default=400, help="training steps of --accuracy's cells")
     parser.add_argument("--skip-fig1", action="store_true")
     parser.add_argument("--skip-batching", action="store_true")
     parser.add_argument("--fused", action="store_true", help="train with step='fused' (qmf_lite.FusedSGD, Triton)")
@@ -195,9 +288,8 @@ def main():
     args = parser.parse_args()
     device = qmf.default_device(args.device)
     budget = memory_budget(_parse_memory(args.max_memory), device)
-    print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-          + f", torch {torch.__version__}, threads {torch.get_num_threads()}, precision {args.precision}, "
-          f"memory budget {'none' if budget is None else f'{budget / 2**30:.1f} GiB'}")
+    print(f"device {device_name(device)}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"precision {args.precision}, memory budget {'none' if budget is None else f'{budget / 2**30:.1f} GiB'}")
     peak = device_peak(device)
     if peak:
         print(f"nominal peak ({peak[0]}): fp32 {peak[1][0]} TFLOP/s, tf32 {peak[1][1]}, bf16 {peak[1][2]}; "
@@ -212,47 +304,26 @@ def main():
     gpu = device.type == "cuda"
     width = args.width or (2048 if gpu else 256)
     depths = [int(d) for d in args.depths.split(",")] if args.depths else ([10, 110, 285] if gpu else [10, 40])
-    cases = [(d, args.nets) for d in depths]
     step = "fused" if args.fused else "torch"
     if args.profile_step:
-        profile_step(device, data, depths[0], width, min(args.nets, 4), args.precision, args.fused)
-    nbytes, formula = floor_bytes(width, 32, args.fused)
-    print(f"\ntraining as in the paper profile (bgs19 layout, momentum 0.5, batch 32, 784 inputs), width {width}, "
-          f"{step} SGD step:\n  {formula}" + (f" = {nbytes / 1e6:.1f} MB / {peak[1][3]} TB/s = "
-                                              f"{nbytes / peak[1][3] / 1e6:.1f} us on this card" if peak else
-                                              f" = {nbytes / 1e6:.1f} MB (bandwidth of this device unknown)"))
-    per_layer = []
-    for depth, n in cases:
-        r = training_rate(device, data, n, depth, width, budget, steps=args.steps, precision=args.precision,
-                          step=step)
-        if r is None:
-            print(f"  depth {depth:3d}: one network does not fit the memory budget")
-            continue
-        per_layer.append((depth, r["seconds_per_net_layer_step"]))
-        # weight traffic of one step: forward and backward read W, backward writes dW, SGD with
-        # momentum reads W, dW, v and writes W, v: 8 passes over 4-byte weights (fused: 6, no dW)
-        traffic = (6 if args.fused else 8) * 4 * (depth - 2) * width * width * r["nets"]
-        line = (f"  depth {depth:3d}, {r['nets']:2d} nets per chunk: {r['net_steps_per_s']:8.1f} net-steps/s, "
-                f"{r['tflops']:.3g} TFLOP/s")
-        if peak:
-            line += f" ({100 * r['tflops'] / peak[1][('fp32', 'tf32', 'bf16').index(args.precision)]:.0f}% of peak)"
-            bw = traffic * r["net_steps_per_s"] / r["nets"] / 1e12
-            line += f", weight traffic {bw:.2f} TB/s ({100 * bw / peak[1][3]:.0f}% of bandwidth)"
-        if r["peak"]:
-            line += f", peak memory {r['peak'] / 2**30:.2f} GiB (estimate {r['estimate'] / 2**30:.2f})"
-        us = 1e6 * r["seconds_per_layer_equivalent"]
-        line += f"\n    {us:.1f} us per network-layer-step ({r['layer_equivalents']:.1f} layer-equivalents per step)"
-        if peak:
-            floor_us = nbytes / peak[1][3] / 1e6
-            plain_us = floor_bytes(width, 32, False)[0] / peak[1][3] / 1e6
-            line += (f"; floor {floor_us:.1f} us: {us / floor_us:.2f}x the floor, {us / plain_us:.2f}x the plain "
-                     f"step's floor of {plain_us:.1f} us (issue 19's goal in fp32: <= 1.5x that, "
-                     f"{1.5 * plain_us:.0f} us)")
-        print(line)
+        for st, precision in (VARIANTS[:3] if args.compare else ((step, args.precision),)):
+            profile_step(device, data, depths[0], width, min(args.nets, 4), precision, st == "fused")
+    if args.compare:
+        summary = {v: measure(device, data, width, depths, args, budget, peak, *v) for v in VARIANTS}
+        print(f"\nus per network-layer-step (ratio to the plain fp32 step), {device_name(device)}:")
+        for (st, precision), per_layer in summary.items():
+            cells = [f"depth {d}: {1e6 * t:7.1f} ({t / summary[VARIANTS[0]][i][1]:.2f}x)"
+                     for i, (d, t, _) in enumerate(per_layer)]
+            print(f"  {st:5s} {precision:6s}  " + ",  ".join(cells))
+        per_layer = summary[VARIANTS[0]]
+    else:
+        per_layer = measure(device, data, width, depths, args, budget, peak, step, args.precision)
+    if args.accuracy:
+        accuracy_cells(device, args.mnist, args.width or 2048, args.accuracy_steps)
 
     cfg = fig3.profile_config("paper")
     if per_layer:
-        sec = per_layer[-1][1] * (2048 / width) ** 2   # time per net-layer-step scales with width^2
+        sec = per_layer[-1][2] * (2048 / width) ** 2   # time per net-layer-step scales with width^2
         net_layer_steps = len(cfg["levels"]) * len(cfg["seeds"]) * sum(cfg["depths"]) * max(cfg["steps"])
         minutes = net_layer_steps * sec / 60
         when = f"{minutes:.0f} min" if minutes < 600 else f"{minutes / 60:.0f} h"

@@ -434,3 +434,45 @@ def test_fetch_data_default_source_is_the_books_repository_at_this_version():
     assert fig3.DATA_URL == repo + "/raw/v{version}/book/data"
     shipped = {p.name for p in (ROOT / "book" / "data").glob("fig3_*.json")}
     assert shipped <= set(fig3.DATA_FILES) and pathlib.Path(fig3.DATA_FILE).name in fig3.DATA_FILES
+
+
+def test_gpu_check_script_runs_fig3_first_and_keeps_to_its_budget(tmp_path):
+    """benchmarks/gpu_check.sh with python3 and nvidia-smi replaced by stubs that print their arguments:
+    the Fig. 3 piece comes first with a deadline that leaves the checks their time, every command has
+    a timeout, the files come back under $OUT, a fused run gets a bundle of its own, and a call with no
+    time left skips the rest instead of running without a limit."""
+    import os
+    import stat
+    import subprocess
+
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name in ("python3", "nvidia-smi"):
+        (stubs / name).write_text('#!/bin/bash\necho "STUB $*"\n')
+        (stubs / name).chmod((stubs / name).stat().st_mode | stat.S_IEXEC)
+    repo = tmp_path / "repo"
+    (repo / "book" / "data").mkdir(parents=True)
+    for name in ("fig3_paper.json", "fig3_paper.bundle"):
+        (repo / "book" / "data" / name).write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "OUT": str(out)}
+    script = str(ROOT / "benchmarks" / "gpu_check.sh")
+
+    def call(*args):
+        done = subprocess.run(["bash", script, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return [line[5:] for line in done.stdout.splitlines() if line.startswith("STUB ")]
+
+    calls = call("/data/mnist", "540")
+    bench = ["benchmarks/bench_training.py", "--device", "cuda"]
+    assert [c.split()[:3] for c in calls[2:]] == [["-m", "qmf_lite", "fig3"], ["-m", "pytest", "-q"], bench, bench]
+    fig3_call = calls[2].split()
+    deadline = int(fig3_call[fig3_call.index("--deadline") + 1])
+    assert 540 - 250 - 90 - 3 <= deadline <= 540 - 250 - 90          # the checks' time and a margin left over
+    assert fig3_call[fig3_call.index("--bundle") + 1] == "book/data/fig3_paper.bundle"
+    assert "--mnist /data/mnist" in calls[2] and "--compare" in calls[4] and "--accuracy" in calls[5]
+    assert {p.name for p in out.iterdir()} == {"fig3_paper.json", "fig3_paper.bundle", "gpu_check.log"}
+    fused = call("/data/mnist", "540", "fused", "tf32x3")[2]
+    assert "--bundle book/data/fig3_paper_fused_tf32x3.bundle --step fused --precision tf32x3" in fused
+    assert len(call("/data/mnist", "20")) == 2                       # no time: nothing but the two version lines

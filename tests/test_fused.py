@@ -199,6 +199,7 @@ def _compile(fn, consts, target, num_warps=4, num_stages=3):
     return triton.compile(src, target=target, options={"num_warps": num_warps, "num_stages": num_stages}).asm["ptx"]
 
 
+@pytest.mark.skipif(CUDA, reason="with a GPU the other tests run the kernels compiled")
 @pytest.mark.filterwarnings("ignore:TRITON_DEFAULT_FP_FUSION")
 def test_kernels_compile_for_the_gpu_without_one(monkeypatch):
     """The compiled path, checked on any machine: every kernel compiles to PTX for an H100 (sm_90)

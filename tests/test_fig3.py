@@ -295,7 +295,7 @@ def test_run_in_pieces_resumes_and_shards_merge_to_the_same_file(tmp_path, monke
     assert "merged 2 bundle(s): 9 networks, 0 missing" in buf.getvalue()
     merged, merged_meta = _check_data_file(merged_out, "fast")
     assert merged.rows == whole.rows and merged_meta["done"] == whole_meta["done"]
-    assert merged_meta["config_hash"] == whole_meta["config_hash"]
+    assert merged_meta["config_hash"] == whole_meta["config_hash"] and merged_meta["step"] == "torch"
     assert len(json.loads(merged_bundle.read_text())["entries"]) == 9
     # a merge of one share alone: a partial file that lists the other share's networks as missing
     assert main(_demo_args(tmp_path / "half.json", "--merge", str(shares[0])), out=io.StringIO()) == 0

@@ -461,3 +461,7 @@ def test_a_fused_fig3_file_records_its_step_and_is_current(tmp_path, monkeypatch
     assert meta["step"] == "fused" and meta_plain["step"] == "torch" and meta["profile"] == "fast"
     assert not fig3.is_stale(meta, "fast") and meta["config_hash"] == meta_plain["config_hash"]
     assert grid.rows == plain.rows
+    bundle = tmp_path / "fused.bundle"             # a fused run's bundle merges into a file that says so too
+    fig3.produce("fast", tmp_path / "again.json", device=DEVICE, progress=False, step="fused", bundle=bundle)
+    _, _, merged = fig3.merge([bundle], "fast", tmp_path / "merged.json")
+    assert merged["step"] == "fused"

@@ -110,10 +110,27 @@ from .tradeoff import (
     quantization_error,
 )
 
+
+def _source_version():
+    """The version in the ``pyproject.toml`` beside this package, for a source tree that is not installed
+    (``python -m qmf_lite`` from a clone, as on a borrowed GPU): the same string an install reports,
+    so that the training cache's keys agree between the two; ``"0+unknown"`` where it cannot be read."""
+    import pathlib
+
+    try:
+        import tomllib
+
+        pyproject = pathlib.Path(__file__).resolve().parent.parent / "pyproject.toml"
+        project = tomllib.loads(pyproject.read_text())["project"]
+        return str(project["version"]) if project.get("name") == "qmf-lite" else "0+unknown"
+    except (ImportError, OSError, KeyError, TypeError, ValueError):
+        return "0+unknown"
+
+
 try:
     __version__ = _version("qmf_lite")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree that is not installed
-    __version__ = "0+unknown"
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = _source_version()
 
 #: torch-layer names -> the module that defines them (imported on first access)
 _LAZY = {

@@ -106,3 +106,31 @@ def test_every_benchmark_imports(path, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)          # module level only: each benchmark runs under __main__
     assert callable(getattr(module, "main", None)), f"{path.name} has no main()"
+
+
+def test_a_source_tree_reports_the_version_of_its_pyproject(tmp_path):
+    """Run from a clone that is not installed (as on a borrowed GPU), qmf_lite reports pyproject.toml's
+    version, as an install does, so that the training cache's keys (which hold it) agree between them;
+    a tree without a readable pyproject.toml reports 0+unknown."""
+    import shutil
+    import subprocess
+    import sys
+
+    import tomllib
+
+    tree = tmp_path / "clone"
+    shutil.copytree(PACKAGE, tree / "qmf_lite", ignore=shutil.ignore_patterns("__pycache__"))
+    code = ("import importlib.metadata as m\n"
+            "def missing(name): raise m.PackageNotFoundError(name)\n"
+            "m.version = missing\n"
+            "import qmf_lite; print(qmf_lite.__version__)")
+
+    def version():
+        out = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    assert version() == "0+unknown"
+    shutil.copy(PACKAGE.parent / "pyproject.toml", tree / "pyproject.toml")
+    expected = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["version"]
+    assert version() == expected == qmf.__version__

@@ -154,8 +154,7 @@ def profile_step(device, data, depth, width, n_nets, precision="fp32", fused=Fal
     specs = [NetSpec.optimal(3 + i % 14, seed=i) for i in range(n_nets)]
     model = QuantizedMLPBatch(specs, data.n_features, 10, depth, width, device=device, layout="bgs19")
     if fused:
-        from qmf_lite.fused import _for_train
-        opt = _for_train(model, 1e-3, momentum, precision)
+        opt = qmf.FusedSGD(model, 1e-3, momentum, precision)
     else:
         opt = _sgd(model.parameters(), 1e-3, momentum, device)
     forward = opt.forward if fused else model

@@ -303,10 +303,3 @@ class FusedSGD:
         self._factors.clear()
         if self._others is not None:
             self._others.step()
-
-
-def _for_train(model, lr, momentum, precision):
-    """The optimizer of ``train(..., step="fused")`` for ``precision`` ``"fp32"``, ``"tf32"`` or ``"tf32x3"``."""
-    if precision not in FUSED_PRECISIONS:
-        raise ValueError(f"precision must be one of {FUSED_PRECISIONS} with step='fused', got {precision!r}")
-    return FusedSGD(model, lr, momentum, precision)

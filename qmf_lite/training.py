@@ -733,11 +733,13 @@ def _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentu
 
 def _check_precision_and_step(precision, step):
     """The products each step can take: 3xTF32 only in the fused step's kernels, bf16 only in torch's."""
+    from .fused import FUSED_PRECISIONS     # (no Triton: that is imported when a fused step runs)
+
     if precision == "tf32x3" and step != "fused":
         raise ValueError("precision 'tf32x3' needs step='fused' (3xTF32 products run in its Triton kernels), "
                          f"got step={step!r}")
-    if precision == "bf16" and step == "fused":
-        raise ValueError("precision must be 'fp32', 'tf32' or 'tf32x3' with step='fused', got 'bf16'")
+    if step == "fused" and precision not in FUSED_PRECISIONS:
+        raise ValueError(f"precision must be one of {FUSED_PRECISIONS} with step='fused', got {precision!r}")
 
 
 def _one_thread_if_small(device, width):
@@ -772,8 +774,8 @@ def _train(model, data, run):
     last, B = run.steps[-1], len(model.specs)
     order = _data_order(model.specs, len(y_tr), last, run.batch_size, run.seed, model.depth).to(dev)
     if run.update == "fused":                   # opt-in; Triton is imported only here (qmf_lite.fused)
-        from .fused import _for_train
-        opt = _for_train(model, run.lr, run.momentum, run.precision)
+        from .fused import FusedSGD
+        opt = FusedSGD(model, run.lr, run.momentum, run.precision)
         forward = opt.forward
     else:
         opt, forward = _sgd(model.parameters(), run.lr, run.momentum, dev), model

@@ -7,7 +7,8 @@
 #
 # MNIST_DIR: the four MNIST files (qmf_lite.load_mnist verifies them; nothing is downloaded).
 # STEP, PRECISION: the Fig. 3 run's step and precision (default torch, fp32). The bundle holds the
-#   networks of one step and precision: a run with others needs a bundle of its own (--bundle).
+#   networks of one step and precision: others get a bundle and a data file of their own
+#   (book/data/fig3_paper_STEP_PRECISION.*), so the plain run's files are never overwritten.
 # Output: the log (gpu_check.log) and the Fig. 3 bundle and data file are copied to $OUT when it is
 # set (the device tool brings that folder back), and stay in book/data/ either way.
 set -uo pipefail
@@ -27,8 +28,9 @@ run() {
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 out=${OUT:-.}
 log=$out/gpu_check.log
-bundle=book/data/fig3_paper.bundle
-[ "$step" = torch ] && [ "$precision" = fp32 ] || bundle=book/data/fig3_paper_${step}_${precision}.bundle
+name=book/data/fig3_paper          # the bundle and the data file; other steps and precisions get their own
+[ "$step" = torch ] && [ "$precision" = fp32 ] || name=book/data/fig3_paper_${step}_${precision}
+bundle=$name.bundle
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -39,8 +41,8 @@ bundle=book/data/fig3_paper.bundle
   if [ "$deadline" -gt 60 ]; then
     echo "== fig3 piece: deadline ${deadline} s, step $step, precision $precision, bundle $bundle"
     run $(( deadline + 80 )) python3 -m qmf_lite fig3 --profile paper --mnist "$mnist" --deadline "$deadline" \
-      --bundle "$bundle" --step "$step" --precision "$precision" --quiet
-    [ "$out" = . ] || cp "$bundle" book/data/fig3_paper.json "$out"/
+      --bundle "$bundle" --out "$name.json" --step "$step" --precision "$precision" --quiet
+    [ "$out" = . ] || cp "$bundle" "$name.json" "$out"/
   fi
 
   # 2. the fused kernels compiled, against torch.optim.SGD and float64

@@ -471,8 +471,13 @@ def test_gpu_check_script_runs_fig3_first_and_keeps_to_its_budget(tmp_path):
     deadline = int(fig3_call[fig3_call.index("--deadline") + 1])
     assert 560 - 330 - 90 - 3 <= deadline <= 560 - 330 - 90          # the checks' time and a margin left over
     assert fig3_call[fig3_call.index("--bundle") + 1] == "book/data/fig3_paper.bundle"
+    assert fig3_call[fig3_call.index("--out") + 1] == "book/data/fig3_paper.json"
     assert "--mnist /data/mnist" in calls[2] and "--compare" in calls[4] and "--accuracy" in calls[5]
     assert {p.name for p in out.iterdir()} == {"fig3_paper.json", "fig3_paper.bundle", "gpu_check.log"}
+    (repo / "book" / "data" / "fig3_paper_fused_tf32x3.json").write_text("x")
+    (repo / "book" / "data" / "fig3_paper_fused_tf32x3.bundle").write_text("x")
     fused = call("/data/mnist", "540", "fused", "tf32x3")[2]
-    assert "--bundle book/data/fig3_paper_fused_tf32x3.bundle --step fused --precision tf32x3" in fused
+    assert ("--bundle book/data/fig3_paper_fused_tf32x3.bundle --out book/data/fig3_paper_fused_tf32x3.json "
+            "--step fused --precision tf32x3") in fused
+    assert (out / "fig3_paper_fused_tf32x3.json").exists()
     assert len(call("/data/mnist", "20")) == 2                       # no time: nothing but the two version lines

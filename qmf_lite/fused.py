@@ -39,12 +39,16 @@ multiplies by ``slope * mask`` instead of a stored float32 gain.
 Triton is optional: the plain step stays the default of :func:`~qmf_lite.train`, and this module
 imports Triton only when a step runs. The kernels need a CUDA device, or, on a CPU, Triton's
 interpreter (``TRITON_INTERPRET=1`` set before the first step; it runs each kernel with numpy and
-is slow: tests only).
+is slow: tests only). Older interpreters cannot run them, and a step there stops with a
+``RuntimeError`` that says why: those of Triton 3.0 and 3.1 compute an ``"ieee"`` dot wrongly, and
+those of Triton 3.2 to 3.6 convert scalar arguments in a way that NumPy 2.4 refuses
+(triton-lang/triton#9171). Compiled kernels on a GPU do not go through the interpreter.
 """
 from __future__ import annotations
 
 import functools
 import os
+import re
 
 import torch
 
@@ -95,13 +99,50 @@ def _kernel(interpret):
     return triton, triton.jit(kernels.rank_update), triton.jit(kernels.staircase), matmul
 
 
+def _release(version):
+    """The leading ``(major, minor)`` of a version string (``"3.6.0+git1"``: ``(3, 6)``)."""
+    numbers = re.match(r"(\d+)\.(\d+)", version)
+    return (int(numbers[1]), int(numbers[2])) if numbers else (0, 0)
+
+
+def _interpreter_defect(triton_version=None, numpy_version=None):
+    """Why Triton's interpreter cannot run these kernels with these releases, or None where it can.
+
+    Measured with the tests of the fused step (the interpreter's numbers against float64 and
+    against ``torch.optim.SGD``): Triton 3.0 and 3.1 return wrong products from an ``"ieee"``
+    ``tl.dot`` (errors of 10 and far more on 16 x 16 products of standard normals); Triton 3.2 to
+    3.6 take ``int()`` of one-element arrays for scalar arguments, which NumPy 2.4 refuses with a
+    ``TypeError`` (triton-lang/triton#9171, fixed in Triton 3.7). Defaults: the installed releases.
+    """
+    if triton_version is None:
+        import triton
+        triton_version = triton.__version__
+    if numpy_version is None:
+        import numpy
+        numpy_version = numpy.__version__
+    triton_release, numpy_release = _release(triton_version), _release(numpy_version)
+    if triton_release < (3, 2):
+        return (f"Triton {triton_version}'s interpreter computes the kernels' float32 products wrongly; "
+                "the fused step on a CPU needs Triton >= 3.2")
+    if triton_release < (3, 7) and numpy_release >= (2, 4):
+        return (f"Triton {triton_version}'s interpreter fails with NumPy {numpy_version} (it converts arrays "
+                "to scalars, which NumPy 2.4 refuses; triton-lang/triton#9171): use Triton >= 3.7 or "
+                "NumPy < 2.4 for the fused step on a CPU")
+    return None
+
+
 def _triton(device):
     """(triton, rank_update, staircase, matmul) for tensors on ``device``, or a clear error where they cannot run."""
     interpret = _interpreting()
     if device.type != "cuda" and not interpret:
         raise RuntimeError(f"the fused SGD step runs Triton kernels: it needs a CUDA device, or Triton's "
                            f"interpreter (TRITON_INTERPRET=1) for tensors on {device.type}")
-    return _kernel(interpret)
+    kernels = _kernel(interpret)                    # imports Triton, or says that it is missing
+    if interpret:
+        defect = _interpreter_defect()
+        if defect:
+            raise RuntimeError(defect)
+    return kernels
 
 
 def _rank_update(p, v, a, g, lr, momentum, first, precision):

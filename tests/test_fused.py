@@ -2,7 +2,9 @@
 
 On a machine without CUDA the kernels run in Triton's interpreter (``TRITON_INTERPRET=1`` is set
 for each test here, and the kernels are defined on first use, so it takes effect); with CUDA they
-run compiled on the GPU. The whole file skips when Triton is not importable.
+run compiled on the GPU. The whole file skips when Triton is not importable, and the tests that run
+a kernel skip, saying why, where the installed interpreter cannot run them (Triton before 3.2, or
+before 3.7 with NumPy 2.4: ``qmf_lite.fused._interpreter_defect``).
 
 Tolerances are rounding bounds, not fitted numbers. With ``u = 2^-24`` and
 ``gamma_k = k u / (1 - k u)`` (Higham, *Accuracy and Stability of Numerical Algorithms*, 3.1),

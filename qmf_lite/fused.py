@@ -83,7 +83,8 @@ def _interpreting():
 def _kernel(interpret):
     """The Triton kernels of :mod:`qmf_lite._fused_kernels`, wrapped on first use so that ``TRITON_INTERPRET``
     is read then (one set per mode): ``(triton, rank_update, staircase, matmul)``. Compiled, the
-    matmul times the tile shapes of ``_MATMUL_CONFIGS`` on its first call of each shape."""
+    matmul times the tile shapes of ``_MATMUL_CONFIGS`` on its first call of each shape. An
+    interpreter that cannot run them (``_interpreter_defect``) raises a ``RuntimeError``."""
     try:
         import triton
 
@@ -91,6 +92,9 @@ def _kernel(interpret):
     except ImportError as err:  # pragma: no cover - depends on the install
         raise RuntimeError("the fused SGD step needs Triton (`pip install triton`; torch's CUDA builds "
                            f"ship it): {err}") from err
+    defect = _interpreter_defect() if interpret else None
+    if defect:
+        raise RuntimeError(defect)
     matmul = triton.jit(kernels.matmul)
     if not interpret:
         matmul = triton.autotune(configs=[triton.Config({"BM": bm, "BN": bn, "BK": bk}, num_warps=w, num_stages=s)
@@ -137,12 +141,7 @@ def _triton(device):
     if device.type != "cuda" and not interpret:
         raise RuntimeError(f"the fused SGD step runs Triton kernels: it needs a CUDA device, or Triton's "
                            f"interpreter (TRITON_INTERPRET=1) for tensors on {device.type}")
-    kernels = _kernel(interpret)                    # imports Triton, or says that it is missing
-    if interpret:
-        defect = _interpreter_defect()
-        if defect:
-            raise RuntimeError(defect)
-    return kernels
+    return _kernel(interpret)
 
 
 def _rank_update(p, v, a, g, lr, momentum, first, precision):

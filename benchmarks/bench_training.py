@@ -251,10 +251,10 @@ def accuracy_cells(device, mnist=None, width=2048, steps=400):
         t = time.perf_counter()
         for depth in sorted({d for _, d in ACCURACY_CELLS}):
             levels = [n for n, d in ACCURACY_CELLS if d == depth]
-            grid = qmf.run_grid(levels, [depth], steps=[steps], width=width, lr="bgs19", batch_size=32,
-                                momentum=cfg["momentum"], layout="bgs19", eval_size=cfg["eval_size"], data=data,
-                                precision=precision, step=step, device=device, cache=False, progress=False,
-                                seeding="cell")
+            grid = qmf.run_grid(levels, [depth], steps=[steps], width=width, lr=cfg["lr"],
+                                batch_size=cfg["batch_size"], momentum=cfg["momentum"], layout=cfg["layout"],
+                                eval_size=cfg["eval_size"], seeding=cfg["seeding"], data=data,
+                                precision=precision, step=step, device=device, cache=False, progress=False)
             for row in grid.rows:
                 acc[(step, precision, row["levels"], depth)] = row["test_acc"]
         print(f"  {step} {precision} ({time.perf_counter() - t:.0f} s): " + ", ".join(   # as it goes: a cut run
@@ -312,9 +312,10 @@ def main():
     if args.compare:
         summary = {v: measure(device, data, width, depths, args, budget, peak, *v) for v in VARIANTS}
         print(f"\nus per network-layer-step (ratio to the plain fp32 step), {device_name(device)}:")
+        base = {d: t for d, t, _ in summary[VARIANTS[0]]}           # a depth may not fit every variant
         for (st, precision), per_layer in summary.items():
-            cells = [f"depth {d}: {1e6 * t:7.1f} ({t / summary[VARIANTS[0]][i][1]:.2f}x)"
-                     for i, (d, t, _) in enumerate(per_layer)]
+            cells = [f"depth {d}: {1e6 * t:7.1f}" + (f" ({t / base[d]:.2f}x)" if d in base else "")
+                     for d, t, _ in per_layer]
             print(f"  {st:5s} {precision:6s}  " + ",  ".join(cells))
         per_layer = summary[VARIANTS[0]]
     else:

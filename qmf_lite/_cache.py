@@ -45,8 +45,23 @@ class CacheWarning(UserWarning):
     """A cached entry could not be used (corrupt, wrong schema or key) and is being recomputed."""
 
 
+def _read_umask():
+    """The process's umask (read by setting it and putting it back: once, at import, before any thread)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: the mode of the files written here: what ``open`` gives a new file under the umask at import
+FILE_MODE = 0o666 & ~_read_umask()
+
+
 def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``).
+
+    The file gets the permissions that ``open(path, "wb")`` would give it (``0o666`` less the
+    umask), not the owner-only mode of the temporary file.
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -55,6 +70,7 @@ def atomic_write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

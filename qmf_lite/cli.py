@@ -14,6 +14,7 @@ finished networks between machines; ``--shard I/K`` runs the I-th of K shares;
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -42,6 +43,9 @@ def _init(args, out):
             out.write(f"with N - 1 = {levels - 1}: L_max = {max_depth(levels - 1, args.multiple):.1f} < {args.depth:g}\n")
         return
     init = optimal_init(args.levels, scale=args.scale, spacing=args.spacing)
+    if not 0 < args.multiple * init.depth_scale < float("inf"):   # checked before anything is printed
+        raise ValueError(f"--multiple must be > 0 and keep L_max = multiple * xi finite (xi = {init.depth_scale:.4g}), "
+                         f"got {args.multiple!r}")
     act = init.activation
     with np.printoptions(precision=6, suppress=True, linewidth=88, threshold=40):
         bits = init.bits
@@ -68,6 +72,18 @@ def _parse_memory(text):
         if low.endswith(suffix):
             return int(float(low[:-len(suffix)]) * units[suffix])
     return int(float(low))
+
+
+def _memory(text):
+    """:func:`_parse_memory` for argparse: a clear error for what it cannot read."""
+    try:
+        value = _parse_memory(text)
+    except ValueError:
+        value = float("nan")
+    if value is None or value == "auto" or 0 < value < float("inf"):
+        return text
+    raise argparse.ArgumentTypeError(f"--max-memory must be auto, none, or a number of bytes > 0 such as 16GB, "
+                                     f"got {text!r}")
 
 
 def _shard(text):
@@ -102,7 +118,15 @@ def _fig3(args, out, started, argv):
             config[name] = value
     if args.dataset == "digits":
         config["normalize"] = "feature"
-    target = args.out or (fig3.DATA_FILE if config == fig3.PROFILES["paper"] else f"book/data/fig3_{args.profile}.json")
+    target = args.out or fig3.default_data_file(args.profile, config)
+    max_memory = _parse_memory(args.max_memory)
+    if not args.merge:   # every setting checked before MNIST is read (or downloaded)
+        fig3._config_grid_arguments(fig3._check_config(config), device=args.device, max_memory=max_memory,
+                                    cache=not args.no_cache, progress=False, data=None, deadline=None,
+                                    bundle=args.bundle, shard=args.shard, step=args.step)
+    mnist = args.mnist
+    if mnist is not None and not os.path.isdir(mnist):
+        raise ValueError(f"--mnist must name an existing folder of the MNIST files, got {mnist!r}")
     out.write(f"fig3: profile {args.profile}, config hash {fig3.config_hash(config)}, writing {target}\n")
     if args.merge:
         path, grid, meta = fig3.merge(args.merge, args.profile, target, config=config, bundle=args.bundle)
@@ -111,7 +135,7 @@ def _fig3(args, out, started, argv):
         if config["dataset"] == "mnist":
             from .data import load_mnist
 
-            data = load_mnist(args.mnist, normalize=config["normalize"], progress=not args.quiet)
+            data = load_mnist(mnist, download=mnist is None, normalize=config["normalize"], progress=not args.quiet)
         else:
             data = fig3._load_data(config, not args.quiet)
         from . import training  # noqa: F401 - torch is imported before the deadline's clock is read
@@ -119,7 +143,7 @@ def _fig3(args, out, started, argv):
         if args.deadline is not None:
             deadline = max(0.0, args.deadline - (_clock() - started))
         path, grid, meta = fig3.produce(args.profile, target, config=config, device=args.device,
-                                        max_memory=_parse_memory(args.max_memory), cache=not args.no_cache,
+                                        max_memory=max_memory, cache=not args.no_cache,
                                         progress=not args.quiet, data=data, deadline=deadline, bundle=args.bundle,
                                         shard=args.shard, step=args.step)
         out.write(f"{grid.summary()}\n")
@@ -155,9 +179,10 @@ def main(argv=None, out=None):
     p.add_argument("--multiple", type=float, default=6.0, help="L_max = multiple * xi (default 6)")
     f = sub.add_parser("fig3", help="train the grid of the paper's Fig. 3 and write its data file")
     f.add_argument("--profile", choices=("fast", "paper"), default="paper", help="settings (default: paper)")
-    f.add_argument("--out", default=None, help="data file to write (default book/data/fig3_<profile>.json)")
+    f.add_argument("--out", default=None, help="data file to write (default book/data/fig3_<profile>.json for a "
+                                               "profile's own settings, fig3_<profile>_<config hash>.json otherwise)")
     f.add_argument("--device", default=None, help="torch device (default: cuda when available)")
-    f.add_argument("--max-memory", default="auto", help="memory budget: auto (free device memory), none, or bytes "
+    f.add_argument("--max-memory", type=_memory, default="auto", help="memory budget: auto (free device memory), none, or bytes "
                                                         "such as 16GB (default auto)")
     f.add_argument("--precision", choices=("fp32", "tf32", "bf16", "tf32x3"), default=None,
                    help="matmul precision (changes the configuration and its hash); tf32x3 needs --step fused")
@@ -170,7 +195,8 @@ def main(argv=None, out=None):
                        help=f"override the profile's {name} (changes the configuration and its hash)")
     f.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
     f.add_argument("--mnist", default=None, metavar="DIR",
-                   help="folder of the four MNIST files (.gz or uncompressed; default $QMF_LITE_CACHE/mnist)")
+                   help="an existing folder of the four MNIST files (.gz or uncompressed), which are never "
+                        "downloaded (default $QMF_LITE_CACHE/mnist, downloaded there once if missing)")
     f.add_argument("--deadline", type=_seconds, default=None, metavar="SECONDS",
                    help="stop before a chunk that would end later than this many seconds after the start, and "
                         "write the data file with what is done")

@@ -24,6 +24,7 @@ import warnings
 
 import numpy as np
 
+from . import _cache
 from ._cache import CacheWarning
 from ._validate import MissingFileError, check_bool, check_choice, check_path, check_real_in, check_seed, check_sequence
 
@@ -259,6 +260,7 @@ def _download(name, md5, sha256, root, mirrors, progress):
             if reason is not None:
                 errors.append(f"{url}: checksum mismatch ({reason}); the download was discarded")
                 continue
+            os.chmod(tmp, _cache.FILE_MODE)
             os.replace(tmp, target)
             return target
         except (OSError, ValueError) as exc:     # ValueError: a malformed URL

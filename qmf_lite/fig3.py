@@ -58,7 +58,7 @@ from ._validate import check_path, check_positive, check_real_in
 
 __all__ = ["PROFILES", "DATA_FILE", "SCHEMA", "profile_config", "config_hash", "run", "produce", "write", "load",
            "merge", "is_stale", "boundary", "fit_exponent", "FIG3_CHANCE", "AUTHORS_NOTEBOOK_DEPTHS",
-           "DATA_FILES", "DATA_URL", "fetch_data"]
+           "DATA_FILES", "DATA_URL", "fetch_data", "default_data_file"]
 
 #: where ``python -m qmf_lite fig3 --profile paper`` writes by default (relative to the repository root)
 DATA_FILE = "book/data/fig3_paper.json"
@@ -115,6 +115,25 @@ def _check_config(config, arg="config"):
 def profile_config(name):
     """A copy of the settings of profile ``name`` (``"fast"`` or ``"paper"``)."""
     return copy.deepcopy(PROFILES[_check_profile(name, "name")])
+
+
+def default_data_file(profile, config=None):
+    """Where a run of ``profile`` with the settings ``config`` writes its data file by default.
+
+    :data:`DATA_FILE` (``book/data/fig3_paper.json``) for the paper profile's own settings,
+    ``book/data/fig3_fast.json`` for the fast profile's, and ``book/data/fig3_<profile>_<hash>.json``
+    (:func:`config_hash` of ``config``) for any other settings, so that a modified grid never
+    overwrites the file of a profile.
+
+    >>> default_data_file("paper")
+    'book/data/fig3_paper.json'
+    >>> default_data_file("paper", {**profile_config("paper"), "dataset": "digits"}).startswith("book/data/fig3_paper_")
+    True
+    """
+    _check_profile(profile, "profile")
+    if config is None or config == PROFILES[profile]:
+        return DATA_FILE if profile == "paper" else f"book/data/fig3_{profile}.json"
+    return f"book/data/fig3_{profile}_{config_hash(config)}.json"
 
 
 def config_hash(config):
@@ -231,7 +250,7 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
     operations and the achieved TFLOP/s of the training done in this call, and the networks done
     and missing (a run stopped by ``deadline``, or one ``shard``, writes what it has).
 
-    ``profile`` is ``"fast"`` or ``"paper"``; ``out`` a file path (default :data:`DATA_FILE`);
+    ``profile`` is ``"fast"`` or ``"paper"``; ``out`` a file path (default :func:`default_data_file`);
     ``config`` ``None`` (the profile's settings) or a dict as for :func:`run`, which checks the
     other arguments.
     """
@@ -244,7 +263,7 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
 
     _check_profile(profile, "profile")
     config = copy.deepcopy(PROFILES[profile] if config is None else _check_config(config))
-    out = check_path(DATA_FILE if out is None else out, "out", kind="not_dir")
+    out = check_path(default_data_file(profile, config) if out is None else out, "out", kind="not_dir")
     dev = default_device(device)
     grid = _run(config, _config_grid_arguments(config, device=dev, max_memory=max_memory, cache=cache, progress=progress,
                                         data=data, deadline=deadline, bundle=bundle, shard=shard, step=step), data)
@@ -315,7 +334,7 @@ def merge(bundles, profile="paper", out=None, *, config=None, bundle=None):
         At least one existing bundle file.
     profile : ``"fast"`` or ``"paper"``
     out : path, optional
-        The data file (default :data:`DATA_FILE`).
+        The data file (default :func:`default_data_file` of ``profile`` and ``config``).
     config : dict, optional
         The grid (default: the profile's settings); the bundles' networks must have its settings.
     bundle : path, optional
@@ -351,7 +370,7 @@ def _merge_arguments(bundles, profile, out, config, bundle):
     """The door of :func:`merge`: ``(config, out, paths of the bundles, bundle)``, checked."""
     _check_profile(profile, "profile")
     config = copy.deepcopy(PROFILES[profile] if config is None else _check_config(config))
-    out = check_path(DATA_FILE if out is None else out, "out", kind="not_dir")
+    out = check_path(default_data_file(profile, config) if out is None else out, "out", kind="not_dir")
     if isinstance(bundles, (str, bytes)) or not isinstance(bundles, (list, tuple)) or not bundles:
         raise ValueError(f"bundles must be a non-empty list of bundle files, got {bundles!r:.200}")
     paths = [check_path(b, "bundles", kind="file") for b in bundles]

@@ -44,6 +44,11 @@ def test_cli_depth():
     (["fig3", "--deadline", "-5"], "--deadline must be a number of seconds"),
     (["fig3", "--deadline", "nan"], "--deadline must be a number of seconds"),
     (["fig3", "--merge", "no-such-bundle.json", "--out", "x.json"], "bundles must name an existing file"),
+    (["init", "--levels", "16", "--multiple", "-2"], "--multiple must be > 0"),
+    (["init", "--levels", "16", "--multiple", "1e308"], "--multiple must be > 0 and keep L_max"),
+    (["fig3", "--max-memory", "lots"], "--max-memory must be auto, none, or a number of bytes"),
+    (["fig3", "--mnist", "no/such/mnist/folder"], "--mnist must name an existing folder"),
+    (["fig3", "--width", "0"], "width must be an integer >= 1"),    # checked before MNIST is read or downloaded
 ])
 def test_cli_errors_exit_2_with_one_line(args, needle):
     proc = subprocess.run([sys.executable, "-m", "qmf_lite", *args], capture_output=True, text=True)

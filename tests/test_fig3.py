@@ -143,6 +143,23 @@ def test_fig3_command_writes_the_data_file(tmp_path, monkeypatch):
     assert "loaded from the cache" in buf2.getvalue()
 
 
+def test_a_modified_grid_never_writes_a_profiles_data_file(tmp_path, monkeypatch):
+    """Without --out, the paper profile's own settings write book/data/fig3_paper.json, and any other settings
+    a file named by their hash, so that the README's digits command cannot overwrite the MNIST run's file."""
+    assert fig3.default_data_file("paper") == fig3.DATA_FILE == "book/data/fig3_paper.json"
+    assert fig3.default_data_file("fast", fig3.profile_config("fast")) == "book/data/fig3_fast.json"
+    digits = {**fig3.profile_config("paper"), "dataset": "digits"}
+    assert fig3.default_data_file("paper", digits) == f"book/data/fig3_paper_{fig3.config_hash(digits)}.json"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path / "cache"))
+    buf = io.StringIO()
+    assert main(["fig3", "--dataset", "digits", "--width", "8", "--levels", "4", "--depths", "2", "--steps", "1",
+                 "--device", "cpu", "--deadline", "0", "--quiet"], out=buf) == 0
+    written = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "book" / "data").iterdir()]
+    assert len(written) == 1 and written[0].startswith("book/data/fig3_paper_") and written[0] != fig3.DATA_FILE
+    assert f"wrote {written[0]}" in buf.getvalue()
+
+
 #: what the shipped width-2048 digits run changes in the paper profile (the rest is the paper's setting)
 #: and "seeding": that run (before the option existed) initialised every network from its replicate seed; the
 #: key was added to its configuration, and its hash recomputed, when the option appeared (rows unchanged)

@@ -308,6 +308,16 @@ def test_atomic_write_never_exposes_a_partial_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["entry.json"]
 
 
+def test_atomic_write_gives_the_file_the_mode_open_would(tmp_path):
+    """Not the owner-only mode of the temporary file: a data file or bundle must be readable as any file is."""
+    import stat
+
+    written, opened = tmp_path / "entry.json", tmp_path / "plain.json"
+    _cache.atomic_write_json(written, {"a": 1})
+    opened.write_text("{}")
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(opened.stat().st_mode)
+
+
 def test_eval_subset_and_bad_arguments():
     model = QuantizedMLPBatch([NetSpec.optimal(3, seed=0), NetSpec.optimal(4, seed=0)], 64, 10, 3, 8, device="cpu")
     rec = train(model, DIGITS, [0, 2], lr=0.05, batch_size=8, eval_size=100)

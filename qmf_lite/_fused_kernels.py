@@ -40,7 +40,7 @@ def rank_update(p_ptr, v_ptr, a_ptr, g_ptr, K, N, R, lr, momentum,
 
 def staircase(h_ptr, out_ptr, mask_ptr, thr_ptr, val_ptr, clip_ptr, M, T,
               HAS_MASK: tl.constexpr, BLOCK: tl.constexpr):
-    # values[net, #{k: thresholds[net, k] <= x}] (NaN: all T, as torch.searchsorted), and 1{|x| <= clip}
+    # values[net, #{k: thresholds[net, k] <= x}] (NaN in, NaN out, as the lookup), and 1{|x| <= clip}
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     net = tl.program_id(1).to(tl.int64)
     inside = i < M
@@ -48,8 +48,8 @@ def staircase(h_ptr, out_ptr, mask_ptr, thr_ptr, val_ptr, clip_ptr, M, T,
     count = tl.full((BLOCK,), 0, tl.int32)
     for k in range(T):
         count += (x >= tl.load(thr_ptr + net * T + k)).to(tl.int32)
-    count = tl.where(x != x, T, count)
-    tl.store(out_ptr + net * M + i, tl.load(val_ptr + net * (T + 1) + count, mask=inside), mask=inside)
+    level = tl.load(val_ptr + net * (T + 1) + count, mask=inside)
+    tl.store(out_ptr + net * M + i, tl.where(x != x, x, level), mask=inside)
     if HAS_MASK:
         tl.store(mask_ptr + net * M + i, (tl.abs(x) <= tl.load(clip_ptr + net)).to(tl.int8), mask=inside)
 

@@ -86,8 +86,15 @@ class Activation:
     quadrature_nodes = (400, 240)
 
     def __call__(self, x):
-        """phi(x) on a numpy array (float64 out) or a torch tensor (same dtype and device out)."""
-        return self._torch(x) if is_torch(x) else self._numpy(np.asarray(x, dtype=np.float64))
+        """phi(x) on real numbers (a number or numpy array: float64 out) or a torch tensor (same device
+        out, and the same dtype for a floating-point one). NaN gives NaN."""
+        if is_torch(x):
+            return self._torch(x)
+        values = np.asarray(x)
+        if values.dtype.kind not in "biuf":
+            raise ValueError(f"x must be real numbers (a number, a numpy array or a torch tensor), got "
+                             f"{type(x).__name__} of dtype {values.dtype}")
+        return self._numpy(values.astype(np.float64, copy=False))
 
     def derivative(self, x):
         """phi'(x) on numpy arrays."""
@@ -442,11 +449,15 @@ class StepActivation(Activation):
 
     # --- the function ------------------------------------------------------------------------
     def _numpy(self, x):
-        return self.values[np.searchsorted(self.thresholds, x, side="right")]
+        out = self.values[np.searchsorted(self.thresholds, x, side="right")]
+        nan = np.isnan(x)
+        return np.where(nan, np.nan, out)[()] if nan.any() else out     # NaN in, NaN out (not the top level)
 
     def _torch(self, x):
         import torch
 
+        if not x.is_floating_point():    # an integer tensor: the levels are fractions, so float out
+            x = x.to(torch.get_default_dtype())
         key = (x.device, x.dtype)
         if key not in self._torch_cache:
             self._torch_cache[key] = (
@@ -454,8 +465,8 @@ class StepActivation(Activation):
                 torch.as_tensor(self.values, dtype=x.dtype, device=x.device),
             )
         g, v = self._torch_cache[key]
-        # right=True counts the thresholds <= x, like searchsorted(side="right")
-        return v[torch.bucketize(x, g, right=True)]
+        # right=True counts the thresholds <= x, like searchsorted(side="right"); NaN in, NaN out
+        return torch.where(torch.isnan(x), x, v[torch.bucketize(x, g, right=True)])
 
     def _numpy_derivative(self, x):
         return np.zeros_like(x)

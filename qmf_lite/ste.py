@@ -126,9 +126,10 @@ def _lookup(x, thresholds, values):
     flat = x.reshape(rows, -1)
     if flat.dtype != thresholds.dtype:
         flat = flat.to(thresholds.dtype)
-    # right=True counts the thresholds <= x, like QuantizedActivation (searchsorted side="right")
+    # right=True counts the thresholds <= x, like QuantizedActivation (searchsorted side="right"); NaN in, NaN out
     count = torch.searchsorted(thresholds, flat.contiguous(), right=True)
-    return torch.gather(values, 1, count).reshape(x.shape).to(x.dtype)
+    out = torch.where(torch.isnan(flat), flat, torch.gather(values, 1, count)).reshape(x.shape)
+    return out.to(x.dtype) if x.is_floating_point() else out
 
 
 class _Staircase(torch.autograd.Function):
@@ -424,6 +425,9 @@ class QuantAct(torch.nn.Module):
         return ste_chi1(self.activation, self.sigma_w, self.sigma_b, self.slope)
 
     def forward(self, x):
+        check_tensor(x, "x", finite=False)
+        if not x.is_floating_point():    # an integer tensor: the levels are fractions, so float out
+            x = x.to(torch.get_default_dtype())
         key = (x.device, x.dtype)
         if key not in self._tables:
             a = self.activation

@@ -281,7 +281,9 @@ def test_staircase_kernel_equals_the_lookup_bit_for_bit():
     h = torch.cat([pts, 3 * torch.randn(1100 - len(pts), generator=gen)])     # > 1024: two blocks
     h = h.repeat(3, 1).view(3, 2, 550).to(DEVICE)
     out, mask = _staircase(h, model.thresholds, model.values, model.clip, True)
-    assert torch.equal(out, _lookup(h, model.thresholds, model.values))
+    lookup = _lookup(h, model.thresholds, model.values)
+    assert torch.equal(out.isnan(), h.isnan()) and torch.equal(lookup.isnan(), h.isnan())     # NaN in, NaN out
+    assert torch.equal(out.nan_to_num(7.0), lookup.nan_to_num(7.0))
     assert torch.equal(mask.bool(), h.abs() <= model.clip)
     x1, x2 = h.nan_to_num(0.0).clone().requires_grad_(), h.nan_to_num(0.0).clone().requires_grad_()
     w = torch.randn(h.shape, generator=gen).to(DEVICE)

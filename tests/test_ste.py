@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import qmf_lite as qmf
-from qmf_lite.ste import quantize, staircase_tables, ste_quantize
+from qmf_lite.ste import QuantAct, quantize, staircase_tables, ste_quantize
 
 
 @pytest.mark.parametrize("levels,spacing,scale", [(2, None, 1.0), (4, None, 1.0), (5, 0.3, 2.0), (16, None, 0.5)])
@@ -57,10 +57,35 @@ def test_quantize_reported_case():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_quantize_non_finite_inputs_like_quantized_activation(dtype):
+    """+-inf go to the end levels; NaN stays NaN (a diverged layer must not come out as a valid level),
+    in the functional form, the layer, the activation on tensors and on numpy arrays."""
     x = torch.tensor([math.nan, math.inf, -math.inf, 1e300 if dtype == torch.float64 else 1e38, -1e38], dtype=dtype)
     for levels in (2, 5, 16):
         phi = qmf.QuantizedActivation(levels)
-        assert torch.equal(quantize(x, levels, None, 1.0), phi(x))
+        expected = torch.tensor([math.nan, 1.0, -1.0, 1.0, -1.0], dtype=dtype)
+        for out in (quantize(x, levels, None, 1.0), phi(x), QuantAct(levels, 1.0)(x), ste_quantize(x, levels)):
+            assert out.dtype == dtype and torch.equal(out.isnan(), expected.isnan())
+            assert torch.equal(out[1:], expected[1:])
+        assert np.array_equal(phi(x.double().numpy()), expected.double().numpy(), equal_nan=True)
+    assert math.isnan(qmf.QuantizedActivation(4)(math.nan)) and qmf.QuantizedActivation(4)(0.2) == pytest.approx(1 / 3)
+
+
+def test_integer_tensors_are_quantized_as_real_numbers():
+    """An integer tensor is read as the numbers it holds (the output in the default float dtype), not
+    against tables rounded to integers."""
+    x = torch.tensor([0, 1, -1, 3])
+    expected = qmf.QuantizedActivation(4)(x.to(torch.get_default_dtype()))
+    assert torch.allclose(expected, torch.tensor([1 / 3, 1.0, -1.0, 1.0]))
+    for out in (quantize(x, 4), QuantAct(4, 1.0)(x), qmf.QuantizedActivation(4)(x)):
+        assert out.dtype == torch.get_default_dtype() and torch.equal(out, expected)
+
+
+def test_activations_refuse_what_is_not_real_numbers():
+    for bad in (None, "0.5", [0.5, None]):
+        with pytest.raises(ValueError, match=r"^x must be real numbers"):
+            qmf.QuantizedActivation(4)(bad)
+    with pytest.raises(ValueError, match=r"^x must be a torch tensor"):
+        QuantAct(4, 1.0)(np.array([0.1]))
 
 
 def test_quantize_has_zero_autograd_derivative():

@@ -122,8 +122,8 @@ def default_data_file(profile, config=None):
 
     :data:`DATA_FILE` (``book/data/fig3_paper.json``) for the paper profile's own settings,
     ``book/data/fig3_fast.json`` for the fast profile's, and ``book/data/fig3_<profile>_<hash>.json``
-    (:func:`config_hash` of ``config``) for any other settings, so that a modified grid never
-    overwrites the file of a profile.
+    (:func:`config_hash` of ``config``, a dict with every key of a profile, as for :func:`run`) for any
+    other settings, so that a modified grid never overwrites the file of a profile.
 
     >>> default_data_file("paper")
     'book/data/fig3_paper.json'
@@ -131,6 +131,8 @@ def default_data_file(profile, config=None):
     True
     """
     _check_profile(profile, "profile")
+    if config is not None:
+        _check_config(config)
     if config is None or config == PROFILES[profile]:
         return DATA_FILE if profile == "paper" else f"book/data/fig3_{profile}.json"
     return f"book/data/fig3_{profile}_{config_hash(config)}.json"

@@ -67,7 +67,12 @@ def test_mnist_loader_downloads_verifies_and_caches(tmp_path, mnist_server):
     ds = qdata.load_mnist(root, mirrors=("http://127.0.0.1:9/", url), checksums=sums, progress=False)
     assert ds.x_train.shape == (12, 784) and ds.x_test.shape == (5, 784)
     assert np.array_equal(ds.y_train.numpy(), arrays["train-labels-idx1-ubyte.gz"])
-    assert abs(float(ds.x_train.mean())) < 1e-5                      # standardised
+    # standardised per pixel with the training images' mean and standard deviation (constant pixels: 0)
+    raw_train, raw_test = (arrays[f"{s}-images-idx3-ubyte.gz"].reshape(-1, 784).astype(np.float64) for s in ("train", "t10k"))
+    mean, sd = raw_train.mean(0), raw_train.std(0)
+    sd[sd == 0] = 1.0
+    assert np.allclose(ds.x_train.numpy(), (raw_train - mean) / sd, atol=1e-5)
+    assert np.allclose(ds.x_test.numpy(), (raw_test - mean) / sd, atol=1e-5)
     # cached: no server needed the second time
     again = qdata.load_mnist(root, download=False, checksums=sums)
     assert torch.equal(again.x_test, ds.x_test)
@@ -205,6 +210,10 @@ def test_digits_and_fingerprint():
     a, b = qdata.load_digits(), qdata.load_digits()
     assert a.x_train.shape == (1348, 64) and a.x_test.shape == (449, 64) and a.n_classes == 10
     assert abs(float(a.x_train.mean())) < 1e-6 and a.normalization == "feature"
+    # per pixel: standard deviation 1 on the training split (0 for the pixels that are constant there)
+    sd = a.x_train.double().std(0, unbiased=False).numpy()
+    constant = np.isclose(sd, 0)
+    assert constant.sum() < 8 and np.allclose(sd[~constant], 1.0, atol=1e-6)
     assert a.fingerprint() == b.fingerprint()
     assert qdata.load_digits(seed=1).fingerprint() != a.fingerprint()
     with pytest.raises(ValueError, match=r"^name must be one of \('digits', 'mnist'\)"):

@@ -48,11 +48,39 @@ def test_torch_simulation_is_seeded():
     assert np.array_equal(a.c, b.c) and not np.array_equal(a.c, c.c)
 
 
+def test_standard_errors_are_the_spread_over_networks():
+    """q_sem and c_sem, which set the tolerances of the simulation tests and the chapters' error bars, are the
+    standard errors of the means over the networks: by definition (from the per-network values), and in
+    calibration (the spread of the mean over 30 independent runs; relative error of that comparison about
+    0.15, so [0.4, 1.6] is 4 of them, and a sem 2 or 4 times too large falls outside)."""
+    kw = dict(depth=3, width=64, c0=0.6, n_nets=16, device="cpu", dtype=torch.float64)
+    runs = [qmf.simulate_correlations("tanh", 1.5, 0.1, seed=s, **kw) for s in range(30)]
+    for res in runs[:3]:
+        for mean, sem, nets in ((res.q, res.q_sem, res.q_nets), (res.c, res.c_sem, res.c_nets)):
+            assert nets.shape == (16, 4)
+            assert mean == pytest.approx(nets.mean(0), rel=1e-12)
+            assert sem == pytest.approx(nets.std(0, ddof=1) / 4, rel=1e-12)
+    for field in ("q", "c"):
+        means = np.array([getattr(r, field) for r in runs])[:, 1:]
+        sems = np.array([getattr(r, field + "_sem") for r in runs])[:, 1:]
+        ratio = means.std(0, ddof=1) / np.sqrt((sems**2).mean(0))
+        assert np.all((ratio > 0.4) & (ratio < 1.6)), (field, ratio)
+
+
 def test_covariance_of_circle_inputs():
-    theta, h0 = qmf.circle_inputs(12, 256, q0=0.7, seed=1)
-    cov = qmf.simulate_covariance("sign", 1.0, 0.0, h0, layers=[0, 1], device="cpu", dtype=None)
+    """Layer 1 behind sign: sigma_w^2 times the mean product of the inputs' signs, up to the weights' noise
+    (variance at most 2 sigma_w^4 / (n n_nets) per entry), and that mean is the arcsine kernel
+    (2/pi) arcsin(cos dtheta) up to the input draw's (1 - K^2) / n; each within 4 standard errors."""
+    n, nets, sw = 2048, 8, 1.3
+    theta, h0 = qmf.circle_inputs(12, n, q0=0.7, seed=1)
+    cov = qmf.simulate_covariance("sign", sw, 0.0, h0, layers=[0, 1], n_nets=nets, device="cpu", dtype=torch.float64)
     assert cov[0] == pytest.approx(0.7 * np.cos(theta[:, None] - theta[None, :]), abs=1e-5)
-    assert np.diag(cov[1]) == pytest.approx(np.ones(12), abs=0.2)
+    signs = np.sign(h0)
+    given = sw**2 * signs.T @ signs / n
+    assert np.abs(cov[1] - given).max() < 4 * sw**2 * math.sqrt(2 / (n * nets))
+    arcsine = 2 / np.pi * np.arcsin(np.clip(np.cos(theta[:, None] - theta[None, :]), -1, 1))
+    assert np.abs(signs.T @ signs / n - arcsine).max() < 4 / math.sqrt(n)
+    assert np.abs(cov[1] / sw**2 - arcsine).max() < 4 * (1 / math.sqrt(n) + math.sqrt(2 / (n * nets)))
 
 
 # --- weight distributions and post-activation covariances ------------------------------

@@ -186,7 +186,7 @@ def test_tiny_grid_run_trains_and_caches(tmp_path, monkeypatch):
     assert len(list((tmp_path / "grid").glob("*.json"))) == 4           # one entry per network
     assert res.n_cached == 0 and "trained in" in res.summary()
     again = run_grid([2, 6], [2, 64], **kw)
-    assert again.rows == res.rows and again.seconds < res.seconds
+    assert again.rows == res.rows and again.n_cached == 4                  # all four from the cache
     assert again.from_cache and again.compute_seconds == pytest.approx(res.compute_seconds)
     assert "loaded from the cache" in again.summary() and "computing them took" in again.summary()
 
@@ -334,13 +334,16 @@ def test_eval_subset_and_bad_arguments():
 
 
 def test_bf16_autocast_runs_and_stays_close():
-    """bf16 matmuls (autocast, fp32 parameters) train the same networks to similar losses on a CPU."""
+    """bf16 matmuls (autocast, fp32 parameters) train the same networks to similar losses on a CPU, and they
+    do act: bf16's 8-bit significand moves the first loss (by about 1% here), which a run that ignored the
+    setting would reproduce bit for bit."""
     specs = [NetSpec.optimal(4, seed=0)]
     kw = dict(lr=0.05, batch_size=32, momentum=0.5)
     r32 = train(QuantizedMLPBatch(specs, 64, 10, 3, 32, device="cpu", layout="bgs19"), DIGITS, [20], **kw)
     r16 = train(QuantizedMLPBatch(specs, 64, 10, 3, 32, device="cpu", layout="bgs19"), DIGITS, [20],
                 precision="bf16", **kw)
     assert r16.losses[0, 0] == pytest.approx(r32.losses[0, 0], rel=0.05)
+    assert abs(r16.losses[0, 0] / r32.losses[0, 0] - 1) > 2.0**-12       # not fp32's numbers
     assert abs(r16[20][1][0] - r32[20][1][0]) < 0.2
 
 

@@ -65,7 +65,7 @@ def test_grid_rejects_bad_input(kwargs, match):
     (lambda: qw.Grid.symmetric(0.1, 2).quantize([0.0], "nearest"), "rounding"),
 ])
 def test_grid_method_bad_input(call, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=rf"^{match} must"):     # the message starts with the argument's name
         call()
 
 

@@ -473,12 +473,16 @@ class StepActivation(Activation):
 
     # --- closed-form expectations ------------------------------------------------------------
     def _normalised(self, q):
-        q = np.asarray(q, np.float64)
-        return self.thresholds / np.sqrt(q)[..., None]
+        root = np.sqrt(np.asarray(q, np.float64))[..., None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = self.thresholds / root
+        # q = 0: u = 0 exactly, which the staircase counts as at or above every threshold <= 0
+        return np.where(root == 0, np.where(self.thresholds > 0, np.inf, -np.inf), a)
 
     def mean(self, q):
-        if self.odd:
-            return np.zeros_like(np.asarray(q, np.float64))
+        if self.odd:     # 0, but at q = 0, where u = 0 sits on the level that the lookup gives phi(0)
+            q = np.asarray(q, np.float64)
+            return np.where(q == 0, float(self._numpy(np.float64(0.0))), 0.0)[()]
         return gaussian.step_mean(self._normalised(q), self.jumps, self.values[0])
 
     def second_moment(self, q):
@@ -530,6 +534,8 @@ class StepActivation(Activation):
     def kernel(self, q, c):
         r"""E[phi(u1) phi(u2)] = E[phi^2] - (1/2pi) int_{arcsin c}^{pi/2} S(sin t) dt."""
         def at(qv, cc):
+            if qv == 0:                      # u1 = u2 = 0: phi(0)^2 at every correlation
+                return np.full(np.shape(cc), float(self._numpy(np.float64(0.0))) ** 2)
             return self.second_moment(qv) - self.arcsine_integral(qv)(np.arcsin(cc)) / (2 * np.pi)
 
         return _per_q(q, c, at)

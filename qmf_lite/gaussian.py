@@ -298,8 +298,15 @@ class MonteCarloEstimate:
     sem: np.ndarray
 
     def z_score(self, exact):
-        """``(mean - exact) / sem``: how many standard errors an exact value lies from the estimate."""
-        return (self.mean - np.asarray(exact, np.float64)) / self.sem
+        """``(mean - exact) / sem``: how many standard errors an exact value lies from the estimate.
+
+        Where the samples do not vary (``sem = 0``, e.g. ``sign`` at ``c = +-1``, where every product is
+        ``+-1``) it is 0 if the estimate equals ``exact`` and ``+-inf`` otherwise.
+        """
+        diff = np.asarray(self.mean - np.asarray(exact, np.float64))
+        sem = np.broadcast_to(np.asarray(self.sem, np.float64), diff.shape)
+        exact_z = np.where(diff == 0, 0.0, np.copysign(np.inf, diff))
+        return np.divide(diff, sem, out=exact_z, where=sem > 0)[()]
 
 
 def _monte_carlo_kernel(act, q, c, n_samples, seed):

@@ -666,6 +666,9 @@ def iterate_maps(activation, sigma_w, sigma_b, *args, depth=None, q0=None, c0=No
     Returns
     -------
     q, c : ndarray, shape (depth + 1,) + broadcast shape of (q0, c0)
+        ``c`` is NaN from the layer at which ``q`` reaches exactly 0 on (an odd ``N`` without bias below
+        the collapse threshold: every pre-activation is 0 and the correlation is undefined; see
+        :func:`phase_diagram`'s ``dead``).
 
     Examples
     --------
@@ -704,5 +707,6 @@ def iterate_maps(activation, sigma_w, sigma_b, *args, depth=None, q0=None, c0=No
                              sigma_b=sigma_b)
         cov = sigma_w**2 * act.kernel(qs[-1], cs[-1]) + sigma_b**2
         qs.append(q_next)
-        cs.append(np.clip(cov / q_next, -1.0, 1.0))
+        with np.errstate(invalid="ignore", divide="ignore"):     # q = 0: the signal died, c is NaN (documented)
+            cs.append(np.clip(cov / q_next, -1.0, 1.0))
     return np.array(qs), np.array(cs)

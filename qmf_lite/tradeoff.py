@@ -33,7 +33,7 @@ import numpy as np
 from scipy import optimize, special
 
 from . import _uniform_em
-from ._validate import check_bool, check_int, check_levels, check_positive
+from ._validate import SIGMA_MAX, SIGMA_MIN, check_bool, check_int, check_levels, check_positive
 from .activations import QuantizedActivation, StepActivation, _check_quantized
 from .gaussian import SQRT2PI, step_variance
 
@@ -599,7 +599,11 @@ def _optimal_init_uniform(act):
         d_opt = act.spacing
     else:
         q_star = (act.spacing / d_opt) ** 2
-    sigma_w = math.sqrt(q_star / float(act.second_moment(q_star)))
+    sigma_w = math.sqrt(q_star) / math.sqrt(float(act.second_moment(q_star)))    # no underflow of the ratio
+    if not SIGMA_MIN <= sigma_w <= SIGMA_MAX:
+        raise ValueError(f"scale and spacing must keep sigma_w = sqrt(q* / E[phi^2]) in [{SIGMA_MIN:g}, {SIGMA_MAX:g}] "
+                         f"(every map refuses others), got sigma_w = {sigma_w:.3g} from scale={act.scale!r}, "
+                         f"spacing={act.spacing!r}")
     xi = -1.0 / math.log1p(-gap)
     return InitScheme(levels, sigma_w, 0.0, act, q_star, act.spacing / math.sqrt(q_star), c, xi, 6.0 * xi, gap)
 

@@ -167,3 +167,13 @@ def test_simultaneous_threshold_has_its_false_alarm_rate(dof):
 def test_simultaneous_threshold_bad_input(kwargs, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         qmf.simultaneous_threshold(**(dict(n_comparisons=3) | kwargs))
+
+
+def test_z_score_where_the_samples_do_not_vary():
+    """sign at c = +-1: every product is +-1 and the standard error 0; the z-score is 0 for the exact value
+    and infinite for any other, not 0/0 = NaN with a RuntimeWarning."""
+    est = qmf.monte_carlo_kernel("sign", 1.0, [0.5, 1.0, -1.0], n_samples=2000, seed=0)
+    assert est.sem[1] == 0 and est.sem[2] == 0 and est.sem[0] > 0
+    z = est.z_score([2 / np.pi * np.arcsin(0.5), 1.0, -1.0])
+    assert abs(z[0]) < 4 and z[1] == 0 and z[2] == 0
+    assert list(est.z_score([0.0, 0.9, -0.9])[1:]) == [np.inf, -np.inf]

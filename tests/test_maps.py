@@ -457,3 +457,26 @@ def test_phase_diagram_dead_phase_and_antipodal_point_of_odd_levels():
 def test_phase_diagram_bad_input(kwargs, name):
     with pytest.raises(ValueError, match=rf"\b{name}\b"):
         qmf.phase_diagram(**(dict(activation="tanh", sigma_w=1.2, sigma_b=0.1) | kwargs))
+
+
+def test_a_signal_that_dies_gives_nan_correlations_without_warnings():
+    """N = 3 without bias below the collapse threshold: q reaches exactly 0 (every pre-activation on the zero
+    level) within a few layers; from there c is NaN, as documented, and q stays 0, with no RuntimeWarning
+    (the package's warnings are errors in the tests)."""
+    q, c = qmf.iterate_maps(qmf.QuantizedActivation(3), 0.5, 0.0, depth=30, q0=1.0, c0=[0.5, 0.9])
+    dead = np.flatnonzero(q[:, 0] == 0)
+    assert dead.size and np.array_equal(dead, np.arange(dead[0], 31))
+    assert np.all(np.isnan(c[dead])) and np.all(np.isfinite(c[:dead[0]]))
+    assert bool(qmf.phase_diagram(qmf.QuantizedActivation(3), 0.5, 0.0)["dead"])
+
+
+@pytest.mark.parametrize("levels", [3, 4, 5, 6])
+def test_expectations_at_zero_variance_are_phi_of_zero(levels):
+    """At q = 0 every pre-activation is exactly 0: the mean is phi(0), the second moment and the kernel
+    phi(0)^2 (for even N, 0 lies on a threshold and the lookup gives the level above it)."""
+    phi = qmf.QuantizedActivation(levels)
+    at0 = float(phi(0.0))
+    assert at0 == (0.0 if levels % 2 else phi.values[levels // 2])
+    assert phi.mean(0.0) == at0 and phi.second_moment(0.0) == at0**2
+    assert np.all(phi.kernel(0.0, np.array([-0.5, 0.0, 0.7])) == at0**2)
+    assert phi.second_moment(np.array([0.0, 1.0]))[1] == phi.second_moment(1.0)

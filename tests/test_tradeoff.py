@@ -628,3 +628,14 @@ def test_optimal_init_scale_and_spacing_ranges(kwargs, name):
     """spacing = 1e-300 made q* underflow to 0 (ZeroDivisionError); scale = 1e308 overflowed."""
     with pytest.raises(ValueError, match=rf"\b{name} must lie in"):
         qmf.optimal_init(16, **kwargs)
+
+
+@pytest.mark.parametrize("scale,spacing", [(1e100, 1e-100), (1e-100, 1e100)])
+def test_optimal_init_refuses_a_weight_scale_outside_the_maps_range(scale, spacing):
+    """Each in range, together they put sigma_w = sqrt(q*) / sqrt(E[phi^2]) near 1e-200 or 1e200: the ratio
+    q* / E[phi^2] underflowed to sigma_w = 0 (or inf) before, which the maps then refused or mishandled."""
+    with pytest.raises(ValueError, match=r"^scale and spacing must keep sigma_w = sqrt\(q\* / E\[phi\^2\]\) in \[1e-100"):
+        qmf.optimal_init(4, scale=scale, spacing=spacing)
+    init = qmf.optimal_init(4, scale=1e50, spacing=1e-30)                      # within range: still exact
+    assert init.sigma_w == pytest.approx(math.sqrt(init.q_star / float(init.activation.second_moment(init.q_star))),
+                                         rel=1e-14)

@@ -137,6 +137,11 @@ def variance_map_slope(q, activation, sigma_w, sigma_b):
 _SUBSTEPS = 4.0 ** (np.arange(1, 17) / 16.0)
 
 
+#: without bias, g(q) = sigma_w^2 E[phi^2] - q within this fraction of q carries no sign: at sigma_w = 1 hard-tanh's
+#: E[phi^2] = q minus tails below float64's resolution, and tanh's quadrature rounds at ~1e-14 of q
+_CRITICAL_NOISE = 1e-12
+
+
 def _fixed_point_q_scalar(act, sw, sb, q0, q_max=1e12):
     """The fixed point that iterating the (increasing) variance map from ``q0`` reaches.
 
@@ -149,6 +154,9 @@ def _fixed_point_q_scalar(act, sw, sb, q0, q_max=1e12):
     def f(q):
         return sw * sw * act.second_moment(q) + sb * sb - q
 
+    def noise(q):   # without bias, |f| below this is rounding of E[phi^2] ~ q (hard-tanh's tails, tanh's quadrature)
+        return _CRITICAL_NOISE * q
+
     f0 = float(f(q0))
     if f0 == 0.0:
         return q0
@@ -159,7 +167,8 @@ def _fixed_point_q_scalar(act, sw, sb, q0, q_max=1e12):
             qs = qs[qs >= 1e-300]
             if qs.size == 0:
                 return 0.0
-            hit = np.nonzero(f(qs) >= 0)[0]
+            fs = f(qs)
+            hit = np.nonzero((fs >= 0) & (sb > 0) | (fs > noise(qs)))[0]
         else:  # the map raises q: walk up to the first q with f <= 0 (maybe none: q diverges)
             qs = edge * _SUBSTEPS
             qs = qs[qs <= q_max]
@@ -176,6 +185,8 @@ def _fixed_point_q_scalar(act, sw, sb, q0, q_max=1e12):
     lo, hi = min(a, b), max(a, b)
     if float(f(a)) == 0.0:
         return float(a)
+    if np.sign(f(lo)) == np.sign(f(hi)):   # sign information within rounding only: no fixed point above 0
+        return 0.0 if f0 < 0 else np.inf
     # relative tolerance only: q* can be as small as sigma_b^2, far below any absolute tolerance
     return optimize.brentq(lambda q: float(f(q)), lo, hi, xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500)
 
@@ -257,12 +268,22 @@ def _variance_fixed_points_scalar(act, sw, sb, q_min, q_max, n_grid):
         roots.append(0.0)
         stable.append(bool(zero_stable))
     f = lambda q: float(sw * sw * act.second_moment(q) + sb * sb - q)  # noqa: E731
-    for k in np.nonzero(np.sign(g[:-1]) * np.sign(g[1:]) < 0)[0]:
-        roots.append(optimize.brentq(f, grid[k], grid[k + 1], xtol=1e-300, rtol=4 * np.finfo(float).eps, maxiter=500))
-        stable.append(bool(g[k] > 0))  # the map crosses the diagonal from above: it attracts
-    for k in np.nonzero(g == 0)[0]:  # a grid point that is itself a fixed point
-        roots.append(float(grid[k]))
-        stable.append(bool(k + 1 < g.size and g[k + 1] < 0))
+    if sb == 0:     # without bias, |g| below _CRITICAL_NOISE q is rounding: no sign, and no root
+        g = np.where(np.abs(g) <= _CRITICAL_NOISE * grid, 0.0, g)
+        signed = np.flatnonzero(g)
+        for i, j in zip(signed[:-1], signed[1:]):
+            if g[i] * g[j] < 0:
+                roots.append(optimize.brentq(f, grid[i], grid[j], xtol=1e-300, rtol=4 * np.finfo(float).eps,
+                                             maxiter=500))
+                stable.append(bool(g[i] > 0))
+    else:
+        for k in np.nonzero(np.sign(g[:-1]) * np.sign(g[1:]) < 0)[0]:
+            roots.append(optimize.brentq(f, grid[k], grid[k + 1], xtol=1e-300, rtol=4 * np.finfo(float).eps,
+                                         maxiter=500))
+            stable.append(bool(g[k] > 0))  # the map crosses the diagonal from above: it attracts
+        for k in np.nonzero(g == 0)[0]:  # a grid point that is itself a fixed point
+            roots.append(float(grid[k]))
+            stable.append(bool(k + 1 < g.size and g[k + 1] < 0))
     order = np.argsort(roots, kind="stable")
     return np.asarray(roots, dtype=float)[order], np.asarray(stable, dtype=bool)[order]
 

@@ -480,3 +480,17 @@ def test_expectations_at_zero_variance_are_phi_of_zero(levels):
     assert phi.mean(0.0) == at0 and phi.second_moment(0.0) == at0**2
     assert np.all(phi.kernel(0.0, np.array([-0.5, 0.0, 0.7])) == at0**2)
     assert phi.second_moment(np.array([0.0, 1.0]))[1] == phi.second_moment(1.0)
+
+
+@pytest.mark.parametrize("activation", ["hardtanh", "tanh"])
+def test_the_critical_point_without_bias_is_dead(activation):
+    """At sigma_w = 1, sigma_b = 0, E[phi^2] < q for every q > 0 (hard-tanh: E[min(u^2, 1)]; tanh: q - 2q^2 + ...),
+    so q = 0 is the only fixed point, as at 0.999. Rounding made g = E[phi^2] - q read 0 or positive at small q:
+    hard-tanh reported q* = 0.0131 and 385 fixed points, tanh q* = 1.3e-14 and xi_c = 4e13."""
+    for sw in (0.999, 1.0):
+        assert qmf.fixed_point_q(activation, sw, 0.0) == 0.0
+        roots, _ = qmf.variance_fixed_points(activation, sw, 0.0)
+        assert list(roots) == [0.0]
+        assert bool(qmf.phase_diagram(activation, sw, 0.0)["dead"])
+    q_star = qmf.fixed_point_q(activation, 1.01, 0.0)          # just above: alive, with a small q*
+    assert 0 < q_star < 0.2 and list(qmf.variance_fixed_points(activation, 1.01, 0.0)[0]) == pytest.approx([0.0, q_star])

@@ -94,7 +94,8 @@ def variance_map(q, activation, sigma_w, sigma_b):
         Pre-activation variance(s), ``q > 0``.
     activation : str, Activation or callable
     sigma_w, sigma_b : array_like
-        Weight and bias standard deviations, ``sigma_w > 0``, ``sigma_b >= 0``; broadcast with ``q``.
+        Weight and bias standard deviations, ``sigma_w`` in [1e-100, 1e100], ``sigma_b`` in [0, 1e100];
+        they broadcast with each other and with ``q``.
 
     Examples
     --------
@@ -120,6 +121,15 @@ def variance_map_slope(q, activation, sigma_w, sigma_b):
     At a fixed point it decides stability (below 1: attracting) and speed: ``q^l`` approaches
     ``q*`` like ``slope^l``, so a slope near 1 means tens of layers. The relative step is 1e-5,
     accurate to about 1e-9 for the smooth dependence of :math:`\mathbb E[\phi^2]` on ``q``.
+
+    Parameters
+    ----------
+    q : array_like
+        Pre-activation variance(s), ``q > 0``.
+    activation : str, Activation or callable
+    sigma_w, sigma_b : array_like
+        Weight and bias standard deviations, ``sigma_w`` in [1e-100, 1e100], ``sigma_b`` in [0, 1e100];
+        they broadcast with each other and with ``q``.
 
     Examples
     --------
@@ -390,7 +400,17 @@ def covariance_map(q, c, activation, sigma_w, sigma_b):
     r"""The next layer's covariance :math:`\sigma_w^2\,\mathbb E[\phi(u_1)\phi(u_2)] + \sigma_b^2`.
 
     ``(u1, u2)`` have variance ``q`` each and correlation ``c``; valid at any ``q``, not only at
-    the fixed point. ``q`` and ``c`` broadcast; ``sigma_w`` and ``sigma_b`` must be scalars.
+    the fixed point.
+
+    Parameters
+    ----------
+    q : array_like
+        Pre-activation variance(s), ``q > 0``.
+    c : array_like
+        Correlation(s) in [-1, 1]; broadcast with ``q``.
+    activation : str, Activation or callable
+    sigma_w, sigma_b : float
+        Scalars, ``sigma_w`` in [1e-100, 1e100], ``sigma_b`` in [0, 1e100].
     """
     q = check_positive(q, "q")
     c = check_correlation(c)
@@ -459,7 +479,24 @@ def chi(c, activation, sigma_w, sigma_b):
     r"""Slope of the correlation map, :math:`\chi(c) = \sigma_w^2\,\mathbb E[\phi'(u_1)\phi'(u_2)]` at :math:`q^*`.
 
     For step (quantized) activations :math:`\phi'` is a sum of Dirac masses and
-    :math:`\chi(c)\to\infty` as ``c -> 1``; ``chi(1)`` returns ``inf``.
+    :math:`\chi(c)\to\infty` as ``c -> 1``; ``chi(1)`` returns ``inf``, and so does ``chi(-1)`` for a
+    symmetric staircase (its thresholds come in pairs :math:`\pm g`, whose masses meet when
+    :math:`u_2 = -u_1`).
+
+    Parameters
+    ----------
+    c : array_like
+        Correlation(s) in [-1, 1].
+    activation : str, Activation or callable
+    sigma_w, sigma_b : array_like
+        Weight and bias standard deviations, ``sigma_w`` in [1e-100, 1e100], ``sigma_b`` in [0, 1e100];
+        they broadcast with each other and with ``c``.
+
+    Returns
+    -------
+    ndarray or float
+        :math:`\chi(c)` at the fixed point :math:`q^*` of each ``(sigma_w, sigma_b)``, which must exist
+        and be positive (a ``ValueError`` otherwise).
 
     Examples
     --------
@@ -498,6 +535,19 @@ def fixed_point_c(activation, sigma_w, sigma_b):
     ordered phase). Otherwise (the chaotic phase, and always for quantized activations, whose
     :math:`\chi(1)` is infinite) the stable fixed point lies below 1; with ``sigma_b = 0`` and an
     odd activation it is exactly 0.
+
+    Parameters
+    ----------
+    activation : str, Activation or callable
+    sigma_w, sigma_b : array_like
+        Weight and bias standard deviations, ``sigma_w`` in [1e-100, 1e100], ``sigma_b`` in [0, 1e100];
+        they broadcast with each other.
+
+    Returns
+    -------
+    ndarray or float
+        :math:`c^*` in [-1, 1], at the fixed point :math:`q^*`, which must exist and be positive (a
+        ``ValueError`` otherwise).
 
     Examples
     --------

@@ -798,14 +798,18 @@ def _lloyd_max(levels, tol, max_iter):
     return t, y, distortion
 
 
-def lloyd_max_activation(levels, q_star=1.0):
+def lloyd_max_activation(levels, q_star=1.0, tol=1e-13, max_iter=200_000):
     """A :class:`StepActivation` whose thresholds and levels are Lloyd-Max optimal at ``q*``.
 
-    ``levels`` as in :func:`lloyd_max`; ``q_star`` in [1e-100, 1e100] (the thresholds and levels
-    scale with its square root).
+    ``levels``, ``tol`` and ``max_iter`` as in :func:`lloyd_max` (which warns when ``max_iter`` is too few
+    for ``tol``: from about 256 levels at the defaults); ``q_star`` in [1e-100, 1e100] (the thresholds
+    and levels scale with its square root).
     """
     q_star = float(check_positive(q_star, "q_star", allow_array=False))
     if not 1e-100 <= q_star <= 1e100:
         raise ValueError(f"q_star must lie in [1e-100, 1e100], got {q_star!r}")
-    t, y, _ = _lloyd_max(check_levels(levels, maximum=LLOYD_MAX_LEVELS), 1e-13, 200_000)
+    levels = check_levels(levels, maximum=LLOYD_MAX_LEVELS)
+    check_int(max_iter, "max_iter", 1)
+    tol = float(check_positive(tol, "tol", allow_array=False))
+    t, y, _ = _lloyd_max(levels, tol, max_iter)
     return StepActivation(t * math.sqrt(q_star), y * math.sqrt(q_star))

@@ -313,7 +313,7 @@ REGISTRY["max_depth"] = Entry(dict(levels=16, multiple=6.0))
 REGISTRY["bits"] = Entry(dict(levels=16))
 REGISTRY["levels_for_depth"] = Entry(dict(depth=500.0, multiple=6.0))
 REGISTRY["lloyd_max"] = Entry(dict(levels=8, tol=1e-10, max_iter=2000), warns=("raise max_iter",))
-REGISTRY["lloyd_max_activation"] = Entry(dict(levels=8, q_star=1.0))
+REGISTRY["lloyd_max_activation"] = Entry(dict(levels=8, q_star=1.0, tol=1e-10, max_iter=2000), warns=("raise max_iter",))
 REGISTRY["optimal_init"] = Entry(dict(levels=16, scale=1.0, spacing=None), numbers=("spacing",))
 REGISTRY["optimal_init[step]"] = Entry(lambda: dict(levels=qmf.lloyd_max_activation(4)), documented=(
     Documented("NaN for a non-uniform step activation, which has no single spacing",

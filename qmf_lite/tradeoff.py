@@ -801,9 +801,14 @@ def _lloyd_max(levels, tol, max_iter):
 def lloyd_max_activation(levels, q_star=1.0, tol=1e-13, max_iter=200_000):
     """A :class:`StepActivation` whose thresholds and levels are Lloyd-Max optimal at ``q*``.
 
-    ``levels``, ``tol`` and ``max_iter`` as in :func:`lloyd_max` (which warns when ``max_iter`` is too few
-    for ``tol``: from about 256 levels at the defaults); ``q_star`` in [1e-100, 1e100] (the thresholds
-    and levels scale with its square root).
+    ``levels``, ``tol`` and ``max_iter`` as in :func:`lloyd_max`; ``q_star`` in [1e-100, 1e100] (the
+    thresholds and levels scale with its square root).
+
+    Warns
+    -----
+    RuntimeWarning
+        As :func:`lloyd_max`, when the thresholds still move by more than ``tol`` after ``max_iter``
+        iterations ("raise max_iter"; from about 256 levels at the defaults).
     """
     q_star = float(check_positive(q_star, "q_star", allow_array=False))
     if not 1e-100 <= q_star <= 1e100:

@@ -141,6 +141,53 @@ def test_second_moments_against_quad(name, q):
     assert act.second_moment(q) == pytest.approx(expected, abs=1e-10)
 
 
+def _tanh_pair_by_quad(f, q, c):
+    """E[f(u1) f(u2)] by adaptive quadrature in u (not z): u1 first, then u2 given u1 (mean c u1, variance
+    q (1 - c^2)), with break points where tanh varies, |u| <= 20, so that no node spacing can step over it."""
+    v, sd = q * (1 - c * c), np.sqrt(q)
+
+    def inner(u1):
+        if v == 0:
+            return f(c * u1)
+        lo, hi = c * u1 - 12 * np.sqrt(v), c * u1 + 12 * np.sqrt(v)
+        pts = sorted({lo, hi, *(x for x in (-20.0, -3.0, 0.0, 3.0, 20.0) if lo < x < hi)})
+        g = lambda w: f(w) * np.exp(-0.5 * (w - c * u1) ** 2 / v) / np.sqrt(2 * np.pi * v)  # noqa: E731
+        return sum(integrate.quad(g, a, b, epsabs=1e-15, epsrel=1e-12, limit=300)[0] for a, b in zip(pts[:-1], pts[1:]))
+
+    g = lambda u1: f(u1) * inner(u1) * np.exp(-0.5 * u1 * u1 / q) / np.sqrt(2 * np.pi * q)  # noqa: E731
+    pts = sorted({-12 * sd, 12 * sd, *(x for x in (-20.0, -3.0, 0.0, 3.0, 20.0) if abs(x) < 12 * sd)})
+    return sum(integrate.quad(g, a, b, epsabs=1e-15, epsrel=1e-11, limit=300)[0] for a, b in zip(pts[:-1], pts[1:]))
+
+
+def _sech2(u):
+    with np.errstate(over="ignore"):
+        return 1.0 / np.cosh(u) ** 2
+
+
+@pytest.mark.parametrize("q,c", [(16.0, 0.3), (100.0, -0.5), (1e3, 0.9), (1e4, 0.99), (1e6, 0.1), (100.0, 1.0)])
+def test_tanh_at_large_variance_against_quadrature_in_u(q, c):
+    """Past q = 16 the standard-normal rule steps over sech^2's unit width (E[sech^4] was off by 0.3% at
+    q = 100, a factor 3 at 1e3, and E[tanh^2] exceeded 1 at 1e6); the u-rule holds 1e-10 everywhere."""
+    act = qmf.get_activation("tanh")
+    m2 = integrate.quad(lambda u: np.tanh(u) ** 2 * np.exp(-0.5 * u * u / q), -12 * np.sqrt(q), 12 * np.sqrt(q),
+                        points=[-20, 0, 20], epsabs=0, epsrel=1e-13, limit=500)[0] / np.sqrt(2 * np.pi * q)
+    assert act.second_moment(q) == pytest.approx(m2, rel=1e-11)
+    assert act.kernel(q, c) == pytest.approx(_tanh_pair_by_quad(np.tanh, q, c), rel=1e-10)
+    assert act.derivative_kernel(q, c) == pytest.approx(_tanh_pair_by_quad(_sech2, q, c), rel=1e-9)
+
+
+def test_tanh_rules_meet_at_the_switch():
+    """Just below and at the switches (U_RULE_Q, U_RULE_Q_PAIR) the two rules agree to 1e-11: no jump in the
+    maps where they switch."""
+    act = qmf.get_activation("tanh")
+    below, at = np.nextafter(act.U_RULE_Q, 0), act.U_RULE_Q
+    assert act.second_moment(below) == pytest.approx(act.second_moment(at), rel=1e-11)
+    below, at = np.nextafter(act.U_RULE_Q_PAIR, 0), act.U_RULE_Q_PAIR
+    for c in (-0.7, 0.0, 0.5, 0.99):
+        assert act.kernel(below, c) == pytest.approx(act.kernel(at, c), rel=1e-11, abs=1e-14)
+        assert act.derivative_kernel(below, c) == pytest.approx(act.derivative_kernel(at, c), rel=1e-10)
+
+
 def test_callable_activation_uses_quadrature():
     act = qmf.get_activation(np.sin)
     # E[sin(u1) sin(u2)] = exp(-q) sinh(q c)

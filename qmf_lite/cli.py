@@ -74,7 +74,7 @@ def _parse_memory(text):
     return int(float(low))
 
 
-def _memory(text):
+def _memory_flag(text):
     """:func:`_parse_memory` for argparse: a clear error for what it cannot read."""
     try:
         value = _parse_memory(text)
@@ -182,7 +182,7 @@ def main(argv=None, out=None):
     f.add_argument("--out", default=None, help="data file to write (default book/data/fig3_<profile>.json for a "
                                                "profile's own settings, fig3_<profile>_<config hash>.json otherwise)")
     f.add_argument("--device", default=None, help="torch device (default: cuda when available)")
-    f.add_argument("--max-memory", type=_memory, default="auto", help="memory budget: auto (free device memory), none, or bytes "
+    f.add_argument("--max-memory", type=_memory_flag, default="auto", help="memory budget: auto (free device memory), none, or bytes "
                                                         "such as 16GB (default auto)")
     f.add_argument("--precision", choices=("fp32", "tf32", "bf16", "tf32x3"), default=None,
                    help="matmul precision (changes the configuration and its hash); tf32x3 needs --step fused")

@@ -351,6 +351,19 @@ def _ste_slope(act, sigma_w, sigma_b):
 MAX_GAIN = 1e150
 
 
+def _check_slope(slope, sigma_w):
+    """``slope`` as a float: a scalar >= 0 (0: the true derivative of the steps, almost everywhere) and at
+    most ``min(MAX_GAIN, MAX_GAIN / sigma_w)``, so that chi_1 and the gradients stay within float64."""
+    s = check_nonnegative(slope, "slope")
+    if s.ndim:
+        raise ValueError(f"slope must be a scalar >= 0, got an array of shape {s.shape}")
+    limit = min(MAX_GAIN, MAX_GAIN / sigma_w)
+    if float(s) > limit:
+        raise ValueError(f"slope must be at most {limit:.3g} (min(1e150, 1e150 / sigma_w): chi_1 = "
+                         f"sigma_w^2 slope^2 P(|u| <= T) must stay within float64), got {slope!r}")
+    return float(s)
+
+
 def ste_chi1(activation, sigma_w, sigma_b=0.0, slope=1.0):
     r""":math:`\chi_1 = \sigma_w^2 s^2 P(|u| \le T)` at the fixed point ``q*``.
 
@@ -378,14 +391,7 @@ def ste_chi1(activation, sigma_w, sigma_b=0.0, slope=1.0):
     """
     act = _as_quantized(activation)
     sigma_w, sigma_b = _scalar_sigmas(sigma_w, sigma_b)
-    s = check_nonnegative(slope, "slope")
-    if s.ndim:
-        raise ValueError(f"slope must be a scalar >= 0, got an array of shape {s.shape}")
-    limit = min(MAX_GAIN, MAX_GAIN / sigma_w)
-    if float(s) > limit:
-        raise ValueError(f"slope must be at most {limit:.3g} (min(1e150, 1e150 / sigma_w): chi_1 = "
-                         f"sigma_w^2 slope^2 P(|u| <= T) must stay within float64), got {slope!r}")
-    slope = float(s)
+    slope = _check_slope(slope, sigma_w)
     q_star = _fixed_point_q(act, sigma_w, sigma_b)
     return sigma_w**2 * slope**2 * _p_inside(act, q_star)
 
@@ -400,7 +406,8 @@ class QuantAct(torch.nn.Module):
     sigma_w, sigma_b : float
         The initialization of the layers it follows; they set ``q*`` and so the default slope.
     slope : float, optional
-        STE slope ``s``; by default the one that makes :math:`\chi_1 = 1`.
+        STE slope ``s`` in [0, min(1e150, 1e150 / sigma_w)] (0: the true derivative of the steps, almost
+        everywhere); by default the one that makes :math:`\chi_1 = 1`.
 
     Examples
     --------
@@ -416,8 +423,8 @@ class QuantAct(torch.nn.Module):
         self.activation = _as_quantized(activation)
         self.sigma_w, self.sigma_b = _scalar_sigmas(sigma_w, sigma_b)
         self.clip = _ste_clip(self.activation)
-        self.slope = _ste_slope(self.activation, self.sigma_w, self.sigma_b) if slope is None else float(
-            check_nonnegative(slope, "slope", allow_array=False))   # 0: the true derivative a.e.
+        self.slope = _ste_slope(self.activation, self.sigma_w, self.sigma_b) if slope is None else \
+            _check_slope(slope, self.sigma_w)   # 0: the true derivative a.e.
         self._tables = {}
 
     @property

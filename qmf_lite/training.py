@@ -51,7 +51,7 @@ from ._validate import (MAX_LR, check_bool, check_callable, check_choice, check_
 from .activations import MAX_STORED_LEVELS, QuantizedActivation
 from .maps import fixed_point_q
 from .simulate import default_device
-from .ste import staircase_tables, ste_clip, ste_lookup, ste_slope
+from .ste import _check_slope, staircase_tables, ste_clip, ste_lookup, ste_slope
 from .tradeoff import optimal_init
 
 __all__ = ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
@@ -88,7 +88,7 @@ class NetSpec:
     """One network of a batch: its activation, initialization and seed (``slope=None``: chi_1 = 1).
 
     ``levels`` is an integer in [2, 2^22]; ``sigma_w`` in [1e-100, 1e100] and ``sigma_b`` in
-    [0, 1e100]; ``seed`` an integer in [0, 2^63 - 1]; ``slope`` ``None`` or finite and > 0;
+    [0, 1e100]; ``seed`` an integer in [0, 2^63 - 1]; ``slope`` ``None`` or in [0, min(1e150, 1e150 / sigma_w)];
     ``spacing`` the raw threshold spacing ``D`` in [1e-100, 1e100] (``None``:
     ``2 scale / (levels - 1)``); ``scale`` in [1e-100, 1e100]. The values are stored as given
     (they enter the cache key and the seeds of the data order).
@@ -107,7 +107,7 @@ class NetSpec:
         check_sigmas(self.sigma_w, self.sigma_b, allow_array=False)
         check_seed(self.seed)
         if self.slope is not None:   # 0 is allowed: the true derivative of the steps, almost everywhere
-            check_nonnegative(self.slope, "slope", allow_array=False)
+            _check_slope(self.slope, float(self.sigma_w))
         if self.spacing is not None:
             check_positive(self.spacing, "spacing", allow_array=False)
         QuantizedActivation(self.levels, self.spacing, self.scale)   # spacing and scale in range, together

@@ -221,3 +221,14 @@ def test_ste_quantize_default_clip_is_ste_clip_per_network():
     for b, (n, d, a) in enumerate([(2, None, 1.0), (5, 0.3, 2.0)]):
         clip = qmf.ste_clip(qmf.QuantizedActivation(n, d, a))
         assert torch.equal(x.grad[b], (x[b].detach().abs() <= clip).float())
+
+
+def test_slope_is_bounded_where_it_is_stored():
+    """QuantAct and NetSpec took any slope >= 0: 1e300 back-propagated inf; they refuse what ste_chi1 refuses."""
+    for make in (lambda s: QuantAct(4, 2.0, slope=s), lambda s: qmf.NetSpec(4, 2.0, slope=s)):
+        with pytest.raises(ValueError, match=r"^slope must be at most 5e\+149"):
+            make(1e150)
+        make(5e149)
+        make(0.0)                                   # the true derivative of the steps
+    with pytest.raises(ValueError, match=r"^slope must be at most"):
+        qmf.ste_chi1(4, 2.0, slope=1e150)

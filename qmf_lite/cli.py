@@ -36,6 +36,9 @@ def _init(args, out):
     from .tradeoff import levels_for_depth, max_depth, optimal_init
 
     if args.depth is not None:
+        if args.scale != 1.0 or args.spacing is not None:    # levels_for_depth assumes the optimal spacing
+            raise ValueError("--scale and --spacing apply to --levels only: --depth finds the fewest levels at "
+                             "their optimal initialization")
         levels, bits = levels_for_depth(args.depth, args.multiple)
         out.write(f"target depth      {args.depth:g} layers (L_max = {args.multiple:g} xi)\n")
         out.write(f"fewest levels     N = {levels} ({bits} bit{'s' if bits > 1 else ''}), L_max = {max_depth(levels, args.multiple):.1f}\n")

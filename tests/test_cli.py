@@ -49,6 +49,8 @@ def test_cli_depth():
     (["fig3", "--max-memory", "lots"], "--max-memory must be auto, none, or a number of bytes"),
     (["fig3", "--mnist", "no/such/mnist/folder"], "--mnist must name an existing folder"),
     (["fig3", "--width", "0"], "width must be an integer >= 1"),    # checked before MNIST is read or downloaded
+    (["init", "--depth", "500", "--spacing", "0.3"], "--scale and --spacing apply to --levels only"),
+    (["init", "--depth", "500", "--scale", "2"], "--scale and --spacing apply to --levels only"),
 ])
 def test_cli_errors_exit_2_with_one_line(args, needle):
     proc = subprocess.run([sys.executable, "-m", "qmf_lite", *args], capture_output=True, text=True)

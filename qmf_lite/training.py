@@ -90,8 +90,13 @@ class NetSpec:
     ``levels`` is an integer in [2, 2^22]; ``sigma_w`` in [1e-100, 1e100] and ``sigma_b`` in
     [0, 1e100]; ``seed`` an integer in [0, 2^63 - 1]; ``slope`` ``None`` or in [0, min(1e150, 1e150 / sigma_w)];
     ``spacing`` the raw threshold spacing ``D`` in [1e-100, 1e100] (``None``:
-    ``2 scale / (levels - 1)``); ``scale`` in [1e-100, 1e100]. The values are stored as given
-    (they enter the cache key and the seeds of the data order).
+    ``2 scale / (levels - 1)``); ``scale`` in [1e-100, 1e100]. The values are stored in one form,
+    integers as ``int`` and the rest as ``float`` (``None`` stays ``None``), because they enter the cache
+    key and the seeds of the data order: ``NetSpec(4.0, 1)`` and ``NetSpec(np.int64(4), 1.0)`` are
+    ``NetSpec(4, 1.0)``, the same network with the same seeds.
+
+    >>> NetSpec(4.0, 1) == NetSpec(4, 1.0)
+    True
     """
 
     levels: int
@@ -103,14 +108,18 @@ class NetSpec:
     scale: float = 1.0
 
     def __post_init__(self):
-        check_levels(self.levels, maximum=MAX_STORED_LEVELS)
-        check_sigmas(self.sigma_w, self.sigma_b, allow_array=False)
-        check_seed(self.seed)
+        levels = check_levels(self.levels, maximum=MAX_STORED_LEVELS)
+        sigma_w, sigma_b = (float(v) for v in check_sigmas(self.sigma_w, self.sigma_b, allow_array=False))
+        seed = check_seed(self.seed)
+        slope = spacing = None
         if self.slope is not None:   # 0 is allowed: the true derivative of the steps, almost everywhere
-            _check_slope(self.slope, float(self.sigma_w))
+            slope = float(_check_slope(self.slope, sigma_w))
         if self.spacing is not None:
-            check_positive(self.spacing, "spacing", allow_array=False)
-        QuantizedActivation(self.levels, self.spacing, self.scale)   # spacing and scale in range, together
+            spacing = float(check_positive(self.spacing, "spacing", allow_array=False))
+        scale = float(QuantizedActivation(levels, spacing, self.scale).scale)   # spacing and scale in range, together
+        for name, value in (("levels", levels), ("sigma_w", sigma_w), ("sigma_b", sigma_b), ("seed", seed),
+                            ("slope", slope), ("spacing", spacing), ("scale", scale)):
+            object.__setattr__(self, name, value)
 
     @classmethod
     def optimal(cls, levels, seed=0, **kw):
@@ -124,10 +133,12 @@ class NetSpec:
 
 
 def _spec(levels, sigma_w, sigma_b=0.0, seed=0, slope=None, spacing=None, scale=1.0):
-    """A :class:`NetSpec` of values checked at the door, built without checking them again."""
+    """A :class:`NetSpec` of values checked at the door, built without checking them again (in its one form)."""
     spec = object.__new__(NetSpec)
-    for name, value in (("levels", levels), ("sigma_w", sigma_w), ("sigma_b", sigma_b), ("seed", seed),
-                        ("slope", slope), ("spacing", spacing), ("scale", scale)):
+    maybe = (lambda v: None if v is None else float(v))
+    for name, value in (("levels", int(levels)), ("sigma_w", float(sigma_w)), ("sigma_b", float(sigma_b)),
+                        ("seed", int(seed)), ("slope", maybe(slope)), ("spacing", maybe(spacing)),
+                        ("scale", float(scale))):
         object.__setattr__(spec, name, value)
     return spec
 

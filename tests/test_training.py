@@ -1,6 +1,7 @@
 """Batched quantized MLPs, SGD with momentum, memory-budgeted chunks and the fault-tolerant grid cache."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -12,8 +13,8 @@ import torch
 import qmf_lite as qmf
 from qmf_lite import _cache
 from qmf_lite import data as qdata
-from qmf_lite.training import (NetSpec, QuantizedMLPBatch, _data_order, bgs19_lr, learning_rate, memory_budget,
-                               run_grid, train, training_memory)
+from qmf_lite.training import (NetSpec, QuantizedMLPBatch, _data_order, _stable_seed, bgs19_lr, learning_rate,
+                               memory_budget, run_grid, train, training_memory)
 
 DIGITS = qdata.load_digits()
 
@@ -387,10 +388,22 @@ def test_netspec_checks_its_fields(kwargs, needle):
         NetSpec(**{"levels": 4, "sigma_w": 1.0, **kwargs})
 
 
-def test_netspec_stores_values_as_given():
-    """The fields enter the cache key and the seeds of the data order: the checks must not convert them."""
-    spec = NetSpec(4, 1, 0, np.int64(3))
-    assert type(spec.sigma_w) is int and type(spec.seed) is np.int64
+def test_netspec_stores_one_form_of_each_value():
+    """The fields enter the cache key and the seeds of the data order, so the same network given as
+    ints, floats or numpy scalars is one spec, with one seed; and the seed of the usual form is the
+    one it always had (175543882889619865, before the values were converted)."""
+    forms = [NetSpec(4, 1.0, 0.0, 3), NetSpec(4.0, 1, 0, np.int64(3)),
+             NetSpec(np.int32(4), np.float32(1.0), np.float64(0.0), np.uint8(3))]
+    for spec in forms:
+        assert [type(v) for v in dataclasses.astuple(spec)] == [int, float, float, int, type(None), type(None), float]
+    assert forms[0] == forms[1] == forms[2] and len({hash(s) for s in forms}) == 1
+    seeds = {_stable_seed("order", 0, 5, dataclasses.asdict(s)) for s in forms}
+    assert seeds == {175543882889619865}
+    with_options = NetSpec(4, 2, slope=np.float64(1), spacing=np.float32(0.5), scale=3)
+    assert (type(with_options.slope), type(with_options.spacing), type(with_options.scale)) == (float, float, float)
+    assert (with_options.slope, with_options.spacing, with_options.scale) == (1.0, 0.5, 3.0)
+    orders = [_data_order([s], 100, 7, 4, 0, 5) for s in forms]
+    assert all(torch.equal(orders[0], o) for o in orders[1:])
 
 
 @pytest.mark.parametrize("kwargs, needle", [

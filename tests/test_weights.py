@@ -476,15 +476,19 @@ def test_optimizer_bad_input(call, match):
 
 
 def test_binary_weights_propagate_signal_like_gaussian_ones():
-    """The maps depend on the weights only through sigma_w^2: binary and Gaussian nets both follow them."""
+    """The maps depend on the weights only through sigma_w^2: binary and Gaussian nets both follow them.
+
+    Both q and c are checked: with sigma_b = 0 the correlation map hardly depends on sigma_w, so c alone
+    would not see weights of the wrong scale (q does: 10% too large a scale is 4 to 8 times the bound)."""
     init = qmf.optimal_init(4)
-    depth = 8
-    _, c_th = qmf.iterate_maps(init.activation, init.sigma_w, 0.0, depth=depth, q0=init.q_star, c0=0.3)
+    depth, width = 8, 512
+    q_th, c_th = qmf.iterate_maps(init.activation, init.sigma_w, 0.0, depth=depth, q0=init.q_star, c0=0.3)
     for kind in ("gaussian", "binary"):
-        sim = qmf.simulate_correlations(init.activation, init.sigma_w, 0.0, depth=depth, width=512, c0=0.3,
+        sim = qmf.simulate_correlations(init.activation, init.sigma_w, 0.0, depth=depth, width=width, c0=0.3,
                                         q0=init.q_star, weights=kind, n_nets=8, seed=0)
-        # finite width biases c by O(1/n); allow 4 s.e. plus 0.01
-        assert np.all(np.abs(sim.c - c_th) < 4 * sim.c_sem + 0.01)
+        # 5 standard errors over the 8 networks, plus 1/width for the O(1/width) bias of a finite network
+        assert np.all(np.abs(sim.q - q_th) <= 5 * sim.q_sem + 1 / width)
+        assert np.all(np.abs(sim.c - c_th) <= 5 * sim.c_sem + 1 / width)
     with pytest.raises(ValueError, match="weights"):
         qmf.simulate_correlations("tanh", 1.0, 0.0, depth=1, width=4, c0=0.0, q0=1.0, weights="ternary")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import time
@@ -167,6 +168,22 @@ def _fig3(args, out, started, argv):
                   + shlex.join(argv) + "\n")
 
 
+#: arguments of the package that a command-line flag of another name sets
+_FLAG_OF = {"bundles": "merge"}
+
+
+def _in_flags(message, dests):
+    """``message`` of a ``ValueError`` from the package, in the words of the command line: an argument
+    that is one of the command's flags (``dests``) is named as the flag, ``steps must ...`` as
+    ``--steps must ...`` and ``step='fused'`` as ``--step fused``."""
+    flag = (lambda name: "--" + _FLAG_OF.get(name, name).replace("_", "-"))
+    head = re.match(r"(\w+)(?: '([^']*)')?(?= )", message)
+    if head and _FLAG_OF.get(head.group(1), head.group(1)) in dests:
+        message = flag(head.group(1)) + ("" if head.group(2) is None else f" {head.group(2)}") + message[head.end():]
+    return re.sub(r"\b(\w+)='([^']*)'",
+                  lambda m: f"{flag(m.group(1))} {m.group(2)}" if m.group(1) in dests else m.group(0), message)
+
+
 def main(argv=None, out=None):
     started = _clock()
     out = out or sys.stdout
@@ -216,7 +233,8 @@ def main(argv=None, out=None):
             return 0
         _init(args, out)
     except (ValueError, OSError) as exc:   # bad input, or MNIST cannot be downloaded
-        parser.error(str(exc).replace("\n", "; "))
+        dests = {a.dest for a in (f if args.command == "fig3" else p)._actions}
+        parser.error(_in_flags(str(exc), dests).replace("\n", "; "))
     return 0
 
 

@@ -31,26 +31,33 @@ def test_cli_depth():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["init", "--levels", "1"], "levels"),
+    (["init", "--levels", "1"], "--levels must be an integer in [2, "),
     (["init", "--levels", "x"], "--levels"),
-    (["init", "--depth", "-3"], "depth"),
+    (["init", "--depth", "-3"], "--depth must be finite and > 0"),
     (["init"], "required"),
-    (["init", "--levels", "4", "--spacing", "0"], "spacing"),
-    (["init", "--depth", "1e308"], "depth must be at most"),
-    (["init", "--depth", "nan"], "depth"),
-    (["init", "--levels", "10000000000"], "levels"),  # a 1e10-long array of thresholds before
+    (["init", "--levels", "4", "--spacing", "0"], "--spacing must be finite and > 0"),
+    (["init", "--depth", "1e308"], "--depth must be at most"),
+    (["init", "--depth", "nan"], "--depth must not be NaN"),
+    (["init", "--levels", "10000000000"], "--levels must be an integer in [2, "),  # a 1e10-long array of thresholds before
     (["fig3", "--shard", "3/2"], "--shard must be I/K with 1 <= I <= K"),
     (["fig3", "--shard", "one"], "--shard must be I/K"),
     (["fig3", "--deadline", "-5"], "--deadline must be a number of seconds"),
     (["fig3", "--deadline", "nan"], "--deadline must be a number of seconds"),
-    (["fig3", "--merge", "no-such-bundle.json", "--out", "x.json"], "bundles must name an existing file"),
+    (["fig3", "--merge", "no-such-bundle.json", "--out", "x.json"], "--merge must name an existing file"),
     (["init", "--levels", "16", "--multiple", "-2"], "--multiple must be > 0"),
     (["init", "--levels", "16", "--multiple", "1e308"], "--multiple must be > 0 and keep L_max"),
     (["fig3", "--max-memory", "lots"], "--max-memory must be auto, none, or a number of bytes"),
     (["fig3", "--mnist", "no/such/mnist/folder"], "--mnist must name an existing folder"),
-    (["fig3", "--width", "0"], "width must be an integer >= 1"),    # checked before MNIST is read or downloaded
+    (["fig3", "--width", "0"], "--width must be an integer >= 1"),    # checked before MNIST is read or downloaded
     (["init", "--depth", "500", "--spacing", "0.3"], "--scale and --spacing apply to --levels only"),
     (["init", "--depth", "500", "--scale", "2"], "--scale and --spacing apply to --levels only"),
+    # the package's messages in the words of the command line: flags, not Python arguments
+    (["fig3", "--precision", "tf32x3"], "--precision tf32x3 needs --step fused (3xTF32 products run in its "
+                                        "Triton kernels), got --step torch"),
+    (["fig3", "--precision", "bf16", "--step", "fused"], "--precision must be one of ('fp32', 'tf32', 'tf32x3') "
+                                                          "with --step fused, got 'bf16'"),
+    (["fig3", "--steps", "0"], "error: --steps must be an integer >= 1"),
+    (["fig3", "--levels", "4", "1"], "error: --levels must be an integer in [2, "),
 ])
 def test_cli_errors_exit_2_with_one_line(args, needle):
     proc = subprocess.run([sys.executable, "-m", "qmf_lite", *args], capture_output=True, text=True)

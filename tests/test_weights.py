@@ -161,13 +161,22 @@ def test_rule_r_stalls_when_every_step_is_below_half_a_grid_step():
 
 
 def test_update_functions_and_run_rule_agree():
+    """Each one-step update is its formula, and one step of run_rule is that update (same seed for SR)."""
     grid = qw.Grid.symmetric(0.125, 16)
     w = grid.round(np.linspace(-1.9, 1.9, 50))
     g = np.sin(7 * w)
-    assert np.array_equal(qw.r_update(w, g, 0.1, grid), grid.round(w - 0.1 * g))
-    assert np.array_equal(qw.sr_update(w, g, 0.1, grid, 4), grid.stochastic_round(w - 0.1 * g, 4))
-    assert np.array_equal(qw.bc_update(w, g, 0.1, grid), np.clip(w - 0.1 * g, -2, 2))
-    assert np.array_equal(qw.sgd_update(w, g, 0.1), w - 0.1 * g)
+    updates = {"r": qw.r_update(w, g, 0.1, grid), "sr": qw.sr_update(w, g, 0.1, grid, np.random.default_rng(4)),
+               "bc": qw.bc_update(w, g, 0.1, grid), "sgd": qw.sgd_update(w, g, 0.1)}
+    assert np.array_equal(updates["r"], grid.round(w - 0.1 * g))
+    assert np.array_equal(updates["sr"], grid.stochastic_round(w - 0.1 * g, np.random.default_rng(4)))
+    assert np.array_equal(updates["bc"], np.clip(w - 0.1 * g, -2, 2))
+    assert np.array_equal(updates["sgd"], w - 0.1 * g)
+    for rule, expected in updates.items():
+        run = qw.run_rule(rule, lambda v, rng: np.sin(7 * v), w, lr=0.1, steps=1, grid=grid, seed=4,
+                          bc_rounding="deterministic")
+        assert np.array_equal(run.buffer, expected), rule
+        assert np.array_equal(run.deployed, grid.round(expected) if rule == "bc" else expected), rule
+    assert not np.array_equal(updates["sr"], updates["r"])    # SR's draws matter: the comparison can fail
 
 
 @pytest.mark.parametrize("call,match", [

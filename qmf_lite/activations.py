@@ -239,7 +239,7 @@ class Tanh(Activation):
     would step over the unit width of :math:`\operatorname{sech}^2 u` (its error grows like
     :math:`(1 + \pi/(2 Z_{\max}\sqrt q))^{-2n}`: 0.3% at ``q = 100``, a factor 3 at ``1e3``), so they are
     taken in ``u`` itself: Gauss-Legendre on :math:`|u|\le 20` against the density of ``u``, where
-    :math:`	anh` and :math:`\operatorname{sech}` vary, and beyond it :math:`	anh = \pm 1`,
+    :math:`\tanh` and :math:`\operatorname{sech}` vary, and beyond it :math:`\tanh = \pm 1`,
     :math:`\operatorname{sech} = 0` to float64 (:math:`\operatorname{sech}^2 40 < 10^{-34}`). A pair
     :math:`(u_1, u_2)` is integrated as :math:`u_1` and then :math:`u_2` given :math:`u_1`, of mean
     :math:`c u_1` and variance :math:`q(1-c^2)`, each by the rule that suits its variance. About 1e-13
@@ -268,9 +268,10 @@ class Tanh(Activation):
 
     # --- expectations: the base class's rule below U_RULE_Q, the u-rule above --------------------
     @staticmethod
-    @functools.lru_cache(maxsize=2)
-    def _core_rule(n=200):
-        x, w = np.polynomial.legendre.leggauss(n)
+    @functools.lru_cache(maxsize=1)
+    def _core_rule():
+        """The U_NODES-point Gauss-Legendre rule on [-U_CORE, U_CORE]."""
+        x, w = gaussian.legendre_rule(Tanh.U_NODES)
         return Tanh.U_CORE * x, Tanh.U_CORE * w
 
     def _split(self, q, small, large):
@@ -331,7 +332,7 @@ class Tanh(Activation):
         if tails[1] != 0:   # tanh: f(u1) = +-1 beyond U_CORE; both tails are equal (f odd)
             t0 = self.U_CORE / sd
             if t0 < gaussian.Z_MAX:     # a smooth integrand: 100 nodes on [t0, Z_MAX]
-                x, wx = np.polynomial.legendre.leggauss(100)
+                x, wx = gaussian.legendre_rule(100)
                 t = t0 + (gaussian.Z_MAX - t0) * (x + 1) / 2
                 wt = (gaussian.Z_MAX - t0) / 2 * wx * np.exp(-0.5 * t * t) / np.sqrt(2 * np.pi)
                 total += 2 * tails[1] * np.sum(self._given_u1(f, sd * t, c, v, tails) * wt, axis=-1)

@@ -768,10 +768,13 @@ def lloyd_max(levels, tol=1e-13, max_iter=200_000):
         When the thresholds still move by more than ``tol`` after ``max_iter`` iterations ("raise
         max_iter"); the quantizer returned is the last iterate.
     """
+    return _lloyd_max(*_check_lloyd(levels, tol, max_iter))
+
+
+def _check_lloyd(levels, tol, max_iter):
+    """``(levels, tol, max_iter)`` of :func:`lloyd_max`, checked."""
     levels = check_levels(levels, maximum=LLOYD_MAX_LEVELS)
-    check_int(max_iter, "max_iter", 1)
-    tol = float(check_positive(tol, "tol", allow_array=False))
-    return _lloyd_max(levels, tol, max_iter)
+    return levels, float(check_positive(tol, "tol", allow_array=False)), check_int(max_iter, "max_iter", 1)
 
 
 def _lloyd_max(levels, tol, max_iter):
@@ -813,8 +816,5 @@ def lloyd_max_activation(levels, q_star=1.0, tol=1e-13, max_iter=200_000):
     q_star = float(check_positive(q_star, "q_star", allow_array=False))
     if not 1e-100 <= q_star <= 1e100:
         raise ValueError(f"q_star must lie in [1e-100, 1e100], got {q_star!r}")
-    levels = check_levels(levels, maximum=LLOYD_MAX_LEVELS)
-    check_int(max_iter, "max_iter", 1)
-    tol = float(check_positive(tol, "tol", allow_array=False))
-    t, y, _ = _lloyd_max(levels, tol, max_iter)
+    t, y, _ = _lloyd_max(*_check_lloyd(levels, tol, max_iter))
     return StepActivation(t * math.sqrt(q_star), y * math.sqrt(q_star))

@@ -113,13 +113,11 @@ class NetSpec:
         seed = check_seed(self.seed)
         slope = spacing = None
         if self.slope is not None:   # 0 is allowed: the true derivative of the steps, almost everywhere
-            slope = float(_check_slope(self.slope, sigma_w))
+            slope = _check_slope(self.slope, sigma_w)
         if self.spacing is not None:
             spacing = float(check_positive(self.spacing, "spacing", allow_array=False))
-        scale = float(QuantizedActivation(levels, spacing, self.scale).scale)   # spacing and scale in range, together
-        for name, value in (("levels", levels), ("sigma_w", sigma_w), ("sigma_b", sigma_b), ("seed", seed),
-                            ("slope", slope), ("spacing", spacing), ("scale", scale)):
-            object.__setattr__(self, name, value)
+        scale = QuantizedActivation(levels, spacing, self.scale).scale   # spacing and scale in range, together
+        _store(self, levels, sigma_w, sigma_b, seed, slope, spacing, scale)
 
     @classmethod
     def optimal(cls, levels, seed=0, **kw):
@@ -132,15 +130,20 @@ class NetSpec:
         return cls(levels, init.sigma_w, 0.0, seed, **kw)
 
 
-def _spec(levels, sigma_w, sigma_b=0.0, seed=0, slope=None, spacing=None, scale=1.0):
-    """A :class:`NetSpec` of values checked at the door, built without checking them again (in its one form)."""
-    spec = object.__new__(NetSpec)
+def _store(spec, levels, sigma_w, sigma_b, seed, slope, spacing, scale):
+    """Set the fields of ``spec`` to checked values in their one form: ``int`` levels and seed, ``float`` for the
+    rest (``None`` stays ``None``)."""
     maybe = (lambda v: None if v is None else float(v))
     for name, value in (("levels", int(levels)), ("sigma_w", float(sigma_w)), ("sigma_b", float(sigma_b)),
                         ("seed", int(seed)), ("slope", maybe(slope)), ("spacing", maybe(spacing)),
                         ("scale", float(scale))):
         object.__setattr__(spec, name, value)
     return spec
+
+
+def _spec(levels, sigma_w, sigma_b=0.0, seed=0, slope=None, spacing=None, scale=1.0):
+    """A :class:`NetSpec` of values checked at the door, built without checking them again (in its one form)."""
+    return _store(object.__new__(NetSpec), levels, sigma_w, sigma_b, seed, slope, spacing, scale)
 
 
 def _optimal_spec(levels, seed):

@@ -29,6 +29,8 @@ _clock = time.monotonic
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit code 2
+        # "argument --x: --x must be ..." (a flag's own check names the flag): say it once
+        message = re.sub(r"^argument (--[\w-]+): (?=\1 )", "", message)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         sys.exit(2)
 
@@ -88,6 +90,19 @@ def _memory_flag(text):
         return text
     raise argparse.ArgumentTypeError(f"--max-memory must be auto, none, or a number of bytes > 0 such as 16GB, "
                                      f"got {text!r}")
+
+
+def _device_flag(text):
+    """A device name that torch reads (``cpu``, ``cuda``, ``cuda:1``, ...); whether it is present is
+    checked later, by :func:`qmf_lite.default_device`."""
+    import torch
+
+    try:
+        torch.device(text)
+    except (RuntimeError, TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"--device must be a device name such as cpu, cuda or cuda:1, "
+                                         f"got {text!r}") from None
+    return text
 
 
 def _shard(text):
@@ -201,7 +216,7 @@ def main(argv=None, out=None):
     f.add_argument("--profile", choices=("fast", "paper"), default="paper", help="settings (default: paper)")
     f.add_argument("--out", default=None, help="data file to write (default book/data/fig3_<profile>.json for a "
                                                "profile's own settings, fig3_<profile>_<config hash>.json otherwise)")
-    f.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    f.add_argument("--device", type=_device_flag, default=None, help="torch device (default: cuda when available)")
     f.add_argument("--max-memory", type=_memory_flag, default="auto", help="memory budget: auto (free device memory), none, or bytes "
                                                         "such as 16GB (default auto)")
     f.add_argument("--precision", choices=("fp32", "tf32", "bf16", "tf32x3"), default=None,

@@ -46,7 +46,9 @@ def test_cli_depth():
     (["fig3", "--merge", "no-such-bundle.json", "--out", "x.json"], "--merge must name an existing file"),
     (["init", "--levels", "16", "--multiple", "-2"], "--multiple must be > 0"),
     (["init", "--levels", "16", "--multiple", "1e308"], "--multiple must be > 0 and keep L_max"),
-    (["fig3", "--max-memory", "lots"], "--max-memory must be auto, none, or a number of bytes"),
+    (["fig3", "--device", "foo"], "fig3: error: --device must be a device name such as cpu, cuda or cuda:1, got 'foo'"),
+    (["fig3", "--device", "cuda:99"], "--device must be available: cuda:99 is not"),
+    (["fig3", "--max-memory", "lots"], "fig3: error: --max-memory must be auto, none, or a number of bytes"),
     (["fig3", "--mnist", "no/such/mnist/folder"], "--mnist must name an existing folder"),
     (["fig3", "--width", "0"], "--width must be an integer >= 1"),    # checked before MNIST is read or downloaded
     (["init", "--depth", "500", "--spacing", "0.3"], "--scale and --spacing apply to --levels only"),

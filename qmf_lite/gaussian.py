@@ -44,7 +44,7 @@ SQRT2PI = np.sqrt(2.0 * np.pi)
 Z_MAX = 10.0
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def legendre_rule(n: int):
     """Gauss-Legendre nodes and weights on [-1, 1] (cached)."""
     return np.polynomial.legendre.leggauss(n)

@@ -35,7 +35,7 @@ from scipy import optimize, special
 from . import _uniform_em
 from ._validate import SIGMA_MAX, SIGMA_MIN, check_bool, check_int, check_levels, check_positive
 from .activations import QuantizedActivation, StepActivation, _check_quantized
-from .gaussian import SQRT2PI, step_variance
+from .gaussian import SQRT2PI, legendre_rule, step_variance
 
 __all__ = [
     "chi_zero",
@@ -112,11 +112,6 @@ def chi_zero(levels, normalized_spacing=None, *, spacing=None):
     # < 1e-300), where chi(0) < 1e-300: 0
     out = np.divide(s * s, v, out=np.zeros(np.shape(v)), where=v > 0)
     return out[()] if out.ndim == 0 else out
-
-
-@functools.lru_cache(maxsize=32)
-def _gauss_legendre(m):
-    return np.polynomial.legendre.leggauss(m)
 
 
 #: the direct sums stop at thresholds beyond Z_CUT: there phi(t) and Phi(-t) are 0 in float64
@@ -231,7 +226,7 @@ def _quantization_error_scalar(levels, spacing):
             mid = spacing * jm
             width_scale = w * (1.0 + min(t_max, Z_CUT))
             m = 3 if width_scale < 1e-3 else (6 if width_scale < 0.1 else 16)
-            x, wts = _gauss_legendre(m)
+            x, wts = legendre_rule(m)
             sgrid = 0.5 * w * x                               # nodes in [-w/2, w/2]
             off = (spacing - beta) * jm                        # midpoint - reconstruction, no cancellation
             vals = (sgrid[None, :] + off[:, None]) ** 2 * _pdf(mid[:, None] + sgrid[None, :])

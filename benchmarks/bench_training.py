@@ -12,12 +12,12 @@ and the time the paper profile of ``qmf_lite.fig3`` would take at the measured r
 trained in chunks that fit the memory budget, so the benchmark does not run out of memory.
 Also: batched against one-at-a-time training, and the Fig. 1 simulation.
 
-``--fused`` trains with ``step="fused"`` (:class:`qmf_lite.FusedSGD`, Triton: a CUDA device, or
+``--fused`` trains with ``update="fused"`` (:class:`qmf_lite.FusedSGD`, Triton: a CUDA device, or
 ``TRITON_INTERPRET=1`` on a CPU, slow) and prints the time per network-layer-step next to the
 card's memory-bandwidth floor (:func:`floor_bytes`); ``--precision tf32x3`` (with ``--fused``)
 also runs the forward and backward products in Triton, as three TF32 products each.
 ``--profile-step`` prints a per-kernel profile (torch.profiler) of one training step of the
-first depth. ``--compare`` measures every step and precision (:data:`VARIANTS`) in this one
+first depth. ``--compare`` measures every update and precision (:data:`VARIANTS`) in this one
 process and prints each against the plain fp32 step and the floor. ``--accuracy`` trains a few
 cells of Fig. 3 (:data:`ACCURACY_CELLS`, width 2048, the paper's settings; MNIST with ``--mnist``,
 else the digits) once per variant, from the same draws and data order, and prints each cell's
@@ -45,7 +45,7 @@ PEAKS = {"H200": (67, 495, 990, 4.8), "H100 PCIe": (51, 378, 756, 2.0), "H100": 
          "V100": (15.7, 15.7, 125, 0.9), "T4": (8.1, 8.1, 65, 0.32)}
 
 
-#: (step, precision) pairs that ``--compare`` and ``--accuracy`` measure, the plain fp32 step first
+#: (update, precision) pairs that ``--compare`` and ``--accuracy`` measure, the plain fp32 step first
 VARIANTS = (("torch", "fp32"), ("fused", "fp32"), ("fused", "tf32x3"), ("torch", "tf32"), ("fused", "tf32"))
 #: Fig. 3 cells (levels, depth) that ``--accuracy`` trains, at the paper's settings, for 400 steps
 ACCURACY_CELLS = ((3, 10), (3, 60), (16, 10), (16, 60), (16, 110))
@@ -106,7 +106,7 @@ def fake_mnist(n_train=8192, n_test=2048, seed=0):
 
 
 def training_rate(device, data, n_nets, depth, width, budget, steps=20, precision="fp32", layout="bgs19",
-                  batch_size=32, momentum=0.5, step="torch"):
+                  batch_size=32, momentum=0.5, update="torch"):
     """Net-steps/s and TFLOP/s of the training steps of one chunk of up to ``n_nets`` networks that fits
     ``budget``: two runs of 5 and 5 + ``steps`` steps, each ending with one evaluation, are timed (the
     fastest of three each) and their difference taken, so that neither the evaluation nor the
@@ -119,7 +119,7 @@ def training_rate(device, data, n_nets, depth, width, budget, steps=20, precisio
     model = QuantizedMLPBatch(specs, data.n_features, 10, depth, width, device=device, layout=layout)
     # a small evaluation subset: its cost is the same in both runs and cancels, but on a busy
     # machine a large one adds noise that can exceed the difference
-    kw = dict(lr=1e-3, batch_size=batch_size, momentum=momentum, precision=precision, eval_size=256, step=step)
+    kw = dict(lr=1e-3, batch_size=batch_size, momentum=momentum, precision=precision, eval_size=256, update=update)
     train(model, data, [2], **kw)  # warm-up
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -188,19 +188,19 @@ def device_name(device):
     return f"{device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
 
 
-def measure(device, data, width, depths, args, budget, peak, step, precision):
-    """Print the training rate of ``step`` at ``precision`` at each depth next to the floor; returns
+def measure(device, data, width, depths, args, budget, peak, update, precision):
+    """Print the training rate of ``update`` at ``precision`` at each depth next to the floor; returns
     ``[(depth, seconds per layer-equivalent, seconds per network-layer-step), ...]``."""
-    fused = step == "fused"
+    fused = update == "fused"
     nbytes, formula = floor_bytes(width, 32, fused)
     print(f"\ntraining as in the paper profile (bgs19 layout, momentum 0.5, batch 32, 784 inputs), width {width}, "
-          f"{step} SGD step, {precision}:\n  {formula}" + (
+          f"{update} SGD step, {precision}:\n  {formula}" + (
               f" = {nbytes / 1e6:.1f} MB / {peak[1][3]} TB/s = {nbytes / peak[1][3] / 1e6:.1f} us on this card"
               if peak else f" = {nbytes / 1e6:.1f} MB (bandwidth of this device unknown)"))
     per_layer = []
     for depth in depths:
         r = training_rate(device, data, args.nets, depth, width, budget, steps=args.steps, precision=precision,
-                          step=step)
+                          update=update)
         if r is None:
             print(f"  depth {depth:3d}: one network does not fit the memory budget")
             continue
@@ -247,18 +247,18 @@ def accuracy_cells(device, mnist=None, width=2048, steps=400):
     data = load_mnist(mnist, normalize="bgs19", download=False) if mnist else load_digits()
     cfg = fig3.profile_config("paper")
     acc = {}
-    for step, precision in VARIANTS:
+    for update, precision in VARIANTS:
         t = time.perf_counter()
         for depth in sorted({d for _, d in ACCURACY_CELLS}):
             levels = [n for n, d in ACCURACY_CELLS if d == depth]
             grid = qmf.run_grid(levels, [depth], steps=[steps], width=width, lr=cfg["lr"],
                                 batch_size=cfg["batch_size"], momentum=cfg["momentum"], layout=cfg["layout"],
                                 eval_size=cfg["eval_size"], seeding=cfg["seeding"], data=data,
-                                precision=precision, step=step, device=device, cache=False, progress=False)
+                                precision=precision, update=update, device=device, cache=False, progress=False)
             for row in grid.rows:
-                acc[(step, precision, row["levels"], depth)] = row["test_acc"]
-        print(f"  {step} {precision} ({time.perf_counter() - t:.0f} s): " + ", ".join(   # as it goes: a cut run
-            f"({n}, {d}) {acc[(step, precision, n, d)]:.4f}" for n, d in ACCURACY_CELLS), flush=True)
+                acc[(update, precision, row["levels"], depth)] = row["test_acc"]
+        print(f"  {update} {precision} ({time.perf_counter() - t:.0f} s): " + ", ".join(   # as it goes: a cut run
+            f"({n}, {d}) {acc[(update, precision, n, d)]:.4f}" for n, d in ACCURACY_CELLS), flush=True)
     print(f"\ntest accuracy after {steps} steps ({data.name}, width {width}, {device_name(device)}); "
           f"in brackets the difference from the plain fp32 step:")
     print("  (N, depth)  " + "  ".join(f"{s} {p}".rjust(18) for s, p in VARIANTS))
@@ -274,13 +274,13 @@ def main():
     parser.add_argument("--max-memory", default="auto", help="auto, none, or bytes such as 16GB")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16", "tf32x3"),
                         help="tf32x3 needs --fused")
-    parser.add_argument("--compare", action="store_true", help="every step and precision of VARIANTS, one process")
+    parser.add_argument("--compare", action="store_true", help="every update and precision of VARIANTS, one process")
     parser.add_argument("--accuracy", action="store_true", help="a few Fig. 3 cells per variant (width 2048)")
     parser.add_argument("--mnist", default=None, metavar="DIR", help="MNIST files for --accuracy (default: digits)")
     parser.add_argument("--accuracy-steps", type=int, default=400, help="training steps of --accuracy's cells")
     parser.add_argument("--skip-fig1", action="store_true")
     parser.add_argument("--skip-batching", action="store_true")
-    parser.add_argument("--fused", action="store_true", help="train with step='fused' (qmf_lite.FusedSGD, Triton)")
+    parser.add_argument("--fused", action="store_true", help="train with update='fused' (qmf_lite.FusedSGD, Triton)")
     parser.add_argument("--profile-step", action="store_true", help="per-kernel profile of one step")
     parser.add_argument("--width", type=int, default=None, help="default 2048 on a GPU, 256 on a CPU")
     parser.add_argument("--depths", default=None, help="comma-separated; default 10,110,285 (GPU), 10,40 (CPU)")
@@ -305,9 +305,9 @@ def main():
     gpu = device.type == "cuda"
     width = args.width or (2048 if gpu else 256)
     depths = [int(d) for d in args.depths.split(",")] if args.depths else ([10, 110, 285] if gpu else [10, 40])
-    step = "fused" if args.fused else "torch"
+    update = "fused" if args.fused else "torch"
     if args.profile_step:
-        for st, precision in (VARIANTS[:3] if args.compare else ((step, args.precision),)):
+        for st, precision in (VARIANTS[:3] if args.compare else ((update, args.precision),)):
             profile_step(device, data, depths[0], width, min(args.nets, 4), precision, st == "fused")
     if args.compare:
         summary = {v: measure(device, data, width, depths, args, budget, peak, *v) for v in VARIANTS}
@@ -319,7 +319,7 @@ def main():
             print(f"  {st:5s} {precision:6s}  " + ",  ".join(cells))
         per_layer = summary[VARIANTS[0]]
     else:
-        per_layer = measure(device, data, width, depths, args, budget, peak, step, args.precision)
+        per_layer = measure(device, data, width, depths, args, budget, peak, update, args.precision)
     if args.accuracy:
         accuracy_cells(device, args.mnist, args.width or 2048, args.accuracy_steps)
 

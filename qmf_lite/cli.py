@@ -142,7 +142,7 @@ def _fig3(args, out, started, argv):
     if not args.merge:   # every setting checked before MNIST is read (or downloaded)
         fig3._config_grid_arguments(fig3._check_config(config), device=args.device, max_memory=max_memory,
                                     cache=not args.no_cache, progress=False, data=None, deadline=None,
-                                    bundle=args.bundle, shard=args.shard, step=args.step)
+                                    bundle=args.bundle, shard=args.shard, update=args.update)
     mnist = args.mnist
     if mnist is not None and not os.path.isdir(mnist):
         raise ValueError(f"--mnist must name an existing folder of the MNIST files, got {mnist!r}")
@@ -164,7 +164,7 @@ def _fig3(args, out, started, argv):
         path, grid, meta = fig3.produce(args.profile, target, config=config, device=args.device,
                                         max_memory=max_memory, cache=not args.no_cache,
                                         progress=not args.quiet, data=data, deadline=deadline, bundle=args.bundle,
-                                        shard=args.shard, step=args.step)
+                                        shard=args.shard, update=args.update)
         out.write(f"{grid.summary()}\n")
         tf = meta["tflops_per_second"]
         peak = meta["peak_memory_bytes"]
@@ -190,7 +190,7 @@ _FLAG_OF = {"bundles": "merge"}
 def _in_flags(message, dests):
     """``message`` of a ``ValueError`` from the package, in the words of the command line: an argument
     that is one of the command's flags (``dests``) is named as the flag, ``steps must ...`` as
-    ``--steps must ...`` and ``step='fused'`` as ``--step fused``."""
+    ``--steps must ...`` and ``update='fused'`` as ``--update fused``."""
     flag = (lambda name: "--" + _FLAG_OF.get(name, name).replace("_", "-"))
     head = re.match(r"(\w+)(?: '([^']*)')?(?= )", message)
     if head and _FLAG_OF.get(head.group(1), head.group(1)) in dests:
@@ -220,10 +220,10 @@ def main(argv=None, out=None):
     f.add_argument("--max-memory", type=_memory_flag, default="auto", help="memory budget: auto (free device memory), none, or bytes "
                                                         "such as 16GB (default auto)")
     f.add_argument("--precision", choices=("fp32", "tf32", "bf16", "tf32x3"), default=None,
-                   help="matmul precision (changes the configuration and its hash); tf32x3 needs --step fused")
+                   help="matmul precision (changes the configuration and its hash); tf32x3 needs --update fused")
     f.add_argument("--dataset", choices=("mnist", "digits"), default=None, help="override the profile's data set")
-    f.add_argument("--step", choices=("torch", "fused"), default="torch",
-                   help="optimizer step: torch.optim.SGD (default) or the fused Triton update (qmf_lite.FusedSGD; "
+    f.add_argument("--update", choices=("torch", "fused"), default="torch",
+                   help="SGD update: torch.optim.SGD (default) or the fused Triton update (qmf_lite.FusedSGD; "
                         "part of each network's cache key)")
     for name, typ in (("width", int), ("levels", int), ("depths", int), ("steps", int), ("seeds", int)):
         f.add_argument(f"--{name}", type=typ, nargs=None if name == "width" else "+", default=None,

@@ -168,18 +168,18 @@ def _load_data(config, progress):
 
 
 def run(config, *, device=None, max_memory="auto", cache=True, progress=True, data=None, deadline=None, bundle=None,
-        shard=None, step="torch"):
+        shard=None, update="torch"):
     """Train the grid of ``config`` (a profile's settings, see :data:`PROFILES`): a ``GridResult``.
 
     ``config`` is a dict with every key of a profile; its values, and the other arguments, are
     checked by :func:`~qmf_lite.run_grid` (``data``: ``None``, to load ``config["dataset"]``, or a
     :class:`~qmf_lite.Dataset`; ``deadline``, ``bundle`` and ``shard`` as there: they decide what
-    is trained in this call, not the numbers; ``step``: the optimizer step, ``"torch"`` or
+    is trained in this call, not the numbers; ``update``: the SGD update, ``"torch"`` or
     ``"fused"``, see :func:`~qmf_lite.train`).
     """
     _check_config(config)
     return _run(config, _config_grid_arguments(config, device=device, max_memory=max_memory, cache=cache, progress=progress,
-                                        data=data, deadline=deadline, bundle=bundle, shard=shard, step=step), data)
+                                        data=data, deadline=deadline, bundle=bundle, shard=shard, update=update), data)
 
 
 def _config_grid_arguments(config, **kw):
@@ -243,11 +243,11 @@ def _write(path, grid, config, meta):
 
 
 def produce(profile="paper", out=None, *, config=None, device=None, max_memory="auto", cache=True, progress=True,
-            data=None, deadline=None, bundle=None, shard=None, step="torch"):
+            data=None, deadline=None, bundle=None, shard=None, update="torch"):
     """Run a profile (or ``config``) and write its data file; returns ``(path, grid, meta)``.
 
     The file holds the configuration and its hash, the versions of qmf_lite and torch, a
-    fingerprint of the code, the device, the optimizer step (``"torch"`` or ``"fused"``: the same
+    fingerprint of the code, the device, the SGD update (``"torch"`` or ``"fused"``: the same
     update, so not part of the configuration), the wall time, the peak device memory, the matrix-product
     operations and the achieved TFLOP/s of the training done in this call, and the networks done
     and missing (a run stopped by ``deadline``, or one ``shard``, writes what it has).
@@ -268,13 +268,13 @@ def produce(profile="paper", out=None, *, config=None, device=None, max_memory="
     out = check_path(default_data_file(profile, config) if out is None else out, "out", kind="not_dir")
     dev = default_device(device)
     grid = _run(config, _config_grid_arguments(config, device=dev, max_memory=max_memory, cache=cache, progress=progress,
-                                        data=data, deadline=deadline, bundle=bundle, shard=shard, step=step), data)
+                                        data=data, deadline=deadline, bundle=bundle, shard=shard, update=update), data)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
     meta = {
         "profile": profile if config == PROFILES.get(profile) else "custom",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "qmf_lite_version": __version__, "torch_version": torch.__version__,
-        "code_fingerprint": _cache.code_fingerprint(), "device": f"{dev.type}: {name}", "step": step,
+        "code_fingerprint": _cache.code_fingerprint(), "device": f"{dev.type}: {name}", "update": update,
         "wall_seconds": round(grid.seconds, 2), "compute_seconds": round(grid.compute_seconds, 2),
         "networks": grid.n_nets, "networks_from_cache": grid.n_cached, "networks_missing": len(grid.missing),
         "peak_memory_bytes": grid.peak_memory, "train_flops": grid.flops,
@@ -355,7 +355,7 @@ def merge(bundles, profile="paper", out=None, *, config=None, bundle=None):
         "profile": profile if config == PROFILES.get(profile) else "custom",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "qmf_lite_version": base.get("qmf_lite"), "torch_version": base["torch"], "code_fingerprint": base["code"],
-        "device": " + ".join(sorted(devices)) or base["device"], "step": base.get("step", "torch"),
+        "device": " + ".join(sorted(devices)) or base["device"], "update": base.get("update", "torch"),
         "wall_seconds": round(seconds, 2),
         "compute_seconds": round(seconds, 2), "networks": grid.n_nets, "networks_from_cache": grid.n_nets,
         "networks_missing": len(grid.missing), "merged_bundles": len(paths), "peak_memory_bytes": None,

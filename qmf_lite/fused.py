@@ -247,7 +247,7 @@ class _Linear(torch.autograd.Function):
 class FusedSGD:
     r"""Momentum SGD for a :class:`~qmf_lite.QuantizedMLPBatch` whose weight gradients are formed inside the update.
 
-    Used by :func:`qmf_lite.train` with ``step="fused"``; the same interface as a torch optimizer
+    Used by :func:`qmf_lite.train` with ``update="fused"``; the same interface as a torch optimizer
     (``zero_grad``, ``step``) plus :meth:`forward`, which runs the model so that the backward pass
     hands each weight's gradient factors to this optimizer instead of forming the gradient. The
     update of every weight :math:`W` with gradient :math:`x^\top\delta` is PyTorch's:

@@ -61,10 +61,11 @@ __all__ = ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "
 #: network layouts of :class:`QuantizedMLPBatch`
 LAYOUTS = ("book", "bgs19")
 #: matmul precisions of :func:`qmf_lite.train`: full fp32, TF32 tensor cores (CUDA only), bf16 autocast,
-#: and 3xTF32 (about fp32's accuracy on tensor cores; ``step="fused"`` only, CUDA only)
+#: and 3xTF32 (about fp32's accuracy on tensor cores; ``update="fused"`` only, CUDA only)
 PRECISIONS = ("fp32", "tf32", "bf16", "tf32x3")
-#: the optimizer steps of :func:`train` and :func:`run_grid`: ``torch.optim.SGD``, or :class:`~qmf_lite.FusedSGD`
-STEPS = ("torch", "fused")
+#: the SGD updates of :func:`train` and :func:`run_grid` (their ``update``): ``torch.optim.SGD``, or
+#: :class:`~qmf_lite.FusedSGD`
+UPDATES = ("torch", "fused")
 #: rows per forward pass when accuracy is evaluated
 EVAL_BATCH = 2048
 #: version of the cached grid entries (4: one entry per network)
@@ -633,7 +634,7 @@ class TrainRecord(dict):
 
 
 def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *, momentum=0.0, eval_size=None,
-          eval_batch=EVAL_BATCH, precision="fp32", step="torch"):
+          eval_batch=EVAL_BATCH, precision="fp32", update="torch"):
     """Train every network of ``model`` with SGD on cross-entropy, in lockstep.
 
     The loss is the sum over networks of each network's mean minibatch loss, so each network
@@ -668,8 +669,8 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     precision : ``"fp32"``, ``"tf32"``, ``"bf16"`` or ``"tf32x3"``
         Matrix-product precision: fp32; TF32 tensor cores (CUDA; a no-op on a CPU); bf16
         autocast (parameters stay fp32); or 3xTF32, three TF32 products per float32 product on
-        the tensor cores, about fp32's accuracy (``step="fused"`` only; float32 on a CPU).
-    step : ``"torch"`` or ``"fused"``
+        the tensor cores, about fp32's accuracy (``update="fused"`` only; float32 on a CPU).
+    update : ``"torch"`` or ``"fused"``
         ``"torch"``: ``torch.optim.SGD``; ``"fused"``: :class:`~qmf_lite.FusedSGD`, the same update
         with each weight gradient formed inside it (Triton; precision ``"fp32"``, ``"tf32"`` or
         ``"tf32x3"``).
@@ -685,7 +686,7 @@ def train(model, data, steps, lr=0.01, batch_size=128, seed=0, progress=False, *
     more than they save on a machine shared with other work.
         """
     run = _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentum, eval_size, eval_batch,
-                           precision, step)
+                           precision, update)
     return _train(model, data, run)
 
 
@@ -702,7 +703,7 @@ class _TrainRun:
     eval_size: int | None
     eval_batch: int
     precision: str
-    update: str = "torch"          # train's ``step``: "torch" or "fused"
+    update: str = "torch"          # "torch" or "fused"
 
 
 def _check_model_and_data(model, data):
@@ -725,7 +726,7 @@ def _check_model_and_data(model, data):
 
 
 def _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentum, eval_size, eval_batch, precision,
-                     step="torch"):
+                     update="torch"):
     """The door of :func:`train`: every argument checked once, as a :class:`_TrainRun`."""
     _check_model_and_data(model, data)
     steps = sorted(set(check_int_sequence(steps, "steps", 0, MAX_STEPS)))
@@ -739,21 +740,21 @@ def _train_arguments(model, data, steps, lr, batch_size, seed, progress, momentu
         eval_size = check_int(eval_size, "eval_size", 1)
     eval_batch = check_int_range(eval_batch, "eval_batch", 1, MAX_STEPS)
     precision = check_choice(precision, "precision", PRECISIONS)
-    update = check_choice(step, "step", STEPS)
-    _check_precision_and_step(precision, update)
+    update = check_choice(update, "update", UPDATES)
+    _check_precision_and_update(precision, update)
     lr_value = learning_rate(lr, model.depth)
     return _TrainRun(steps, lr_value, batch_size, seed, progress, momentum, eval_size, eval_batch, precision, update)
 
 
-def _check_precision_and_step(precision, step):
-    """The products each step can take: 3xTF32 only in the fused step's kernels, bf16 only in torch's."""
-    from .fused import FUSED_PRECISIONS     # (no Triton: that is imported when a fused step runs)
+def _check_precision_and_update(precision, update):
+    """The products each update can take: 3xTF32 only in the fused update's kernels, bf16 only in torch's."""
+    from .fused import FUSED_PRECISIONS     # (no Triton: that is imported when a fused update runs)
 
-    if precision == "tf32x3" and step != "fused":
-        raise ValueError("precision 'tf32x3' needs step='fused' (3xTF32 products run in its Triton kernels), "
-                         f"got step={step!r}")
-    if step == "fused" and precision not in FUSED_PRECISIONS:
-        raise ValueError(f"precision must be one of {FUSED_PRECISIONS} with step='fused', got {precision!r}")
+    if precision == "tf32x3" and update != "fused":
+        raise ValueError("precision 'tf32x3' needs update='fused' (3xTF32 products run in its Triton kernels), "
+                         f"got update={update!r}")
+    if update == "fused" and precision not in FUSED_PRECISIONS:
+        raise ValueError(f"precision must be one of {FUSED_PRECISIONS} with update='fused', got {precision!r}")
 
 
 def _one_thread_if_small(device, width):
@@ -967,7 +968,7 @@ def _cell_seed(seed, levels, depth):
 
 
 def _train_networks(specs, depth, *, data, width, layout, device, steps, lr, batch_size, seed, momentum, eval_size,
-                    precision, seeding, step="torch"):
+                    precision, seeding, update="torch"):
     """Train the networks ``specs`` (replicate seeds) of one depth together; ``(rows of each network, record)``.
 
     Under ``seeding="cell"`` network ``b`` is initialised (and orders its minibatches) with
@@ -979,7 +980,7 @@ def _train_networks(specs, depth, *, data, width, layout, device, steps, lr, bat
     model = QuantizedMLPBatch._unchecked(init, data.n_features, data.n_classes, depth, width, device, torch.float32,
                                          layout)
     rec = _train(model, data, _TrainRun(steps, lr, batch_size, seed, False, momentum, eval_size, EVAL_BATCH,
-                                        precision, step))
+                                        precision, update))
     del model
     if device.type == "cuda":   # hand the chunk's blocks back: chunks of another depth fragment the cache
         torch.cuda.empty_cache()
@@ -1097,7 +1098,7 @@ def _bundle_mismatch(entry, expected):
 def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), width=64, lr=0.01, batch_size=128,
              dataset="digits", device=None, cache=True, progress=True, data=None, momentum=0.0, layout="book",
              max_memory="auto", eval_size=None, precision="fp32", seed=0, callback=None, workers=None,
-             seeding="cell", deadline=None, bundle=None, shard=None, step="torch"):
+             seeding="cell", deadline=None, bundle=None, shard=None, update="torch"):
     """Train quantized MLPs over a grid of levels x depths (x sigma_w x seeds) and record accuracy.
 
     Parameters
@@ -1116,9 +1117,9 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
         Passed to :func:`qmf_lite.train`; ``lr`` may be ``"bgs19"`` or a function of the depth.
         ``precision="fp32"`` forces exact float32 products for the whole call (no TF32, whatever
         ``torch.set_float32_matmul_precision`` says); ``"tf32"`` allows TF32 tensor cores;
-        ``"tf32x3"`` (with ``step="fused"``) takes every product as three TF32 products.
-    step : ``"torch"`` or ``"fused"``
-        The optimizer step, as in :func:`qmf_lite.train`; ``"fused"`` is part of each network's
+        ``"tf32x3"`` (with ``update="fused"``) takes every product as three TF32 products.
+    update : ``"torch"`` or ``"fused"``
+        The SGD update, as in :func:`qmf_lite.train`; ``"fused"`` is part of each network's
         cache key and of the result's configuration (``"torch"``, the default, is in neither).
     layout : ``"book"`` or ``"bgs19"``
         See :class:`QuantizedMLPBatch`.
@@ -1196,7 +1197,7 @@ def run_grid(levels, depths, *, sigma_w=None, seeds=(0,), steps=(100, 200), widt
                            lr=lr, batch_size=batch_size, dataset=dataset, device=device, cache=cache,
                            progress=progress, data=data, momentum=momentum, layout=layout, max_memory=max_memory,
                            eval_size=eval_size, precision=precision, seed=seed, callback=callback, workers=workers,
-                           seeding=seeding, deadline=deadline, bundle=bundle, shard=shard, step=step)
+                           seeding=seeding, deadline=deadline, bundle=bundle, shard=shard, update=update)
     t0 = _clock()
     if data is None:
         data = load_dataset(dataset, **({"normalize": "bgs19"} if dataset == "mnist" and args.layout == "bgs19" else {}))
@@ -1232,7 +1233,7 @@ class _GridArgs:
     deadline: float | None
     bundle: object
     shard: tuple | None
-    step: str = "torch"
+    update: str = "torch"
 
 
 def _check_shard(shard):
@@ -1264,7 +1265,7 @@ def _check_bundle(bundle, cache):
 
 def _grid_arguments(*, levels, depths, sigma_w, seeds, steps, width, lr, batch_size, dataset, device, cache, progress,
                     data, momentum, layout, max_memory, eval_size, precision, seed, callback, workers, seeding,
-                    deadline, bundle, shard, step="torch"):
+                    deadline, bundle, shard, update="torch"):
     """The door of :func:`run_grid`: every argument checked once, in the order of the old checks."""
     from .data import Dataset
 
@@ -1298,11 +1299,11 @@ def _grid_arguments(*, levels, depths, sigma_w, seeds, steps, width, lr, batch_s
     if data is not None and not isinstance(data, Dataset):
         raise ValueError(f"data must be None or a qmf_lite.Dataset, got {type(data).__name__}")
     max_memory = _check_max_memory(max_memory)
-    step = check_choice(step, "step", STEPS)
-    _check_precision_and_step(precision, step)
+    update = check_choice(update, "update", UPDATES)
+    _check_precision_and_update(precision, update)
     return _GridArgs(levels, depths, sigma_w, seeds, steps, width, lr, lrs, batch_size, default_device(device), cache,
                      progress, momentum, layout, max_memory, eval_size, precision, seed, callback, workers, seeding,
-                     deadline, bundle, shard, step)
+                     deadline, bundle, shard, update)
 
 
 @dataclasses.dataclass
@@ -1331,7 +1332,7 @@ def _grid_plan(a, data):
             "device": a.device.type, "dtype": "float32", "precision": a.precision, "data": data.fingerprint(),
             "dataset": data.name, "width": a.width, "layout": a.layout, "steps": a.steps, "batch_size": a.batch_size,
             "momentum": float(a.momentum), "seed": a.seed, "seeding": a.seeding, "eval_size": a.eval_size,
-            "eval_batch": EVAL_BATCH, **({"step": a.step} if a.step != "torch" else {})}
+            "eval_batch": EVAL_BATCH, **({"update": a.update} if a.update != "torch" else {})}
     order = _work_order(a.depths)
     nets = [(d, j) for d in order for j in range(len(specs))]          # the whole grid, in work order
     configs = {net: _entry_config(base, net[0], a.lrs[net[0]], specs[net[1]]) for net in nets}
@@ -1500,7 +1501,7 @@ def _train_pending(a, plan, data, budget, state, found, pending, t0):
     fits, workers = _chunk_sizes(a, data, budget, pending, plan.order)
     settings = dict(data=data, width=a.width, layout=a.layout, device=a.device, steps=a.steps,
                     batch_size=a.batch_size, seed=a.seed, momentum=a.momentum, eval_size=a.eval_size,
-                    precision=a.precision, seeding=a.seeding, step=a.step)
+                    precision=a.precision, seeding=a.seeding, update=a.update)
 
     def compute(depth, chunk):
         return _train_networks([plan.specs[j] for j in chunk], depth, lr=a.lrs[depth], **settings)
@@ -1547,7 +1548,7 @@ def _grid_result(a, plan, state, data, t0):
               "layout": a.layout, "eval_size": a.eval_size, "precision": a.precision, "dataset": data.name,
               "normalization": getattr(data, "normalization", "feature"), "device": str(dev),
               "seeding": a.seeding, "shard": list(a.shard) if a.shard else None,
-              **({"step": a.step} if a.step != "torch" else {})}
+              **({"update": a.update} if a.update != "torch" else {})}
     return GridResult(rows, config, _clock() - t0, state.n_cached, state.compute_s, state.flops, state.train_s, peak,
                       missing)
 

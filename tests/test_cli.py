@@ -54,10 +54,10 @@ def test_cli_depth():
     (["init", "--depth", "500", "--spacing", "0.3"], "--scale and --spacing apply to --levels only"),
     (["init", "--depth", "500", "--scale", "2"], "--scale and --spacing apply to --levels only"),
     # the package's messages in the words of the command line: flags, not Python arguments
-    (["fig3", "--precision", "tf32x3"], "--precision tf32x3 needs --step fused (3xTF32 products run in its "
-                                        "Triton kernels), got --step torch"),
-    (["fig3", "--precision", "bf16", "--step", "fused"], "--precision must be one of ('fp32', 'tf32', 'tf32x3') "
-                                                          "with --step fused, got 'bf16'"),
+    (["fig3", "--precision", "tf32x3"], "--precision tf32x3 needs --update fused (3xTF32 products run in its "
+                                        "Triton kernels), got --update torch"),
+    (["fig3", "--precision", "bf16", "--update", "fused"], "--precision must be one of ('fp32', 'tf32', 'tf32x3') "
+                                                          "with --update fused, got 'bf16'"),
     (["fig3", "--steps", "0"], "error: --steps must be an integer >= 1"),
     (["fig3", "--levels", "4", "1"], "error: --levels must be an integer in [2, "),
 ])

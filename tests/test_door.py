@@ -64,7 +64,7 @@ FIG3_CHECKS = {("check_choice", "layout"), ("check_sequence", "levels"), ("check
                ("check_choice", "precision"), ("check_positive", "lr"), ("check_int_sequence", "seeds"),
                ("check_int_range", "batch_size"), ("check_momentum", "momentum"), ("check_seed", "seed"),
                ("check_choice", "dataset"), ("check_bool", "cache"), ("check_bool", "progress"),
-               ("check_choice", "seeding"), ("check_choice", "step"), ("check_path", "out")}
+               ("check_choice", "seeding"), ("check_choice", "update"), ("check_path", "out")}
 #: calls into _validate made inside the modules the grid calls to build each network (the activation, its
 #: fixed point, the straight-through slope, the staircase tables, the optimal initialization): those modules'
 #: own doors. Measured for the run below when training stopped checking again (20); they may only fall.

@@ -83,7 +83,7 @@ def test_data_file_round_trip_and_staleness(tmp_path, monkeypatch):
     assert path == out and meta["profile"] == "custom"
     loaded, meta2 = _check_data_file(out, "fast")
     assert [r["test_acc"] for r in loaded.rows] == pytest.approx([r["test_acc"] for r in grid.rows], abs=1e-5)
-    assert meta2["wall_seconds"] >= 0 and meta2["device"].startswith("cpu") and meta2["step"] == "torch"
+    assert meta2["wall_seconds"] >= 0 and meta2["device"].startswith("cpu") and meta2["update"] == "torch"
     monkeypatch.setitem(fig3.PROFILES, "fast", TINY)
     assert not fig3.is_stale(meta2, "fast")
     monkeypatch.setitem(fig3.PROFILES, "fast", {**TINY, "steps": [2, 4, 8]})
@@ -312,7 +312,7 @@ def test_run_in_pieces_resumes_and_shards_merge_to_the_same_file(tmp_path, monke
     assert "merged 2 bundle(s): 9 networks, 0 missing" in buf.getvalue()
     merged, merged_meta = _check_data_file(merged_out, "fast")
     assert merged.rows == whole.rows and merged_meta["done"] == whole_meta["done"]
-    assert merged_meta["config_hash"] == whole_meta["config_hash"] and merged_meta["step"] == "torch"
+    assert merged_meta["config_hash"] == whole_meta["config_hash"] and merged_meta["update"] == "torch"
     assert len(json.loads(merged_bundle.read_text())["entries"]) == 9
     # a merge of one share alone: a partial file that lists the other share's networks as missing
     assert main(_demo_args(tmp_path / "half.json", "--merge", str(shares[0])), out=io.StringIO()) == 0
@@ -495,6 +495,6 @@ def test_gpu_check_script_runs_fig3_first_and_keeps_to_its_budget(tmp_path):
     (repo / "book" / "data" / "fig3_paper_fused_tf32x3.bundle").write_text("x")
     fused = call("/data/mnist", "540", "fused", "tf32x3")[2]
     assert ("--bundle book/data/fig3_paper_fused_tf32x3.bundle --out book/data/fig3_paper_fused_tf32x3.json "
-            "--step fused --precision tf32x3") in fused
+            "--update fused --precision tf32x3") in fused
     assert (out / "fig3_paper_fused_tf32x3.json").exists()
     assert len(call("/data/mnist", "20")) == 2                       # no time: nothing but the two version lines

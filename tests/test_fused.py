@@ -359,7 +359,7 @@ def test_fused_steps_equal_torch_sgd_step_by_step(layout, momentum, staircase):
 
 @kernels
 def test_train_fused_equals_train_torch():
-    """train(step="fused") against train(step="torch"): the same data order, losses and accuracy.
+    """train(update="fused") against train(update="torch"): the same data order, losses and accuracy.
 
     Step 1 starts from the same weights, so its loss is bit-identical and the weights after it
     agree to twice the one-step bound. Over later steps the rounding differences pass through
@@ -374,7 +374,7 @@ def test_train_fused_equals_train_torch():
     kw = dict(lr=0.01, batch_size=8, seed=4, momentum=0.5)
     plain, fused = make(), make()
     r_plain = train(plain, data, [0, 3], **kw)
-    r_fused = train(fused, data, [0, 3], step="fused", **kw)
+    r_fused = train(fused, data, [0, 3], update="fused", **kw)
     assert r_fused.losses[:, 0].tolist() == r_plain.losses[:, 0].tolist()
     np.testing.assert_allclose(r_fused.losses, r_plain.losses, rtol=1e-5)
     for s in (0, 3):
@@ -392,7 +392,7 @@ def test_train_fused_equals_train_torch():
     _loss(opt.forward(x), y).backward()
     factors = {id(w): (a, d) for w, a, d in opt._factors}
     p0 = {id(w): w.detach().clone() for w in opt.weights}
-    train(fused1, data, [1], step="fused", **kw)
+    train(fused1, data, [1], update="fused", **kw)
     for w, q, r in zip(opt.weights, [fused1.w_in, *fused1.weights, fused1.w_out],
                        [plain1.w_in, *plain1.weights, plain1.w_out]):
         _, _, _, bp = bounds(p0[id(w)], None, *factors[id(w)], kw["lr"], kw["momentum"], True)
@@ -402,19 +402,19 @@ def test_train_fused_equals_train_torch():
 def test_bad_settings_are_refused():
     model = QuantizedMLPBatch([NetSpec(4, 1.0)], 64, 10, 3, 8, device=DEVICE, layout="bgs19")
     with pytest.raises(ValueError, match="precision"):
-        train(model, qdata.load_digits(), [1], step="fused", precision="bf16")
-    with pytest.raises(ValueError, match="step"):
-        train(model, qdata.load_digits(), [1], step="triton")
+        train(model, qdata.load_digits(), [1], update="fused", precision="bf16")
+    with pytest.raises(ValueError, match=r"^update must be one of \('torch', 'fused'\)"):
+        train(model, qdata.load_digits(), [1], update="triton")
     with pytest.raises(ValueError, match="float32"):
         FusedSGD(QuantizedMLPBatch([NetSpec(4, 1.0)], 6, 3, 3, 8, dtype=torch.float64), 0.1)
     with pytest.raises(ValueError, match="momentum"):
         FusedSGD(model, 0.1, momentum=1.0)
     with pytest.raises(ValueError, match="precision"):
         FusedSGD(model, 0.1, precision="bf16")
-    with pytest.raises(ValueError, match="'tf32x3' needs step='fused'"):
+    with pytest.raises(ValueError, match="'tf32x3' needs update='fused'"):
         train(model, qdata.load_digits(), [1], precision="tf32x3")
     from qmf_lite import run_grid
-    with pytest.raises(ValueError, match="'tf32x3' needs step='fused'"):
+    with pytest.raises(ValueError, match="'tf32x3' needs update='fused'"):
         run_grid([4], [3], precision="tf32x3", dataset="digits", width=8, steps=[1], cache=False)
 
 
@@ -476,10 +476,10 @@ def test_many_levels_use_the_plain_lookup(monkeypatch):
 
 
 @kernels
-def test_run_grid_passes_the_step_on_and_keys_its_cache_by_it(tmp_path, monkeypatch):
-    """run_grid(step="fused") trains with FusedSGD: the same accuracies as the torch step on a tiny grid
+def test_run_grid_passes_the_update_on_and_keys_its_cache_by_it(tmp_path, monkeypatch):
+    """run_grid(update="fused") trains with FusedSGD: the same accuracies as the torch step on a tiny grid
     (3 steps, as in the test above), and its networks are cached under their own keys, so neither
-    step is ever served the other's results; "step" appears in the configuration only when fused."""
+    update is ever served the other's results; "update" appears in the configuration only when fused."""
     from qmf_lite import run_grid
 
     monkeypatch.setenv("QMF_LITE_CACHE", str(tmp_path))
@@ -488,22 +488,22 @@ def test_run_grid_passes_the_step_on_and_keys_its_cache_by_it(tmp_path, monkeypa
     kw = dict(seeds=[0], steps=[3], width=16, lr=0.01, batch_size=8, momentum=0.5, device=DEVICE, data=data,
               progress=False, layout="bgs19", max_memory=None)
     plain = run_grid([4], [3], **kw)
-    fused = run_grid([4], [3], step="fused", **kw)
+    fused = run_grid([4], [3], update="fused", **kw)
     assert fused.n_cached == 0 and fused.rows == plain.rows
-    assert fused.config["step"] == "fused" and "step" not in plain.config
-    again = run_grid([4], [3], step="fused", **kw)
+    assert fused.config["update"] == "fused" and "update" not in plain.config
+    again = run_grid([4], [3], update="fused", **kw)
     assert again.n_cached == 1 and again.rows == fused.rows
-    x3 = run_grid([4], [3], step="fused", **{**kw, "precision": "tf32x3"})   # products in the matmul kernel
+    x3 = run_grid([4], [3], update="fused", **{**kw, "precision": "tf32x3"})   # products in the matmul kernel
     assert x3.n_cached == 0 and x3.config["precision"] == "tf32x3"
     if not CUDA:                                    # float32 in the interpreter: the same accuracies
         assert x3.rows == plain.rows
-    with pytest.raises(ValueError, match=r"step must be one of \('torch', 'fused'\)"):
-        run_grid([4], [3], step="triton", **kw)
+    with pytest.raises(ValueError, match=r"^update must be one of \('torch', 'fused'\)"):
+        run_grid([4], [3], update="triton", **kw)
 
 
 @kernels
-def test_a_fused_fig3_file_records_its_step_and_is_current(tmp_path, monkeypatch):
-    """fig3.produce(step="fused") writes the profile's configuration (the fused step is the same update,
+def test_a_fused_fig3_file_records_its_update_and_is_current(tmp_path, monkeypatch):
+    """fig3.produce(update="fused") writes the profile's configuration (the fused step is the same update,
     so the stale-data check accepts the file) and says in its metadata which step produced it; its
     rows equal the torch step's (3 steps of float32, as above)."""
     from qmf_lite import fig3
@@ -514,12 +514,12 @@ def test_a_fused_fig3_file_records_its_step_and_is_current(tmp_path, monkeypatch
             "precision": "fp32", "seeding": "cell"}
     monkeypatch.setitem(fig3.PROFILES, "fast", tiny)
     _, plain, _ = fig3.produce("fast", tmp_path / "plain.json", device=DEVICE, progress=False)
-    _, grid, _ = fig3.produce("fast", tmp_path / "fused.json", device=DEVICE, progress=False, step="fused")
+    _, grid, _ = fig3.produce("fast", tmp_path / "fused.json", device=DEVICE, progress=False, update="fused")
     (_, meta), (_, meta_plain) = fig3.load(tmp_path / "fused.json"), fig3.load(tmp_path / "plain.json")
-    assert meta["step"] == "fused" and meta_plain["step"] == "torch" and meta["profile"] == "fast"
+    assert meta["update"] == "fused" and meta_plain["update"] == "torch" and meta["profile"] == "fast"
     assert not fig3.is_stale(meta, "fast") and meta["config_hash"] == meta_plain["config_hash"]
     assert grid.rows == plain.rows
     bundle = tmp_path / "fused.bundle"             # a fused run's bundle merges into a file that says so too
-    fig3.produce("fast", tmp_path / "again.json", device=DEVICE, progress=False, step="fused", bundle=bundle)
+    fig3.produce("fast", tmp_path / "again.json", device=DEVICE, progress=False, update="fused", bundle=bundle)
     _, _, merged = fig3.merge([bundle], "fast", tmp_path / "merged.json")
-    assert merged["step"] == "fused"
+    assert merged["update"] == "fused"

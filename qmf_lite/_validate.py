@@ -69,9 +69,12 @@ def check_nonnegative(value, name, allow_array=True):
     return arr
 
 
-def check_correlation(value, name="c"):
-    """Return ``value`` as float64 (array), requiring every entry in [-1, 1]."""
+def check_correlation(value, name="c", *, allow_array=True):
+    """Return ``value`` as float64 (array), requiring every entry in [-1, 1] (a single number when
+    ``allow_array`` is false)."""
     arr = _as_float_array(value, name)
+    if not allow_array and arr.ndim:
+        raise ValueError(f"{name} must be a single number in [-1, 1], got an array of shape {arr.shape}")
     if (np.abs(arr) > 1).any():
         raise ValueError(f"{name} must lie in [-1, 1], got {value!r}")
     return arr
@@ -165,7 +168,17 @@ def check_sigmas(sigma_w, sigma_b, *, allow_array=True):
                          f"got {sigma_w!r}")
     if (sb > SIGMA_MAX).any():
         raise ValueError(f"sigma_b must be at most {SIGMA_MAX:g} (its square enters the variance), got {sigma_b!r}")
+    check_broadcast(("sigma_w", "sigma_b"), sw, sb)
     return sw, sb
+
+
+def check_broadcast(names, *arrays):
+    """The broadcast shape of ``arrays`` (numpy arrays or tensors), a ValueError naming them if they do not."""
+    try:
+        return np.broadcast_shapes(*(tuple(a.shape) for a in arrays))
+    except ValueError:
+        shapes = ", ".join(f"{n} {tuple(a.shape)}" for n, a in zip(names, arrays))
+        raise ValueError(f"{' and '.join(names)} must broadcast together, got shapes {shapes}") from None
 
 
 def check_real(value, name):

@@ -57,11 +57,15 @@ MNIST_MIRRORS = (
 def cache_dir(*parts):
     """``$QMF_LITE_CACHE`` or ``~/.cache/qmf_lite``, with ``parts`` appended (created).
 
-    Each part must be a string or ``os.PathLike`` (a folder name or a relative path).
+    Each part must be a string or ``os.PathLike``: a folder name or a relative path (an absolute
+    one would leave the cache).
     """
     for part in parts:
         if isinstance(part, (bytes, bool)) or not isinstance(part, (str, os.PathLike)):
             raise ValueError(f"parts must be strings or os.PathLike (folder names), got {part!r}")
+        text = os.fspath(part)
+        if isinstance(text, bytes) or "\x00" in text or pathlib.Path(text).is_absolute():
+            raise ValueError(f"parts must be relative paths without NUL characters (folder names), got {part!r}")
     root = pathlib.Path(os.environ.get("QMF_LITE_CACHE", pathlib.Path.home() / ".cache" / "qmf_lite"))
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)

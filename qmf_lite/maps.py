@@ -282,7 +282,7 @@ def _variance_fixed_points_scalar(act, sw, sb, q_min, q_max, n_grid):
         g = np.where(np.abs(g) <= _CRITICAL_NOISE * grid, 0.0, g)
         signed = np.flatnonzero(g)
         for i, j in zip(signed[:-1], signed[1:]):
-            if g[i] * g[j] < 0:
+            if (g[i] < 0) != (g[j] < 0):      # (a product of two values near 1e300 would overflow)
                 roots.append(optimize.brentq(f, grid[i], grid[j], xtol=1e-300, rtol=4 * np.finfo(float).eps,
                                              maxiter=500))
                 stable.append(bool(g[i] > 0))

@@ -27,7 +27,8 @@ import math
 import numpy as np
 from scipy import special
 
-from ._validate import check_correlation, check_int_range, check_nonnegative, check_positive, check_sigmas
+from ._validate import (check_broadcast, check_correlation, check_int_range, check_nonnegative, check_positive,
+                        check_sigmas)
 from .activations import QuantizedActivation
 
 __all__ = ["empirical_ntk", "ste_derivative_kernel", "backward_rate", "backward_depth_scale", "ste_ntk", "SteNTK"]
@@ -140,6 +141,7 @@ def ste_derivative_kernel(q, c, clip, slope=1.0):
     if (q < 1e-300).any() or (q > 1e300).any():
         raise ValueError(f"q must lie in [1e-300, 1e300], got {q!r}")
     c = check_correlation(c, "c")
+    check_broadcast(("q", "c"), q, c)
     clip = float(check_nonnegative(clip, "clip", allow_array=False))
     slope = float(check_nonnegative(slope, "slope", allow_array=False))
     if slope > 1e150:
@@ -370,15 +372,22 @@ def ste_ntk(activation, sigma_w, depth, c0, *, sigma_b=0.0, q1=None, slope=None,
     grad_diag = np.empty(depth)
     grad_off = np.empty((depth,) + c0.shape)
     grad_diag[-1], grad_off[-1] = kd_diag[-1], kd_off[-1]
-    for l in range(depth - 2, -1, -1):
-        grad_diag[l] = sw * sw * kd_diag[l] * grad_diag[l + 1]
-        grad_off[l] = sw * sw * kd_off[l] * grad_off[l + 1]
     extra = 0.0 if width is None else 1.0 / width
-    theta_diag = sum((k_diag[l - 1] + extra) * grad_diag[l] for l in range(1, depth)) + k_diag[-1] + extra
-    theta_off = sum((k_off[l - 1] + extra) * grad_off[l] for l in range(1, depth)) + k_off[-1] + extra
-    if width is not None:
-        theta_diag = theta_diag + n_in / width * grad_diag[0]
-        theta_off = theta_off + n_in / width * c0 * grad_off[0]
+    # the backward product grows like chi_1^depth: overflow is checked once, below, not warned about
+    with np.errstate(over="ignore", invalid="ignore"):
+        for l in range(depth - 2, -1, -1):
+            grad_diag[l] = sw * sw * kd_diag[l] * grad_diag[l + 1]
+            grad_off[l] = sw * sw * kd_off[l] * grad_off[l + 1]
+        theta_diag = sum((k_diag[l - 1] + extra) * grad_diag[l] for l in range(1, depth)) + k_diag[-1] + extra
+        theta_off = sum((k_off[l - 1] + extra) * grad_off[l] for l in range(1, depth)) + k_off[-1] + extra
+        if width is not None:
+            theta_diag = theta_diag + n_in / width * grad_diag[0]
+            theta_off = theta_off + n_in / width * c0 * grad_off[0]
+    if not (np.isfinite(grad_diag).all() and np.isfinite(grad_off).all() and np.isfinite(theta_diag)
+            and np.isfinite(theta_off).all()):
+        raise ValueError(f"slope, sigma_w and depth must keep the gradient product chi_1^l and the kernel within "
+                         f"float64; they overflow at slope={slope!r}, sigma_w={sw!r}, depth={depth} "
+                         f"(lower slope or depth)")
     with np.errstate(invalid="ignore", divide="ignore"):
         grad_corr = grad_off / grad_diag.reshape((depth,) + (1,) * c0.ndim)
     theta_off = np.asarray(theta_off, dtype=float)

@@ -183,7 +183,7 @@ def simulate_correlations(activation, sigma_w, sigma_b, *, depth, width, c0, q0=
     depth = check_int(depth, "depth", 0, MAX_DEPTH)
     width = check_int(width, "width", 1, MAX_WIDTH)
     n_nets = check_int(n_nets, "n_nets", 1, MAX_NETS)
-    c0 = float(check_correlation(c0, "c0"))
+    c0 = float(check_correlation(c0, "c0", allow_array=False))
     weights = _check_distribution(weights)
     q0 = float(fixed_point_q(act, sigma_w, sigma_b)) if q0 is None else float(check_positive(q0, "q0", allow_array=False))
     if not (0 < q0 < np.inf):

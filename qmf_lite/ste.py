@@ -152,14 +152,26 @@ def _per_row(value):
     return value is not None and np.ndim(value) > 0 and np.size(value) > 1
 
 
+def _table_tensors(g, v, dtype, device):
+    """The tables ``(g, v)`` of :func:`staircase_tables` as tensors of ``dtype``; a ValueError when a
+    level or a threshold does not fit ``dtype`` (a float32 staircase with ``scale = 1e39`` would hold inf)."""
+    import numpy as np
+
+    big = torch.finfo(dtype).max
+    worst = max(float(np.abs(v).max()), float(np.abs(g[np.isfinite(g)]).max(initial=0.0)))
+    if worst > big:
+        raise ValueError(f"scale and spacing must keep every level and threshold of the staircase within {dtype} "
+                         f"(magnitude at most {big!r}), got {worst!r}")
+    return torch.as_tensor(g, dtype=dtype, device=device), torch.as_tensor(v, dtype=dtype, device=device)
+
+
 def _tables_for(x, levels, spacing, scale):
     check_tensor(x, "x", finite=False)
     per_row = any(_per_row(v) for v in (levels, spacing, scale))
     if per_row and x.dim() == 0:
         raise ValueError("x must have a leading network dimension when the parameters differ per network")
     g, v = _tables(*_rows(levels, spacing, scale, x.shape[0] if per_row else 1))
-    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
-    return torch.as_tensor(g, dtype=dtype, device=x.device), torch.as_tensor(v, dtype=dtype, device=x.device)
+    return _table_tensors(g, v, x.dtype if x.is_floating_point() else torch.get_default_dtype(), x.device)
 
 
 def quantize(x, levels, spacing=None, scale=1.0):
@@ -438,9 +450,7 @@ class QuantAct(torch.nn.Module):
         key = (x.device, x.dtype)
         if key not in self._tables:
             a = self.activation
-            g, v = _tables([a.levels], [a.spacing], [a.scale])
-            self._tables[key] = (torch.as_tensor(g, dtype=x.dtype, device=x.device),
-                                 torch.as_tensor(v, dtype=x.dtype, device=x.device))
+            self._tables[key] = _table_tensors(*_tables([a.levels], [a.spacing], [a.scale]), x.dtype, x.device)
         g, v = self._tables[key]
         return _STE.apply(x, g, v, torch.as_tensor(self.slope, dtype=x.dtype, device=x.device),
                           torch.as_tensor(self.clip, dtype=x.dtype, device=x.device))

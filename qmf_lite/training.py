@@ -51,7 +51,7 @@ from ._validate import (MAX_LR, check_bool, check_callable, check_choice, check_
 from .activations import MAX_STORED_LEVELS, QuantizedActivation
 from .maps import fixed_point_q
 from .simulate import default_device
-from .ste import _check_slope, staircase_tables, ste_clip, ste_lookup, ste_slope
+from .ste import _check_slope, _table_tensors, staircase_tables, ste_clip, ste_lookup, ste_slope
 from .tradeoff import optimal_init
 
 __all__ = ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
@@ -253,20 +253,23 @@ class QuantizedMLPBatch(torch.nn.Module):
         slopes = [ste_slope(a, s.sigma_w, s.sigma_b) if s.slope is None else s.slope for a, s in zip(acts, self.specs)]
         fmax = torch.finfo(dtype).max
         for name, vals in (("sigma_w", [s.sigma_w for s in self.specs]), ("sigma_b", [s.sigma_b for s in self.specs]),
-                           ("slope", slopes), ("q*", q_star), ("clip", [ste_clip(a) for a in acts])):
+                           ("scale", [a.scale for a in acts]), ("slope", slopes), ("q*", q_star),
+                           ("clip", [ste_clip(a) for a in acts])):
             for b, v in enumerate(vals):
                 if not abs(float(v)) <= fmax:
-                    raise ValueError(f"specs[{b}]: its {name} = {float(v):.4g} must be at most {fmax:.4g} to be "
-                                     f"stored in {dtype}")
+                    what = "its sigma_w and sigma_b must give a q*" if name == "q*" else f"its {name} must be"
+                    raise ValueError(f"specs[{b}]: {what} at most {fmax!r} to be stored in {dtype}, got "
+                                     f"{name} = {float(v)!r}")
         col = lambda v: torch.tensor(v, dtype=dtype, device=dev).view(B, 1, 1)  # noqa: E731
         for name, v in (("levels", [a.levels for a in acts]), ("spacing", [a.spacing for a in acts]),
                         ("scale", [a.scale for a in acts]), ("slope", slopes), ("clip", [ste_clip(a) for a in acts]),
                         ("sigma_w", [s.sigma_w for s in self.specs]), ("sigma_b", [s.sigma_b for s in self.specs]),
                         ("q_star", q_star)):
             self.register_buffer(name, col(v))
-        g, v = staircase_tables([a.levels for a in acts], [a.spacing for a in acts], [a.scale for a in acts])
-        self.register_buffer("thresholds", torch.as_tensor(g, dtype=dtype, device=dev))
-        self.register_buffer("values", torch.as_tensor(v, dtype=dtype, device=dev))
+        g, v = _table_tensors(*staircase_tables([a.levels for a in acts], [a.spacing for a in acts],
+                                                [a.scale for a in acts]), dtype, dev)
+        self.register_buffer("thresholds", g)
+        self.register_buffer("values", v)
         return q_star
 
     def _draw_parameters(self, q_star, n_in, n_out, dev, dtype):

@@ -46,8 +46,8 @@ from scipy import optimize, sparse, special
 from scipy.sparse import linalg as sparse_linalg
 
 from ._common import all_finite, is_torch, numpy_generator, round_half_up, torch_generator
-from ._validate import (_as_float_array, check_bool, check_callable, check_choice, check_finite, check_int,
-                        check_positive, check_probability, check_real, check_seed)
+from ._validate import (_as_float_array, check_bool, check_broadcast, check_callable, check_choice, check_finite,
+                        check_int, check_positive, check_probability, check_real, check_seed)
 
 __all__ = [
     "Grid",
@@ -137,15 +137,6 @@ def _check_grid(grid, name="grid", optional=False):
         allowed = "None or a Grid" if optional else "a Grid"
         raise ValueError(f"{name} must be {allowed} (qmf_lite.weights.Grid), got {grid!r}")
     return grid
-
-
-def _broadcast(names, *arrays):
-    """The broadcast shape of ``arrays`` (numpy arrays or tensors), a ValueError naming them if they do not."""
-    try:
-        return np.broadcast_shapes(*(tuple(a.shape) for a in arrays))
-    except ValueError:
-        shapes = ", ".join(f"{n} {tuple(a.shape)}" for n, a in zip(names, arrays))
-        raise ValueError(f"{' and '.join(names)} must broadcast together, got shapes {shapes}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -366,7 +357,7 @@ def _checked_update(rule, w, g, lr, grid, rng=None, clip_buffer=True, wname="w")
     w = _check_finite_values(w, wname)
     g = _check_finite_values(g, "g")
     lr = _check_lr(lr)
-    _broadcast((wname, "g", "lr"), w, g, np.asarray(lr))
+    check_broadcast((wname, "g", "lr"), w, g, np.asarray(lr))
     if is_torch(w) or is_torch(g):  # a tensor and numbers: all become tensors like it
         import torch
 
@@ -510,7 +501,7 @@ def run_rule(rule, grad, w0, *, lr, steps, grid=None, seed=0, bc_rounding="stoch
     every = check_int(every, "every", 1)
     rng = numpy_generator(seed, "seed", allow_none=False)
     w0 = check_finite(w0, "w0")
-    _broadcast(("lr", "w0"), np.asarray(lr), w0)
+    check_broadcast(("lr", "w0"), np.asarray(lr), w0)
     return _run_rule(rule, grad, w0, lr, steps, grid, rng, bc_rounding, clip_buffer, observe, every)
 
 
@@ -799,7 +790,7 @@ def sgd_stationary_variance(lr, curvature, noise_var):
     lr = _positive(lr, "lr", scalar=False)
     lam = _positive(curvature, "curvature", scalar=False)
     s2 = _positive(noise_var, "noise_var", scalar=False)
-    _broadcast(("lr", "curvature", "noise_var"), lr, lam, s2)
+    check_broadcast(("lr", "curvature", "noise_var"), lr, lam, s2)
     with np.errstate(over="ignore", under="ignore"):
         prod = lr * lam
         if (prod >= 2).any():
@@ -834,7 +825,7 @@ def sr_floor(delta, mean_abs_grad):
     m = _as_float_array(mean_abs_grad, "mean_abs_grad")
     if (m < 0).any() or not np.isfinite(m).all():
         raise ValueError(f"mean_abs_grad must be finite and >= 0, got {mean_abs_grad!r}")
-    _broadcast(("delta", "mean_abs_grad (summed over its last axis)"), delta, np.empty(m.shape[:-1]))
+    check_broadcast(("delta", "mean_abs_grad (summed over its last axis)"), delta, np.empty(m.shape[:-1]))
     with np.errstate(over="ignore"):
         floor = delta / 4.0 * (m.sum(axis=-1) if m.ndim else m)
     if not np.isfinite(floor).all():

@@ -229,6 +229,8 @@ def test_bad_arguments_name_the_argument(tmp_path, mnist_server):
         (lambda: qdata.read_idx(tmp_path), r"^path must name a file"),
         (lambda: qdata.read_idx(tmp_path / "none.gz"), r"^path must name an existing file"),
         (lambda: qdata.cache_dir("grid", 3), r"^parts must be strings or os.PathLike"),
+        (lambda: qdata.cache_dir("a\x00b"), r"^parts must be relative paths without NUL characters"),
+        (lambda: qdata.cache_dir("grid", "/etc"), r"^parts must be relative paths"),
         (lambda: qdata.load_digits(test_fraction="0.2"), r"^test_fraction must be a real number in \[0, 1\]"),
         (lambda: qdata.load_digits(test_fraction=1e-300), r"^test_fraction must leave at least one image"),
         (lambda: qdata.load_digits(seed=None), r"^seed must be an integer in \[0, "),

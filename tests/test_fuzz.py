@@ -86,6 +86,7 @@ import gzip
 import hashlib
 import importlib
 import inspect
+import itertools
 import math
 import multiprocessing
 import numbers
@@ -140,6 +141,13 @@ BAD_VALUES = [
     ("True", True),
     ("int_1e30", 10**30),
     ("complex", 1 + 1j),
+    # found by long hunts (QMF_FUZZ_EXAMPLES=300): a fourth power and a square at the edge of float64, just beyond float32's
+    # largest value, a one-element array where a number is meant, and an array that broadcasts with nothing
+    ("1e77", 1.2e77),
+    ("1e154", 3.5e154),
+    ("over_f32", 3.4028235677973366e38),
+    ("array_1", np.array([0.0])),
+    ("array_3", np.array([0.0, 0.0, 0.0])),
 ]
 BAD = dict(BAD_VALUES)
 
@@ -546,10 +554,13 @@ REGISTRY["run_grid"] = Entry(lambda: dict(levels=[4], depths=[2], sigma_w=None, 
                                           lr=0.01, batch_size=16, dataset="digits", device="cpu", cache=False,
                                           progress=False, data=_digits(), seeding="cell", deadline=None, bundle=None,
                                           shard=None), numbers=("deadline",))
+#: a bundle of its own for each call: a call with other valid settings (say eval_size=10**15) writes its bundle,
+#: and a later call with the baseline's settings would be refused, rightly, for not matching it
+_BUNDLES = itertools.count()
 REGISTRY["run_grid[bundle]"] = Entry(lambda: dict(levels=[4], depths=[2], seeds=(0,), steps=(1,), width=8, lr=0.01,
                                                   batch_size=16, device="cpu", cache=True, progress=False,
-                                                  data=_digits(), deadline=30.0, bundle="grid_bundle.json",
-                                                  shard=(1, 1)))
+                                                  data=_digits(), deadline=30.0,
+                                                  bundle=f"grid_bundle_{next(_BUNDLES)}.json", shard=(1, 1)))
 REGISTRY["GridResult"] = Entry(dict(rows=[], config={}, seconds=1.0), record=True)
 REGISTRY["halfway_depth"] = Entry(dict(depths=[2, 4, 8, 16], accuracy=[0.9, 0.8, 0.4, 0.1], chance=0.1),
                                   documented=(Documented("NaN if the accuracy never falls that low.",

@@ -236,6 +236,9 @@ def test_backward_correlation_of_wide_networks_follows_the_rate():
     (lambda: ste_ntk(4, 1.0, 0, 0.0), r"^depth must be"),
     (lambda: ste_ntk(4, 1.0, 3, 0.0, width=64), r"^width and n_in must be given together"),
     (lambda: ste_ntk(4, 1.0, 3, 0.0, q1=-1.0), r"^q1 must be"),
+    # each slope is allowed alone (<= 1e150), but chi_1 ~ slope^2 over three layers leaves float64
+    (lambda: ste_ntk(4, 1.0, 3, [0.0, 0.5], slope=2.5e51, width=64, n_in=16), r"^slope, sigma_w and depth must keep"),
+    (lambda: ste_ntk(4, 1.0, 40, 0.5, slope=1e4), r"^slope, sigma_w and depth must keep"),
 ])
 def test_infinite_width_functions_check_their_arguments(call, needle):
     with pytest.raises(ValueError, match=needle):

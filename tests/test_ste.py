@@ -192,6 +192,12 @@ def test_ste_slope_is_the_papers_formula():
     (lambda: qmf.ste_chi1(4, 1e100, slope=1e60), r"^slope must be at most 1e\+50"),
     (lambda: qmf.ste_chi1(4, 1.0, slope="1"), r"^slope must be a real number"),
     (lambda: qmf.QuantAct(4, 1.0, np.array([0.0, 1.0])), r"^sigma_b must be a scalar >= 0"),
+    # levels beyond float32's largest value would be inf in a float32 staircase; float64 holds them
+    (lambda: qmf.quantize(torch.zeros(3), 4, 0.5, 1e39), r"^scale and spacing must keep every level and threshold "
+                                                       r"of the staircase within torch\.float32"),
+    (lambda: qmf.QuantAct(qmf.QuantizedActivation(4, 1e39, 1.0), 1.0)(torch.zeros(3)),   # thresholds +-1e39
+     r"^scale and spacing must keep every level and threshold of the staircase within torch\.float32 \(magnitude "
+     r"at most 3\.40282346\d*e\+38\), got 1e\+39$"),
 ])
 def test_bad_arguments_name_the_argument_and_its_range(call, needle):
     with pytest.raises(ValueError, match=needle):

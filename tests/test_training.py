@@ -418,7 +418,10 @@ def test_netspec_stores_one_form_of_each_value():
     (dict(dtype=torch.int64), r"^dtype must be a floating-point torch dtype"),
     (dict(dtype="float32"), r"^dtype must be a floating-point torch dtype"),
     (dict(layout=np.array(["book"])), r"^layout must be one of"),
-    (dict(specs=[NetSpec(4, 1e39)]), r"^specs\[0\]: its sigma_w = 1e\+39 must be at most 3\.403e\+38"),
+    (dict(specs=[NetSpec(4, 1e39)]), r"^specs\[0\]: its sigma_w must be at most 3\.40282346\d*e\+38 to be stored in "
+                                     r"torch\.float32, got sigma_w = 1e\+39"),
+    (dict(specs=[NetSpec(4, 1e20)]), r"^specs\[0\]: its sigma_w and sigma_b must give a q\* at most 3\.40282346\d*e\+38"),
+    (dict(specs=[NetSpec(4, 1.0, scale=1e39)]), r"^specs\[0\]: its scale must be at most"),
 ])
 def test_quantized_mlp_batch_checks_its_arguments(kwargs, needle):
     args = {"specs": [NetSpec(4, 1.0)], "n_in": 64, "n_out": 10, "depth": 2, "width": 8, "device": "cpu", **kwargs}

@@ -248,6 +248,9 @@ def check_path(value, name, *, kind=None):
 
     if isinstance(value, (bytes, bool)) or not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"{name} must be a path (a string or os.PathLike), got {value!r}")
+    text = os.fspath(value)
+    if isinstance(text, bytes) or "\x00" in text:
+        raise ValueError(f"{name} must be a path (a string or os.PathLike) without NUL characters, got {value!r}")
     path = pathlib.Path(value)
     if kind == "file":
         if path.is_dir():

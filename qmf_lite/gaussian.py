@@ -200,7 +200,7 @@ def uniform_density_sum(d, m, rho):
     """
     rho = np.asarray(rho, np.float64)
     k2 = np.arange(1, m, dtype=np.float64) ** 2
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):     # inf (also for a tiny q, d huge): exp(-inf) = 0
         alpha = d * d / (4.0 * (1.0 + rho))                 # inf at rho = -1: only s = 0 survives
         beta = d * d / (4.0 * (1.0 - rho))                  # inf at rho = +1: only r = 0 survives
     es = np.ones(rho.shape + (m,))

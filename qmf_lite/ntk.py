@@ -152,7 +152,9 @@ def ste_derivative_kernel(q, c, clip, slope=1.0):
 def _ste_derivative_kernel(q, c, clip, slope):
     """:func:`ste_derivative_kernel` of checked arguments (``q`` in [1e-300, 1e300], ``c`` a float64 array)."""
     q, c = np.broadcast_arrays(q, c)
-    out = slope * slope * _rectangle(clip / np.sqrt(q), c)
+    with np.errstate(over="ignore"):     # T / sqrt(q) beyond float64: inf, the rectangle is the whole plane
+        a = clip / np.sqrt(q)
+    out = slope * slope * _rectangle(a, c)
     return out[()] if out.ndim == 0 else out
 
 

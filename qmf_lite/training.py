@@ -910,7 +910,8 @@ def halfway_depth(depths, accuracy, chance):
 
     Beyond the best depth, the first depth whose accuracy is below
     :math:`\text{chance} + (\max - \text{chance})/2` and the one before it bracket the crossing,
-    interpolated linearly in :math:`\log L`. NaN if the accuracy never falls that low.
+    interpolated linearly in :math:`\log L`. NaN if the accuracy never falls that low. NaN too if
+    it is nowhere above ``chance``: then it has no fall to measure.
 
     Parameters
     ----------
@@ -940,6 +941,8 @@ def halfway_depth(depths, accuracy, chance):
 
 def _halfway_depth(depths, accuracy, chance):
     """:func:`halfway_depth` of checked float arrays ``depths`` and ``accuracy`` and a float ``chance``."""
+    if not accuracy.max() > chance:        # no fall from above chance (and the interpolation would divide by 0)
+        return float("nan")
     half = chance + 0.5 * (accuracy.max() - chance)
     best = int(np.argmax(accuracy))
     below = [j for j in range(best + 1, len(depths)) if accuracy[j] < half]

@@ -205,6 +205,7 @@ def test_bad_arguments_name_the_argument(tmp_path):
         (lambda: fig3.produce(np.nan, tmp_path / "a.json", config=cfg), r"^profile must be one of"),
         (lambda: fig3.produce("fast", tmp_path, config=cfg), r"^out must name a file to write"),
         (lambda: fig3.produce("fast", 3, config=cfg), r"^out must be a path"),
+        (lambda: fig3.produce("fast", "a\x00b.json", config=cfg), r"^out must be a path .* without NUL characters"),
         (lambda: fig3.write(tmp_path / "w.json", rows, cfg), r"^grid must be a GridResult"),
         (lambda: fig3.write(tmp_path / "w.json", grid, cfg, meta={"rows": []}), r"^meta must be None or a dict"),
         (lambda: fig3.write(tmp_path / "w.json", grid, cfg, meta={"t": float("inf")}), r"^meta must be JSON data"),

@@ -494,3 +494,13 @@ def test_the_critical_point_without_bias_is_dead(activation):
         assert bool(qmf.phase_diagram(activation, sw, 0.0)["dead"])
     q_star = qmf.fixed_point_q(activation, 1.01, 0.0)          # just above: alive, with a small q*
     assert 0 < q_star < 0.2 and list(qmf.variance_fixed_points(activation, 1.01, 0.0)[0]) == pytest.approx([0.0, q_star])
+
+
+def test_a_variance_at_the_bottom_of_float64_is_no_overflow():
+    """q0 = the smallest normal float64 (a long fuzz hunt's find): the thresholds over sqrt(q) overflow the
+    joint-density sum's exponents to inf, which means exp(-inf) = 0 there, not a warning. Both inputs then
+    sit on the middle level 0 of N = 3, so layer 1 sees only the bias: c^1 = 1, and q^1 = sigma_b^2."""
+    q, c = qmf.iterate_maps(qmf.QuantizedActivation(3, 1.0, 1.0), 1.2, 0.1, depth=3,
+                            q0=2.2250738585072014e-308, c0=0.3)
+    assert c[0] == 0.3 and np.array_equal(c[1:], [1.0, 1.0, 1.0])
+    assert q[1] == pytest.approx(0.01, rel=1e-12)

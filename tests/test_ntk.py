@@ -132,6 +132,8 @@ def test_derivative_kernel_limits_and_monte_carlo():
     assert ste_derivative_kernel(0.5, 1.0, 1.0) == pytest.approx(a, abs=1e-15)          # the same gate
     assert ste_derivative_kernel(0.5, -1.0, 1.0) == pytest.approx(a, abs=1e-15)         # mirrored, |u| equal
     assert ste_derivative_kernel(0.5, 0.4, 0.0) == 0.0
+    # a clip so wide that T / sqrt(q) leaves float64: the gate is always open, K = slope^2 (no warning)
+    assert np.array_equal(ste_derivative_kernel([0.5, 2.0], [0.3, -0.9], 1.7e308, 1.1), [1.1**2, 1.1**2])
     # slope zero in c at c = 0: symmetric differences of 1e-4 agree with the value to second order
     d = ste_derivative_kernel(0.5, [1e-4, -1e-4], 1.0)
     assert abs(d[0] - d[1]) < 1e-13

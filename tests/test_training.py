@@ -354,6 +354,9 @@ def test_halfway_depth_interpolates_in_log_depth():
     # best 0.9 at depth 4; half-way between 0.9 and chance 0.1 is 0.5, crossed between 16 (0.7) and 64 (0.3)
     assert halfway_depth([4, 16, 64], [0.9, 0.7, 0.3], chance=0.1) == pytest.approx(32.0)
     assert np.isnan(halfway_depth([4, 16], [0.9, 0.8], chance=0.1))
+    # nowhere above chance: no fall to measure (it divided 0 by 0 when two accuracies were equal)
+    assert np.isnan(halfway_depth([4, 16, 64], [0.5, 0.5, 0.3], chance=1.0))
+    assert np.isnan(halfway_depth([4, 16, 64], [0.1, 0.1, 0.05], chance=0.1))
 
 
 def test_grid_table_by_sigma_w(tmp_path, monkeypatch):

@@ -467,8 +467,8 @@ def boundary(grid, step=None, chance=FIG3_CHANCE):
     Returns
     -------
     dict of arrays: ``levels``, ``xi``, ``l_half`` (NaN where the accuracy never falls halfway
-    to chance within the grid, or where the grid lacks a depth of that ``N``) and ``ratio`` =
-    ``l_half / xi``.
+    to chance within the grid, where it is nowhere above chance, or where the grid lacks a depth
+    of that ``N``) and ``ratio`` = ``l_half / xi``.
     """
     from .tradeoff import optimal_depth_scale
     from .training import GridResult, _halfway_depth

@@ -84,7 +84,7 @@ def _memory_flag(text):
     """:func:`_parse_memory` for argparse: a clear error for what it cannot read."""
     try:
         value = _parse_memory(text)
-    except ValueError:
+    except (ValueError, OverflowError):     # not a number, or one beyond float64 (inf, 1e400)
         value = float("nan")
     if value is None or value == "auto" or 0 < value < float("inf"):
         return text

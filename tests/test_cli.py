@@ -49,6 +49,8 @@ def test_cli_depth():
     (["fig3", "--device", "foo"], "fig3: error: --device must be a device name such as cpu, cuda or cuda:1, got 'foo'"),
     (["fig3", "--device", "cuda:99"], "--device must be available: cuda:99 is not"),
     (["fig3", "--max-memory", "lots"], "fig3: error: --max-memory must be auto, none, or a number of bytes"),
+    (["fig3", "--max-memory", "1e400"], "fig3: error: --max-memory must be auto, none, or a number of bytes"),
+    (["fig3", "--max-memory", "infGB"], "fig3: error: --max-memory must be auto, none, or a number of bytes"),
     (["fig3", "--mnist", "no/such/mnist/folder"], "--mnist must name an existing folder"),
     (["fig3", "--width", "0"], "--width must be an integer >= 1"),    # checked before MNIST is read or downloaded
     (["init", "--depth", "500", "--spacing", "0.3"], "--scale and --spacing apply to --levels only"),

@@ -64,7 +64,8 @@ def _init(args, out):
         out.write(f"thresholds        {act.thresholds}\n")
         out.write(f"chi               {init.chi:.6f} (1 - chi = {1 - init.chi:.6g})\n")
         out.write(f"xi                {init.depth_scale:.3f} layers\n")
-        out.write(f"L_max = {args.multiple:g} xi      {args.multiple * init.depth_scale:.1f} layers\n")
+        label = f"L_max = {args.multiple:g} xi"
+        out.write(f"{label:<17} {args.multiple * init.depth_scale:.1f} layers\n")      # in the column above
 
 
 def _parse_memory(text):

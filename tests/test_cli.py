@@ -23,6 +23,11 @@ def test_cli_levels():
     for key in ("sigma_w", "sigma_b", "spacing", "thresholds", "chi", "xi", "L_max"):
         assert key in text
     assert f"{init.sigma_w:.6f}" in text and f"{init.max_depth:.1f}" in text
+    # every value starts in one column, the L_max line's too, whatever the multiple
+    for multiple in ("6", "2.5", "1e-300"):
+        lines = run_cli("init", "--levels", "16", "--multiple", multiple).splitlines()
+        rows = [line for line in lines if line.startswith(("chi ", "xi ", "L_max"))]
+        assert len(rows) == 3 and all(row[17] == " " != row[18] for row in rows), (multiple, rows)
 
 
 def test_cli_depth():

@@ -3,7 +3,30 @@ import argparse
 import pathlib
 import sys
 
-from .build import DEFAULT_OUT, ROOT
+from .build import DEFAULT_OUT, ROOT, BuildError
+
+
+def _count(most=None):
+    """An argparse type: an integer >= 1 (and <= ``most``); argparse names the flag in its error."""
+    allowed = "an integer >= 1" if most is None else f"an integer in [1, {most}]"
+
+    def read(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1 or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+        return value
+    return read
+
+
+def _folder(text):
+    """An argparse type: a folder to write into (it may not exist yet), not a file."""
+    path = pathlib.Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"must name a folder, got the file {text!r}")
+    return path
 
 
 def _parser():
@@ -19,9 +42,10 @@ def _parser():
                                    "(keep these private: they hold the answers), and self-checks them: the solutions "
                                    "score full marks, empty answers zero, a wrong answer loses only its question.")
     b.add_argument("chapters", nargs="*", help="chapter names (file stems, e.g. fixed_points); default: all")
-    b.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(ROOT)})")
+    b.add_argument("--out", type=_folder, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(ROOT)})")
     b.add_argument("--root", type=pathlib.Path, default=ROOT, help="the book's root (with _toc.yml)")
-    b.add_argument("--jobs", type=int, default=1, help="chapters built at once, each in its own kernel (default 1)")
+    b.add_argument("--jobs", type=_count(64), default=1,
+                   help="chapters built at once, each in its own kernel (default 1)")
 
     g = sub.add_parser("grade", help="grade a folder of submitted notebooks",
                        description="Grades every file in SUBMISSIONS (one per student, named after the student) "
@@ -31,17 +55,17 @@ def _parser():
     which = g.add_mutually_exclusive_group(required=True)
     which.add_argument("--chapter", help="the chapter: uses the autograder of the last build")
     which.add_argument("--autograder", type=pathlib.Path, help="an autograder zip made by build")
-    g.add_argument("--out", type=pathlib.Path, help="results folder (default: _build/assignments/grades/<chapter>)")
-    g.add_argument("--cell-timeout", type=int, default=600, help="seconds a cell may run (default 600)")
-    g.add_argument("--timeout", type=int, default=3600, help="seconds a whole notebook may take (default 3600)")
-    g.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    g.add_argument("--out", type=_folder, help="results folder (default: _build/assignments/grades/<chapter>)")
+    g.add_argument("--cell-timeout", type=_count(), default=600, help="seconds a cell may run (default 600)")
+    g.add_argument("--timeout", type=_count(), default=3600, help="seconds a whole notebook may take (default 3600)")
+    g.add_argument("--jobs", type=_count(), default=1, help="submissions graded at once (default 1)")
     g.add_argument("--regrade", action="store_true", help="grade again submissions already graded unchanged")
 
     c = sub.add_parser("classroom", help="build the book without the exercises' solutions (for a course's site)",
                        description="Builds the classroom edition of the book: _config.yml with _config.classroom.yml "
                                    "merged in (sphinx-exercise's hide_solutions, no page sources, no Colab or Binder "
                                    "buttons) into OUT/_build/html, with jupyter-book build --all -W -n --keep-going.")
-    c.add_argument("--out", type=pathlib.Path, default=ROOT / "_build" / "classroom",
+    c.add_argument("--out", type=_folder, default=ROOT / "_build" / "classroom",
                    help="output folder (default _build/classroom)")
     c.add_argument("--root", type=pathlib.Path, default=ROOT, help="the book's root (with _toc.yml)")
 
@@ -51,11 +75,14 @@ def _parser():
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "classroom":
-        return _classroom(args)
-    if args.command == "build":
-        return _build(args)
-    return _grade(args, parser)
+    try:
+        if args.command == "classroom":
+            return _classroom(args)
+        if args.command == "build":
+            return _build(args)
+        return _grade(args, parser)
+    except (ValueError, BuildError) as exc:     # what was asked cannot be done: one line, exit code 2
+        parser.error(str(exc))
 
 
 def _classroom(args):

@@ -651,6 +651,29 @@ def test_grade_command_line(toy_build, tmp_path, capsys):
     assert [(r["student"], r["score"], r["status"]) for r in rows] == [("ann", "0", "not a notebook")]
 
 
+@pytest.mark.parametrize("args, needle", [
+    (["build", "--jobs", "0"], "argument --jobs: must be an integer in [1, 64], got '0'"),
+    (["build", "--jobs", "x"], "argument --jobs: must be an integer in [1, 64], got 'x'"),
+    (["build", "no_such_chapter"], "error: no chapter called ['no_such_chapter'] in _toc.yml"),
+    (["build", "--out", "FILE", "intro"], "argument --out: must name a folder, got the file"),
+    (["classroom", "--out", "FILE"], "argument --out: must name a folder, got the file"),
+    (["grade", ".", "--chapter", "intro", "--timeout", "-5"], "argument --timeout: must be an integer >= 1"),
+    (["grade", ".", "--chapter", "intro", "--cell-timeout", "0"], "argument --cell-timeout: must be an integer >= 1"),
+    (["grade", ".", "--chapter", "intro", "--jobs", "0"], "argument --jobs: must be an integer >= 1"),
+])
+def test_command_line_errors_are_one_line_not_a_traceback(args, needle, tmp_path, capsys):
+    """Bad input to the lecturer's commands: exit code 2 and one line that says what is allowed (a
+    ValueError, FileExistsError or BuildError traceback before)."""
+    from assignments.__main__ import main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        main([str(a_file) if a == "FILE" else a for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and needle in err[-1] and "Traceback" not in "\n".join(err)
+
+
 def test_build_reports_a_broken_solution(tmp_path):
     root = tmp_path / "book_root"
     shutil.copytree(TOY, root)

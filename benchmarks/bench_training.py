@@ -35,7 +35,7 @@ import torch
 
 import qmf_lite as qmf
 from qmf_lite import fig3
-from qmf_lite.cli import _parse_memory
+from qmf_lite.cli import _device_flag, _memory_flag, _parse_memory, _Parser
 from qmf_lite.data import load_digits
 from qmf_lite.training import NetSpec, QuantizedMLPBatch, memory_budget, train, training_flops, training_memory
 
@@ -268,24 +268,46 @@ def accuracy_cells(device, mnist=None, width=2048, steps=400):
             f"{acc[(s, p, n, d)]:.4f} ({acc[(s, p, n, d)] - base:+.4f})".rjust(18) for s, p in VARIANTS))
 
 
+def _count(text):
+    """An argparse type: an integer >= 1 (argparse names the flag in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _depths(text):
+    """An argparse type: comma-separated depths, each an integer >= 2 (the paper's layout)."""
+    try:
+        depths = [int(d) for d in text.split(",")]
+    except ValueError:
+        depths = []
+    if not depths or min(depths) < 2:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 2 such as 10,110, got {text!r}")
+    return depths
+
+
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--max-memory", default="auto", help="auto, none, or bytes such as 16GB")
+    parser = _Parser(prog="bench_training.py")   # (a flag check that names its flag is printed once)
+    parser.add_argument("--device", type=_device_flag, default=None, help="torch device (default: cuda when available)")
+    parser.add_argument("--max-memory", type=_memory_flag, default="auto", help="auto, none, or bytes such as 16GB")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16", "tf32x3"),
                         help="tf32x3 needs --fused")
     parser.add_argument("--compare", action="store_true", help="every update and precision of VARIANTS, one process")
     parser.add_argument("--accuracy", action="store_true", help="a few Fig. 3 cells per variant (width 2048)")
     parser.add_argument("--mnist", default=None, metavar="DIR", help="MNIST files for --accuracy (default: digits)")
-    parser.add_argument("--accuracy-steps", type=int, default=400, help="training steps of --accuracy's cells")
+    parser.add_argument("--accuracy-steps", type=_count, default=400, help="training steps of --accuracy's cells")
     parser.add_argument("--skip-fig1", action="store_true")
     parser.add_argument("--skip-batching", action="store_true")
     parser.add_argument("--fused", action="store_true", help="train with update='fused' (qmf_lite.FusedSGD, Triton)")
     parser.add_argument("--profile-step", action="store_true", help="per-kernel profile of one step")
-    parser.add_argument("--width", type=int, default=None, help="default 2048 on a GPU, 256 on a CPU")
-    parser.add_argument("--depths", default=None, help="comma-separated; default 10,110,285 (GPU), 10,40 (CPU)")
-    parser.add_argument("--nets", type=int, default=14, help="networks per chunk at most")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps (the difference of two runs)")
+    parser.add_argument("--width", type=_count, default=None, help="default 2048 on a GPU, 256 on a CPU")
+    parser.add_argument("--depths", type=_depths, default=None, help="comma-separated; default 10,110,285 (GPU), 10,40 (CPU)")
+    parser.add_argument("--nets", type=_count, default=14, help="networks per chunk at most")
+    parser.add_argument("--steps", type=_count, default=20, help="timed steps (the difference of two runs)")
     args = parser.parse_args()
     device = qmf.default_device(args.device)
     budget = memory_budget(_parse_memory(args.max_memory), device)
@@ -304,7 +326,7 @@ def main():
     data = fake_mnist()
     gpu = device.type == "cuda"
     width = args.width or (2048 if gpu else 256)
-    depths = [int(d) for d in args.depths.split(",")] if args.depths else ([10, 110, 285] if gpu else [10, 40])
+    depths = args.depths or ([10, 110, 285] if gpu else [10, 40])
     update = "fused" if args.fused else "torch"
     if args.profile_step:
         for st, precision in (VARIANTS[:3] if args.compare else ((update, args.precision),)):

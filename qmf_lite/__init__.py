@@ -139,7 +139,7 @@ _LAZY = {
     "ste": ["QuantAct", "quantize", "ste_quantize", "staircase_tables", "ste_clip", "ste_slope", "ste_chi1"],
     "training": ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
                  "bgs19_lr", "learning_rate", "training_memory", "training_flops", "memory_budget", "LAYOUTS",
-                 "PRECISIONS", "SEEDINGS"],
+                 "PRECISIONS", "SEEDINGS", "UPDATES"],
     "fused": ["FusedSGD", "FUSED_PRECISIONS"],
     "ntk": ["empirical_ntk", "ste_derivative_kernel", "backward_rate", "backward_depth_scale", "ste_ntk", "SteNTK"],
     "data": ["Dataset", "load_digits", "load_mnist", "load_dataset", "read_idx", "cache_dir", "MNIST_FILES",

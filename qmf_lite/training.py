@@ -56,7 +56,7 @@ from .tradeoff import optimal_init
 
 __all__ = ["NetSpec", "QuantizedMLPBatch", "train", "TrainRecord", "run_grid", "GridResult", "halfway_depth",
            "bgs19_lr", "learning_rate", "training_memory", "training_flops", "memory_budget", "LAYOUTS",
-           "PRECISIONS", "SEEDINGS"]
+           "PRECISIONS", "SEEDINGS", "UPDATES"]
 
 #: network layouts of :class:`QuantizedMLPBatch`
 LAYOUTS = ("book", "bgs19")

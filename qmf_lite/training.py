@@ -63,8 +63,8 @@ LAYOUTS = ("book", "bgs19")
 #: matmul precisions of :func:`qmf_lite.train`: full fp32, TF32 tensor cores (CUDA only), bf16 autocast,
 #: and 3xTF32 (about fp32's accuracy on tensor cores; ``update="fused"`` only, CUDA only)
 PRECISIONS = ("fp32", "tf32", "bf16", "tf32x3")
-#: the SGD updates of :func:`train` and :func:`run_grid` (their ``update``): ``torch.optim.SGD``, or
-#: :class:`~qmf_lite.FusedSGD`
+#: the SGD updates of :func:`qmf_lite.train` and :func:`qmf_lite.run_grid` (their ``update``): ``torch.optim.SGD``,
+#: or :class:`~qmf_lite.FusedSGD`
 UPDATES = ("torch", "fused")
 #: rows per forward pass when accuracy is evaluated
 EVAL_BATCH = 2048

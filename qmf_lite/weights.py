@@ -10,14 +10,16 @@ weight to it, after clipping to :math:`[L, U]`:
   grid points around ``w``, down with probability :math:`(\lceil w\rceil - w)/\Delta`, up otherwise,
   so that :math:`\mathbb E\,Q_s(w) = w` inside the range.
 
-The update rules of Li et al. (2017), for a stochastic gradient :math:`g`:
+Three update rules for a stochastic gradient :math:`g`, the book's representatives (its choice) of
+training with and without a full-precision buffer, the two families that Li et al. (2017) contrast:
 
 .. math::
    \text{R: } w \leftarrow Q_d(w - \alpha g(w)),\qquad
    \text{SR: } w \leftarrow Q_s(w - \alpha g(w)),\qquad
    \text{BC: } w_b = Q(w_r),\ \ w_r \leftarrow w_r - \alpha g(w_b),
 
-plus plain SGD for reference. BC (BinaryConnect, Courbariaux et al. 2015) keeps a full-precision
+plus plain SGD for reference. SR is stochastic rounding (Gupta et al. 2015) and R deterministic
+rounding. BC (BinaryConnect, Courbariaux et al. 2015) keeps a full-precision
 buffer :math:`w_r` and evaluates the gradient at its quantized image :math:`w_b`; ``Q`` is
 :math:`Q_d` (deterministic BC) or :math:`Q_s` (stochastic BC). SR and R keep nothing but the grid
 point.

@@ -20,7 +20,9 @@ with :math:`W^{\rm in}_{ij}\sim\mathcal N(0, q^*/n_{\rm in})` (inputs standardis
 ``"bgs19"``: the network of Blumenfeld, Gilboa & Soudry (2019) as in their public code
 (``src/mnist.py``): ``depth`` counts the linear layers, :math:`784\to n`, ``depth - 2`` times
 :math:`n\to n`, :math:`n\to 10`, every weight :math:`\mathcal N(0,\sigma_w^2/\text{fan-in})`,
-every bias :math:`\mathcal N(0,\sigma_b^2)` (zero at :math:`\sigma_b = 0`), and the quantized
+every bias :math:`\mathcal N(0,\sigma_b^2)`, the mean-field convention of the book (their code
+divides the bias's standard deviation by :math:`\sqrt{\text{fan-in}}` too; the two agree at
+:math:`\sigma_b = 0`, the setting of their Fig. 3), and the quantized
 activation after every layer *including the last*: the logits themselves are quantized before
 the softmax,
 
@@ -889,10 +891,20 @@ class GridResult:
 
     def table(self, value="test_acc", step=None, by="levels"):
         """``(keys, depths, array[keys, depths])`` of ``value`` at ``step``, averaged over the other
-        grid axes (seeds, and ``sigma_w`` or ``levels``); ``by`` is ``"levels"`` or ``"sigma_w"``."""
+        grid axes (seeds, and ``sigma_w`` or ``levels``); ``value`` is ``"test_acc"`` or
+        ``"train_acc"``, ``step`` one of the recorded step counts (default the last), ``by`` is
+        ``"levels"`` or ``"sigma_w"``."""
+        if value not in ("test_acc", "train_acc"):
+            raise ValueError(f"value must be 'test_acc' or 'train_acc', got {value!r:.200}")
         if by not in ("levels", "sigma_w"):
             raise ValueError(f"by must be 'levels' or 'sigma_w', got {by!r}")
-        step = max(r["step"] for r in self.rows) if step is None else step
+        recorded = sorted({r["step"] for r in self.rows})
+        if not recorded:
+            raise ValueError("the grid has no rows: there is nothing to tabulate")
+        if step is None:
+            step = recorded[-1]
+        elif isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step not in recorded:
+            raise ValueError(f"step must be None or one of the grid's recorded steps {recorded}, got {step!r:.200}")
         rows = [r for r in self.rows if r["step"] == step]
         keys = sorted({r[by] for r in rows})
         depths = sorted({r["depth"] for r in rows})

@@ -13,8 +13,8 @@ import torch
 import qmf_lite as qmf
 from qmf_lite import _cache
 from qmf_lite import data as qdata
-from qmf_lite.training import (NetSpec, QuantizedMLPBatch, _data_order, _stable_seed, bgs19_lr, learning_rate,
-                               memory_budget, run_grid, train, training_memory)
+from qmf_lite.training import (GridResult, NetSpec, QuantizedMLPBatch, _data_order, _stable_seed, bgs19_lr,
+                               learning_rate, memory_budget, run_grid, train, training_memory)
 
 DIGITS = qdata.load_digits()
 
@@ -368,6 +368,24 @@ def test_grid_table_by_sigma_w(tmp_path, monkeypatch):
     assert acc[1, 1] == pytest.approx(mean)
     with pytest.raises(ValueError, match="by"):
         res.table(by="seed")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(step=150), r"step must be None or one of the grid's recorded steps \[100, 200\], got 150"),
+    (dict(step="100"), r"step must be .* got '100'"),
+    (dict(step=True), r"step must be .* got True"),
+    (dict(value="foo"), r"value must be 'test_acc' or 'train_acc', got 'foo'"),
+])
+def test_grid_table_refuses_a_step_not_recorded_and_an_unknown_value(kwargs, message):
+    """Before: a step never recorded gave empty arrays without a word, and an unknown value a KeyError."""
+    rows = [{"levels": 4, "sigma_w": 1.0, "seed": 0, "depth": d, "step": s, "train_acc": 0.5, "test_acc": 0.25 * d}
+            for d in (2, 4) for s in (100, 200)]
+    grid = GridResult(rows, {}, 1.0)
+    assert grid.table(step=np.int64(100))[2].tolist() == [[0.5, 1.0]]
+    with pytest.raises(ValueError, match=message):
+        grid.table(**kwargs)
+    with pytest.raises(ValueError, match="the grid has no rows"):
+        GridResult([], {}, 1.0).table()
 
 
 def _small_model(**kw):

@@ -40,6 +40,7 @@ import collections.abc
 import dataclasses
 import math
 import numbers
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -849,29 +850,39 @@ def _quantize_net(net, b):
     return DyadicNet._from_floats(weights, biases)
 
 
-def in_alphabet(net, bits, scale=None):
+def in_alphabet(net, bits, step=None, *, scale=None):
     r"""Whether every nonzero parameter of ``net`` is one of :math:`\pm k\,s`, :math:`1\le k\le 2^{b-1}`.
 
-    ``scale`` defaults to :math:`2^{-b}`, the alphabet of :func:`to_low_precision`.
+    ``step`` (:math:`s`) defaults to :math:`2^{-b}`, the alphabet of :func:`to_low_precision`.
 
     Parameters
     ----------
     net : DyadicNet
     bits : int
         An integer in ``[1, 64]``.
+    step : float or Fraction > 0, optional
+        The alphabet's step, as in :func:`round_to_grid`: a finite real number (taken exactly).
     scale : float or Fraction > 0, optional
-        A finite real number (taken exactly).
+        The former name of ``step``, deprecated (a ``DeprecationWarning``): ``scale`` is the
+        amplitude of an activation everywhere else in the package.
 
     Returns
     -------
     bool
     """
+    name = "step"
+    if scale is not None:
+        if step is not None:
+            raise ValueError("in_alphabet: pass step only (not both step and the deprecated scale)")
+        warnings.warn("in_alphabet(scale=...) is deprecated: the argument is now called step", DeprecationWarning,
+                      stacklevel=2)
+        step, name = scale, "scale"
     if not isinstance(net, DyadicNet):
         raise ValueError(f"net must be a DyadicNet, got {type(net).__name__}")
     b = _check_bits(bits)
-    s = Fraction(1, 1 << b) if scale is None else _fraction(scale, "scale")
+    s = Fraction(1, 1 << b) if step is None else _fraction(step, name)
     if s <= 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
+        raise ValueError(f"{name} must be > 0, got {step}")
     kmax = 1 << (b - 1)
     for a, c, e in net.layers:
         for v in np.concatenate([a.ravel(), c]).tolist():

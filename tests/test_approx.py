@@ -356,6 +356,20 @@ def test_bad_input_to_the_conversion():
         A.in_alphabet(net, -1)
 
 
+def test_in_alphabet_takes_the_step_and_the_old_name_scale_with_a_warning():
+    """The alphabet's step is ``step``, as in round_to_grid; ``scale`` (an activation's amplitude elsewhere) is
+    its deprecated former name."""
+    net = A.DyadicNet.from_arrays([[[0.75, -0.25]]], [[0.5]])          # multiples of 1/4 up to 3/4
+    assert A.in_alphabet(net, 3, step=0.25) and not A.in_alphabet(net, 3)   # the default s = 1/8: 0.75 is k = 6 > 4
+    assert not A.in_alphabet(net, 3, step=0.5) and not A.in_alphabet(net, 2, step=0.25)   # 0.75 / 0.25 = 3 > 2
+    with pytest.warns(DeprecationWarning, match="now called step"):
+        assert A.in_alphabet(net, 3, scale=0.25)
+    with pytest.raises(ValueError, match="pass step only"):
+        A.in_alphabet(net, 3, step=0.25, scale=0.25)
+    with pytest.raises(ValueError, match="step must be > 0"):
+        A.in_alphabet(net, 3, step=-0.25)
+
+
 # ---------------------------------------------------------------------------------------------
 # bit extraction and the codec
 

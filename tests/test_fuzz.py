@@ -428,7 +428,7 @@ REGISTRY["approx.sup_error"] = Entry(lambda: dict(approx=qmf.approx.PiecewiseLin
                                                   target=_pwl(), interval=None, exact=False, lipschitz=None,
                                                   n_grid=101), numbers=("lipschitz",))
 REGISTRY["approx.quantize_net"] = Entry(lambda: dict(net=_net(), bits=3))
-REGISTRY["approx.in_alphabet"] = Entry(lambda: dict(net=_net(), bits=3, scale=None), numbers=("scale",))
+REGISTRY["approx.in_alphabet"] = Entry(lambda: dict(net=_net(), bits=3, step=None), numbers=("step",))
 REGISTRY["approx.to_low_precision"] = Entry(lambda: dict(net=_net(), bits=2, nonnegative_inputs=False))
 REGISTRY["approx.bit_extractor"] = Entry(dict(m=3, form="deep"))
 REGISTRY["approx.codec"] = Entry(lambda: dict(target=_pwl(), cells=2, word_bits=4, lipschitz=1.0))

@@ -435,8 +435,10 @@ def _optimal_depth_scale(levels):
 def max_depth(levels, multiple=6.0):
     r"""Trainable depth :math:`L_{\max} = \text{multiple}\times\xi(N)`, with :math:`\xi(N)` of :func:`optimal_depth_scale`.
 
-    ``multiple = 6`` is the empirical rule of Schoenholz et al. (2017) that Blumenfeld et al. (2019)
-    adopt; ``max_depth(N, 1.0)`` is :math:`\xi(N)` itself (prefer :func:`optimal_depth_scale`).
+    ``multiple = 6`` is the empirical rule of Schoenholz et al. (2017), which the book uses for
+    quantized networks (the public code of Blumenfeld et al. (2019) draws :math:`4\xi`, :math:`6\xi`
+    and :math:`9\xi` over its trainability map); ``max_depth(N, 1.0)`` is :math:`\xi(N)` itself
+    (prefer :func:`optimal_depth_scale`).
 
     Examples
     --------

@@ -471,7 +471,9 @@ def run_rule(rule, grad, w0, *, lr, steps, grid=None, seed=0, bc_rounding="stoch
         (or the Generator itself).
     bc_rounding : {"stochastic", "deterministic"}
         The quantizer of BC's forward weights :math:`w_b`. The default, stochastic, gives on a
-        quadratic loss an unbiased gradient of the buffer's loss.
+        quadratic loss an unbiased gradient of the buffer's loss, which the one-dimensional problems
+        of chapter 10 use; :class:`QuantizedSGD`, for networks, defaults to BinaryConnect's
+        deterministic rounding instead.
     clip_buffer : bool
         Clip BC's buffer to the grid's range after each step (True or False).
     observe : callable, optional
@@ -1051,7 +1053,9 @@ class QuantizedSGD:
     seed : int
         Seeds the torch generator(s) of stochastic rounding, in [0, 2**63 - 1].
     bc_rounding : {"deterministic", "stochastic"}
-        How BC quantizes its buffer for the forward pass (deterministic: BinaryConnect's sign).
+        How BC quantizes its buffer for the forward pass. The default is BinaryConnect's own
+        (deterministic: the sign, for binary weights); :func:`run_rule`, for the one-dimensional
+        problems, defaults to stochastic rounding, which keeps a quadratic's gradient unbiased.
     clip_buffer : bool
         Clip BC's buffer to the grid's range after each step (True or False).
 

@@ -47,6 +47,10 @@ _ANCHOR_LINE = re.compile(r"^[ \t]*<a id='[^']*'></a>[ \t]*\n?", re.M)
 _SOLUTION = re.compile(r"^#+ Solution to\s*\[\s*(.*?)\]\([^)]*\)\s*$", re.M)
 _HEADING = re.compile(r"^#{1,6} ")
 _EQNO = re.compile(r'id="(equation-[^"]+)">\s*<span class="eqno">\(([^)]+)\)')
+_NUMREF = re.compile(r'<a class="reference internal" href="([^"]*)"><span class="std std-numref">([^<]+)</span>')
+_FIGURE = re.compile(r'<figure[^>]*\bid="([^"]+)"[^>]*>(?:(?!</figure>).)*?<span class="caption-number">([^<]+?)\s*</span>',
+                     re.S)
+_TABLE_ROW = re.compile(r"^\s*\|")
 
 #: what must not survive in a built notebook's Markdown: MyST roles, directive fences and options,
 #: glue placeholders, label lines, anchors and links to sources
@@ -59,6 +63,7 @@ FORBIDDEN = {
     "anchor line": re.compile(r"<a id="),
     "link to a source file": re.compile(r"\]\((?!https?://)[^)]*\.(ipynb|md)\b"),
     "in-page link": re.compile(r"\]\(#"),
+    "paragraph glued to a table": re.compile(r"^[ \t]*\|.*\|[ \t]*\n(?![ \t]*\||[ \t]*$)", re.M),
 }
 
 
@@ -102,6 +107,51 @@ def equation_numbers(page):
     return dict(_EQNO.findall(page.read_text())) if page.exists() else {}
 
 
+def page_references(page):
+    """What the HTML page shows: ``({numbered reference's text: href}, {figure id: "Fig. n.m"})``, e.g.
+    ``{"Fig. 7.1": "#fig-ch7-grid", "Exercise 9.1": "limits.html#ex-limits-derive"}``."""
+    if not page.exists():
+        return {}, {}
+    html = page.read_text()
+    return ({" ".join(text.split()): href for href, text in _NUMREF.findall(html)},
+            {name: " ".join(number.split()) for name, number in _FIGURE.findall(html)})
+
+
+def _absolute(href, doc, site):
+    """A link of the HTML page of ``doc`` (``#a``, ``page.html#a``) as a link into the published site."""
+    path, _, anchor = href.partition("#")
+    path = posixpath.normpath(posixpath.join(posixpath.dirname(doc), path)) if path else f"{doc}.html"
+    return f"{site}{path}" + (f"#{anchor}" if anchor else "")
+
+
+def _link_numrefs(text, refs, doc, site):
+    """Each "Fig. n.m" / "Exercise n.m" that the HTML page shows as a link (tojupyter writes plain text) as the
+    same link into the site; headings and text already in a link are left alone."""
+    if not refs:
+        return text
+    pattern = re.compile(r"(?<![\[\w])(" + "|".join(re.escape(t) for t in sorted(refs, key=len, reverse=True))
+                         + r")(?![\w]|\.\d)(?!\]\()")
+    lines = text.split("\n")
+    for k, line in enumerate(lines):
+        if not line.startswith("#"):
+            lines[k] = pattern.sub(lambda m: f"[{m.group(1)}]({_absolute(refs[m.group(1)], doc, site)})", line)
+    return "\n".join(lines)
+
+
+def _separate_tables(text):
+    """A blank line after every Markdown table: tojupyter writes the next paragraph right under its last row,
+    and Markdown then reads that paragraph as more rows. Fenced code is left alone."""
+    out, fenced, lines = [], False, text.split("\n")
+    for k, line in enumerate(lines):
+        out.append(line)
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif (not fenced and _TABLE_ROW.match(line) and k + 1 < len(lines) and lines[k + 1].strip()
+              and not _TABLE_ROW.match(lines[k + 1])):
+            out.append("")
+    return "\n".join(out)
+
+
 def _fix_links(text, doc, site):
     def repl(m):
         target = m.group(1)
@@ -128,18 +178,21 @@ def _fix_equation_tags(text, numbers):
     return re.sub(r"<a id='(equation-[^']+)'></a>(.*?\$\$.*?\$\$)", repl, text, flags=re.S)
 
 
-def _clean_markdown(text, doc, site, numbers):
+def _clean_markdown(text, doc, site, numbers, refs=None):
     text = _fix_equation_tags(text, numbers)
     text = _ANCHOR_LINE.sub("", text)
     text = re.sub(r"<a id='[^']*'></a>", "", text)
     text = text.replace("**Proof.**\n\nProof. ", "**Proof.** ")
     text = _fix_links(text, doc, site)
-    return text.strip("\n")
+    text = _link_numrefs(text, refs, doc, site)
+    return _separate_tables(text).strip("\n")
 
 
-def convert(built, source, doc, site, numbers):
-    """The Colab notebook of chapter ``doc`` from its tojupyter notebook and its source notebook."""
-    cells = _cells(_interleave(built, source, doc, site, numbers))
+def convert(built, source, doc, site, numbers, refs=None, figures=None):
+    """The Colab notebook of chapter ``doc`` from its tojupyter notebook and its source notebook; ``numbers``,
+    ``refs`` and ``figures`` are what its HTML page shows (:func:`equation_numbers`, :func:`page_references`)."""
+    cells = _cells(_interleave(built, source, doc, site, numbers, refs))
+    cells = _caption_figures(cells, figures or {})
     first_h1 = next((k for k, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("# ")), -1)
     for k, c in enumerate(cells):
         if c.cell_type == "markdown" and k != first_h1:
@@ -152,8 +205,10 @@ def convert(built, source, doc, site, numbers):
     header = nbformat.v4.new_markdown_cell(
         f"*This notebook is the chapter [{title}]({page}) of the book "
         f"[{_book_title()}]({site}), with the same text and code. Run its cells in order from the top; "
-        "the first one installs `qmf_lite` where it is missing (in Colab). Links lead to the book's pages, "
-        "where the figures, references and API documentation are.*")
+        "the first one installs `qmf_lite` where it is missing (in Colab). Figures are numbered and captioned "
+        "as in the book, and links lead to its pages, references and API documentation. The numbers quoted in "
+        "the text are those of the book's build (a CPU, the fast profile); a run here, on a GPU or with "
+        "`QMF_LITE_SCALE=paper`, prints and draws its own.*")
     first_heading = next((k for k, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("# ")), -1)
     cells.insert(first_heading + 1, header)
 
@@ -166,7 +221,21 @@ def convert(built, source, doc, site, numbers):
     return nb
 
 
-def _interleave(built, source, doc, site, numbers):
+def _caption_figures(cells, figures):
+    """After each figure's code cell, its number and caption as the book shows them (Colab ignores the
+    cell's ``mystnb.figure`` metadata, where the caption is)."""
+    out = []
+    for cell in cells:
+        out.append(cell)
+        figure = (cell.metadata.get("mystnb") or {}).get("figure") if cell.cell_type == "code" else None
+        if figure and figure.get("caption"):
+            number = figures.get(figure.get("name"))
+            out.append(nbformat.v4.new_markdown_cell(f"**{number}.** {figure['caption']}" if number
+                                                     else f"*{figure['caption']}*"))
+    return out
+
+
+def _interleave(built, source, doc, site, numbers, refs=None):
     """The built notebook's cells in order, ``("md", text)`` or ``("code", source cell)``: each code cell is the
     source notebook's own (with any that the HTML left out); code shown in the prose becomes text."""
     src_code = [c for c in source.cells if c.cell_type == "code"]
@@ -175,7 +244,7 @@ def _interleave(built, source, doc, site, numbers):
     for cell in built.cells:
         text = cell.source
         if cell.cell_type != "code":
-            items.append(("md", _clean_markdown(text, doc, site, numbers)))
+            items.append(("md", _clean_markdown(text, doc, site, numbers, refs)))
             continue
         match = next((j for j in range(ptr, len(src_code)) if norm(src_code[j].source) == norm(text)), None)
         if match is None:  # code shown in the prose (starter code, a solution): text, as in the book
@@ -272,7 +341,8 @@ def assemble(root=ROOT):
             continue
         built = nbformat.read(built_path, as_version=4)
         source = nbformat.read(root / f"{doc}.ipynb", as_version=4)
-        nb = convert(built, source, doc, site, equation_numbers(root / "_build" / "html" / f"{doc}.html"))
+        page = root / "_build" / "html" / f"{doc}.html"
+        nb = convert(built, source, doc, site, equation_numbers(page), *page_references(page))
         nbformat.validate(nb)
         all_problems += [f"{doc}: {p}" for p in problems(nb, source)]
         target = out / f"{doc}.ipynb"

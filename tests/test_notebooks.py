@@ -118,6 +118,24 @@ def test_exercises_and_equations_are_numbered_as_in_the_html(built_notebooks, bu
     assert sorted(tags) == sorted(re.findall(r'<span class="eqno">\(([^)]+)\)', page))
 
 
+@pytest.mark.parametrize("nb_path", CHAPTERS, ids=lambda p: p.stem)
+def test_figures_are_captioned_and_numbered_references_are_links(built_notebooks, built_book, nb_path):
+    """Colab ignores a figure's caption (cell metadata): each figure's code cell is followed by its number and
+    caption; every "Fig. n.m" / "Exercise n.m" that the page links is a link here too."""
+    nb, source = _load(built_notebooks, nb_path)
+    refs, figures = build_notebooks.page_references(built_book / f"{_doc(nb_path)}.html")
+    for k, cell in enumerate(nb.cells):
+        figure = (cell.metadata.get("mystnb") or {}).get("figure") if cell.cell_type == "code" else None
+        if figure:
+            assert nb.cells[k + 1].source == f"**{figures[figure['name']]}.** {figure['caption']}"
+    n_figures = sum(1 for c in source.cells if (c.metadata.get("mystnb") or {}).get("figure"))
+    assert len(figures) == n_figures
+    text = _markdown(nb)
+    for ref, href in refs.items():
+        assert f"[{ref}]({build_notebooks._absolute(href, _doc(nb_path), SITE)})" in text, ref
+    assert not build_notebooks.FORBIDDEN["paragraph glued to a table"].search(text)
+
+
 def test_problems_flags_myst_and_changed_code():
     """The check itself: a notebook with MyST left, or with its code changed, is reported."""
     source = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("y = 2")])
@@ -125,7 +143,8 @@ def test_problems_flags_myst_and_changed_code():
                                            nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("y = 2")])
     assert build_notebooks.problems(good, source) == []
     for text in ("x is {glue:text}`x:.1f`", "see {ref}`sec-a`", "(sec-a)=", "```{exercise}", ":class: dropdown",
-                 "[a](fixed_points.ipynb#x)", "[a](#x)", "<a id='x'></a>", "{py:func}`qmf.chi`"):
+                 "[a](fixed_points.ipynb#x)", "[a](#x)", "<a id='x'></a>", "{py:func}`qmf.chi`",
+                 "|a|b|\n|---|---|\n|1|2|\nA paragraph that Markdown reads as a row"):
         bad = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text), *good.cells[1:]])
         assert build_notebooks.problems(bad, source), text
     changed = nbformat.v4.new_notebook(cells=[good.cells[0], nbformat.v4.new_code_cell("x = 2"), good.cells[2]])
@@ -157,6 +176,27 @@ def test_convert_puts_back_cells_the_html_leaves_out_and_folds_solutions():
     assert "## Exercise 1.2" in text and "```python\nx = ...\n```" in text
     assert re.search(r"<details>\n<summary>Solution to Exercise 1\.2.*</summary>\n\n```python\nx = 3\n```\n\nBecause\.\n\n</details>",
                      text)
+
+
+def test_convert_captions_figures_links_numbered_references_and_ends_tables():
+    fig = {"mystnb": {"figure": {"name": "fig-a", "caption": "What the panels show, $x^2$."}}}
+    source = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# T"),
+                                             nbformat.v4.new_code_cell("plot()", metadata=fig)])
+    built = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# T"), nbformat.v4.new_code_cell("plot()"),
+        nbformat.v4.new_markdown_cell("Fig. 1.1 shows it (Exercise 2.1, not Fig. 1.10).\n\n|a|b|\n|---|---|\n|1|2|\n"
+                                      "Read the table.\n\n## Exercise 2.1\n\n[Fig. 1.1](#fig-a) again.")])
+    refs = {"Fig. 1.1": "#fig-a", "Exercise 2.1": "other.html#ex-b"}
+    nb = build_notebooks.convert(built, source, "book/t", "https://o.github.io/r/", {}, refs, {"fig-a": "Fig. 1.1"})
+    assert build_notebooks.problems(nb, source) == []
+    code = next(k for k, c in enumerate(nb.cells) if c.cell_type == "code")
+    assert nb.cells[code + 1].source == "**Fig. 1.1.** What the panels show, $x^2$."
+    text = _markdown(nb)
+    assert "[Fig. 1.1](https://o.github.io/r/book/t.html#fig-a) shows it" in text
+    assert "([Exercise 2.1](https://o.github.io/r/book/other.html#ex-b), not Fig. 1.10)" in text
+    assert "|1|2|\n\nRead the table." in text
+    assert "## Exercise 2.1\n" in text and "[Fig. 1.1](#fig-a) again" not in text   # headings stay plain
+    assert text.count("https://o.github.io/r/book/t.html#fig-a") == 2                 # an old link is not relinked
 
 
 def test_colab_and_binder_buttons_open_the_built_notebooks_branch():

@@ -408,18 +408,27 @@ def sr_update(w, g, lr, grid, rng):
     return _checked_update("sr", w, g, lr, _check_grid(grid), rng)
 
 
-def bc_update(buffer, g, lr, grid, clip=True):
+def bc_update(buffer, g, lr, grid, clip_buffer=True, *, clip=None):
     r"""Rule BC on the buffer: :math:`w_r - \alpha g` (``g`` evaluated at :math:`w_b = Q(w_r)`).
 
-    With ``clip`` (default) the buffer is clipped to the grid's range, so that it cannot drift
-    beyond the point where its quantized image could change back (our default; it keeps the buffer
-    of a binary weight in :math:`[-a, a]`). ``buffer``, ``g`` finite, ``lr > 0`` (scalar or array),
-    broadcasting together; ``grid`` a :class:`Grid`; ``clip`` True or False (without clipping the
-    new buffer must stay finite).
+    With ``clip_buffer`` (default) the buffer is clipped to the grid's range, so that it cannot
+    drift beyond the point where its quantized image could change back (our default; it keeps the
+    buffer of a binary weight in :math:`[-a, a]`). ``buffer``, ``g`` finite, ``lr > 0`` (scalar or
+    array), broadcasting together; ``grid`` a :class:`Grid`; ``clip_buffer`` True or False (without
+    clipping the new buffer must stay finite), as in :func:`run_rule` and :class:`QuantizedSGD`.
+    ``clip`` is its deprecated former name (a ``DeprecationWarning``): elsewhere in the package
+    ``clip`` is the straight-through estimator's clipping point.
     """
+    name = "clip_buffer"
+    if clip is not None:
+        if clip_buffer is not True:
+            raise ValueError("bc_update: pass clip_buffer only (not both clip_buffer and the deprecated clip)")
+        warnings.warn("bc_update(clip=...) is deprecated: the argument is now called clip_buffer, as in run_rule",
+                      DeprecationWarning, stacklevel=2)
+        clip_buffer, name = clip, "clip"
     grid = _check_grid(grid)
-    clip = check_bool(clip, "clip")
-    return _checked_update("bc", buffer, g, lr, grid, clip_buffer=clip, wname="buffer")
+    clip_buffer = check_bool(clip_buffer, name)
+    return _checked_update("bc", buffer, g, lr, grid, clip_buffer=clip_buffer, wname="buffer")
 
 
 @dataclasses.dataclass

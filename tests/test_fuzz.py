@@ -457,7 +457,7 @@ REGISTRY["weights.r_update"] = Entry(lambda: dict(w=0.5, g=1.0, lr=0.1, grid=_w(
 REGISTRY["weights.sr_update"] = Entry(lambda: dict(w=np.array([0.5, 0.1]), g=np.array([1.0, -1.0]), lr=0.1,
                                                    grid=_w().Grid.symmetric(0.25, 8), rng=0))
 REGISTRY["weights.bc_update"] = Entry(lambda: dict(buffer=np.array([0.3, -0.1]), g=np.array([1.0, 1.0]), lr=0.1,
-                                                   grid=_w().Grid.binary(1.0), clip=True))
+                                                   grid=_w().Grid.binary(1.0), clip_buffer=True))
 REGISTRY["weights.run_rule"] = Entry(lambda: dict(rule="sr", grad=_noisy, w0=np.full(4, -1.0), lr=0.05, steps=20,
                                                   grid=_w().Grid.symmetric(0.25, 8), seed=0, bc_rounding="stochastic",
                                                   clip_buffer=True, observe=None, every=1))

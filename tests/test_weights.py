@@ -570,8 +570,8 @@ BAD_INPUT = {
     "bc_update-buffer-nan": (lambda: qw.bc_update(np.array([NAN]), 1.0, 0.1, G), "buffer"),
     "bc_update-g-str": (lambda: qw.bc_update(0.1, "", 0.1, G), "g"),
     "bc_update-grid-array": (lambda: qw.bc_update(0.1, 1.0, 0.1, np.array([0.5, 2.0])), "grid"),
-    "bc_update-clip-array": (lambda: qw.bc_update(0.1, 1.0, 0.1, G, clip=np.array([1, 0])), "clip"),
-    "bc_update-unclipped-overflow": (lambda: qw.bc_update(0.0, 2.0, 1e308, G, clip=False), "buffer"),
+    "bc_update-clip-array": (lambda: qw.bc_update(0.1, 1.0, 0.1, G, clip_buffer=np.array([1, 0])), "clip_buffer"),
+    "bc_update-unclipped-overflow": (lambda: qw.bc_update(0.0, 2.0, 1e308, G, clip_buffer=False), "buffer"),
     # run_rule
     "run_rule-rule-array": (lambda: qw.run_rule(np.array(["sr"]), rademacher_grad, [0.0], lr=0.1, steps=1, grid=G),
                             "rule"),
@@ -704,6 +704,19 @@ def test_steps_that_overflow_are_clipped_to_the_grid():
     inside = np.abs(G.points - W_STAR) < 1                              # there the noise's sign decides which
     assert np.allclose(P[inside][:, [0, -1]], 0.5)
     assert np.all(P[~inside][:, [0, -1]].max(axis=1) == 1.0)            # elsewhere the mean gradient's sign
+
+
+def test_bc_update_calls_its_flag_clip_buffer_as_run_rule_does():
+    """``clip`` is the STE's clipping point elsewhere; bc_update's flag is ``clip_buffer`` (``clip`` deprecated)."""
+    assert G.high == 2.0
+    assert qw.bc_update(1.9, -1.0, 1.0, G, clip_buffer=False) == pytest.approx(2.9)      # beyond the range
+    assert qw.bc_update(1.9, -1.0, 1.0, G) == G.high                                    # clipped back to it
+    with pytest.warns(DeprecationWarning, match="now called clip_buffer"):
+        assert qw.bc_update(1.9, -1.0, 1.0, G, clip=False) == pytest.approx(2.9)
+    with pytest.raises(ValueError, match="pass clip_buffer only"):
+        qw.bc_update(1.9, -1.0, 1.0, G, clip_buffer=False, clip=False)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match=r"\bclip must"):
+        qw.bc_update(1.9, -1.0, 1.0, G, clip="yes")
 
 
 def test_update_functions_take_tensors_and_numbers_together():

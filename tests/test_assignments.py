@@ -892,6 +892,27 @@ def test_classroom_overlay_merges_over_the_book_config(tmp_path):
         k: v for k, v in final["book"]["html_theme_options"].items() if k not in ("use_download_button", "launch_buttons")}
 
 
+def test_classroom_config_finds_the_books_local_extensions(tmp_path, monkeypatch):
+    """jupyter-book looks for local extensions beside the configuration file, which the classroom edition writes
+    under _build: their folders are written as absolute paths (before: "Could not import extension
+    parallel_execute", and the edition never built)."""
+    import subprocess
+
+    from assignments import classroom
+
+    calls = []
+    monkeypatch.setattr(classroom.subprocess, "run", lambda cmd, check: calls.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 0))
+    html, status = classroom.build_classroom(ROOT, tmp_path / "classroom")
+    assert status == 0 and calls and calls[0][calls[0].index("--config") + 1] == str(tmp_path / "classroom" / "_config.yml")
+    written = yaml.safe_load((tmp_path / "classroom" / "_config.yml").read_text())
+    book = yaml.safe_load((ROOT / "_config.yml").read_text())
+    extensions = written["sphinx"]["local_extensions"]
+    assert set(extensions) == set(book["sphinx"]["local_extensions"]) and extensions
+    for name, folder in extensions.items():
+        assert pathlib.Path(folder).is_absolute() and (pathlib.Path(folder) / f"{name}.py").is_file(), (name, folder)
+
+
 def test_classroom_edition_of_a_toy_book_has_no_solution(tmp_path):
     """A one-page book built the way `python -m assignments classroom` builds the real one: the
     exercise is on the page, its solution nowhere in the output (pages, search index, sources),

@@ -98,6 +98,26 @@ def test_momentum_sgd_matches_a_direct_loop():
         assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
 
 
+def test_book_layout_draws_every_layer_at_its_scale():
+    """The book layout: W_in ~ N(0, q*/n_in), so that standardised inputs start h^1 at the fixed point q*; hidden
+    weights N(0, sigma_w^2/n), biases N(0, sigma_b^2), readout N(0, 1/n). Each sample standard deviation lies within
+    4 relative standard errors 1 / sqrt(2 m) of its value (m entries); h^1 of unit-variance inputs has mean square
+    q* within 4 standard errors. Before: no test saw a 20% error in the first layer's variance."""
+    init = qmf.optimal_init(4)
+    sb = 0.3
+    model = QuantizedMLPBatch([NetSpec(4, init.sigma_w, sb, seed=3)], 64, 10, 4, 300, device="cpu", dtype=torch.float64)
+    q_star = float(qmf.fixed_point_q(init.activation, init.sigma_w, sb))
+    assert model.b_in is None and len(model.weights) == len(model.biases) == 3
+    layers = ([(model.w_in, math.sqrt(q_star / 64))] + [(w, init.sigma_w / math.sqrt(300)) for w in model.weights]
+              + [(b, sb) for b in model.biases] + [(model.w_out, 1 / math.sqrt(300))])
+    for t, want in layers:
+        assert t[0].std().item() == pytest.approx(want, rel=4 / math.sqrt(2 * t[0].numel())), (tuple(t.shape), want)
+    x = torch.randn(20000, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    h1 = (x @ model.w_in[0]) ** 2                                  # 20000 inputs x 300 units
+    per_unit = h1.mean(0)                                          # each unit's mean square: its column's |w|^2
+    assert abs(per_unit.mean().item() - q_star) < 4 * per_unit.std().item() / math.sqrt(per_unit.numel())
+
+
 def test_bgs19_layout_is_the_papers_network():
     """784 -> n, depth - 2 hidden, n -> 10, the quantized activation after every layer (logits too),
     weights N(0, sigma_w^2 / fan-in), zero biases: the same output as the layers composed one by one."""
@@ -107,7 +127,8 @@ def test_bgs19_layout_is_the_papers_network():
     linears = [model.w_in] + list(model.weights) + [model.w_out]
     assert len(linears) == 6 and model.w_out.shape == (1, 300, 10)
     for w, fan_in in zip(linears, [64] + [300] * 5):
-        assert w[0].std().item() == pytest.approx(init.sigma_w / math.sqrt(fan_in), rel=0.05)
+        # the sample standard deviation of m Gaussian entries has a relative standard error 1 / sqrt(2 m): 4 of them
+        assert w[0].std().item() == pytest.approx(init.sigma_w / math.sqrt(fan_in), rel=4 / math.sqrt(2 * w[0].numel()))
     assert all(torch.count_nonzero(b) == 0 for b in [model.b_in, model.b_out, *model.biases])
     act = qmf.QuantAct(init.activation, init.sigma_w)
     x = torch.randn(9, 64, dtype=torch.float64)

@@ -269,6 +269,7 @@ def build_chapter(chapter, out, index, root=ROOT, *, setup_timeout=900, solution
             if tests:
                 report["self_check"] = _self_check(k, chapter, records, tests, work, solution_timeout)
                 problems += _judge(report["self_check"])
+            problems += _free_answers(chapter, records)
     report["build_s"] = round(time.perf_counter() - t0, 1)
     if not problems:
         requirements, report["warnings"] = grading_requirements(root)
@@ -395,6 +396,21 @@ def _self_check(k, chapter, records, tests, work, timeout):
     k.run(_SELF_CHECK.format(state=_STATE, tests=tests, records=with_specs, path=str(check_path)),
           timeout=max(timeout, 60 * len(tests)))
     return json.loads(check_path.read_text())
+
+
+def _free_answers(chapter, records):
+    """Problems: a graded answer that 0 or 1 earns (:func:`checks.trivial_values`), so that a student scores
+    without doing the exercise (e.g. a difference that should vanish, or a ratio the question says is 1)."""
+    specs = {(e.label, c.var): c.spec() for e in chapter.graded for c in e.checks}
+    problems = []
+    for label, answers in records.items():
+        for var, record in answers.items():
+            for value in _checks.trivial_values(record):
+                if _checks.compare(value, record, specs[label, var], var) is None:
+                    problems.append(f"the answer {value!r} to `{var}` of {label} scores without the exercise: "
+                                    "grade a quantity the question does not give away")
+                    break
+    return problems
 
 
 def _judge(sc):

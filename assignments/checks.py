@@ -353,6 +353,21 @@ def _compare(value, record, spec, name):
     return f"unknown check kind {record['kind']!r}"
 
 
+def trivial_values(record):
+    """Answers a student can give without doing the exercise: 0 and 1 (of the answer's shape) for a numeric or a
+    SymPy answer (an exact one, a count or a list, is left out). The build refuses a check that accepts one."""
+    if record["kind"] == "numeric":
+        import numpy as np
+
+        shape = tuple(record["shape"])
+        return [float(v) if not shape else np.full(shape, float(v)) for v in (0, 1)]
+    if record["kind"] == "sympy" and record.get("shape") is None:
+        import sympy
+
+        return [sympy.Integer(0), sympy.Integer(1)]
+    return []
+
+
 def wrong_value(record, spec):
     """A value that must fail ``compare`` (the build's self-check uses it)."""
     if record["kind"] == "numeric":

@@ -377,6 +377,30 @@ def toy_build(tmp_path_factory):
     return out, {r["chapter"]: r for r in reports}
 
 
+def test_the_build_refuses_answers_that_score_without_the_exercise():
+    """A check that 0 or 1 passes gives the point away (a difference that should vanish, a ratio the question says is
+    1): the build reports it. Before, naive_diff ~ -5.6e-17 with atol=1e-12 gave a point for `naive_diff = 0`."""
+    import types
+
+    import sympy
+
+    from assignments import checks
+    from assignments.build import _free_answers
+
+    cases = {"ex-a": ("naive_diff", {"kind": "numeric", "rtol": 0.0, "atol": 1e-12}, -5.551115123125783e-17),
+             "ex-b": ("sw_ratio", {"kind": "numeric", "rtol": 1e-9, "atol": 0.0}, 0.9999999999999998),
+             "ex-c": ("x1_limit", {"kind": "sympy"}, sympy.Integer(0)),
+             "ex-d": ("q_ratio", {"kind": "numeric", "rtol": 1e-9, "atol": 0.0}, 9.000000000000002),
+             "ex-e": ("x1", {"kind": "sympy"}, 4 * sympy.Symbol("L", positive=True) - 3),
+             "ex-f": ("n_roots", {"kind": "exact"}, 1)}
+    chapter = types.SimpleNamespace(graded=[types.SimpleNamespace(label=label, checks=[types.SimpleNamespace(
+        var=var, spec=lambda spec=spec: spec)]) for label, (var, spec, _) in cases.items()])
+    records = {label: {var: checks.encode(value, spec, var)} for label, (var, spec, value) in cases.items()}
+    problems = _free_answers(chapter, records)
+    assert [p.split("`")[1] for p in problems] == ["naive_diff", "sw_ratio", "x1_limit"], problems
+    assert all("scores without the exercise" in p for p in problems)
+
+
 def test_toy_build_self_checks(toy_build):
     out, reports = toy_build
     assert {n: r["problems"] for n, r in reports.items()} == {"toy": [], "toy_intro": []}

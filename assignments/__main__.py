@@ -118,7 +118,8 @@ def _grade(args, parser):
 
     autograder = args.autograder or DEFAULT_OUT / "autograder" / f"{args.chapter}.zip"
     if not autograder.exists():
-        parser.error(f"no autograder at {autograder}: run `python -m assignments build {args.chapter or ''}` first")
+        parser.error(f"no autograder at {autograder}: run `python -m assignments build {args.chapter or ''}` first, "
+                     "or, if you built with --out OUT, pass --autograder OUT/autograder/<chapter>.zip")
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder")
     from .grade import read_manifest

@@ -263,11 +263,18 @@ def feedback_markdown(result, manifest):
     return "\n".join(lines)
 
 
+#: the status of a student whose submission has left the folder since it was graded
+_GONE = "not submitted now"
+
+
 def _md_cell(text):
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _write_csv(out, manifest):
+def _write_csv(out, manifest, current=None):
+    """``grades.csv`` (and ``manual_answers.md``) from every result in ``out/results``; a student not in ``current``
+    (the ids of the submissions being graded) keeps the row, marked as no longer submitted, but leaves
+    the answers to grade by hand."""
     results = []
     for p in sorted((pathlib.Path(out) / "results").glob("*.json")):
         try:
@@ -281,15 +288,20 @@ def _write_csv(out, manifest):
     # the columns of the questions graded by hand stay empty: the lecturer fills them in
     w.writerow(["student", "file", "score", "possible", *graded,
                 *[f"{q['name']} (by hand, /{q['points']:g})" for q in manual], "status", "message"])
+    gone = set() if current is None else {r["student"] for r in results} - set(current)
     for r in results:
         qs = r["questions"]
         total, possible = _totals(qs)
+        status, message = ((_GONE, f"{r['file']} is no longer in the submissions folder; its result is kept in "
+                                    f"results/{r['student']}.json") if r["student"] in gone else (r["status"], r["message"]))
         w.writerow([r["student"], r["file"], f"{total:g}", f"{possible:g}",
                     *[f"{qs[n]['score']:g}" if n in qs else "" for n in graded], *["" for _ in manual],
-                    r["status"], r["message"]])
+                    status, message])
     _write_atomic(pathlib.Path(out) / "grades.csv", buf.getvalue())
     if manual:
-        _write_atomic(pathlib.Path(out) / "manual_answers.md", _manual_answers(results, manual, manifest))
+        _write_atomic(pathlib.Path(out) / "manual_answers.md",
+                      _manual_answers([r for r in results if r["student"] not in gone], manual, manifest))
+    return sorted(gone)
 
 
 def _manual_answers(results, manual, manifest):
@@ -354,7 +366,7 @@ def grade(submissions, autograder, out, *, cell_timeout=600, timeout=3600, jobs=
         _write_atomic(res_file, json.dumps(r, indent=1))
         _write_atomic(out / "feedback" / f"{sid}.md", feedback_markdown(r, manifest))
         with lock:
-            _write_csv(out, manifest)
+            _write_csv(out, manifest, ids)
         log(f"{sid}: {r['total']:g}/{r['possible']:g} ({r['status']}{': ' + r['message'] if r['message'] else ''})")
         return r
 
@@ -366,5 +378,7 @@ def grade(submissions, autograder, out, *, cell_timeout=600, timeout=3600, jobs=
             results = [one(p) for p in files]
     finally:
         kernels_dir.cleanup()
-    _write_csv(out, manifest)
+    for sid in _write_csv(out, manifest, ids):
+        log(f"{sid}: graded before but no longer in {submissions}: marked '{_GONE}' in grades.csv (delete "
+            f"results/{sid}.json to drop the row)")
     return results

@@ -643,10 +643,15 @@ def test_grading_survives_a_notebook_that_never_ends_and_keeps_earlier_results(t
     nb = _submission(out, {})
     nb.cells.insert(2, nbformat.v4.new_code_cell("import time\ntime.sleep(600)"))
     nbformat.write(nb, subs / "zoe.ipynb")
-    (zoe,) = grade(subs, out / "autograder" / "toy.zip", grades, cell_timeout=600, timeout=5, log=lambda *a: None)
+    seen = []
+    (zoe,) = grade(subs, out / "autograder" / "toy.zip", grades, cell_timeout=600, timeout=5, log=seen.append)
     assert zoe["status"] == "time limit" and zoe["total"] == 0
     rows = {r["student"]: r for r in csv.DictReader((grades / "grades.csv").open())}
     assert rows["alice"]["score"] == "6" and rows["zoe"]["status"] == "time limit"
+    # her row says that her file has gone (before: the CSV went on as if she were still submitted), and the log too
+    assert rows["alice"]["status"] == "not submitted now" and "no longer in the submissions" in rows["alice"]["message"]
+    assert any(s.startswith("alice: graded before but no longer in") for s in seen)
+    assert "### alice" not in (grades / "manual_answers.md").read_text()
     assert "time limit for a whole notebook" in (grades / "feedback" / "zoe.md").read_text()
     # an unchanged submission graded with the same settings is not graded again; one graded with
     # another time limit is (alice was graded with the default --timeout, zoe with 5 s)
@@ -654,6 +659,8 @@ def test_grading_survives_a_notebook_that_never_ends_and_keeps_earlier_results(t
     seen = []
     grade(subs, out / "autograder" / "toy.zip", grades, cell_timeout=600, timeout=5, log=seen.append)
     assert any("zoe: unchanged" in s for s in seen) and not any("alice: unchanged" in s for s in seen)
+    rows = {r["student"]: r for r in csv.DictReader((grades / "grades.csv").open())}
+    assert rows["alice"]["status"] != "not submitted now"                  # back in the folder, back in the grades
     seen = []  # another --cell-timeout: nothing is kept
     grade(subs, out / "autograder" / "toy.zip", grades, cell_timeout=300, timeout=5, log=seen.append)
     assert not any("unchanged" in s for s in seen) and any(s.startswith("zoe: 0/6 (time limit") for s in seen)
@@ -666,6 +673,9 @@ def test_grade_command_line(toy_build, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["grade", str(tmp_path), "--autograder", str(tmp_path / "missing.zip")])
     assert "no autograder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):        # a build with --out: the message says how to find its autograder
+        main(["grade", str(tmp_path), "--chapter", "no_such_chapter"])
+    assert "pass --autograder OUT/autograder/<chapter>.zip" in capsys.readouterr().err
     subs = tmp_path / "subs"
     subs.mkdir()
     (subs / "ann.txt").write_text("my answers are 6 and 9")

@@ -364,7 +364,7 @@ def test_bf16_autocast_runs_and_stays_close():
     r32 = train(QuantizedMLPBatch(specs, 64, 10, 3, 32, device="cpu", layout="bgs19"), DIGITS, [20], **kw)
     r16 = train(QuantizedMLPBatch(specs, 64, 10, 3, 32, device="cpu", layout="bgs19"), DIGITS, [20],
                 precision="bf16", **kw)
-    assert r16.losses[0, 0] == pytest.approx(r32.losses[0, 0], rel=0.05)
+    assert r16.losses[0, 0] == pytest.approx(r32.losses[0, 0], rel=0.03)   # 1.2% measured; bf16 rounds at 2^-8
     assert abs(r16.losses[0, 0] / r32.losses[0, 0] - 1) > 2.0**-12       # not fp32's numbers
     assert abs(r16[20][1][0] - r32[20][1][0]) < 0.2
 

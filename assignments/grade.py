@@ -378,7 +378,12 @@ def grade(submissions, autograder, out, *, cell_timeout=600, timeout=3600, jobs=
             results = [one(p) for p in files]
     finally:
         kernels_dir.cleanup()
+    _final_csv(out, manifest, ids, submissions, log)
+    return results
+
+
+def _final_csv(out, manifest, ids, submissions, log):
+    """The CSV once every submission is graded, and a line for each student graded before whose file has left."""
     for sid in _write_csv(out, manifest, ids):
         log(f"{sid}: graded before but no longer in {submissions}: marked '{_GONE}' in grades.csv (delete "
             f"results/{sid}.json to drop the row)")
-    return results

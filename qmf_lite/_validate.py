@@ -6,6 +6,7 @@ Every public function validates its inputs here so that bad input fails loudly w
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
@@ -170,6 +171,20 @@ def check_sigmas(sigma_w, sigma_b, *, allow_array=True):
         raise ValueError(f"sigma_b must be at most {SIGMA_MAX:g} (its square enters the variance), got {sigma_b!r}")
     check_broadcast(("sigma_w", "sigma_b"), sw, sb)
     return sw, sb
+
+
+def renamed(func, new, value, old, old_value, *, default=None, note="", stacklevel=3):
+    """An argument that was renamed: ``(value, name)``, where ``value`` is the new argument's, or the deprecated
+    former one's (with a ``DeprecationWarning`` at the caller of ``func``: ``stacklevel`` 3 when ``func`` calls
+    this directly), and ``name`` the name the caller used, for the error messages of later checks. Both given
+    (the new one not ``default``): a ValueError."""
+    if old_value is None:
+        return value, new
+    if value is not default:
+        raise ValueError(f"{func}: pass {new} only (not both {new} and the deprecated {old})")
+    warnings.warn(f"{func}({old}=...) is deprecated: the argument is now called {new}{note}", DeprecationWarning,
+                  stacklevel=stacklevel)
+    return old_value, old
 
 
 def check_broadcast(names, *arrays):

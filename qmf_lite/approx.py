@@ -40,14 +40,13 @@ import collections.abc
 import dataclasses
 import math
 import numbers
-import warnings
 from fractions import Fraction
 
 import numpy as np
 
 from ._common import round_half_up
 from ._validate import (check_bool, check_choice, check_int, check_int_range, check_nonnegative, check_positive,
-                        check_real, check_real_array)
+                        check_real, check_real_array, renamed)
 
 __all__ = [
     "DyadicNet",
@@ -870,13 +869,7 @@ def in_alphabet(net, bits, step=None, *, scale=None):
     -------
     bool
     """
-    name = "step"
-    if scale is not None:
-        if step is not None:
-            raise ValueError("in_alphabet: pass step only (not both step and the deprecated scale)")
-        warnings.warn("in_alphabet(scale=...) is deprecated: the argument is now called step", DeprecationWarning,
-                      stacklevel=2)
-        step, name = scale, "scale"
+    step, name = renamed("in_alphabet", "step", step, "scale", scale)
     if not isinstance(net, DyadicNet):
         raise ValueError(f"net must be a DyadicNet, got {type(net).__name__}")
     b = _check_bits(bits)

@@ -33,7 +33,7 @@ import numpy as np
 from scipy import optimize, special
 
 from . import _uniform_em
-from ._validate import SIGMA_MAX, SIGMA_MIN, check_bool, check_int, check_levels, check_positive
+from ._validate import SIGMA_MAX, SIGMA_MIN, check_bool, check_int, check_levels, check_positive, renamed
 from .activations import QuantizedActivation, StepActivation, _check_quantized
 from .gaussian import SQRT2PI, legendre_rule, step_variance
 
@@ -70,17 +70,13 @@ def _naive_parts(levels, spacing):
     return np.sum(_pdf(t), axis=-1), step_variance(t, np.ones(levels - 1))
 
 
-def _renamed(value, old_value, old, new, func):
-    """``value`` or the deprecated keyword ``old`` (one release of grace, with a warning)."""
-    if old_value is not None:
-        if value is not None:
-            raise ValueError(f"{func}: pass {new} only (not both {new} and the deprecated {old})")
-        warnings.warn(f"{func}({old}=...) is deprecated: the argument is now called {new} "
-                      f"(the spacing in units of sqrt(q*), not the raw spacing D)", DeprecationWarning, stacklevel=3)
-        return old_value
+def _normalized_spacing(func, normalized_spacing, spacing):
+    """The required ``normalized_spacing`` of ``func``, or its deprecated keyword ``spacing`` (checked, > 0)."""
+    value, name = renamed(func, "normalized_spacing", normalized_spacing, "spacing", spacing,
+                          note=" (the spacing in units of sqrt(q*), not the raw spacing D)", stacklevel=4)
     if value is None:
-        raise ValueError(f"{func}: {new} must be given (a number > 0)")
-    return value
+        raise ValueError(f"{func}: normalized_spacing must be given (a number > 0)")
+    return check_positive(value, name)
 
 
 def chi_zero(levels, normalized_spacing=None, *, spacing=None):
@@ -103,8 +99,7 @@ def chi_zero(levels, normalized_spacing=None, *, spacing=None):
     0.636619772368
     """
     levels = check_levels(levels, maximum=MAX_LEVELS)
-    spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing", "chi_zero"),
-                             "normalized_spacing")
+    spacing = _normalized_spacing("chi_zero", normalized_spacing, spacing)
     if levels > 4096:
         return 1.0 - _quantization_error(levels, spacing)
     s, v = _naive_parts(levels, spacing)
@@ -271,8 +266,7 @@ def quantization_error(levels, normalized_spacing=None, *, spacing=None):
     0.011543
     """
     levels = check_levels(levels, maximum=MAX_LEVELS)
-    spacing = check_positive(_renamed(normalized_spacing, spacing, "spacing", "normalized_spacing",
-                                      "quantization_error"), "normalized_spacing")
+    spacing = _normalized_spacing("quantization_error", normalized_spacing, spacing)
     return _quantization_error(levels, spacing)
 
 

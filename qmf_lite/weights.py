@@ -49,7 +49,7 @@ from scipy.sparse import linalg as sparse_linalg
 
 from ._common import all_finite, is_torch, numpy_generator, round_half_up, torch_generator
 from ._validate import (_as_float_array, check_bool, check_broadcast, check_callable, check_choice, check_finite,
-                        check_int, check_positive, check_probability, check_real, check_seed)
+                        check_int, check_positive, check_probability, check_real, check_seed, renamed)
 
 __all__ = [
     "Grid",
@@ -419,13 +419,8 @@ def bc_update(buffer, g, lr, grid, clip_buffer=True, *, clip=None):
     ``clip`` is its deprecated former name (a ``DeprecationWarning``): elsewhere in the package
     ``clip`` is the straight-through estimator's clipping point.
     """
-    name = "clip_buffer"
-    if clip is not None:
-        if clip_buffer is not True:
-            raise ValueError("bc_update: pass clip_buffer only (not both clip_buffer and the deprecated clip)")
-        warnings.warn("bc_update(clip=...) is deprecated: the argument is now called clip_buffer, as in run_rule",
-                      DeprecationWarning, stacklevel=2)
-        clip_buffer, name = clip, "clip"
+    clip_buffer, name = renamed("bc_update", "clip_buffer", clip_buffer, "clip", clip, default=True,
+                                note=", as in run_rule")
     grid = _check_grid(grid)
     clip_buffer = check_bool(clip_buffer, name)
     return _checked_update("bc", buffer, g, lr, grid, clip_buffer=clip_buffer, wname="buffer")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import pathlib
 import posixpath
@@ -118,10 +117,14 @@ def page_references(page):
 
 
 def _absolute(href, doc, site):
-    """A link of the HTML page of ``doc`` (``#a``, ``page.html#a``) as a link into the published site."""
+    """A relative link of ``doc`` (``#a``, ``page.ipynb#a``, ``page.html#a``, ``api/maps.md``) as a link into the
+    published site."""
     path, _, anchor = href.partition("#")
-    path = posixpath.normpath(posixpath.join(posixpath.dirname(doc), path)) if path else f"{doc}.html"
-    return f"{site}{path}" + (f"#{anchor}" if anchor else "")
+    if path:
+        path = re.sub(r"\.(ipynb|md|html)$", "", posixpath.normpath(posixpath.join(posixpath.dirname(doc), path)))
+    else:
+        path = doc
+    return f"{site}{path}.html" + (f"#{anchor}" if anchor else "")
 
 
 def _link_numrefs(text, refs, doc, site):
@@ -153,17 +156,9 @@ def _separate_tables(text):
 
 
 def _fix_links(text, doc, site):
+    """Relative Markdown links as links into the published site; links with a scheme are left as they are."""
     def repl(m):
-        target = m.group(1)
-        if re.match(r"[a-z]+:", target):
-            return m.group(0)
-        path, _, anchor = target.partition("#")
-        if path:
-            path = posixpath.normpath(posixpath.join(posixpath.dirname(doc), path))
-            path = re.sub(r"\.(ipynb|md)$", "", path)
-        else:
-            path = doc
-        return f"]({site}{path}.html" + (f"#{anchor}" if anchor else "") + ")"
+        return m.group(0) if re.match(r"[a-z]+:", m.group(1)) else f"]({_absolute(m.group(1), doc, site)})"
     return _LINK.sub(repl, text)
 
 

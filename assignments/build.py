@@ -386,11 +386,16 @@ def _run_blank_student_notebook(k, student, timeout, problems):
     k.run(_SNAPSHOT.format(state=_STATE, key="blank"))
 
 
+def _check_specs(chapter):
+    """``{(exercise label, variable): the check's spec}`` of every graded answer of ``chapter``."""
+    return {(e.label, c.var): c.spec() for e in chapter.graded for c in e.checks}
+
+
 def _self_check(k, chapter, records, tests, work, timeout):
     """Run the hidden ``tests`` in kernel ``k`` against the snapshots of the solved and the blank notebook; returns
     the self-check report that :func:`_judge` reads."""
     check_path = work / "self_check.json"
-    specs = {(e.label, c.var): c.spec() for e in chapter.graded for c in e.checks}
+    specs = _check_specs(chapter)
     with_specs = {label: {var: {"record": rec, "spec": specs[label, var]} for var, rec in answers.items()}
                   for label, answers in records.items()}
     k.run(_SELF_CHECK.format(state=_STATE, tests=tests, records=with_specs, path=str(check_path)),
@@ -401,7 +406,7 @@ def _self_check(k, chapter, records, tests, work, timeout):
 def _free_answers(chapter, records):
     """Problems: a graded answer that 0 or 1 earns (:func:`checks.trivial_values`), so that a student scores
     without doing the exercise (e.g. a difference that should vanish, or a ratio the question says is 1)."""
-    specs = {(e.label, c.var): c.spec() for e in chapter.graded for c in e.checks}
+    specs = _check_specs(chapter)
     problems = []
     for label, answers in records.items():
         for var, record in answers.items():
